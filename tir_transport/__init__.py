@@ -1,0 +1,93 @@
+"""Framework-free core of tir-llama: configuration, SSE, wire format, errors, retries, clients.
+
+Importing this package imports neither LangChain nor LlamaIndex.
+"""
+
+from ._client import TIRClient
+from ._config import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_MODEL,
+    DEFAULT_TIMEOUT,
+    TIRConfig,
+)
+from ._errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    ConflictError,
+    ContextLengthExceededError,
+    InvalidResponseError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    RequestTimeoutError,
+    ServerError,
+    StreamInterruptedError,
+    TIRError,
+    error_from_event,
+    error_from_response,
+)
+from ._retry import RetryPolicy, is_retryable, parse_retry_after
+from ._sse import ServerSentEvent, SSEDecoder
+from ._usage import Usage, UsageTracker, record_usage, track_usage
+from ._wire import (
+    ChatChunk,
+    ChatCompletion,
+    ToolCall,
+    ToolCallAccumulator,
+    ToolCallDelta,
+    build_payload,
+    parse_chunk,
+    parse_completion,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_MODEL",
+    "DEFAULT_TIMEOUT",
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ChatChunk",
+    "ChatCompletion",
+    "ConfigurationError",
+    "ConflictError",
+    "ContextLengthExceededError",
+    "InvalidResponseError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RequestTimeoutError",
+    "RetryPolicy",
+    "SSEDecoder",
+    "ServerError",
+    "ServerSentEvent",
+    "StreamInterruptedError",
+    "TIRClient",
+    "TIRConfig",
+    "TIRError",
+    "ToolCall",
+    "ToolCallAccumulator",
+    "ToolCallDelta",
+    "Usage",
+    "UsageTracker",
+    "__version__",
+    "build_payload",
+    "error_from_event",
+    "error_from_response",
+    "is_retryable",
+    "parse_chunk",
+    "parse_completion",
+    "parse_retry_after",
+    "record_usage",
+    "track_usage",
+]

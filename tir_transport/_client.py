@@ -1,0 +1,384 @@
+"""Sync and async shells over pooled httpx clients: send, read, retry; nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
+from typing import Any
+
+import httpx
+
+from ._config import TIRConfig
+from ._errors import (
+    APIConnectionError,
+    APITimeoutError,
+    InvalidResponseError,
+    StreamInterruptedError,
+    TIRError,
+    error_from_response,
+)
+from ._retry import RetryPolicy, parse_retry_after
+from ._sse import ServerSentEvent, SSEDecoder
+from ._usage import Usage, record_usage
+from ._wire import DONE, ChatChunk, ChatCompletion, parse_chunk, parse_completion
+
+__all__ = ["TIRClient"]
+
+logger = logging.getLogger("tir_transport")
+
+_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100, keepalive_expiry=30)
+
+
+def _timeout(seconds: float) -> httpx.Timeout:
+    # The read timeout also bounds the gap between two stream chunks.
+    return httpx.Timeout(seconds, connect=min(seconds, 10.0))
+
+
+def _transport_error(exc: httpx.HTTPError, url: str) -> TIRError:
+    """Map an httpx failure to our error, without quoting anything but the URL."""
+    if isinstance(exc, httpx.TimeoutException):
+        return APITimeoutError(f"timed out talking to {url}: {type(exc).__name__}")
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+        return StreamInterruptedError(f"the connection to {url} broke off: {exc}")
+    return APIConnectionError(f"could not connect to {url}: {exc}")
+
+
+class _StreamState:
+    """What a stream has shown so far; decides whether its end was a real end."""
+
+    __slots__ = ("done", "finish_reason", "model", "request_id", "secret", "usage")
+
+    def __init__(self, request_id: str | None, secret: str) -> None:
+        self.request_id = request_id
+        self.secret = secret
+        self.finish_reason: str | None = None
+        self.usage: Usage | None = None
+        self.model: str | None = None
+        self.done = False
+
+    def on_event(self, event: ServerSentEvent) -> ChatChunk | None:
+        """The chunk of one event, or None for `[DONE]` and for events after it."""
+        if self.done:
+            return None
+        data = event.data
+        if data == DONE:
+            self.done = True
+            return None
+        if event.event == "error":
+            # Some gateways name the event instead of shaping the data.
+            try:
+                payload = json.loads(data)
+            except ValueError:
+                payload = {"message": data}
+            if not isinstance(payload, dict):
+                payload = {"message": data}
+            payload.setdefault("object", "error")
+            data = json.dumps(payload)
+        try:
+            chunk = parse_chunk(data, request_id=self.request_id)
+        except TIRError as e:
+            if self.secret and self.secret in e.message:
+                e.message = e.message.replace(self.secret, "**********")
+                e.args = (e.message,)
+            raise
+        if chunk.finish_reason is not None:
+            self.finish_reason = chunk.finish_reason
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        if chunk.model:
+            self.model = chunk.model
+        return chunk
+
+    def check_end(self, url: str) -> None:
+        """Raise if the body ended before the reply did (a truncated stream is an error)."""
+        if self.finish_reason is None:
+            how = "sent [DONE]" if self.done else "closed the stream"
+            raise StreamInterruptedError(
+                f"{url} {how} before the reply finished (no finish_reason): the answer is "
+                "incomplete",
+                request_id=self.request_id,
+            )
+
+
+def _request_id(headers: httpx.Headers) -> str | None:
+    value: str | None = headers.get("x-request-id") or headers.get("request-id")
+    return value
+
+
+class TIRClient:
+    """Sends chat requests for one configuration, sync or async, with retries and pooling.
+
+    httpx clients are created on first use: one sync client per process, one async client
+    per event loop (so the object works across `asyncio.run` calls and in threads that run
+    their own loops). Pickling and `os.fork` give a copy that makes its own clients.
+    """
+
+    def __init__(self, config: TIRConfig, *, retry: RetryPolicy | None = None) -> None:
+        """Create a client; no I/O happens here."""
+        self.config = config
+        self.retry = retry or RetryPolicy(max_retries=config.max_retries)
+        self._init_pools()
+
+    def _init_pools(self) -> None:
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._sync: httpx.Client | None = None
+        self._async: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, AsyncGenerator[None, None]]
+        ] = weakref.WeakKeyDictionary()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"config": self.config, "retry": self.retry}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.config = state["config"]
+        self.retry = state["retry"]
+        self._init_pools()
+
+    def __repr__(self) -> str:
+        return f"TIRClient({self.config!r})"
+
+    # -- pools ------------------------------------------------------------------------------
+
+    def _check_fork(self) -> None:
+        if os.getpid() != self._pid:
+            # The parent's sockets (and TLS state) must not be touched: drop, never close.
+            self._init_pools()
+
+    def _sync_client(self) -> httpx.Client:
+        self._check_fork()
+        client = self._sync
+        if client is None:
+            with self._lock:
+                client = self._sync
+                if client is None:
+                    client = self._sync = httpx.Client(
+                        timeout=_timeout(self.config.timeout), limits=_LIMITS
+                    )
+        return client
+
+    async def _async_client(self) -> httpx.AsyncClient:
+        self._check_fork()
+        loop = asyncio.get_running_loop()
+        entry = self._async.get(loop)
+        if entry is not None:
+            return entry[0]
+        client = httpx.AsyncClient(timeout=_timeout(self.config.timeout), limits=_LIMITS)
+        guard = _close_on_loop_shutdown(client)
+        # Started in this loop, the guard is one of the loop's async generators: asyncio.run
+        # (loop.shutdown_asyncgens) closes it while the loop still runs, closing the client.
+        await guard.asend(None)
+        self._async[loop] = (client, guard)
+        return client
+
+    def close(self) -> None:
+        """Close the sync pool. Async pools close with `aclose()` or when their loop ends."""
+        with self._lock:
+            client, self._sync = self._sync, None
+        if client is not None:
+            client.close()
+
+    async def aclose(self) -> None:
+        """Close the pool of the running event loop, and the sync pool."""
+        entry = self._async.pop(asyncio.get_running_loop(), None)
+        if entry is not None:
+            await entry[1].aclose()
+        self.close()
+
+    def __enter__(self) -> TIRClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> TIRClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- shared pure steps ----------------------------------------------------------------
+
+    def _prepare(self, payload: Mapping[str, Any]) -> tuple[str, dict[str, str], bytes]:
+        url = self.config.chat_url()
+        headers = self.config.headers()
+        headers["Content-Type"] = "application/json"
+        if payload.get("stream"):
+            headers["Accept"] = "text/event-stream"
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        return url, headers, body
+
+    def _status_error(self, response: httpx.Response) -> TIRError:
+        error = error_from_response(
+            response.status_code,
+            response.content,
+            response.headers,
+            secret=self.config.secret(),
+        )
+        error.retry_after = parse_retry_after(response.headers)
+        return error
+
+    def _completion(self, response: httpx.Response) -> ChatCompletion:
+        request_id = _request_id(response.headers)
+        try:
+            data = json.loads(response.content)
+        except ValueError as e:
+            text = response.content[:200].decode("utf-8", "replace")
+            raise InvalidResponseError(
+                f"the server's reply is not JSON: {text!r}", request_id=request_id
+            ) from e
+        completion = parse_completion(data, request_id=request_id)
+        record_usage(completion.model or self.config.model, completion.usage)
+        return completion
+
+    def _backoff(self, error: TIRError, attempt: int, url: str) -> float:
+        delay = self.retry.delay(error, attempt)
+        if delay is None:
+            raise error
+        logger.info(
+            "retrying %s in %.2fs (retry %d of %d) after: %s",
+            url,
+            delay,
+            attempt + 1,
+            self.retry.max_retries,
+            error,
+        )
+        return delay
+
+    def _finish_stream(self, state: _StreamState, url: str) -> None:
+        state.check_end(url)
+        record_usage(state.model or self.config.model, state.usage)
+
+    # -- sync -------------------------------------------------------------------------------
+
+    def create(self, payload: Mapping[str, Any]) -> ChatCompletion:
+        """Send a non-streamed request and return the reply.
+
+        Raises:
+            TIRError: a subclass for each kind of failure, after the retries the policy allows.
+        """
+        url, headers, body = self._prepare(payload)
+        client = self._sync_client()
+        attempt = 0
+        while True:
+            try:
+                response = client.post(url, content=body, headers=headers)
+            except httpx.HTTPError as e:
+                error = _transport_error(e, url)
+                error.__cause__ = e
+            else:
+                if response.status_code < 400:
+                    return self._completion(response)
+                error = self._status_error(response)
+            time.sleep(self._backoff(error, attempt, url))
+            attempt += 1
+
+    def stream(self, payload: Mapping[str, Any]) -> Iterator[ChatChunk]:
+        """Send a streamed request and yield its chunks.
+
+        Retries happen only before the first chunk is handed on. The response is closed on
+        every exit: end, error, `break`, garbage collection.
+
+        Raises:
+            StreamInterruptedError: the stream broke off or carried an error event.
+            TIRError: any other failure, after the retries the policy allows.
+        """
+        url, headers, body = self._prepare(payload)
+        client = self._sync_client()
+        attempt = 0
+        while True:
+            started = False
+            try:
+                with client.stream("POST", url, content=body, headers=headers) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        error = self._status_error(response)
+                    else:
+                        state = _StreamState(_request_id(response.headers), self.config.secret())
+                        decoder = SSEDecoder()
+                        for raw in response.iter_bytes():
+                            for event in decoder.feed(raw):
+                                chunk = state.on_event(event)
+                                if chunk is not None:
+                                    started = True
+                                    yield chunk
+                        decoder.flush()
+                        self._finish_stream(state, url)
+                        return
+            except httpx.HTTPError as e:
+                error = _transport_error(e, url)
+                error.__cause__ = e
+            except TIRError as e:
+                error = e
+            if started:
+                raise error
+            time.sleep(self._backoff(error, attempt, url))
+            attempt += 1
+
+    # -- async ------------------------------------------------------------------------------
+
+    async def acreate(self, payload: Mapping[str, Any]) -> ChatCompletion:
+        """Async twin of `create`."""
+        url, headers, body = self._prepare(payload)
+        client = await self._async_client()
+        attempt = 0
+        while True:
+            try:
+                response = await client.post(url, content=body, headers=headers)
+            except httpx.HTTPError as e:
+                error = _transport_error(e, url)
+                error.__cause__ = e
+            else:
+                if response.status_code < 400:
+                    return self._completion(response)
+                error = self._status_error(response)
+            await asyncio.sleep(self._backoff(error, attempt, url))
+            attempt += 1
+
+    async def astream(self, payload: Mapping[str, Any]) -> AsyncIterator[ChatChunk]:
+        """Async twin of `stream`; cancelling the consumer closes the connection."""
+        url, headers, body = self._prepare(payload)
+        client = await self._async_client()
+        attempt = 0
+        while True:
+            started = False
+            try:
+                async with client.stream("POST", url, content=body, headers=headers) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        error = self._status_error(response)
+                    else:
+                        state = _StreamState(_request_id(response.headers), self.config.secret())
+                        decoder = SSEDecoder()
+                        async for raw in response.aiter_bytes():
+                            for event in decoder.feed(raw):
+                                chunk = state.on_event(event)
+                                if chunk is not None:
+                                    started = True
+                                    yield chunk
+                        decoder.flush()
+                        self._finish_stream(state, url)
+                        return
+            except httpx.HTTPError as e:
+                error = _transport_error(e, url)
+                error.__cause__ = e
+            except TIRError as e:
+                error = e
+            if started:
+                raise error
+            await asyncio.sleep(self._backoff(error, attempt, url))
+            attempt += 1
+
+
+async def _close_on_loop_shutdown(client: httpx.AsyncClient) -> AsyncGenerator[None, None]:
+    try:
+        yield
+        yield  # never reached: the generator waits here until the loop shuts it down
+    finally:
+        await client.aclose()

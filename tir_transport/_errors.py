@@ -1,0 +1,267 @@
+"""The error hierarchy and the one place where server replies become errors."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigurationError",
+    "ConflictError",
+    "ContextLengthExceededError",
+    "InvalidResponseError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RequestTimeoutError",
+    "ServerError",
+    "StreamInterruptedError",
+    "TIRError",
+    "error_from_event",
+    "error_from_response",
+]
+
+# An error body can be a whole HTML page from a gateway; quote only its start.
+MAX_QUOTED_CHARS = 1000
+
+_REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-amzn-requestid", "cf-ray")
+_CONTEXT_RE = re.compile(r"maximum context length|context length|context window", re.IGNORECASE)
+
+
+class TIRError(Exception):
+    """Base class of every error this library raises."""
+
+    #: Seconds the server asked us to wait (`Retry-After`), when it did.
+    retry_after: float | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        request_id: str | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.request_id = request_id
+        self.body = body
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.status_code is not None:
+            parts.append(f"(HTTP {self.status_code})")
+        if self.request_id:
+            parts.append(f"[request id {self.request_id}]")
+        return " ".join(parts)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only constructor arguments do not survive the default pickling.
+        return (
+            _rebuild_error,
+            (type(self), self.message, self.status_code, self.request_id, self.body),
+        )
+
+
+def _rebuild_error(
+    cls: type[TIRError], message: str, status: int | None, rid: str | None, body: Any
+) -> TIRError:
+    return cls(message, status_code=status, request_id=rid, body=body)
+
+
+class ConfigurationError(TIRError, ValueError):
+    """The configuration cannot make a request (missing key or project, unsafe URL)."""
+
+
+class APIStatusError(TIRError):
+    """The server answered with an error status."""
+
+
+class BadRequestError(APIStatusError):
+    """HTTP 400 or 422: the server rejected the request as invalid."""
+
+
+class ContextLengthExceededError(BadRequestError):
+    """The prompt plus `max_tokens` do not fit the model's context window."""
+
+
+class AuthenticationError(APIStatusError):
+    """HTTP 401: the API key is missing, wrong or expired."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """HTTP 403: the key may not use this project or model."""
+
+
+class NotFoundError(APIStatusError):
+    """HTTP 404: no such project, model or endpoint at this URL."""
+
+
+class RequestTimeoutError(APIStatusError):
+    """HTTP 408: the server timed the request out."""
+
+
+class ConflictError(APIStatusError):
+    """HTTP 409: the server reported a conflict."""
+
+
+class RateLimitError(APIStatusError):
+    """HTTP 429: too many requests."""
+
+
+class ServerError(APIStatusError):
+    """HTTP 5xx: the server failed."""
+
+
+class APIConnectionError(TIRError):
+    """The request could not reach the server, or the connection failed."""
+
+
+class APITimeoutError(APIConnectionError):
+    """The server did not answer (or send the next stream chunk) within the timeout."""
+
+
+class StreamInterruptedError(TIRError):
+    """A stream broke off before its end, or carried an error event."""
+
+
+class InvalidResponseError(TIRError):
+    """The server sent something that is not the OpenAI chat-completions format."""
+
+
+# The one status table; 5xx falls through to ServerError below.
+_STATUS_TABLE: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    408: RequestTimeoutError,
+    409: ConflictError,
+    422: BadRequestError,
+    429: RateLimitError,
+}
+
+
+def _quote(text: str) -> str:
+    text = text.strip()
+    if len(text) > MAX_QUOTED_CHARS:
+        return text[:MAX_QUOTED_CHARS] + f"... [{len(text) - MAX_QUOTED_CHARS} more characters]"
+    return text
+
+
+def _message_from_body(body: Any) -> str | None:
+    """Find the human message in the error shapes vLLM, llama.cpp and gateways send."""
+    if isinstance(body, str):
+        return body or None
+    if not isinstance(body, Mapping):
+        return None
+    error = body.get("error")
+    if isinstance(error, Mapping):
+        message = error.get("message")
+        if isinstance(message, str):
+            return message
+    if isinstance(error, str):
+        return error
+    for key in ("message", "detail", "msg"):
+        value = body.get(key)
+        if isinstance(value, str):
+            return value
+        if value is not None:
+            return json.dumps(value)
+    return None
+
+
+def _request_id(headers: Mapping[str, str] | None) -> str | None:
+    if not headers:
+        return None
+    for name in _REQUEST_ID_HEADERS:
+        value = headers.get(name)
+        if value:
+            return value
+    return None
+
+
+def _scrub(text: str, secret: str | None) -> str:
+    # A gateway may echo the Authorization header back in its error page.
+    if secret and secret in text:
+        return text.replace(secret, "**********")
+    return text
+
+
+def error_from_response(
+    status_code: int,
+    content: bytes,
+    headers: Mapping[str, str] | None = None,
+    *,
+    secret: str | None = None,
+) -> APIStatusError:
+    """Build the error for an HTTP error reply.
+
+    Args:
+        status_code: the HTTP status.
+        content: the raw body.
+        headers: the reply's headers (for the request id).
+        secret: the API key, scrubbed from anything quoted.
+
+    Returns:
+        An instance of the class the status table gives (`ContextLengthExceededError` for a
+        400 about the context length).
+    """
+    text = content.decode("utf-8", errors="replace")
+    body: Any
+    try:
+        body = json.loads(text) if text.strip() else None
+    except ValueError:
+        body = text
+    message = _message_from_body(body) or text or f"HTTP {status_code} with an empty body"
+    message = _scrub(_quote(message), secret)
+    cls: type[APIStatusError] = _STATUS_TABLE.get(
+        status_code, ServerError if status_code >= 500 else APIStatusError
+    )
+    if cls is BadRequestError and _CONTEXT_RE.search(message):
+        cls = ContextLengthExceededError
+    if isinstance(body, str):
+        body = _scrub(_quote(body), secret)
+    return cls(message, status_code=status_code, request_id=_request_id(headers), body=body)
+
+
+def is_error_event(payload: Mapping[str, Any]) -> bool:
+    """Whether a decoded stream event is an error (vLLM's flat or nested form)."""
+    return "error" in payload or payload.get("object") == "error"
+
+
+def error_from_event(
+    payload: Mapping[str, Any],
+    *,
+    request_id: str | None = None,
+    secret: str | None = None,
+) -> TIRError:
+    """Build the error for an error event inside an HTTP 200 stream.
+
+    A context-length complaint keeps its own class; everything else is a
+    `StreamInterruptedError`, because the stream stopped short of its end.
+    """
+    message = _scrub(_quote(_message_from_body(payload) or json.dumps(payload)), secret)
+    code: Any = payload.get("code")
+    error = payload.get("error")
+    if isinstance(error, Mapping):
+        code = error.get("code", code)
+    status = code if isinstance(code, int) else None
+    if _CONTEXT_RE.search(message):
+        return ContextLengthExceededError(
+            message, status_code=status, request_id=request_id, body=dict(payload)
+        )
+    return StreamInterruptedError(
+        f"the server reported an error mid-stream: {message}",
+        status_code=status,
+        request_id=request_id,
+        body=dict(payload),
+    )

@@ -1,0 +1,156 @@
+"""Token usage: a value type, and `track_usage()` that totals the requests made inside it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Usage", "UsageTracker", "record_usage", "track_usage"]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts of one or more requests."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        if not isinstance(other, Usage):
+            return NotImplemented
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.total_tokens + other.total_tokens,
+        )
+
+    @classmethod
+    def from_openai(cls, usage: Mapping[str, Any]) -> Usage:
+        """Read an OpenAI-style `usage` object (`prompt_tokens`, `completion_tokens`)."""
+        prompt = int(usage.get("prompt_tokens") or 0)
+        completion = int(usage.get("completion_tokens") or 0)
+        total = usage.get("total_tokens")
+        return cls(prompt, completion, int(total) if total is not None else prompt + completion)
+
+
+class UsageTracker:
+    """Running totals: overall, per model, and the number of requests."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._total = Usage()
+        self._by_model: dict[str, Usage] = {}
+        self._requests_by_model: dict[str, int] = {}
+        self._requests = 0
+        # Threads alive when tracking began: a thread not among them was started inside.
+        self._threads_before: frozenset[int] = frozenset()
+        self._active = False
+
+    def add(self, model: str, usage: Usage | None) -> None:
+        """Count one finished request; `usage` is None when the server sent none."""
+        with self._lock:
+            self._requests += 1
+            self._requests_by_model[model] = self._requests_by_model.get(model, 0) + 1
+            if usage is not None:
+                self._total = self._total + usage
+                self._by_model[model] = self._by_model.get(model, Usage()) + usage
+            else:
+                self._by_model.setdefault(model, Usage())
+
+    @property
+    def usage(self) -> Usage:
+        """The overall totals."""
+        return self._total
+
+    @property
+    def input_tokens(self) -> int:
+        """Prompt tokens, all models."""
+        return self._total.input_tokens
+
+    @property
+    def output_tokens(self) -> int:
+        """Completion tokens, all models."""
+        return self._total.output_tokens
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion tokens, all models."""
+        return self._total.total_tokens
+
+    @property
+    def requests(self) -> int:
+        """Requests finished inside the block."""
+        return self._requests
+
+    @property
+    def by_model(self) -> dict[str, Usage]:
+        """Totals per model name (as the server reported it)."""
+        with self._lock:
+            return dict(self._by_model)
+
+    @property
+    def requests_by_model(self) -> dict[str, int]:
+        """Finished requests per model name."""
+        with self._lock:
+            return dict(self._requests_by_model)
+
+    def __repr__(self) -> str:
+        return (
+            f"UsageTracker(requests={self._requests}, input_tokens={self.input_tokens}, "
+            f"output_tokens={self.output_tokens}, total_tokens={self.total_tokens})"
+        )
+
+
+_current: ContextVar[tuple[UsageTracker, ...]] = ContextVar("tir_usage_trackers")
+_active_lock = threading.Lock()
+_active: list[UsageTracker] = []
+
+
+@contextmanager
+def track_usage() -> Iterator[UsageTracker]:
+    """Total the token usage of every request made inside the block.
+
+    Requests of both adapters count, and so do those made in asyncio tasks and context-copying
+    executors started inside (they inherit the block's context), and in plain threads started
+    while the block is open (a new thread has an empty context; it is counted by every open
+    tracker that was entered before the thread started). Blocks nest: an inner block's requests
+    count in the outer one too.
+
+    Example:
+        >>> with track_usage() as usage:
+        ...     llm.invoke("hi")  # doctest: +SKIP
+        >>> usage.total_tokens  # doctest: +SKIP
+    """
+    tracker = UsageTracker()
+    tracker._threads_before = frozenset(t.ident for t in threading.enumerate() if t.ident)
+    tracker._active = True
+    token = _current.set((*_current.get(()), tracker))
+    with _active_lock:
+        _active.append(tracker)
+    try:
+        yield tracker
+    finally:
+        tracker._active = False
+        with _active_lock:
+            _active.remove(tracker)
+        _current.reset(token)
+
+
+def record_usage(model: str, usage: Usage | None) -> None:
+    """Count a finished request in every tracker open for the caller."""
+    trackers = _current.get(None)
+    if trackers is None:
+        # A thread that inherited no context: count it in the trackers it was born inside.
+        if not _active:
+            return
+        ident = threading.get_ident()
+        with _active_lock:
+            trackers = tuple(t for t in _active if ident not in t._threads_before)
+    for tracker in trackers:
+        if tracker._active:
+            tracker.add(model, usage)

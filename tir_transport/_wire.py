@@ -1,0 +1,290 @@
+"""The OpenAI chat-completions wire format as vLLM speaks it: payloads in, typed values out."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._errors import InvalidResponseError, error_from_event, is_error_event
+from ._usage import Usage
+
+__all__ = [
+    "DONE",
+    "ChatChunk",
+    "ChatCompletion",
+    "ToolCall",
+    "ToolCallAccumulator",
+    "ToolCallDelta",
+    "build_payload",
+    "parse_chunk",
+    "parse_completion",
+]
+
+DONE = "[DONE]"
+
+# How much of an unreadable chunk an error quotes.
+_QUOTE_CHARS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A complete tool call; `arguments` is the JSON text the model wrote (maybe invalid)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call, keyed by `index`."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatCompletion:
+    """A whole (non-streamed) reply, first choice."""
+
+    id: str | None
+    model: str | None
+    text: str | None
+    tool_calls: tuple[ToolCall, ...]
+    finish_reason: str | None
+    stop_reason: str | int | None
+    usage: Usage | None
+    raw: dict[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatChunk:
+    """One streamed chunk, first choice; the usage chunk has no choice and carries `usage`."""
+
+    id: str | None
+    model: str | None
+    text: str | None
+    role: str | None
+    tool_calls: tuple[ToolCallDelta, ...]
+    finish_reason: str | None
+    stop_reason: str | int | None
+    usage: Usage | None
+    raw: dict[str, Any] = field(repr=False)
+
+
+def build_payload(
+    messages: Sequence[Mapping[str, Any]],
+    model: str,
+    *,
+    stream: bool = False,
+    include_usage: bool = True,
+    extra_body: Mapping[str, Any] | None = None,
+    **params: Any,
+) -> dict[str, Any]:
+    """Build a chat-completions request body.
+
+    Args:
+        messages: OpenAI-style message dicts.
+        model: the model name for the body's `model`.
+        stream: whether to stream; `stream_options.include_usage` is added only then.
+        include_usage: ask for the usage chunk at the end of a stream.
+        extra_body: fields sent as they are, last (vLLM's `top_k`, `repetition_penalty`...).
+        **params: request fields (`temperature`, `max_tokens`, `tools`...); those that are
+            None are not sent, so the server's defaults apply.
+
+    Returns:
+        The JSON-ready payload.
+    """
+    if not messages:
+        raise ValueError("messages is empty: a chat request needs at least one message")
+    payload: dict[str, Any] = {"model": model, "messages": list(messages)}
+    for key, value in params.items():
+        if value is not None:
+            payload[key] = value
+    if stream:
+        payload["stream"] = True
+        if include_usage:
+            payload["stream_options"] = {"include_usage": True}
+    if extra_body:
+        payload.update(extra_body)
+    return payload
+
+
+def _raise_if_error(data: Mapping[str, Any], request_id: str | None) -> None:
+    if is_error_event(data):
+        raise error_from_event(data, request_id=request_id)
+
+
+def _usage(data: Mapping[str, Any]) -> Usage | None:
+    usage = data.get("usage")
+    return Usage.from_openai(usage) if isinstance(usage, Mapping) else None
+
+
+def _tool_calls(raw: Any) -> tuple[ToolCall, ...]:
+    if not raw:
+        return ()
+    calls = []
+    for i, call in enumerate(raw):
+        function = call.get("function") or {}
+        arguments = function.get("arguments")
+        if not isinstance(arguments, str):
+            # Some servers send an object instead of the JSON text.
+            arguments = json.dumps(arguments if arguments is not None else {})
+        calls.append(
+            ToolCall(
+                id=call.get("id") or f"call_{i}",
+                name=function.get("name") or "",
+                arguments=arguments,
+            )
+        )
+    return tuple(calls)
+
+
+def _malformed(what: str, data: Any, request_id: str | None, e: Exception) -> InvalidResponseError:
+    error = InvalidResponseError(
+        f"the server sent a malformed {what}: {json.dumps(data, default=str)[:_QUOTE_CHARS]}",
+        request_id=request_id,
+    )
+    error.__cause__ = e
+    return error
+
+
+def parse_completion(data: Any, *, request_id: str | None = None) -> ChatCompletion:
+    """Read a non-streamed reply (already JSON-decoded).
+
+    Raises:
+        TIRError: the body is an error object, or not a chat completion.
+    """
+    if not isinstance(data, dict):
+        raise InvalidResponseError(
+            f"expected a JSON object, got: {json.dumps(data)[:_QUOTE_CHARS]}",
+            request_id=request_id,
+        )
+    _raise_if_error(data, request_id)
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise InvalidResponseError(
+            f"the reply has no choices: {json.dumps(data)[:_QUOTE_CHARS]}", request_id=request_id
+        )
+    try:
+        return _completion(data, choices[0])
+    except (AttributeError, TypeError, ValueError, KeyError) as e:
+        raise _malformed("reply", data, request_id, e) from e
+
+
+def _completion(data: dict[str, Any], choice: dict[str, Any]) -> ChatCompletion:
+    message = choice.get("message") or {}
+    return ChatCompletion(
+        id=data.get("id"),
+        model=data.get("model"),
+        text=message.get("content"),
+        tool_calls=_tool_calls(message.get("tool_calls")),
+        finish_reason=choice.get("finish_reason"),
+        stop_reason=choice.get("stop_reason"),
+        usage=_usage(data),
+        raw=data,
+    )
+
+
+def parse_chunk(text: str, *, request_id: str | None = None) -> ChatChunk:
+    """Read one stream event's `data` (not `[DONE]`).
+
+    Raises:
+        InvalidResponseError: the data is not JSON or not a chunk; the message quotes its start.
+        StreamInterruptedError: the event is an error event (flat or nested vLLM form).
+    """
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise InvalidResponseError(
+            f"the server sent a stream chunk that is not JSON: {text[:_QUOTE_CHARS]!r}",
+            request_id=request_id,
+        ) from e
+    if not isinstance(data, dict):
+        raise InvalidResponseError(
+            f"the server sent a stream chunk that is not an object: {text[:_QUOTE_CHARS]!r}",
+            request_id=request_id,
+        )
+    try:
+        return _chunk(data, request_id)
+    except (AttributeError, TypeError, ValueError, KeyError) as e:
+        raise _malformed("stream chunk", data, request_id, e) from e
+
+
+def _chunk(data: dict[str, Any], request_id: str | None) -> ChatChunk:
+    choices = data.get("choices")
+    if not choices:
+        if is_error_event(data):
+            raise error_from_event(data, request_id=request_id)
+        return ChatChunk(
+            id=data.get("id"),
+            model=data.get("model"),
+            text=None,
+            role=None,
+            tool_calls=(),
+            finish_reason=None,
+            stop_reason=None,
+            usage=_usage(data),
+            raw=data,
+        )
+    choice = choices[0]
+    delta = choice.get("delta") or {}
+    raw_calls = delta.get("tool_calls")
+    deltas: tuple[ToolCallDelta, ...] = ()
+    if raw_calls:
+        deltas = tuple(
+            ToolCallDelta(
+                index=int(call.get("index", i)),
+                id=call.get("id"),
+                name=(call.get("function") or {}).get("name"),
+                arguments=(call.get("function") or {}).get("arguments"),
+            )
+            for i, call in enumerate(raw_calls)
+        )
+    return ChatChunk(
+        id=data.get("id"),
+        model=data.get("model"),
+        text=delta.get("content"),
+        role=delta.get("role"),
+        tool_calls=deltas,
+        finish_reason=choice.get("finish_reason"),
+        stop_reason=choice.get("stop_reason"),
+        usage=_usage(data),
+        raw=data,
+    )
+
+
+class ToolCallAccumulator:
+    """Merge streamed tool-call deltas: name and id are set once, arguments appended."""
+
+    __slots__ = ("_calls",)
+
+    def __init__(self) -> None:
+        self._calls: dict[int, list[str | None]] = {}
+
+    def add(self, deltas: Iterable[ToolCallDelta]) -> None:
+        """Fold in the deltas of one chunk."""
+        for delta in deltas:
+            call = self._calls.get(delta.index)
+            if call is None:
+                call = self._calls[delta.index] = [None, None, ""]
+            if delta.id and not call[0]:
+                call[0] = delta.id
+            if delta.name and not call[1]:
+                call[1] = delta.name
+            if delta.arguments:
+                call[2] = (call[2] or "") + delta.arguments
+
+    def __bool__(self) -> bool:
+        return bool(self._calls)
+
+    def result(self) -> list[ToolCall]:
+        """The calls so far, in index order; a call with no id gets `call_{index}`."""
+        return [
+            ToolCall(id=c[0] or f"call_{i}", name=c[1] or "", arguments=c[2] or "")
+            for i, c in sorted(self._calls.items())
+        ]
