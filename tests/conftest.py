@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -27,17 +26,6 @@ _ENV_VARS = (
     "TIR_HOST",
     "TIR_BASE_URL",
 )
-
-
-def _load_server_script() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "local_model_server", ROOT / "scripts" / "local_model_server.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["local_model_server"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(autouse=True)
@@ -107,12 +95,14 @@ def call(request: pytest.FixtureRequest) -> Caller:
 @pytest.fixture(scope="session")
 def local_model() -> Iterator[str]:
     """Base URL of a real llama.cpp server with SmolLM2-135M-Instruct, built on first use."""
-    script = _load_server_script()
-    server = script.start()
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import local_model_server
+
+    server = local_model_server.start()
     try:
         yield server.base_url
     finally:
-        script.stop(server.pid)
+        local_model_server.stop(server.pid)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -9,7 +9,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Generator, Mapping
 from typing import Any
 
 import httpx
@@ -129,6 +129,7 @@ class TIRClient:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._sync: httpx.Client | None = None
+        self._finalizer: weakref.finalize[[], TIRClient] | None = None
         self._async: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, AsyncGenerator[None, None]]
         ] = weakref.WeakKeyDictionary()
@@ -149,6 +150,8 @@ class TIRClient:
     def _check_fork(self) -> None:
         if os.getpid() != self._pid:
             # The parent's sockets (and TLS state) must not be touched: drop, never close.
+            if self._finalizer is not None:
+                self._finalizer.detach()
             self._init_pools()
 
     def _sync_client(self) -> httpx.Client:
@@ -161,6 +164,8 @@ class TIRClient:
                     client = self._sync = httpx.Client(
                         timeout=_timeout(self.config.timeout), limits=_LIMITS
                     )
+                    # Users rarely close a chat model: close its sockets when it is collected.
+                    self._finalizer = weakref.finalize(self, client.close)
         return client
 
     async def _async_client(self) -> httpx.AsyncClient:
@@ -181,6 +186,9 @@ class TIRClient:
         """Close the sync pool. Async pools close with `aclose()` or when their loop ends."""
         with self._lock:
             client, self._sync = self._sync, None
+            finalizer, self._finalizer = self._finalizer, None
+        if finalizer is not None:
+            finalizer.detach()
         if client is not None:
             client.close()
 
@@ -279,7 +287,7 @@ class TIRClient:
             time.sleep(self._backoff(error, attempt, url))
             attempt += 1
 
-    def stream(self, payload: Mapping[str, Any]) -> Iterator[ChatChunk]:
+    def stream(self, payload: Mapping[str, Any]) -> Generator[ChatChunk, None, None]:
         """Send a streamed request and yield its chunks.
 
         Retries happen only before the first chunk is handed on. The response is closed on
@@ -341,7 +349,7 @@ class TIRClient:
             await asyncio.sleep(self._backoff(error, attempt, url))
             attempt += 1
 
-    async def astream(self, payload: Mapping[str, Any]) -> AsyncIterator[ChatChunk]:
+    async def astream(self, payload: Mapping[str, Any]) -> AsyncGenerator[ChatChunk, None]:
         """Async twin of `stream`; cancelling the consumer closes the connection."""
         url, headers, body = self._prepare(payload)
         client = await self._async_client()
