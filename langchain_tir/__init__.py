@@ -5,5 +5,9 @@ try:
 except ImportError as e:  # pragma: no cover - exercised in a subprocess test
     raise ImportError('langchain_tir needs LangChain: pip install "tir-llama[langchain]"') from e
 
-__all__: list[str] = []
-# TODO(issue 3): ChatTIRLlama, a thin BaseChatModel over tir_transport.
+from tir_transport import Usage, track_usage
+
+from ._convert import UnsupportedContentError
+from .chat_models import ChatTIRLlama
+
+__all__ = ["ChatTIRLlama", "UnsupportedContentError", "Usage", "track_usage"]

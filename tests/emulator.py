@@ -94,6 +94,43 @@ def _error_body(fmt: str, message: str, status: int) -> dict[str, Any]:
     return {"error": {"message": message, "type": error_type, "param": None, "code": status}}
 
 
+def instance_of(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> Any:
+    """The plainest value valid for a JSON schema: what guided decoding guarantees, no more.
+
+    vLLM holds a reply to the schema of `response_format` or of a forced tool; the emulator
+    does the same with fixed values, so tests see the wire shape, never a model's judgement.
+    """
+    defs = {**(defs or {}), **schema.get("$defs", {}), **schema.get("definitions", {})}
+    if "$ref" in schema:
+        return instance_of(defs[schema["$ref"].rsplit("/", 1)[-1]], defs)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        options = [o for o in schema.get(key, []) if o.get("type") != "null"]
+        if options:
+            return instance_of(options[0], defs)
+    kind = schema.get("type", "object" if "properties" in schema else "string")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object":
+        return {
+            name: instance_of(sub, defs) for name, sub in schema.get("properties", {}).items()
+        }
+    if kind == "array":
+        return []
+    if kind == "integer":
+        return max(0, int(schema.get("minimum", 0)))
+    if kind == "number":
+        return float(max(0, schema.get("minimum", 0)))
+    if kind == "boolean":
+        return False
+    if kind == "null":
+        return None
+    return "emulated"
+
+
 def _count_prompt_tokens(body: dict[str, Any]) -> int:
     # Deterministic stand-in for a tokenizer: words plus 4 per message (role, markers).
     total = 0
@@ -245,7 +282,7 @@ class Emulator:
         except ValueError:
             await self._send(writer, 400, _dumps(_error_body("nested", "bad JSON", 400)).encode())
             return True
-        reply = self._queue.popleft() if self._queue else Reply()
+        reply = self._queue.popleft() if self._queue else self._default_reply(payload)
         rejection = self._endpoint_rejection(payload)
         if rejection is not None:
             await self._send(writer, 400, _dumps(rejection).encode())
@@ -266,6 +303,26 @@ class Emulator:
             return await self._stream(payload, reply, writer)
         await self._send(writer, 200, _dumps(self._completion(payload, reply)).encode())
         return True
+
+    def _default_reply(self, payload: dict[str, Any]) -> Reply:
+        """What vLLM's constraints make of the request; otherwise the recorded reply."""
+        tools = payload.get("tools") or []
+        choice = payload.get("tool_choice")
+        if tools and (choice == "required" or isinstance(choice, dict)):
+            wanted = choice["function"]["name"] if isinstance(choice, dict) else None
+            tool = next(
+                (t for t in tools if wanted in (None, t["function"]["name"])), tools[0]
+            )
+            function = tool["function"]
+            arguments = instance_of(function.get("parameters") or {"type": "object"})
+            return Reply(tool_calls=[{"name": function["name"], "arguments": _dumps(arguments)}])
+        response_format = payload.get("response_format") or {}
+        if response_format.get("type") == "json_schema":
+            schema = response_format.get("json_schema", {}).get("schema", {})
+            return Reply(text=_dumps(instance_of(schema)))
+        if response_format.get("type") == "json_object":
+            return Reply(text="{}")
+        return Reply()
 
     def _endpoint_rejection(self, payload: dict[str, Any]) -> dict[str, Any] | None:
         if self.reject_tools and payload.get("tools"):
@@ -297,6 +354,30 @@ class Emulator:
             return []
         return list(SEED_PIECES)
 
+    def _generate(self, payload: dict[str, Any], reply: Reply) -> tuple[list[str], str, Any]:
+        """Pieces, finish_reason and stop_reason, honouring `stop` and `max_tokens` as vLLM does."""
+        pieces = self._pieces(reply)
+        finish = self._finish(reply)
+        stop_reason: Any = None
+        stops = payload.get("stop") or []
+        if isinstance(stops, str):
+            stops = [stops]
+        text = "".join(pieces)
+        cut = min(((text.find(s), s) for s in stops if s and s in text), default=None)
+        if cut is not None:
+            kept, pieces, stop_reason, finish = text[: cut[0]], [], cut[1], "stop"
+            for piece in self._pieces(reply):
+                if len("".join(pieces)) + len(piece) > len(kept):
+                    rest = kept[len("".join(pieces)) :]
+                    if rest:
+                        pieces.append(rest)
+                    break
+                pieces.append(piece)
+        limit = payload.get("max_tokens")
+        if isinstance(limit, int) and len(pieces) > limit:
+            pieces, finish = pieces[:limit], "length"
+        return pieces, finish, stop_reason
+
     def _usage(self, payload: dict[str, Any], reply: Reply, pieces: list[str]) -> dict[str, int]:
         prompt = reply.prompt_tokens
         if prompt is None:
@@ -317,7 +398,7 @@ class Emulator:
         return reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")
 
     def _completion(self, payload: dict[str, Any], reply: Reply) -> dict[str, Any]:
-        pieces = self._pieces(reply)
+        pieces, finish, stop_reason = self._generate(payload, reply)
         message: dict[str, Any] = {
             "role": "assistant",
             "content": "".join(pieces) if pieces or not reply.tool_calls else None,
@@ -340,8 +421,8 @@ class Emulator:
                     "index": 0,
                     "message": message,
                     "logprobs": None,
-                    "finish_reason": self._finish(reply),
-                    "stop_reason": None,
+                    "finish_reason": finish,
+                    "stop_reason": stop_reason,
                 }
             ],
             "usage": self._usage(payload, reply, pieces),
@@ -351,7 +432,7 @@ class Emulator:
     def _events(self, payload: dict[str, Any], reply: Reply) -> list[str]:
         if reply.raw_events is not None:
             return list(reply.raw_events)
-        pieces = self._pieces(reply)
+        pieces, finish, stop_reason = self._generate(payload, reply)
         head = {
             "id": reply.id or (SEED_ID if reply == Reply() else f"chat-{uuid.uuid4().hex}"),
             "object": "chat.completion.chunk",
@@ -368,7 +449,7 @@ class Emulator:
                 "finish_reason": finish,
             }
             if finish is not None:
-                choice["stop_reason"] = None
+                choice["stop_reason"] = stop_reason
             value: dict[str, Any] = {**head, "choices": [choice]}
             if reply.usage_null:
                 value["usage"] = None
@@ -399,7 +480,7 @@ class Emulator:
                     chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
                 )
         if not reply.no_finish:
-            events.append(chunk({"content": ""}, self._finish(reply)))
+            events.append(chunk({"content": ""}, finish))
         if include_usage:
             usage = self._usage(payload, reply, pieces)
             usage_chunk: dict[str, Any] = {**head, "choices": [], "usage": usage}

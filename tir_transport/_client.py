@@ -214,7 +214,8 @@ class TIRClient:
     # -- shared pure steps ----------------------------------------------------------------
 
     def _prepare(self, payload: Mapping[str, Any]) -> tuple[str, dict[str, str], bytes]:
-        url = self.config.chat_url()
+        model = payload.get("model")
+        url = self.config.chat_url(model if isinstance(model, str) else None)
         headers = self.config.headers()
         headers["Content-Type"] = "application/json"
         if payload.get("stream"):

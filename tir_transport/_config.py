@@ -143,8 +143,11 @@ class TIRConfig:
             f"timeout={self.timeout!r}, max_retries={self.max_retries!r})"
         )
 
-    def chat_url(self) -> str:
+    def chat_url(self, model: str | None = None) -> str:
         """The URL a chat request goes to.
+
+        Args:
+            model: a per-request model name; for a GenAI model it is part of the path.
 
         Raises:
             ConfigurationError: no project and no `base_url`, or plain `http://` to a host
@@ -165,7 +168,7 @@ class TIRConfig:
             if self.endpoint_id:
                 path = f"/project/p-{p}/endpoint/is-{quote(self.endpoint_id, safe='')}/v1"
             else:
-                path = f"/project/p-{p}/genai/{quote(self.model, safe='')}/v1"
+                path = f"/project/p-{p}/genai/{quote(model or self.model, safe='')}/v1"
             url = f"{host}{path}/chat/completions{query}"
         self._check_url(url)
         return url

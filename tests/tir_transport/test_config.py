@@ -54,6 +54,10 @@ def test_p_prefix_is_accepted_and_not_doubled(given: str) -> None:
 def test_custom_host_and_model() -> None:
     config = TIRConfig.from_env(project_id="1", host="https://h.example/", model="mistral_7b")
     assert config.chat_url().startswith("https://h.example/project/p-1/genai/mistral_7b/v1/")
+    # A per-request model (LangChain's `invoke(..., model=...)`) changes the GenAI path.
+    assert "/genai/llama3_1_70b/v1/" in config.chat_url("llama3_1_70b")
+    endpoint = config.replace(endpoint_id="9")
+    assert endpoint.chat_url("other") == endpoint.chat_url()
 
 
 def test_environment_fallbacks_first_found_wins() -> None:

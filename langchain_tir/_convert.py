@@ -1,0 +1,219 @@
+"""Shape conversion only: LangChain messages <-> wire dicts, typed replies -> LangChain messages."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    ChatMessage,
+    FunctionMessage,
+    HumanMessage,
+    InvalidToolCall,
+    SystemMessage,
+    ToolCall,
+    ToolCallChunk,
+    ToolMessage,
+)
+from langchain_core.messages.ai import UsageMetadata
+
+from tir_transport import ChatChunk, ChatCompletion, Usage
+from tir_transport import ToolCall as WireToolCall
+
+PROVIDER = "tir"
+
+# Content blocks the text-only model cannot take; anything else that is not text is dropped
+# (reasoning, a provider's own tool-use echo of `tool_calls`, ...).
+_MEDIA_BLOCKS = frozenset(
+    {"image", "image_url", "audio", "input_audio", "file", "video", "document", "media"}
+)
+
+
+class UnsupportedContentError(ValueError):
+    """A message carries content (an image, audio, a file) a text-only model cannot take."""
+
+
+def _text(content: str | list[Any], role: str) -> str:
+    if isinstance(content, str):
+        return content
+    parts: list[str] = []
+    for block in content:
+        if isinstance(block, str):
+            parts.append(block)
+            continue
+        kind = block.get("type")
+        if kind == "text":
+            parts.append(str(block.get("text", "")))
+        elif kind in _MEDIA_BLOCKS:
+            raise UnsupportedContentError(
+                f"a {role} message has a {kind!r} content block, but the TIR Llama models are "
+                "text-only: send text (for example a description or a transcript) instead."
+            )
+    return "".join(parts)
+
+
+def _wire_tool_call(call: ToolCall) -> dict[str, Any]:
+    return {
+        "id": call.get("id") or "",
+        "type": "function",
+        "function": {"name": call["name"], "arguments": json.dumps(call["args"])},
+    }
+
+
+def message_to_wire(message: BaseMessage) -> dict[str, Any]:
+    """Convert one LangChain message to an OpenAI-style message dict.
+
+    Raises:
+        UnsupportedContentError: the message carries images, audio or files.
+        TypeError: a message type the chat API has no role for.
+    """
+    if isinstance(message, HumanMessage):
+        wire: dict[str, Any] = {"role": "user", "content": _text(message.content, "user")}
+    elif isinstance(message, AIMessage):
+        wire = {"role": "assistant", "content": _text(message.content, "assistant")}
+        if message.tool_calls:
+            wire["tool_calls"] = [_wire_tool_call(c) for c in message.tool_calls]
+            if not wire["content"]:
+                wire["content"] = None
+    elif isinstance(message, SystemMessage):
+        wire = {"role": "system", "content": _text(message.content, "system")}
+    elif isinstance(message, ToolMessage):
+        content = message.content
+        text = content if isinstance(content, str) else _text(content, "tool")
+        wire = {"role": "tool", "content": text, "tool_call_id": message.tool_call_id}
+    elif isinstance(message, ChatMessage):
+        wire = {"role": message.role, "content": _text(message.content, message.role)}
+    elif isinstance(message, FunctionMessage):
+        wire = {"role": "tool", "content": _text(message.content, "tool"), "name": message.name}
+    else:
+        raise TypeError(f"ChatTIRLlama cannot send a {type(message).__name__}")
+    if message.name and wire["role"] in ("user", "assistant", "system"):
+        wire["name"] = message.name
+    return wire
+
+
+def messages_to_wire(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
+    """Convert a conversation; an empty one is an error (there is nothing to answer)."""
+    if not messages:
+        raise ValueError("ChatTIRLlama needs at least one message: the input is empty")
+    return [message_to_wire(m) for m in messages]
+
+
+def usage_metadata(usage: Usage | None) -> UsageMetadata | None:
+    """LangChain's usage shape, or None when the server sent none (never invented)."""
+    if usage is None:
+        return None
+    return UsageMetadata(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        total_tokens=usage.total_tokens,
+    )
+
+
+def response_metadata(
+    model: str | None, finish_reason: str | None, stop_reason: str | int | None
+) -> dict[str, Any]:
+    """The metadata that one message, or one chunk of a stream, carries."""
+    metadata: dict[str, Any] = {"model_provider": PROVIDER}
+    if model:
+        metadata["model_name"] = model
+    if finish_reason:
+        metadata["finish_reason"] = finish_reason
+    if stop_reason is not None:
+        metadata["stop_reason"] = stop_reason
+    return metadata
+
+
+def _parse_tool_call(call: WireToolCall) -> ToolCall | InvalidToolCall:
+    if not call.arguments.strip():
+        return ToolCall(name=call.name, args={}, id=call.id, type="tool_call")
+    try:
+        args = json.loads(call.arguments)
+    except ValueError as e:
+        error = f"the arguments are not valid JSON: {e}"
+    else:
+        if isinstance(args, dict):
+            return ToolCall(name=call.name, args=args, id=call.id, type="tool_call")
+        error = f"the arguments are JSON but not an object: {type(args).__name__}"
+    return InvalidToolCall(
+        name=call.name, args=call.arguments, id=call.id, error=error, type="invalid_tool_call"
+    )
+
+
+def completion_to_message(completion: ChatCompletion) -> AIMessage:
+    """Convert a whole reply; malformed tool-call JSON becomes `invalid_tool_calls`."""
+    tool_calls: list[ToolCall] = []
+    invalid: list[InvalidToolCall] = []
+    for call in completion.tool_calls:
+        parsed = _parse_tool_call(call)
+        if parsed.get("type") == "invalid_tool_call":
+            invalid.append(parsed)  # type: ignore[arg-type]
+        else:
+            tool_calls.append(parsed)  # type: ignore[arg-type]
+    return AIMessage(
+        content=completion.text or "",
+        tool_calls=tool_calls,
+        invalid_tool_calls=invalid,
+        usage_metadata=usage_metadata(completion.usage),
+        response_metadata=response_metadata(
+            completion.model, completion.finish_reason, completion.stop_reason
+        ),
+        id=completion.id,
+    )
+
+
+class StreamConverter:
+    """Turns stream chunks into message chunks; shared by the sync and async paths.
+
+    Content and tool-call pieces go out at once, with no metadata that would be concatenated
+    when chunks are added up; model name, finish reason and usage are collected and sent once,
+    on the chunk `last()` returns (marked `chunk_position="last"`).
+    """
+
+    __slots__ = ("finish_reason", "id", "model", "stop_reason", "usage")
+
+    def __init__(self) -> None:
+        self.id: str | None = None
+        self.model: str | None = None
+        self.finish_reason: str | None = None
+        self.stop_reason: str | int | None = None
+        self.usage: Usage | None = None
+
+    def convert(self, chunk: ChatChunk) -> AIMessageChunk | None:
+        """The message chunk for `chunk`, or None when it carries no content."""
+        if chunk.id and self.id is None:
+            self.id = chunk.id
+        if chunk.model:
+            self.model = chunk.model
+        if chunk.finish_reason:
+            self.finish_reason = chunk.finish_reason
+            self.stop_reason = chunk.stop_reason
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        if not chunk.text and not chunk.tool_calls:
+            return None
+        return AIMessageChunk(
+            content=chunk.text or "",
+            tool_call_chunks=[
+                ToolCallChunk(
+                    name=d.name, args=d.arguments, id=d.id, index=d.index, type="tool_call_chunk"
+                )
+                for d in chunk.tool_calls
+            ],
+            id=self.id,
+            response_metadata={"model_provider": PROVIDER},
+        )
+
+    def last(self) -> AIMessageChunk:
+        """The closing chunk: usage, model name and finish reason, once."""
+        return AIMessageChunk(
+            content="",
+            id=self.id,
+            usage_metadata=usage_metadata(self.usage),
+            response_metadata=response_metadata(self.model, self.finish_reason, self.stop_reason),
+            chunk_position="last",
+        )

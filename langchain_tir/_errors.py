@@ -1,0 +1,80 @@
+"""Make tir_transport errors also instances of langchain-core's matching exceptions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from langchain_core import exceptions as lc_exceptions
+
+from tir_transport import (
+    APIConnectionError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ContextLengthExceededError,
+    InvalidResponseError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+    StreamInterruptedError,
+    TIRError,
+)
+
+# Most specific first; langchain-core names that an older pinned core lacks are skipped.
+_PAIRS: list[tuple[type[TIRError], str]] = [
+    (ContextLengthExceededError, "ContextOverflowError"),
+    (BadRequestError, "ModelInvalidRequestError"),
+    (AuthenticationError, "ModelAuthenticationError"),
+    (PermissionDeniedError, "ModelPermissionDeniedError"),
+    (NotFoundError, "ModelNotFoundError"),
+    (RateLimitError, "ModelRateLimitError"),
+    (ServerError, "ModelAPIError"),
+    (StreamInterruptedError, "ModelAPIError"),
+    (APITimeoutError, "ModelTimeoutError"),
+    (APIConnectionError, "ModelConnectionError"),
+    (InvalidResponseError, "ModelAPIError"),
+]
+
+
+def _dual_classes() -> dict[type[TIRError], type[TIRError]]:
+    classes: dict[type[TIRError], type[TIRError]] = {}
+    for tir_class, lc_name in _PAIRS:
+        lc_class = getattr(lc_exceptions, lc_name, None)
+        if lc_class is None:
+            continue
+        classes[tir_class] = type(
+            tir_class.__name__,
+            (tir_class, lc_class),
+            {
+                "__module__": __name__,
+                "__doc__": f"{tir_class.__doc__} Also a `langchain_core.exceptions.{lc_name}`.",
+            },
+        )
+    return classes
+
+
+_DUAL = _dual_classes()
+
+
+def as_langchain_error(error: TIRError) -> TIRError:
+    """Give `error` the class that is both its own and langchain-core's match, in place.
+
+    In place, so that the object keeps its message, status, request id, cause and traceback.
+    """
+    dual = _DUAL.get(type(error))
+    if dual is not None:
+        # Both are plain Exception subclasses (same layout), so the class may change.
+        error.__class__ = dual
+    return error
+
+
+@contextmanager
+def langchain_errors() -> Iterator[None]:
+    """Re-raise tir_transport errors as their LangChain-compatible classes."""
+    try:
+        yield
+    except TIRError as e:
+        as_langchain_error(e)
+        raise

@@ -1,0 +1,477 @@
+"""`ChatTIRLlama`: E2E Networks TIR chat models as a LangChain chat model."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from operator import itemgetter
+from typing import Any, Literal, Self
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import LanguageModelInput
+from langchain_core.language_models.base import LangSmithParams
+from langchain_core.language_models.chat_models import (
+    BaseChatModel,
+    agenerate_from_stream,
+    generate_from_stream,
+)
+from langchain_core.language_models.model_profile import ModelProfile
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
+from langchain_core.output_parsers.base import OutputParserLike
+from langchain_core.output_parsers.openai_tools import (
+    JsonOutputKeyToolsParser,
+    PydanticToolsParser,
+)
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.tools import BaseTool
+from langchain_core.utils import from_env, secret_from_env
+from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
+from langchain_core.utils.pydantic import is_basemodel_subclass
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
+
+from tir_transport import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_MODEL,
+    DEFAULT_TIMEOUT,
+    ChatCompletion,
+    TIRClient,
+    TIRConfig,
+    build_payload,
+)
+from tir_transport._config import API_KEY_ENV_VARS, BASE_URL_ENV_VARS, PROJECT_ID_ENV_VARS
+
+from ._convert import (
+    PROVIDER,
+    StreamConverter,
+    completion_to_message,
+    messages_to_wire,
+)
+from ._errors import langchain_errors
+
+__all__ = ["ChatTIRLlama"]
+
+_KNOWN_CONTEXT = {"llama3_1_8b_instruct": 131072}
+
+
+def _tool_choice(tool_choice: Any) -> Any:
+    """Map LangChain's tool_choice spellings to the OpenAI/vLLM ones."""
+    if tool_choice is None or tool_choice is False:
+        return None
+    if tool_choice is True or tool_choice in ("any", "required"):
+        return "required"
+    if tool_choice in ("auto", "none"):
+        return tool_choice
+    if isinstance(tool_choice, str):
+        return {"type": "function", "function": {"name": tool_choice}}
+    if isinstance(tool_choice, dict):
+        return tool_choice
+    raise ValueError(
+        f"tool_choice must be 'auto', 'none', 'any', 'required', True, a tool name or a dict; "
+        f"got {tool_choice!r}"
+    )
+
+
+class ChatTIRLlama(BaseChatModel):
+    """A chat model served by E2E Networks TIR (GenAI API or a model endpoint).
+
+    Setup:
+        `pip install "tir-llama[langchain]"`, then set `TIR_API_KEY` and `TIR_PROJECT_ID`.
+
+    Example:
+        ```python
+        from langchain_tir import ChatTIRLlama
+
+        llm = ChatTIRLlama(temperature=0)
+        llm.invoke("Name three rivers in India.")
+        for chunk in llm.stream("Tell me a story."):
+            print(chunk.text, end="")
+        ```
+    """
+
+    model: str = Field(default=DEFAULT_MODEL, alias="model_name")
+    """The model: a TIR GenAI model name (the body's `model`, and part of the GenAI path)."""
+    api_key: SecretStr | None = Field(
+        default_factory=secret_from_env(list(API_KEY_ENV_VARS), default=None)
+    )
+    """The TIR API token; read from `TIR_API_KEY` or `E2E_TIR_ACCESS_TOKEN` when not given."""
+    project_id: str | None = Field(
+        default_factory=from_env(list(PROJECT_ID_ENV_VARS), default=None)
+    )
+    """The TIR project id (with or without `p-`); from `TIR_PROJECT_ID`, `E2E_TIR_PROJECT_ID`."""
+    host: str = Field(default_factory=from_env("TIR_HOST", default=DEFAULT_HOST))
+    """The TIR inference host; from `TIR_HOST`."""
+    endpoint_id: str | None = None
+    """Set for a self-deployed TIR model endpoint instead of a GenAI model."""
+    base_url: str | None = Field(default_factory=from_env(list(BASE_URL_ENV_VARS), default=None))
+    """A full `.../v1` URL that overrides host, project and model path; from `TIR_BASE_URL`."""
+    timeout: float = DEFAULT_TIMEOUT
+    """Seconds to wait for the reply, and between two stream chunks."""
+    max_retries: int = DEFAULT_MAX_RETRIES
+    """Retries for connection errors, timeouts, 408/409/429 and 5xx."""
+    allow_insecure_http: bool = False
+    """Allow plain `http://` to a host that is not loopback (the key travels in clear)."""
+
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    stop: list[str] | None = Field(default=None, alias="stop_sequences")
+    seed: int | None = None
+
+    streaming: bool = False
+    """Stream internally even on `invoke` (callbacks then see every token)."""
+    stream_usage: bool = True
+    """Ask for the usage chunk at the end of a stream."""
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Other request fields, sent as they are."""
+    extra_body: dict[str, Any] | None = None
+    """vLLM's extra fields (`top_k`, `repetition_penalty`, ...), merged in last."""
+
+    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
+
+    _client: TIRClient = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _build_client(self) -> Self:
+        # No I/O and no key needed here: the first request reports what is missing.
+        self._client = TIRClient(
+            TIRConfig(
+                api_key=self.api_key,
+                project_id=self.project_id,
+                model=self.model,
+                host=self.host,
+                endpoint_id=self.endpoint_id,
+                base_url=self.base_url,
+                timeout=self.timeout,
+                max_retries=self.max_retries,
+                allow_insecure_http=self.allow_insecure_http,
+            )
+        )
+        return self
+
+    # -- LangChain plumbing ----------------------------------------------------------------
+
+    @property
+    def _llm_type(self) -> str:
+        return "tir-chat"
+
+    @property
+    def lc_secrets(self) -> dict[str, str]:
+        """Where serialisation finds the key: never in the serialised object itself."""
+        return {"api_key": "TIR_API_KEY"}
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        """Whether `dumpd` / `load` round-trip this class (they do, without the key)."""
+        return True
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        """The import path LangChain's serialisation records."""
+        return ["langchain_tir", "chat_models"]
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "host": self.host,
+            "project_id": self.project_id,
+            "endpoint_id": self.endpoint_id,
+            "base_url": self.base_url,
+            **self._sampling_params(),
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider=PROVIDER,
+            ls_model_name=kwargs.get("model") or self.model,
+            ls_model_type="chat",
+        )
+        temperature = kwargs.get("temperature", self.temperature)
+        if temperature is not None:
+            params["ls_temperature"] = temperature
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        if max_tokens is not None:
+            params["ls_max_tokens"] = max_tokens
+        stop = stop or kwargs.get("stop") or self.stop
+        if stop:
+            params["ls_stop"] = stop
+        return params
+
+    def _resolve_model_profile(self) -> ModelProfile | None:
+        profile = ModelProfile(
+            text_inputs=True,
+            image_inputs=False,
+            image_url_inputs=False,
+            pdf_inputs=False,
+            audio_inputs=False,
+            video_inputs=False,
+            image_tool_message=False,
+            pdf_tool_message=False,
+            text_outputs=True,
+            tool_calling=True,
+            tool_choice=True,
+            tool_call_streaming=True,
+            structured_output=True,
+            temperature=True,
+        )
+        if self.model in _KNOWN_CONTEXT:
+            profile["max_input_tokens"] = _KNOWN_CONTEXT[self.model]
+            profile["open_weights"] = True
+        return profile
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _sampling_params(self) -> dict[str, Any]:
+        params = {
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "top_p": self.top_p,
+            "frequency_penalty": self.frequency_penalty,
+            "presence_penalty": self.presence_penalty,
+            "seed": self.seed,
+        }
+        return {k: v for k, v in params.items() if v is not None}
+
+    def _payload(
+        self,
+        messages: Sequence[BaseMessage],
+        stop: list[str] | None,
+        stream: bool,
+        kwargs: dict[str, Any],
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {**self._sampling_params(), **self.model_kwargs, **kwargs}
+        model = params.pop("model", None) or self.model
+        extra_body = {**(self.extra_body or {}), **(params.pop("extra_body", None) or {})}
+        params["stop"] = stop or params.get("stop") or self.stop or None
+        if "tool_choice" in params:
+            params["tool_choice"] = _tool_choice(params["tool_choice"])
+        return build_payload(
+            messages_to_wire(messages),
+            model,
+            stream=stream,
+            include_usage=bool(params.pop("stream_usage", self.stream_usage)),
+            extra_body=extra_body,
+            **params,
+        )
+
+    def _result(self, completion: ChatCompletion) -> ChatResult:
+        message = completion_to_message(completion)
+        generation_info = {"finish_reason": completion.finish_reason}
+        llm_output: dict[str, Any] = {"model_name": completion.model or self.model}
+        if message.usage_metadata:
+            llm_output["token_usage"] = dict(message.usage_metadata)
+        return ChatResult(
+            generations=[ChatGeneration(message=message, generation_info=generation_info)],
+            llm_output=llm_output,
+        )
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        if self.streaming:
+            return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
+        payload = self._payload(messages, stop, False, kwargs)
+        with langchain_errors():
+            completion = self._client.create(payload)
+        return self._result(completion)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        if self.streaming:
+            return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
+        payload = self._payload(messages, stop, False, kwargs)
+        with langchain_errors():
+            completion = await self._client.acreate(payload)
+        return self._result(completion)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        payload = self._payload(messages, stop, True, kwargs)
+        converter = StreamConverter()
+        with langchain_errors():
+            stream = self._client.stream(payload)
+            try:
+                for chunk in stream:
+                    message = converter.convert(chunk)
+                    if message is not None:
+                        generation = ChatGenerationChunk(message=message)
+                        if run_manager:
+                            run_manager.on_llm_new_token(message.text, chunk=generation)
+                        yield generation
+            finally:
+                stream.close()
+        yield self._last(converter)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        payload = self._payload(messages, stop, True, kwargs)
+        converter = StreamConverter()
+        with langchain_errors():
+            stream = self._client.astream(payload)
+            try:
+                async for chunk in stream:
+                    message = converter.convert(chunk)
+                    if message is not None:
+                        generation = ChatGenerationChunk(message=message)
+                        if run_manager:
+                            await run_manager.on_llm_new_token(message.text, chunk=generation)
+                        yield generation
+            finally:
+                # Closed here, not left to the garbage collector: a break or a cancel must
+                # give the connection back at once.
+                await stream.aclose()
+        yield self._last(converter)
+
+    def _last(self, converter: StreamConverter) -> ChatGenerationChunk:
+        message = converter.last()
+        info = {"finish_reason": converter.finish_reason} if converter.finish_reason else None
+        return ChatGenerationChunk(message=message, generation_info=info)
+
+    # -- tools and structured output -------------------------------------------------------
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: dict[str, Any] | str | bool | None = None,
+        strict: bool | None = None,
+        parallel_tool_calls: bool = False,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools (functions, pydantic models, `BaseTool`s, OpenAI dicts) to the model.
+
+        Args:
+            tools: the tools.
+            tool_choice: `"auto"` (the server's default), `"none"`, `"any"` / `"required"` /
+                `True` (some tool must be called), a tool's name (that tool), or an
+                OpenAI-style dict.
+            strict: ask the server to hold the arguments to the schema exactly.
+            parallel_tool_calls: Llama 3.1 makes one call per turn, so off by default.
+            **kwargs: other request fields to bind.
+
+        Returns:
+            A runnable that sends the tools with every request.
+        """
+        formatted = [convert_to_openai_tool(t, strict=strict) for t in tools]
+        choice = _tool_choice(tool_choice)
+        if isinstance(choice, dict) and "function" in choice:
+            names = {t["function"]["name"] for t in formatted}
+            if choice["function"].get("name") not in names:
+                raise ValueError(
+                    f"tool_choice names {choice['function'].get('name')!r}, which is not among "
+                    f"the bound tools {sorted(names)}"
+                )
+        bound: dict[str, Any] = {"tools": formatted, "parallel_tool_calls": parallel_tool_calls}
+        if choice is not None:
+            bound["tool_choice"] = choice
+        return super().bind(**bound, **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type | None = None,
+        *,
+        method: Literal["json_schema", "function_calling", "json_mode"] = "json_schema",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+        """Return a runnable whose output matches `schema`.
+
+        Args:
+            schema: a pydantic class, a TypedDict, or a JSON schema dict (`json_mode` may
+                omit it and get a plain dict).
+            method: `"json_schema"` (default; vLLM's guided decoding holds the reply to the
+                schema), `"function_calling"` (a forced tool call), or `"json_mode"` (any
+                JSON object; say the keys you want in the prompt).
+            include_raw: return `{"raw": AIMessage, "parsed": ..., "parsing_error": ...}`
+                instead of raising on a parsing error.
+            strict: with `json_schema` / `function_calling`, ask for exact schema adherence.
+            **kwargs: other request fields to bind.
+
+        Returns:
+            A runnable producing a pydantic instance (for a pydantic schema) or a dict.
+        """
+        if method not in ("json_schema", "function_calling", "json_mode"):
+            raise ValueError(
+                f"method must be 'json_schema', 'function_calling' or 'json_mode', got {method!r}"
+            )
+        if schema is None and method != "json_mode":
+            raise ValueError(f"method={method!r} needs a schema")
+        is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
+        output_format: dict[str, Any] = {"kwargs": {"method": method, "strict": strict}}
+        if schema is not None:
+            output_format["schema"] = convert_to_json_schema(schema)
+        llm: Runnable[LanguageModelInput, BaseMessage]
+        parser: OutputParserLike[Any]
+        if method == "function_calling":
+            assert schema is not None
+            tool_name = convert_to_openai_tool(schema)["function"]["name"]
+            llm = self.bind_tools(
+                [schema],
+                tool_choice=tool_name,
+                strict=strict,
+                ls_structured_output_format=output_format,
+                **kwargs,
+            )
+            if is_pydantic:
+                parser = PydanticToolsParser(tools=[schema], first_tool_only=True)  # type: ignore[list-item]
+            else:
+                parser = JsonOutputKeyToolsParser(key_name=tool_name, first_tool_only=True)
+        else:
+            if method == "json_schema":
+                assert schema is not None
+                json_schema = convert_to_json_schema(schema)
+                response_format: dict[str, Any] = {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": json_schema.get("title", "output"),
+                        "schema": json_schema,
+                    },
+                }
+                if json_schema.get("description"):
+                    response_format["json_schema"]["description"] = json_schema["description"]
+                if strict is not None:
+                    response_format["json_schema"]["strict"] = strict
+            else:
+                response_format = {"type": "json_object"}
+            llm = self.bind(
+                response_format=response_format,
+                ls_structured_output_format=output_format,
+                **kwargs,
+            )
+            if is_pydantic:
+                parser = PydanticOutputParser(pydantic_object=schema)  # type: ignore[arg-type]
+            else:
+                parser = JsonOutputParser()
+        if not include_raw:
+            return llm | parser
+        parsed = RunnablePassthrough.assign(
+            parsed=itemgetter("raw") | parser, parsing_error=lambda _: None
+        )
+        fallback = RunnablePassthrough.assign(parsed=lambda _: None)
+        return RunnableMap(raw=llm) | parsed.with_fallbacks(
+            [fallback], exception_key="parsing_error"
+        )
