@@ -437,7 +437,7 @@ class ChatTIRLlama(BaseChatModel):
                 **kwargs,
             )
             if is_pydantic:
-                parser = PydanticToolsParser(tools=[schema], first_tool_only=True)  # type: ignore[list-item]
+                parser = PydanticToolsParser(tools=[schema], first_tool_only=True)
             else:
                 parser = JsonOutputKeyToolsParser(key_name=tool_name, first_tool_only=True)
         else:
@@ -463,7 +463,7 @@ class ChatTIRLlama(BaseChatModel):
                 **kwargs,
             )
             if is_pydantic:
-                parser = PydanticOutputParser(pydantic_object=schema)  # type: ignore[arg-type]
+                parser = PydanticOutputParser(pydantic_object=schema)
             else:
                 parser = JsonOutputParser()
         if not include_raw:

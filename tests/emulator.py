@@ -115,9 +115,7 @@ def instance_of(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> A
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
     if kind == "object":
-        return {
-            name: instance_of(sub, defs) for name, sub in schema.get("properties", {}).items()
-        }
+        return {name: instance_of(sub, defs) for name, sub in schema.get("properties", {}).items()}
     if kind == "array":
         return []
     if kind == "integer":
@@ -310,9 +308,7 @@ class Emulator:
         choice = payload.get("tool_choice")
         if tools and (choice == "required" or isinstance(choice, dict)):
             wanted = choice["function"]["name"] if isinstance(choice, dict) else None
-            tool = next(
-                (t for t in tools if wanted in (None, t["function"]["name"])), tools[0]
-            )
+            tool = next((t for t in tools if wanted in (None, t["function"]["name"])), tools[0])
             function = tool["function"]
             arguments = instance_of(function.get("parameters") or {"type": "object"})
             return Reply(tool_calls=[{"name": function["name"], "arguments": _dumps(arguments)}])

@@ -1,0 +1,85 @@
+"""ChatTIRLlama against a real llama.cpp server (SmolLM2-135M-Instruct) on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from langchain_core.exceptions import ContextOverflowError
+from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.tools import tool
+
+from langchain_tir import ChatTIRLlama
+from tir_transport import ContextLengthExceededError
+
+pytestmark = pytest.mark.realmodel
+
+
+@pytest.fixture
+def llm(local_model: str) -> ChatTIRLlama:
+    # llama.cpp ignores the key; the model name is only echoed back.
+    return ChatTIRLlama(
+        api_key="local",
+        base_url=local_model,
+        model="SmolLM2-135M-Instruct",
+        max_tokens=16,
+        temperature=0,
+        seed=1,
+    )
+
+
+def test_invoke(llm: ChatTIRLlama) -> None:
+    message = llm.invoke("Say hello.")
+    assert isinstance(message, AIMessage)
+    assert message.text
+    assert message.usage_metadata is not None
+    assert message.usage_metadata["output_tokens"] <= 16
+    assert message.response_metadata["finish_reason"] in ("stop", "length")
+
+
+def test_stream(llm: ChatTIRLlama) -> None:
+    chunks = list(llm.stream("Count from one to five."))
+    full = chunks[0]
+    for chunk in chunks[1:]:
+        full = full + chunk
+    assert isinstance(full, AIMessageChunk)
+    assert full.text
+    assert chunks[-1].chunk_position == "last"
+    # llama.cpp sends no usage when streaming: none is invented.
+    assert full.usage_metadata is None
+
+
+def test_astream_chain(llm: ChatTIRLlama) -> None:
+    chain = (
+        ChatPromptTemplate.from_messages([("human", "Name a {thing}.")]) | llm | StrOutputParser()
+    )
+
+    async def run() -> str:
+        return "".join([part async for part in chain.astream({"thing": "colour"})])
+
+    assert asyncio.run(run())
+
+
+def test_forced_tool_call(llm: ChatTIRLlama) -> None:
+    @tool
+    def get_weather(city: str) -> str:
+        """Get the weather for a city."""
+        return "sunny"
+
+    bound = llm.model_copy(update={"max_tokens": 40}).bind_tools(
+        [get_weather], tool_choice="get_weather"
+    )
+    message = bound.invoke("What is the weather in Paris?")
+    assert isinstance(message, AIMessage)
+    (call,) = message.tool_calls
+    assert call["name"] == "get_weather"
+    assert isinstance(call["args"], dict)
+
+
+def test_context_overflow(llm: ChatTIRLlama) -> None:
+    with pytest.raises(ContextOverflowError) as info:
+        llm.invoke("word " * 6000)
+    assert isinstance(info.value, ContextLengthExceededError)
+    assert "maximum context length" in str(info.value)
