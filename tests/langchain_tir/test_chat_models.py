@@ -29,6 +29,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.rate_limiters import InMemoryRateLimiter
 from langchain_core.runnables import Runnable
 from langchain_core.tools import tool
+from langchain_core.utils.function_calling import convert_to_json_schema
 from pydantic import BaseModel, Field
 
 from langchain_tir import ChatTIRLlama, UnsupportedContentError
@@ -399,6 +400,7 @@ def test_structured_output_function_calling(
     assert joke == Joke(setup="Why?", punchline="Because.")
     body = emulator.requests[0].json
     assert body["tool_choice"] == {"type": "function", "function": {"name": "Joke"}}
+    assert "ls_structured_output_format" not in body
 
 
 def test_structured_output_json_mode_dict_schema(
@@ -435,12 +437,17 @@ def test_structured_output_records_the_schema_for_tracing(llm: ChatTIRLlama) -> 
 
     class Options(BaseCallbackHandler):
         def on_chat_model_start(self, *args: Any, **kwargs: Any) -> None:
-            seen.append(kwargs.get("invocation_params", {}))
+            seen.append(kwargs)
 
-    llm.with_structured_output(Joke.model_json_schema()).invoke(
+    llm.with_structured_output(Joke, method="function_calling").invoke(
         "a joke", config={"callbacks": [Options()]}
     )
-    assert "ls_structured_output_format" not in seen[0]
+    (start,) = seen
+    recorded = start["options"]["ls_structured_output_format"]
+    assert recorded["schema"] == convert_to_json_schema(Joke)
+    assert recorded["kwargs"] == {"method": "function_calling", "strict": None}
+    # It is tracing metadata, never a request field.
+    assert "ls_structured_output_format" not in start["invocation_params"]
 
 
 def test_bad_structured_output_method(llm: ChatTIRLlama) -> None:
@@ -584,8 +591,10 @@ def test_rate_limiter_and_disable_streaming(emulator: Emulator, mode: Mode) -> N
 
 def test_output_version_v1(llm: ChatTIRLlama, mode: Mode) -> None:
     message = mode.invoke(llm.model_copy(update={"output_version": "v1"}), "hi")
-    assert message.content == [{"type": "text", "text": SEED_TEXT}] or message.text == SEED_TEXT
-    assert any(b["type"] == "text" for b in message.content_blocks)
+    assert message.content == [{"type": "text", "text": SEED_TEXT}]
+    full = merged(mode.stream(llm.model_copy(update={"output_version": "v1"}), "hi"))
+    assert [b["type"] for b in full.content_blocks] == ["text"]
+    assert full.text == SEED_TEXT
 
 
 def test_key_never_shown(llm: ChatTIRLlama) -> None:
