@@ -10,5 +10,15 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess test
         'llama_index_tir needs LlamaIndex: pip install "tir-llama[llama-index]"'
     ) from e
 
-__all__: list[str] = []
-# TODO(issue 4): TIRLlamaLLM, a thin FunctionCallingLLM over tir_transport.
+from tir_transport import Usage, track_usage
+
+from ._convert import UnsupportedContentError
+from .base import DEFAULT_CONTEXT_WINDOW, TIRLlamaLLM
+
+__all__ = [
+    "DEFAULT_CONTEXT_WINDOW",
+    "TIRLlamaLLM",
+    "UnsupportedContentError",
+    "Usage",
+    "track_usage",
+]

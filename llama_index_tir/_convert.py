@@ -1,0 +1,166 @@
+"""Shape conversion only: LlamaIndex messages <-> wire dicts, typed replies -> ChatResponses."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    MessageRole,
+    TextBlock,
+    ToolCallBlock,
+)
+
+from tir_transport import ChatChunk, ChatCompletion, ToolCall, ToolCallAccumulator, Usage
+
+# Blocks a text-only model cannot take; other non-text blocks (thinking, cache points,
+# citations) carry nothing the server reads and are left out.
+_MEDIA_BLOCKS = frozenset({"image", "audio", "video", "document"})
+
+
+class UnsupportedContentError(ValueError):
+    """A message carries content (an image, audio, a document) a text-only model cannot take."""
+
+
+def _role(role: MessageRole) -> str:
+    if role in (MessageRole.CHATBOT, MessageRole.MODEL):
+        return "assistant"
+    if role is MessageRole.DEVELOPER:
+        return "system"
+    if role is MessageRole.FUNCTION:
+        return "tool"
+    return str(role.value)
+
+
+def _call_dict(call_id: str | None, name: str, arguments: Any, index: int) -> dict[str, Any]:
+    if not isinstance(arguments, str):
+        arguments = json.dumps(arguments)
+    return {
+        "id": call_id or f"call_{index}",
+        "type": "function",
+        "function": {"name": name, "arguments": arguments},
+    }
+
+
+def _legacy_tool_calls(raw: Any) -> list[dict[str, Any]]:
+    """Tool calls kept in `additional_kwargs["tool_calls"]` by older integrations."""
+    calls = []
+    for i, call in enumerate(raw or []):
+        data = call if isinstance(call, dict) else call.model_dump()
+        function = data.get("function") or {}
+        calls.append(
+            _call_dict(data.get("id"), function.get("name", ""), function.get("arguments", "{}"), i)
+        )
+    return calls
+
+
+def message_to_wire(message: ChatMessage) -> dict[str, Any]:
+    """Convert one LlamaIndex message to an OpenAI-style message dict.
+
+    Raises:
+        UnsupportedContentError: the message carries images, audio, video or documents.
+    """
+    role = _role(message.role)
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for block in message.blocks:
+        if isinstance(block, TextBlock):
+            texts.append(block.text)
+        elif isinstance(block, ToolCallBlock):
+            calls.append(
+                _call_dict(block.tool_call_id, block.tool_name, block.tool_kwargs, len(calls))
+            )
+        elif block.block_type in _MEDIA_BLOCKS:
+            raise UnsupportedContentError(
+                f"a {role} message has a {block.block_type!r} block, but the TIR Llama models "
+                "are text-only: send text (for example a description or a transcript) instead."
+            )
+    wire: dict[str, Any] = {"role": role, "content": "\n".join(texts)}
+    if role == "assistant":
+        calls = calls or _legacy_tool_calls(message.additional_kwargs.get("tool_calls"))
+        if calls:
+            wire["tool_calls"] = calls
+            if not wire["content"]:
+                wire["content"] = None
+    elif role == "tool":
+        call_id = message.additional_kwargs.get("tool_call_id")
+        if call_id:
+            wire["tool_call_id"] = call_id
+    name = message.additional_kwargs.get("name")
+    if name and role in ("user", "assistant", "system"):
+        wire["name"] = name
+    return wire
+
+
+def messages_to_wire(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+    """Convert a conversation; an empty one is an error (there is nothing to answer)."""
+    if not messages:
+        raise ValueError("TIRLlamaLLM needs at least one message: the input is empty")
+    return [message_to_wire(m) for m in messages]
+
+
+def token_counts(usage: Usage | None) -> dict[str, int]:
+    """LlamaIndex's `additional_kwargs` token counts; empty when the server sent none."""
+    if usage is None:
+        return {}
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def _assistant(text: str, calls: Sequence[ToolCall]) -> ChatMessage:
+    blocks: list[Any] = [TextBlock(text=text)]
+    blocks += [
+        ToolCallBlock(tool_call_id=c.id, tool_name=c.name, tool_kwargs=c.arguments) for c in calls
+    ]
+    additional: dict[str, Any] = {}
+    if calls:
+        # Kept for code written against older integrations that read them here.
+        additional["tool_calls"] = [
+            _call_dict(c.id, c.name, c.arguments, i) for i, c in enumerate(calls)
+        ]
+    return ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks, additional_kwargs=additional)
+
+
+def completion_to_response(completion: ChatCompletion) -> ChatResponse:
+    """Convert a whole reply; `raw` is the parsed JSON, usage is in `additional_kwargs`."""
+    message = _assistant(completion.text or "", completion.tool_calls)
+    if completion.finish_reason:
+        message.additional_kwargs["finish_reason"] = completion.finish_reason
+    return ChatResponse(
+        message=message, raw=completion.raw, additional_kwargs=token_counts(completion.usage)
+    )
+
+
+class StreamConverter:
+    """Turns stream chunks into cumulative ChatResponses; shared by sync and async paths."""
+
+    __slots__ = ("_calls", "_text")
+
+    def __init__(self) -> None:
+        self._text = ""
+        self._calls = ToolCallAccumulator()
+
+    def convert(self, chunk: ChatChunk) -> ChatResponse | None:
+        """The response for `chunk`, or None when it carries nothing (the role-only chunk)."""
+        delta = chunk.text or ""
+        # LlamaIndex's contract: every response carries the whole message so far.
+        self._text += delta
+        if chunk.tool_calls:
+            self._calls.add(chunk.tool_calls)
+        if not delta and not chunk.tool_calls and chunk.usage is None and not chunk.finish_reason:
+            return None
+        message = _assistant(self._text, self._calls.result() if self._calls else ())
+        if chunk.finish_reason:
+            message.additional_kwargs["finish_reason"] = chunk.finish_reason
+        return ChatResponse(
+            message=message,
+            delta=delta,
+            raw=chunk.raw,
+            additional_kwargs=token_counts(chunk.usage),
+        )

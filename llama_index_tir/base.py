@@ -1,0 +1,362 @@
+"""`TIRLlamaLLM`: E2E Networks TIR chat models as a LlamaIndex function-calling LLM."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from llama_index.core.base.llms.generic_utils import (
+    achat_to_completion_decorator,
+    astream_chat_to_completion_decorator,
+    chat_to_completion_decorator,
+    stream_chat_to_completion_decorator,
+)
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    LLMMetadata,
+    MessageRole,
+    ToolCallBlock,
+)
+from llama_index.core.bridge.pydantic import Field, PrivateAttr, SecretStr, model_validator
+from llama_index.core.constants import DEFAULT_NUM_OUTPUTS
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.core.llms.llm import ToolSelection
+from llama_index.core.llms.utils import parse_partial_json
+
+from tir_transport import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_MODEL,
+    DEFAULT_TIMEOUT,
+    TIRClient,
+    TIRConfig,
+    build_payload,
+)
+from tir_transport._config import (
+    API_KEY_ENV_VARS,
+    BASE_URL_ENV_VARS,
+    HOST_ENV_VARS,
+    PROJECT_ID_ENV_VARS,
+    env_first,
+)
+
+from ._convert import StreamConverter, completion_to_response, messages_to_wire
+
+if TYPE_CHECKING:
+    from llama_index.core.tools.types import BaseTool
+
+__all__ = ["DEFAULT_CONTEXT_WINDOW", "TIRLlamaLLM"]
+
+# Llama 3.1 reads 128K tokens, but a TIR deployment may serve a shorter window (vLLM's
+# max_model_len). LlamaIndex packs prompts up to context_window, so a window larger than the
+# server's turns into context-length errors: start safe, raise it for endpoints that allow it.
+DEFAULT_CONTEXT_WINDOW = 8192
+
+
+def _tool_choice(tool_choice: str | dict[str, Any] | None, tool_required: bool) -> Any:
+    if isinstance(tool_choice, dict):
+        return tool_choice
+    if tool_choice in (None, "auto"):
+        return "required" if tool_required else "auto"
+    if tool_choice in ("required", "none"):
+        return tool_choice
+    return {"type": "function", "function": {"name": tool_choice}}
+
+
+class TIRLlamaLLM(FunctionCallingLLM):
+    """A chat model served by E2E Networks TIR (GenAI API or a model endpoint), for LlamaIndex.
+
+    Example:
+        ```python
+        from llama_index.core import Settings
+        from llama_index_tir import TIRLlamaLLM
+
+        Settings.llm = TIRLlamaLLM()  # reads TIR_API_KEY and TIR_PROJECT_ID
+        print(Settings.llm.complete("Name three rivers in India."))
+        ```
+    """
+
+    model: str = Field(default=DEFAULT_MODEL, description="The TIR model name.")
+    api_key: SecretStr | None = Field(
+        default=None,
+        exclude=True,
+        description="TIR API token; from TIR_API_KEY or E2E_TIR_ACCESS_TOKEN when not given.",
+    )
+    project_id: str | None = Field(
+        default=None, description="TIR project id; from TIR_PROJECT_ID or E2E_TIR_PROJECT_ID."
+    )
+    host: str | None = Field(default=None, description="Inference host; from TIR_HOST.")
+    endpoint_id: str | None = Field(
+        default=None, description="A self-deployed TIR model endpoint instead of a GenAI model."
+    )
+    base_url: str | None = Field(
+        default=None, description="A full .../v1 URL overriding host, project and model path."
+    )
+    timeout: float = Field(default=DEFAULT_TIMEOUT, gt=0, description="Seconds per request.")
+    max_retries: int = Field(default=DEFAULT_MAX_RETRIES, ge=0, description="Retries.")
+    allow_insecure_http: bool = Field(
+        default=False, description="Allow plain http:// to a host that is not loopback."
+    )
+    temperature: float | None = Field(default=None, description="Sampling temperature.")
+    max_tokens: int | None = Field(default=None, description="Most tokens to generate.")
+    top_p: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    stop: list[str] | None = None
+    seed: int | None = None
+    context_window: int = Field(
+        default=DEFAULT_CONTEXT_WINDOW,
+        gt=0,
+        description="Tokens LlamaIndex may pack into a prompt (the server's window or less).",
+    )
+    additional_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Other request fields (e.g. vLLM's top_k)."
+    )
+
+    _client: TIRClient = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _build_client(self) -> TIRLlamaLLM:
+        # Read the environment once, here: construction still needs no key and does no I/O.
+        if self.api_key is None:
+            found = env_first(API_KEY_ENV_VARS)
+            self.api_key = SecretStr(found) if found else None
+        self.project_id = self.project_id or env_first(PROJECT_ID_ENV_VARS)
+        self.host = self.host or env_first(HOST_ENV_VARS) or DEFAULT_HOST
+        self.base_url = self.base_url or env_first(BASE_URL_ENV_VARS)
+        self._client = TIRClient(
+            TIRConfig(
+                api_key=self.api_key,
+                project_id=self.project_id,
+                model=self.model,
+                host=self.host,
+                endpoint_id=self.endpoint_id,
+                base_url=self.base_url,
+                timeout=self.timeout,
+                max_retries=self.max_retries,
+                allow_insecure_http=self.allow_insecure_http,
+            )
+        )
+        return self
+
+    @classmethod
+    def class_name(cls) -> str:
+        """The name LlamaIndex serialises this class under."""
+        return "TIRLlamaLLM"
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        """Context window, output budget and capabilities; no I/O."""
+        return LLMMetadata(
+            context_window=self.context_window,
+            num_output=self.max_tokens or DEFAULT_NUM_OUTPUTS,
+            is_chat_model=True,
+            is_function_calling_model=True,
+            model_name=self.model,
+            system_role=MessageRole.SYSTEM,
+        )
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _payload(
+        self, messages: Sequence[ChatMessage], stream: bool, kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "top_p": self.top_p,
+            "frequency_penalty": self.frequency_penalty,
+            "presence_penalty": self.presence_penalty,
+            "stop": self.stop or None,
+            "seed": self.seed,
+            **self.additional_kwargs,
+            **kwargs,
+        }
+        model = params.pop("model", None) or self.model
+        extra_body = params.pop("extra_body", None)
+        return build_payload(
+            messages_to_wire(messages), model, stream=stream, extra_body=extra_body, **params
+        )
+
+    def _chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        completion = self._client.create(self._payload(messages, False, kwargs))
+        return completion_to_response(completion)
+
+    async def _achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        completion = await self._client.acreate(self._payload(messages, False, kwargs))
+        return completion_to_response(completion)
+
+    def _stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        # Built before the generator so that bad input fails at the call, not at first next().
+        payload = self._payload(messages, True, kwargs)
+
+        def gen() -> ChatResponseGen:
+            converter = StreamConverter()
+            stream = self._client.stream(payload)
+            try:
+                for chunk in stream:
+                    response = converter.convert(chunk)
+                    if response is not None:
+                        yield response
+            finally:
+                stream.close()
+
+        return gen()
+
+    async def _astream_chat(
+        self, messages: Sequence[ChatMessage], **kwargs: Any
+    ) -> ChatResponseAsyncGen:
+        payload = self._payload(messages, True, kwargs)
+
+        async def gen() -> ChatResponseAsyncGen:
+            converter = StreamConverter()
+            stream = self._client.astream(payload)
+            try:
+                async for chunk in stream:
+                    response = converter.convert(chunk)
+                    if response is not None:
+                        yield response
+            finally:
+                # A break or a cancel must give the connection back now, not at collection.
+                await stream.aclose()
+
+        return gen()
+
+    # -- the eight entry points: decorated once each, over the undecorated internals ----------
+
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        """Send a conversation; return the reply with usage in `additional_kwargs`."""
+        return self._chat(messages, **kwargs)
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        """Stream the reply; the last response carries the server's usage."""
+        return self._stream_chat(messages, **kwargs)
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        """Complete a prompt (sent as one user message)."""
+        return chat_to_completion_decorator(self._chat)(prompt, **kwargs)
+
+    @llm_completion_callback()
+    def stream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseGen:
+        """Stream the completion of a prompt (sent as one user message)."""
+        return stream_chat_to_completion_decorator(self._stream_chat)(prompt, **kwargs)
+
+    @llm_chat_callback()
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        """Async twin of `chat`."""
+        return await self._achat(messages, **kwargs)
+
+    @llm_chat_callback()
+    async def astream_chat(
+        self, messages: Sequence[ChatMessage], **kwargs: Any
+    ) -> ChatResponseAsyncGen:
+        """Async twin of `stream_chat`: await it to get the async generator."""
+        return await self._astream_chat(messages, **kwargs)
+
+    @llm_completion_callback()
+    async def acomplete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponse:
+        """Async twin of `complete`."""
+        return await achat_to_completion_decorator(self._achat)(prompt, **kwargs)
+
+    @llm_completion_callback()
+    async def astream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseAsyncGen:
+        """Async twin of `stream_complete`: await it to get the async generator."""
+        return await astream_chat_to_completion_decorator(self._astream_chat)(prompt, **kwargs)
+
+    # -- tools ------------------------------------------------------------------------------
+
+    def _prepare_chat_with_tools(
+        self,
+        tools: Sequence[BaseTool],
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        tool_choice: str | dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Build `chat` arguments that send `tools`; the caller's history is not changed."""
+        specs = [tool.metadata.to_openai_tool(skip_length_check=True) for tool in tools]
+        messages = list(chat_history or [])
+        if isinstance(user_msg, str):
+            user_msg = ChatMessage(role=MessageRole.USER, content=user_msg)
+        if user_msg is not None:
+            messages.append(user_msg)
+        prepared: dict[str, Any] = {"messages": messages, **kwargs}
+        if specs:
+            prepared["tools"] = specs
+            prepared["tool_choice"] = _tool_choice(tool_choice, tool_required)
+            # Llama 3.1's template takes one call per assistant turn.
+            prepared["parallel_tool_calls"] = allow_parallel_tool_calls
+        return prepared
+
+    def _validate_chat_with_tools_response(
+        self,
+        response: ChatResponse,
+        tools: Sequence[BaseTool],
+        allow_parallel_tool_calls: bool = False,
+        **kwargs: Any,
+    ) -> ChatResponse:
+        """Keep only the first call unless parallel calls were allowed."""
+        if not allow_parallel_tool_calls:
+            calls = [b for b in response.message.blocks if isinstance(b, ToolCallBlock)]
+            if len(calls) > 1:
+                response.message.blocks = [
+                    b
+                    for b in response.message.blocks
+                    if not isinstance(b, ToolCallBlock) or b is calls[0]
+                ]
+                legacy = response.message.additional_kwargs.get("tool_calls")
+                if legacy:
+                    response.message.additional_kwargs["tool_calls"] = legacy[:1]
+        return response
+
+    def get_tool_calls_from_response(
+        self,
+        response: ChatResponse,
+        error_on_no_tool_call: bool = True,
+        **kwargs: Any,
+    ) -> list[ToolSelection]:
+        """Read the tool calls of a reply, or of a stream so far (partial JSON is tolerated).
+
+        Raises:
+            ValueError: there is no tool call and `error_on_no_tool_call` is set.
+        """
+        calls = [b for b in response.message.blocks if isinstance(b, ToolCallBlock)]
+        if not calls:
+            if error_on_no_tool_call:
+                raise ValueError("Expected at least one tool call, but the reply has none.")
+            return []
+        selections = []
+        for call in calls:
+            arguments: Any = call.tool_kwargs
+            if isinstance(arguments, str):
+                try:
+                    arguments = parse_partial_json(arguments) if arguments.strip() else {}
+                except (ValueError, TypeError):
+                    arguments = {}
+            selections.append(
+                ToolSelection(
+                    tool_id=call.tool_call_id or "",
+                    tool_name=call.tool_name,
+                    tool_kwargs=arguments if isinstance(arguments, dict) else {},
+                )
+            )
+        return selections
