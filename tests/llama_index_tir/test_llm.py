@@ -534,3 +534,11 @@ def test_tool_call_blocks_are_read(llm: TIRLlamaLLM) -> None:
     )
     (selection,) = llm.get_tool_calls_from_response(response)
     assert selection.tool_kwargs == {"a": [1, 2]}
+
+
+def test_pickle(llm: TIRLlamaLLM) -> None:
+    import pickle
+
+    llm.chat(user("hi"))
+    copy = pickle.loads(pickle.dumps(llm))
+    assert copy.chat(user("hi")).message.content == SEED_TEXT
