@@ -27,12 +27,15 @@ from ._errors import (
     RequestTimeoutError,
     ServerError,
     StreamInterruptedError,
+    StructuredOutputError,
     TIRError,
     error_from_event,
     error_from_response,
 )
+from ._negotiate import forget_endpoints
 from ._retry import RetryPolicy, is_retryable, parse_retry_after
 from ._sse import ServerSentEvent, SSEDecoder
+from ._tools import TextToolCallFilter, ToolMode, parse_text_tool_calls, to_prompt_mode
 from ._usage import Usage, UsageTracker, record_usage, track_usage
 from ._wire import (
     ChatChunk,
@@ -72,22 +75,28 @@ __all__ = [
     "ServerError",
     "ServerSentEvent",
     "StreamInterruptedError",
+    "StructuredOutputError",
     "TIRClient",
     "TIRConfig",
     "TIRError",
+    "TextToolCallFilter",
     "ToolCall",
     "ToolCallAccumulator",
     "ToolCallDelta",
+    "ToolMode",
     "Usage",
     "UsageTracker",
     "__version__",
     "build_payload",
     "error_from_event",
     "error_from_response",
+    "forget_endpoints",
     "is_retryable",
     "parse_chunk",
     "parse_completion",
     "parse_retry_after",
+    "parse_text_tool_calls",
     "record_usage",
+    "to_prompt_mode",
     "track_usage",
 ]

@@ -23,8 +23,10 @@ from ._errors import (
     TIRError,
     error_from_response,
 )
+from ._negotiate import Negotiation
 from ._retry import RetryPolicy, parse_retry_after
 from ._sse import ServerSentEvent, SSEDecoder
+from ._tools import ToolMode
 from ._usage import Usage, record_usage
 from ._wire import DONE, ChatChunk, ChatCompletion, parse_chunk, parse_completion
 
@@ -119,10 +121,27 @@ class TIRClient:
     their own loops). Pickling and `os.fork` give a copy that makes its own clients.
     """
 
-    def __init__(self, config: TIRConfig, *, retry: RetryPolicy | None = None) -> None:
-        """Create a client; no I/O happens here."""
+    def __init__(
+        self,
+        config: TIRConfig,
+        *,
+        retry: RetryPolicy | None = None,
+        tool_mode: ToolMode = "auto",
+    ) -> None:
+        """Create a client; no I/O happens here.
+
+        Args:
+            config: where and how to connect.
+            retry: the retry policy (default: `config.max_retries` with backoff).
+            tool_mode: how tools are sent. `"auto"` sends them natively and, if the endpoint
+                rejects them (vLLM without tool parsing), in the prompt, remembering that for
+                the endpoint; `"native"` and `"prompt"` force one way.
+        """
+        if tool_mode not in ("auto", "native", "prompt"):
+            raise ValueError(f"tool_mode must be 'auto', 'native' or 'prompt', got {tool_mode!r}")
         self.config = config
         self.retry = retry or RetryPolicy(max_retries=config.max_retries)
+        self.tool_mode: ToolMode = tool_mode
         self._init_pools()
 
     def _init_pools(self) -> None:
@@ -135,11 +154,12 @@ class TIRClient:
         ] = weakref.WeakKeyDictionary()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"config": self.config, "retry": self.retry}
+        return {"config": self.config, "retry": self.retry, "tool_mode": self.tool_mode}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.config = state["config"]
         self.retry = state["retry"]
+        self.tool_mode = state.get("tool_mode", "auto")
         self._init_pools()
 
     def __repr__(self) -> str:
@@ -266,12 +286,7 @@ class TIRClient:
 
     # -- sync -------------------------------------------------------------------------------
 
-    def create(self, payload: Mapping[str, Any]) -> ChatCompletion:
-        """Send a non-streamed request and return the reply.
-
-        Raises:
-            TIRError: a subclass for each kind of failure, after the retries the policy allows.
-        """
+    def _create_once(self, payload: Mapping[str, Any]) -> ChatCompletion:
         url, headers, body = self._prepare(payload)
         client = self._sync_client()
         attempt = 0
@@ -288,16 +303,7 @@ class TIRClient:
             time.sleep(self._backoff(error, attempt, url))
             attempt += 1
 
-    def stream(self, payload: Mapping[str, Any]) -> Generator[ChatChunk, None, None]:
-        """Send a streamed request and yield its chunks.
-
-        Retries happen only before the first chunk is handed on. The response is closed on
-        every exit: end, error, `break`, garbage collection.
-
-        Raises:
-            StreamInterruptedError: the stream broke off or carried an error event.
-            TIRError: any other failure, after the retries the policy allows.
-        """
+    def _stream_once(self, payload: Mapping[str, Any]) -> Generator[ChatChunk, None, None]:
         url, headers, body = self._prepare(payload)
         client = self._sync_client()
         attempt = 0
@@ -332,8 +338,7 @@ class TIRClient:
 
     # -- async ------------------------------------------------------------------------------
 
-    async def acreate(self, payload: Mapping[str, Any]) -> ChatCompletion:
-        """Async twin of `create`."""
+    async def _acreate_once(self, payload: Mapping[str, Any]) -> ChatCompletion:
         url, headers, body = self._prepare(payload)
         client = await self._async_client()
         attempt = 0
@@ -350,8 +355,7 @@ class TIRClient:
             await asyncio.sleep(self._backoff(error, attempt, url))
             attempt += 1
 
-    async def astream(self, payload: Mapping[str, Any]) -> AsyncGenerator[ChatChunk, None]:
-        """Async twin of `stream`; cancelling the consumer closes the connection."""
+    async def _astream_once(self, payload: Mapping[str, Any]) -> AsyncGenerator[ChatChunk, None]:
         url, headers, body = self._prepare(payload)
         client = await self._async_client()
         attempt = 0
@@ -383,6 +387,103 @@ class TIRClient:
                 raise error
             await asyncio.sleep(self._backoff(error, attempt, url))
             attempt += 1
+
+    # -- public: one request, with the fallbacks the endpoint forces -------------------------
+
+    def _negotiation(self, payload: Mapping[str, Any]) -> Negotiation:
+        model = payload.get("model")
+        url = self.config.chat_url(model if isinstance(model, str) else None)
+        return Negotiation(payload, url, self.tool_mode)
+
+    def create(self, payload: Mapping[str, Any]) -> ChatCompletion:
+        """Send a non-streamed request and return the reply.
+
+        Tools and JSON schemas fall back to what the endpoint takes (see `tool_mode`).
+
+        Raises:
+            TIRError: a subclass for each kind of failure, after the retries the policy allows.
+        """
+        negotiation = self._negotiation(payload)
+        body = negotiation.payload()
+        while True:
+            try:
+                completion = self._create_once(body)
+            except TIRError as e:
+                body = negotiation.on_error(e)
+                continue
+            result = negotiation.on_completion(completion)
+            if isinstance(result, ChatCompletion):
+                return result
+            body = result
+
+    def stream(self, payload: Mapping[str, Any]) -> Generator[ChatChunk, None, None]:
+        """Send a streamed request and yield its chunks.
+
+        Retries and fallbacks happen only before the first chunk is handed on. The response is
+        closed on every exit: end, error, `break`, garbage collection.
+
+        Raises:
+            StreamInterruptedError: the stream broke off or carried an error event.
+            TIRError: any other failure, after the retries the policy allows.
+        """
+        negotiation = self._negotiation(payload)
+        body = negotiation.payload()
+        while True:
+            started = False
+            watch = negotiation.stream_filter()
+            try:
+                stream = self._stream_once(body)
+                try:
+                    for chunk in stream:
+                        out = watch.process(chunk) if watch else chunk
+                        if out is not None:
+                            started = True
+                            yield out
+                finally:
+                    stream.close()
+                return
+            except TIRError as e:
+                if started:
+                    raise
+                body = negotiation.on_error(e)
+
+    async def acreate(self, payload: Mapping[str, Any]) -> ChatCompletion:
+        """Async twin of `create`."""
+        negotiation = self._negotiation(payload)
+        body = negotiation.payload()
+        while True:
+            try:
+                completion = await self._acreate_once(body)
+            except TIRError as e:
+                body = negotiation.on_error(e)
+                continue
+            result = negotiation.on_completion(completion)
+            if isinstance(result, ChatCompletion):
+                return result
+            body = result
+
+    async def astream(self, payload: Mapping[str, Any]) -> AsyncGenerator[ChatChunk, None]:
+        """Async twin of `stream`; cancelling the consumer closes the connection."""
+        negotiation = self._negotiation(payload)
+        body = negotiation.payload()
+        while True:
+            started = False
+            watch = negotiation.stream_filter()
+            try:
+                stream = self._astream_once(body)
+                try:
+                    async for chunk in stream:
+                        out = watch.process(chunk) if watch else chunk
+                        if out is not None:
+                            started = True
+                            yield out
+                finally:
+                    await stream.aclose()
+                return
+            except TIRError as e:
+                if started:
+                    raise
+                body = negotiation.on_error(e)
 
 
 async def _close_on_loop_shutdown(client: httpx.AsyncClient) -> AsyncGenerator[None, None]:

@@ -23,6 +23,7 @@ __all__ = [
     "RequestTimeoutError",
     "ServerError",
     "StreamInterruptedError",
+    "StructuredOutputError",
     "TIRError",
     "error_from_event",
     "error_from_response",
@@ -135,6 +136,10 @@ class StreamInterruptedError(TIRError):
 
 class InvalidResponseError(TIRError):
     """The server sent something that is not the OpenAI chat-completions format."""
+
+
+class StructuredOutputError(TIRError):
+    """The model's reply does not match the schema asked for, even after a repair attempt."""
 
 
 # The one status table; 5xx falls through to ServerError below.

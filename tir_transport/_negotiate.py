@@ -1,0 +1,148 @@
+"""Per-request choice of how to send tools and schemas, with the fallbacks an endpoint forces.
+
+Pure apart from a process-wide memory of what each endpoint rejected; the clients run it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from ._errors import StructuredOutputError, TIRError
+from ._tools import (
+    SchemaInstruction,
+    TextToolCallFilter,
+    ToolMode,
+    is_guided_json_rejection,
+    is_response_format_rejection,
+    is_tools_rejection,
+    read_text_calls,
+    to_prompt_mode,
+    tool_names,
+)
+from ._wire import ChatCompletion
+
+logger = logging.getLogger("tir_transport")
+
+_lock = threading.Lock()
+# Endpoints (chat URLs) that rejected native tools / response_format, for the process's life.
+_prompt_tool_endpoints: set[str] = set()
+_schema_levels: dict[str, int] = {}
+
+_NATIVE, _GUIDED_JSON, _INSTRUCTION = 0, 1, 2
+
+
+def forget_endpoints() -> None:
+    """Forget what endpoints rejected (for tests, or after an endpoint was reconfigured)."""
+    with _lock:
+        _prompt_tool_endpoints.clear()
+        _schema_levels.clear()
+
+
+def _json_schema(response_format: Any) -> Mapping[str, Any] | None:
+    if not isinstance(response_format, Mapping) or response_format.get("type") != "json_schema":
+        return None
+    schema = (response_format.get("json_schema") or {}).get("schema")
+    return schema if isinstance(schema, Mapping) else None
+
+
+class Negotiation:
+    """How one request is sent, and what to do when the endpoint says no."""
+
+    def __init__(self, payload: Mapping[str, Any], url: str, tool_mode: ToolMode) -> None:
+        self._original = payload
+        self._url = url
+        self._tool_mode = tool_mode
+        self._names = tool_names(payload.get("tools"))
+        self._watch_text = bool(self._names) and payload.get("tool_choice") != "none"
+        with _lock:
+            remembered = url in _prompt_tool_endpoints
+            self._schema = _json_schema(payload.get("response_format"))
+            self._level = _schema_levels.get(url, _NATIVE) if self._schema else _NATIVE
+        self._prompt = bool(self._names) and (
+            tool_mode == "prompt" or (tool_mode == "auto" and remembered)
+        )
+        self._repaired = False
+
+    def payload(self) -> dict[str, Any]:
+        """The request body to send now."""
+        body = dict(self._original)
+        if self._prompt:
+            body = to_prompt_mode(body)
+        if self._schema is not None and self._level == _GUIDED_JSON:
+            body.pop("response_format", None)
+            body["guided_json"] = self._schema
+        elif self._schema is not None and self._level == _INSTRUCTION:
+            body = SchemaInstruction(self._schema).apply(body)
+        return body
+
+    def on_error(self, error: TIRError) -> dict[str, Any]:
+        """The body to send instead after `error`, or raise `error` when there is none."""
+        if (
+            self._names
+            and not self._prompt
+            and self._tool_mode == "auto"
+            and is_tools_rejection(error)
+        ):
+            self._prompt = True
+            self._remember_tools()
+            return self.payload()
+        if self._schema is not None and self._level < _INSTRUCTION:
+            if self._level == _NATIVE and is_response_format_rejection(error):
+                self._set_level(_GUIDED_JSON, "response_format json_schema")
+                return self.payload()
+            if self._level == _GUIDED_JSON and (
+                is_guided_json_rejection(error) or is_response_format_rejection(error)
+            ):
+                self._set_level(_INSTRUCTION, "guided_json")
+                return self.payload()
+        raise error
+
+    def on_completion(self, completion: ChatCompletion) -> ChatCompletion | dict[str, Any]:
+        """The reply to hand on, or the body of one repair request to send first."""
+        if self._watch_text:
+            completion = read_text_calls(completion, self._names)
+        if self._schema is None or self._level != _INSTRUCTION:
+            return completion
+        instruction = SchemaInstruction(self._schema)
+        problem = instruction.problem(completion.text)
+        if problem is None:
+            return instruction.clean(completion)
+        if not self._repaired:
+            self._repaired = True
+            return instruction.repair(self.payload(), completion.text, problem)
+        raise StructuredOutputError(
+            f"the model's reply does not match the JSON schema even after one repair attempt: "
+            f"{problem}. The endpoint takes neither response_format nor guided_json; use a "
+            "model endpoint that does, or method='function_calling'."
+        )
+
+    def stream_filter(self) -> TextToolCallFilter | None:
+        """A fresh filter for a stream's text, when tools are in play."""
+        return TextToolCallFilter(self._names) if self._watch_text else None
+
+    def _remember_tools(self) -> None:
+        with _lock:
+            first = self._url not in _prompt_tool_endpoints
+            _prompt_tool_endpoints.add(self._url)
+        if first:
+            logger.info(
+                "%s does not take native tools (vLLM without tool parsing): sending tools in "
+                "the prompt (Llama 3.1 JSON format) from now on",
+                self._url,
+            )
+
+    def _set_level(self, level: int, rejected: str) -> None:
+        self._level = level
+        with _lock:
+            first = _schema_levels.get(self._url, _NATIVE) < level
+            _schema_levels[self._url] = max(level, _schema_levels.get(self._url, _NATIVE))
+        if first:
+            logger.info(
+                "%s rejected %s: falling back to %s for structured output",
+                self._url,
+                rejected,
+                "guided_json" if level == _GUIDED_JSON else "an instruction plus parsing",
+            )

@@ -1,0 +1,400 @@
+"""Tool calling and structured output on every endpoint, as pure functions.
+
+An endpoint whose vLLM runs without tool parsing answers `tools` with HTTP 400. There the tools
+go into the prompt in Meta's JSON-based format for Llama 3.1, and the reply
+`{"name": ..., "parameters": {...}}` is read back as a tool call ("prompt mode"). The same
+reader also catches a call that a native endpoint left in the text. Structured output falls
+back from `response_format` to vLLM's `guided_json`, then to an instruction plus parsing.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from ._errors import BadRequestError, ContextLengthExceededError, TIRError
+from ._wire import ChatChunk, ChatCompletion, ToolCall, ToolCallDelta
+
+__all__ = [
+    "TextToolCallFilter",
+    "ToolMode",
+    "is_guided_json_rejection",
+    "is_response_format_rejection",
+    "is_tools_rejection",
+    "parse_text_tool_calls",
+    "to_prompt_mode",
+]
+
+ToolMode = Literal["auto", "native", "prompt"]
+
+PYTHON_TAG = "<|python_tag|>"
+
+# Meta's wording for Llama 3.1 JSON-based tool calling (as in vLLM's llama3.1_json template).
+DEFAULT_SYSTEM = (
+    "You are a helpful assistant with tool calling capabilities. Only reply with a tool call if "
+    "the function exists in the library provided by the user. If it doesn't exist, just reply "
+    "directly in natural language. When you receive a tool call response, use the output to "
+    "format an answer to the original user question."
+)
+TOOLS_PREAMBLE = (
+    "Given the following functions, please respond with a JSON for a function call with its "
+    "proper arguments that best answers the given prompt.\n\n"
+    'Respond in the format {"name": function name, "parameters": dictionary of argument name '
+    "and its value}. Do not use variables.\n\n"
+)
+
+
+def _message_text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "\n".join(str(part.get("text", "")) for part in content if isinstance(part, Mapping))
+
+
+def tool_names(tools: Sequence[Mapping[str, Any]] | None) -> frozenset[str]:
+    """The function names of OpenAI-style tool specs."""
+    return frozenset(
+        t["function"]["name"] for t in tools or () if isinstance(t.get("function"), Mapping)
+    )
+
+
+def _render_call(call: Mapping[str, Any]) -> str:
+    function = call.get("function") or {}
+    arguments = function.get("arguments") or "{}"
+    try:
+        parameters = json.loads(arguments) if isinstance(arguments, str) else arguments
+    except ValueError:
+        parameters = arguments
+    return json.dumps({"name": function.get("name", ""), "parameters": parameters})
+
+
+def _choice_instruction(tool_choice: Any) -> str:
+    if tool_choice == "required":
+        return "You must call one of these functions: reply with a function call only.\n\n"
+    if isinstance(tool_choice, Mapping):
+        name = (tool_choice.get("function") or {}).get("name")
+        if name:
+            return f'You must call the function "{name}": reply with that function call only.\n\n'
+    return ""
+
+
+def to_prompt_mode(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """Rewrite a request with native `tools` into one that carries them in the prompt.
+
+    The tool definitions (with Meta's instructions, and `tool_choice` as an instruction) go
+    into the first user message; earlier assistant tool calls become the JSON text the model
+    is asked to write; tool results become `{"output": ...}` tool messages. `tool_choice`
+    `"none"` renders no tools.
+    """
+    body = {
+        k: v for k, v in payload.items() if k not in ("tools", "tool_choice", "parallel_tool_calls")
+    }
+    tools = list(payload.get("tools") or ())
+    choice = payload.get("tool_choice")
+    messages: list[dict[str, Any]] = []
+    for message in payload.get("messages", ()):
+        message = dict(message)
+        if message.get("role") == "assistant" and message.get("tool_calls"):
+            calls = [_render_call(c) for c in message.pop("tool_calls")]
+            text = _message_text(message.get("content"))
+            message["content"] = (text + "\n" if text else "") + "; ".join(calls)
+        elif message.get("role") == "tool":
+            message["content"] = json.dumps({"output": _message_text(message.get("content"))})
+        messages.append(message)
+    if tools and choice != "none":
+        definitions = "".join(json.dumps(t.get("function", t), indent=4) + "\n\n" for t in tools)
+        preamble = TOOLS_PREAMBLE + definitions + _choice_instruction(choice)
+        first_user = next((m for m in messages if m.get("role") == "user"), None)
+        if first_user is None:
+            messages.append({"role": "user", "content": preamble.rstrip()})
+        else:
+            first_user["content"] = preamble + _message_text(first_user.get("content"))
+        if not messages or messages[0].get("role") != "system":
+            messages.insert(0, {"role": "system", "content": DEFAULT_SYSTEM})
+    body["messages"] = messages
+    return body
+
+
+def _strip_wrapping(text: str) -> str:
+    text = text.strip()
+    if text.startswith(PYTHON_TAG):
+        text = text[len(PYTHON_TAG) :].strip()
+    if text.startswith("```"):
+        first_line, _, rest = text.partition("\n")
+        text = rest if first_line.strip("`").strip().lower() in ("", "json") else text
+        text = text.strip()
+        if text.endswith("```"):
+            text = text[:-3].strip()
+    if text.endswith("<|eom_id|>"):
+        text = text[: -len("<|eom_id|>")].strip()
+    return text
+
+
+def _split_top_level(text: str) -> list[str] | None:
+    """Split `{...}; {...}` at top-level semicolons; None if the braces do not balance."""
+    parts: list[str] = []
+    depth, start, in_string, escaped = 0, 0, False, False
+    for i, ch in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+            if depth < 0:
+                return None
+        elif ch == ";" and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    if depth != 0 or in_string:
+        return None
+    parts.append(text[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def new_call_id() -> str:
+    """An id for a call the model wrote as text (the text has none)."""
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def parse_text_tool_calls(text: str, names: Collection[str] | None = None) -> list[ToolCall] | None:
+    """Read a reply written in Llama 3.1's JSON tool-call format.
+
+    Accepts `{"name": ..., "parameters": {...}}` (or `"arguments"`), several separated by
+    `;`, with surrounding whitespace, a `<|python_tag|>` prefix or a code fence.
+
+    Args:
+        text: the whole reply.
+        names: the tools offered; a call naming another function is not a call.
+
+    Returns:
+        The calls, with generated ids, or None when the text is not (only) calls.
+    """
+    body = _strip_wrapping(text)
+    if not body.startswith("{"):
+        return None
+    parts = _split_top_level(body)
+    if not parts:
+        return None
+    calls = []
+    for part in parts:
+        try:
+            value = json.loads(part)
+        except ValueError:
+            return None
+        if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+            return None
+        if names is not None and value["name"] not in names:
+            return None
+        parameters = value.get("parameters", value.get("arguments", {}))
+        if isinstance(parameters, str):
+            try:
+                parameters = json.loads(parameters) if parameters.strip() else {}
+            except ValueError:
+                return None
+        if not isinstance(parameters, dict):
+            return None
+        calls.append(
+            ToolCall(id=new_call_id(), name=value["name"], arguments=json.dumps(parameters))
+        )
+    return calls
+
+
+def read_text_calls(completion: ChatCompletion, names: Collection[str]) -> ChatCompletion:
+    """A reply whose text is a tool call, as a reply with that tool call."""
+    if completion.tool_calls or not completion.text:
+        return completion
+    calls = parse_text_tool_calls(completion.text, names)
+    if not calls:
+        return completion
+    return replace(completion, text=None, tool_calls=tuple(calls), finish_reason="tool_calls")
+
+
+def _could_become_call(held: str, names: Collection[str]) -> bool:
+    """Whether text seen so far may still turn out to be a tool call."""
+    text = held.lstrip()
+    if not text:
+        return True
+    if PYTHON_TAG.startswith(text) or "```json".startswith(text) or "```\n".startswith(text):
+        return True
+    if text.startswith(PYTHON_TAG) or text.startswith("```"):
+        return True  # decided at the end
+    if not text.startswith("{"):
+        return False
+    # Decide as soon as each top-level object closes: a call, or plain text after all.
+    depth, start, in_string, escaped = 0, 0, False, False
+    for i, ch in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch == "{":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0 and parse_text_tool_calls(text[start : i + 1], names) is None:
+                return False
+        elif depth == 0 and ch not in "; \t\r\n":
+            return False
+    return True
+
+
+class TextToolCallFilter:
+    """Holds back streamed text only while it may still be a tool call.
+
+    Text that cannot be a call (it does not start like one) is released at once, and every
+    later delta passes straight through. Text that stays call-shaped is held to the end of the
+    reply, where it becomes tool-call deltas, or is released as text if it was not a call.
+    """
+
+    __slots__ = ("_held", "_names", "_text_mode")
+
+    def __init__(self, names: Collection[str]) -> None:
+        self._names = names
+        self._held: list[str] = []
+        self._text_mode = False
+
+    def process(self, chunk: ChatChunk) -> ChatChunk | None:
+        """The chunk to hand on (its text maybe held back), or None to hand on nothing yet."""
+        if self._text_mode:
+            return chunk
+        if chunk.tool_calls:
+            # The server parsed a call natively: stop watching the text.
+            self._text_mode = True
+            held = self._release()
+            return replace(chunk, text=held + (chunk.text or "")) if held else chunk
+        if chunk.text:
+            self._held.append(chunk.text)
+            if not _could_become_call("".join(self._held), self._names):
+                self._text_mode = True
+                return replace(chunk, text=self._release())
+            chunk = replace(chunk, text=None)
+        if chunk.finish_reason:
+            return self._finish(chunk)
+        if chunk.text is None and chunk.role is None and chunk.usage is None:
+            return None
+        return chunk
+
+    def _release(self) -> str:
+        text = "".join(self._held)
+        self._held.clear()
+        return text
+
+    def _finish(self, chunk: ChatChunk) -> ChatChunk:
+        held = self._release()
+        calls = parse_text_tool_calls(held, self._names) if held else None
+        if calls:
+            deltas = tuple(
+                ToolCallDelta(index=i, id=c.id, name=c.name, arguments=c.arguments)
+                for i, c in enumerate(calls)
+            )
+            return replace(chunk, text=None, tool_calls=deltas, finish_reason="tool_calls")
+        return replace(chunk, text=(held + (chunk.text or "")) or None)
+
+
+def _message_of(error: TIRError) -> str:
+    return error.message.lower()
+
+
+def is_tools_rejection(error: TIRError) -> bool:
+    """Whether a 400 says the endpoint cannot take native `tools` (no tool parsing)."""
+    if not isinstance(error, BadRequestError) or isinstance(error, ContextLengthExceededError):
+        return False
+    message = _message_of(error)
+    return (
+        "enable-auto-tool-choice" in message
+        or "tool-call-parser" in message
+        or "tool_choice" in message
+        or ("tools" in message and "not supported" in message)
+    )
+
+
+def is_response_format_rejection(error: TIRError) -> bool:
+    """Whether a 400 says the endpoint cannot take `response_format` json_schema."""
+    if not isinstance(error, BadRequestError) or isinstance(error, ContextLengthExceededError):
+        return False
+    message = _message_of(error)
+    return "response_format" in message or "json_schema" in message
+
+
+def is_guided_json_rejection(error: TIRError) -> bool:
+    """Whether a 400 says the endpoint cannot take vLLM's `guided_json` either."""
+    if not isinstance(error, BadRequestError) or isinstance(error, ContextLengthExceededError):
+        return False
+    message = _message_of(error)
+    return "guided" in message or "extra" in message or "not permitted" in message
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaInstruction:
+    """The last structured-output fallback: ask in words, then check the reply."""
+
+    schema: Mapping[str, Any]
+
+    def apply(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """The request with the schema as an instruction instead of a constraint."""
+        body = {k: v for k, v in payload.items() if k not in ("response_format", "guided_json")}
+        instruction = (
+            "Reply with only a JSON object that matches this JSON schema, with no other text "
+            "and no code fence:\n" + json.dumps(self.schema)
+        )
+        messages = [dict(m) for m in payload.get("messages", ())]
+        if messages and messages[0].get("role") == "system":
+            messages[0]["content"] = (
+                _message_text(messages[0].get("content")) + "\n\n" + instruction
+            )
+        else:
+            messages.insert(0, {"role": "system", "content": instruction})
+        body["messages"] = messages
+        return body
+
+    def problem(self, text: str | None) -> str | None:
+        """What is wrong with a reply, or None when it is a JSON object the schema asks for."""
+        body = _strip_wrapping(text or "")
+        try:
+            value = json.loads(body)
+        except ValueError as e:
+            return f"it is not JSON ({e})"
+        if self.schema.get("type", "object") == "object":
+            if not isinstance(value, dict):
+                return "it is not a JSON object"
+            missing = [k for k in self.schema.get("required", ()) if k not in value]
+            if missing:
+                return f"it lacks the required keys {missing}"
+        return None
+
+    def repair(self, payload: Mapping[str, Any], reply: str | None, problem: str) -> dict[str, Any]:
+        """One more request that shows the model its reply and what is wrong with it."""
+        body = dict(payload)
+        body["messages"] = [
+            *payload.get("messages", ()),
+            {"role": "assistant", "content": reply or ""},
+            {
+                "role": "user",
+                "content": f"That reply cannot be used: {problem}. Reply with only the "
+                "corrected JSON object.",
+            },
+        ]
+        return body
+
+    def clean(self, completion: ChatCompletion) -> ChatCompletion:
+        """The reply with any code fence around the JSON taken off."""
+        return replace(completion, text=_strip_wrapping(completion.text or ""))
