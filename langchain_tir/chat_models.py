@@ -38,6 +38,7 @@ from tir_transport import (
     ChatCompletion,
     TIRClient,
     TIRConfig,
+    ToolMode,
     build_payload,
 )
 from tir_transport._config import API_KEY_ENV_VARS, BASE_URL_ENV_VARS, PROJECT_ID_ENV_VARS
@@ -112,6 +113,9 @@ class ChatTIRLlama(BaseChatModel):
     """Retries for connection errors, timeouts, 408/409/429 and 5xx."""
     allow_insecure_http: bool = False
     """Allow plain `http://` to a host that is not loopback (the key travels in clear)."""
+    tool_mode: ToolMode = "auto"
+    """How tools are sent: `"auto"` (native, and in the prompt if the endpoint rejects them),
+    `"native"` or `"prompt"` (Llama 3.1's JSON tool-call format in the prompt)."""
 
     temperature: float | None = None
     max_tokens: int | None = None
@@ -148,7 +152,8 @@ class ChatTIRLlama(BaseChatModel):
                 timeout=self.timeout,
                 max_retries=self.max_retries,
                 allow_insecure_http=self.allow_insecure_http,
-            )
+            ),
+            tool_mode=self.tool_mode,
         )
         return self
 

@@ -37,6 +37,7 @@ from tir_transport import (
     DEFAULT_TIMEOUT,
     TIRClient,
     TIRConfig,
+    ToolMode,
     build_payload,
 )
 from tir_transport._config import (
@@ -104,6 +105,11 @@ class TIRLlamaLLM(FunctionCallingLLM):
     allow_insecure_http: bool = Field(
         default=False, description="Allow plain http:// to a host that is not loopback."
     )
+    tool_mode: ToolMode = Field(
+        default="auto",
+        description="How tools are sent: 'auto' (native, and in the prompt if the endpoint "
+        "rejects them), 'native', or 'prompt' (Llama 3.1's JSON tool-call format).",
+    )
     temperature: float | None = Field(default=None, description="Sampling temperature.")
     max_tokens: int | None = Field(default=None, description="Most tokens to generate.")
     top_p: float | None = None
@@ -142,7 +148,8 @@ class TIRLlamaLLM(FunctionCallingLLM):
                 timeout=self.timeout,
                 max_retries=self.max_retries,
                 allow_insecure_http=self.allow_insecure_http,
-            )
+            ),
+            tool_mode=self.tool_mode,
         )
         return self
 
@@ -302,6 +309,10 @@ class TIRLlamaLLM(FunctionCallingLLM):
         prepared: dict[str, Any] = {"messages": messages, **kwargs}
         if specs:
             prepared["tools"] = specs
+            if tool_required and tool_choice is None and len(specs) == 1:
+                # "Call the one tool" said by name: the same thing, and servers that cannot
+                # force "required" (llama.cpp's answers HTTP 500) can force a named tool.
+                tool_choice = specs[0]["function"]["name"]
             prepared["tool_choice"] = _tool_choice(tool_choice, tool_required)
             # Llama 3.1's template takes one call per assistant turn.
             prepared["parallel_tool_calls"] = allow_parallel_tool_calls

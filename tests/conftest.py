@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.emulator import Emulator
-from tir_transport import ChatChunk, ChatCompletion, TIRClient, TIRConfig
+from tir_transport import ChatChunk, ChatCompletion, TIRClient, TIRConfig, forget_endpoints
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -35,6 +35,14 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_endpoint_memory() -> Iterator[None]:
+    """Every test starts with no endpoint known to reject tools or schemas."""
+    forget_endpoints()
+    yield
+    forget_endpoints()
+
+
 @pytest.fixture(scope="session")
 def _emulator_server() -> Iterator[Emulator]:
     with Emulator() as emulator:
@@ -52,7 +60,7 @@ def emulator(_emulator_server: Emulator) -> Iterator[Emulator]:
 def make_client(emulator: Emulator) -> Callable[..., TIRClient]:
     """A client aimed at the emulator (through `base_url`, with a project id)."""
 
-    def make(**overrides: Any) -> TIRClient:
+    def make(tool_mode: Any = "auto", **overrides: Any) -> TIRClient:
         options: dict[str, Any] = {
             "api_key": TEST_KEY,
             "project_id": "1234",
@@ -61,7 +69,7 @@ def make_client(emulator: Emulator) -> Callable[..., TIRClient]:
             "max_retries": 2,
         }
         options.update(overrides)
-        return TIRClient(TIRConfig.from_env(**options))
+        return TIRClient(TIRConfig.from_env(**options), tool_mode=tool_mode)
 
     return make
 

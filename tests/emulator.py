@@ -148,6 +148,8 @@ class Emulator:
         self._queue: deque[Reply] = deque()
         self.reject_tools = False
         self.reject_response_format = False
+        self.reject_guided_json = False
+        self.reject_json_object = False
         self.max_context: int | None = None
         self.require_key: str | None = None
         self.model = DEFAULT_MODEL
@@ -193,6 +195,8 @@ class Emulator:
         self._queue.clear()
         self.reject_tools = False
         self.reject_response_format = False
+        self.reject_guided_json = False
+        self.reject_json_object = False
         self.max_context = None
         self.require_key = None
         self.model = DEFAULT_MODEL
@@ -280,11 +284,12 @@ class Emulator:
         except ValueError:
             await self._send(writer, 400, _dumps(_error_body("nested", "bad JSON", 400)).encode())
             return True
-        reply = self._queue.popleft() if self._queue else self._default_reply(payload)
+        # An endpoint-level rejection comes first, so a scripted reply waits for the retry.
         rejection = self._endpoint_rejection(payload)
         if rejection is not None:
             await self._send(writer, 400, _dumps(rejection).encode())
             return True
+        reply = self._queue.popleft() if self._queue else self._default_reply(payload)
         if reply.status >= 400 or reply.body is not None:
             body = reply.body
             if body is None:
@@ -316,6 +321,8 @@ class Emulator:
         if response_format.get("type") == "json_schema":
             schema = response_format.get("json_schema", {}).get("schema", {})
             return Reply(text=_dumps(instance_of(schema)))
+        if isinstance(payload.get("guided_json"), dict):
+            return Reply(text=_dumps(instance_of(payload["guided_json"])))
         if response_format.get("type") == "json_object":
             return Reply(text="{}")
         return Reply()
@@ -323,8 +330,20 @@ class Emulator:
     def _endpoint_rejection(self, payload: dict[str, Any]) -> dict[str, Any] | None:
         if self.reject_tools and payload.get("tools"):
             return _error_body("flat", TOOLS_REJECTED, 400)
-        if self.reject_response_format and payload.get("response_format"):
-            return _error_body("flat", "response_format is not supported", 400)
+        kind = (payload.get("response_format") or {}).get("type")
+        if (self.reject_response_format and kind == "json_schema") or (
+            self.reject_json_object and kind == "json_object"
+        ):
+            return _error_body(
+                "flat", f"response_format type '{kind}' is not supported by this server", 400
+            )
+        if self.reject_guided_json and "guided_json" in payload:
+            return _error_body(
+                "flat",
+                "1 validation error for ChatCompletionRequest\nguided_json\n  Extra inputs are "
+                "not permitted",
+                400,
+            )
         if self.max_context is not None:
             wanted = _count_prompt_tokens(payload) + int(payload.get("max_tokens") or 0)
             if wanted > self.max_context:
@@ -527,3 +546,26 @@ class Emulator:
             if reply.split:
                 # Give the kernel a chance to deliver each piece as its own read.
                 await asyncio.sleep(0.001)
+
+
+class ToolEndpoint:
+    """One of the three ways an endpoint can treat tools, for parametrized adapter tests."""
+
+    KINDS = ("native", "rejected", "text-in-native")
+
+    def __init__(self, emulator: Emulator, kind: str) -> None:
+        self.emulator = emulator
+        self.kind = kind
+        emulator.reject_tools = kind == "rejected"
+
+    def call(self, name: str, arguments: dict[str, Any], call_id: str = "call-1") -> Reply:
+        """The reply in which the model calls `name`, as this kind of endpoint sends it."""
+        if self.kind == "native":
+            return Reply(tool_calls=[{"id": call_id, "name": name, "arguments": _dumps(arguments)}])
+        text = json.dumps({"name": name, "parameters": arguments})
+        # Streamed in pieces, as a model writes it.
+        return Reply(pieces=[text[i : i + 9] for i in range(0, len(text), 9)])
+
+    def tools_were_native(self) -> bool:
+        """Whether the last request carried `tools` (prompt mode carries none)."""
+        return "tools" in self.emulator.requests[-1].json

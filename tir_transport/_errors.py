@@ -171,9 +171,11 @@ def _message_from_body(body: Any) -> str | None:
     error = body.get("error")
     if isinstance(error, Mapping):
         message = error.get("message")
-        if isinstance(message, str):
+        if isinstance(message, str) and message:
             return message
-    if isinstance(error, str):
+        if error.get("type"):
+            return f"{error['type']} (the server gave no message)"
+    if isinstance(error, str) and error:
         return error
     for key in ("message", "detail", "msg"):
         value = body.get(key)

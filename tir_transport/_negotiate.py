@@ -31,7 +31,14 @@ _lock = threading.Lock()
 _prompt_tool_endpoints: set[str] = set()
 _schema_levels: dict[str, int] = {}
 
-_NATIVE, _GUIDED_JSON, _INSTRUCTION = 0, 1, 2
+# How a JSON schema is sent: response_format json_schema; vLLM's guided_json; an instruction
+# with JSON mode; an instruction alone.
+_NATIVE, _GUIDED_JSON, _JSON_MODE, _INSTRUCTION = 0, 1, 2, 3
+_LEVEL_NAMES = {
+    _GUIDED_JSON: "guided_json",
+    _JSON_MODE: "an instruction with JSON mode",
+    _INSTRUCTION: "an instruction alone",
+}
 
 
 def forget_endpoints() -> None:
@@ -74,9 +81,13 @@ class Negotiation:
         if self._schema is not None and self._level == _GUIDED_JSON:
             body.pop("response_format", None)
             body["guided_json"] = self._schema
-        elif self._schema is not None and self._level == _INSTRUCTION:
-            body = SchemaInstruction(self._schema).apply(body)
+        elif self._schema is not None and self._level >= _JSON_MODE:
+            body = self._instruction().apply(body)
         return body
+
+    def _instruction(self) -> SchemaInstruction:
+        assert self._schema is not None
+        return SchemaInstruction(self._schema, json_object=self._level == _JSON_MODE)
 
     def on_error(self, error: TIRError) -> dict[str, Any]:
         """The body to send instead after `error`, or raise `error` when there is none."""
@@ -89,34 +100,41 @@ class Negotiation:
             self._prompt = True
             self._remember_tools()
             return self.payload()
-        if self._schema is not None and self._level < _INSTRUCTION:
+        if self._schema is not None:
             if self._level == _NATIVE and is_response_format_rejection(error):
                 self._set_level(_GUIDED_JSON, "response_format json_schema")
                 return self.payload()
             if self._level == _GUIDED_JSON and (
                 is_guided_json_rejection(error) or is_response_format_rejection(error)
             ):
-                self._set_level(_INSTRUCTION, "guided_json")
+                self._set_level(_JSON_MODE, "guided_json")
+                return self.payload()
+            if self._level == _JSON_MODE and is_response_format_rejection(error):
+                self._set_level(_INSTRUCTION, "response_format json_object")
                 return self.payload()
         raise error
 
     def on_completion(self, completion: ChatCompletion) -> ChatCompletion | dict[str, Any]:
-        """The reply to hand on, or the body of one repair request to send first."""
+        """The reply to hand on, or the body of one more request to send first."""
         if self._watch_text:
             completion = read_text_calls(completion, self._names)
-        if self._schema is None or self._level != _INSTRUCTION:
+        if self._schema is None or self._level == _NATIVE:
             return completion
-        instruction = SchemaInstruction(self._schema)
+        instruction = self._instruction()
         problem = instruction.problem(completion.text)
         if problem is None:
             return instruction.clean(completion)
+        if self._level == _GUIDED_JSON:
+            # Accepted but ignored (a server that drops unknown fields): ask in words instead.
+            self._set_level(_JSON_MODE, "guided_json (ignored: the reply did not match)")
+            return self.payload()
         if not self._repaired:
             self._repaired = True
             return instruction.repair(self.payload(), completion.text, problem)
         raise StructuredOutputError(
             f"the model's reply does not match the JSON schema even after one repair attempt: "
-            f"{problem}. The endpoint takes neither response_format nor guided_json; use a "
-            "model endpoint that does, or method='function_calling'."
+            f"{problem}. The endpoint takes neither response_format json_schema nor guided_json;"
+            " use a model endpoint that does, or method='function_calling'."
         )
 
     def stream_filter(self) -> TextToolCallFilter | None:
@@ -144,5 +162,5 @@ class Negotiation:
                 "%s rejected %s: falling back to %s for structured output",
                 self._url,
                 rejected,
-                "guided_json" if level == _GUIDED_JSON else "an instruction plus parsing",
+                _LEVEL_NAMES[level],
             )

@@ -55,6 +55,8 @@ def is_retryable(error: TIRError) -> bool:
     status = error.status_code
     if isinstance(error, StreamInterruptedError) and status is None:
         return True  # the connection broke before anything was handed on
+    if status == 500 and "validation error" in error.message.lower():
+        return False  # llama.cpp's server reports a bad request this way: the same fails again
     return status is not None and (status in _RETRY_STATUSES or 500 <= status < 600)
 
 

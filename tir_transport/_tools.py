@@ -15,7 +15,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from ._errors import BadRequestError, ContextLengthExceededError, TIRError
+from ._errors import BadRequestError, ContextLengthExceededError, ServerError, TIRError
 from ._wire import ChatChunk, ChatCompletion, ToolCall, ToolCallDelta
 
 __all__ = [
@@ -310,16 +310,25 @@ class TextToolCallFilter:
         return replace(chunk, text=(held + (chunk.text or "")) or None)
 
 
-def _message_of(error: TIRError) -> str:
-    return error.message.lower()
+def _rejection_text(error: TIRError) -> str | None:
+    """The lower-cased message of an error that says "this request is not acceptable".
+
+    A 400 or 422; or a 5xx that reports a validation error, as llama.cpp's server does.
+    """
+    if isinstance(error, ContextLengthExceededError):
+        return None
+    message = error.message.lower()
+    if isinstance(error, BadRequestError) or (
+        isinstance(error, ServerError) and "validation error" in message
+    ):
+        return message
+    return None
 
 
 def is_tools_rejection(error: TIRError) -> bool:
-    """Whether a 400 says the endpoint cannot take native `tools` (no tool parsing)."""
-    if not isinstance(error, BadRequestError) or isinstance(error, ContextLengthExceededError):
-        return False
-    message = _message_of(error)
-    return (
+    """Whether the endpoint says it cannot take native `tools` (vLLM without tool parsing)."""
+    message = _rejection_text(error)
+    return message is not None and (
         "enable-auto-tool-choice" in message
         or "tool-call-parser" in message
         or "tool_choice" in message
@@ -328,30 +337,35 @@ def is_tools_rejection(error: TIRError) -> bool:
 
 
 def is_response_format_rejection(error: TIRError) -> bool:
-    """Whether a 400 says the endpoint cannot take `response_format` json_schema."""
-    if not isinstance(error, BadRequestError) or isinstance(error, ContextLengthExceededError):
-        return False
-    message = _message_of(error)
-    return "response_format" in message or "json_schema" in message
+    """Whether the endpoint says it cannot take `response_format` json_schema."""
+    message = _rejection_text(error)
+    return message is not None and ("response_format" in message or "json_schema" in message)
 
 
 def is_guided_json_rejection(error: TIRError) -> bool:
-    """Whether a 400 says the endpoint cannot take vLLM's `guided_json` either."""
-    if not isinstance(error, BadRequestError) or isinstance(error, ContextLengthExceededError):
-        return False
-    message = _message_of(error)
-    return "guided" in message or "extra" in message or "not permitted" in message
+    """Whether the endpoint says it cannot take vLLM's `guided_json` either."""
+    message = _rejection_text(error)
+    return message is not None and (
+        "guided" in message or "extra" in message or "not permitted" in message
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class SchemaInstruction:
-    """The last structured-output fallback: ask in words, then check the reply."""
+    """The last structured-output fallback: ask in words, then check the reply.
+
+    With `json_object`, the request also asks for JSON mode carrying the schema: vLLM then
+    holds the reply to JSON, and llama.cpp's server to the schema itself.
+    """
 
     schema: Mapping[str, Any]
+    json_object: bool = True
 
     def apply(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """The request with the schema as an instruction instead of a constraint."""
         body = {k: v for k, v in payload.items() if k not in ("response_format", "guided_json")}
+        if self.json_object:
+            body["response_format"] = {"type": "json_object", "schema": dict(self.schema)}
         instruction = (
             "Reply with only a JSON object that matches this JSON schema, with no other text "
             "and no code fence:\n" + json.dumps(self.schema)

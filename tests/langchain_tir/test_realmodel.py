@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from langchain_core.exceptions import ContextOverflowError
@@ -10,6 +11,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.tools import tool
+from pydantic import BaseModel
 
 from langchain_tir import ChatTIRLlama
 from tir_transport import ContextLengthExceededError
@@ -83,3 +85,26 @@ def test_context_overflow(llm: ChatTIRLlama) -> None:
         llm.invoke("word " * 6000)
     assert isinstance(info.value, ContextLengthExceededError)
     assert "maximum context length" in str(info.value)
+
+
+class City(BaseModel):
+    """A city and its country."""
+
+    name: str
+    country: str
+
+
+def test_structured_output_falls_back_to_what_llama_cpp_takes(
+    llm: ChatTIRLlama, caplog: pytest.LogCaptureFixture
+) -> None:
+    # llama.cpp answers response_format json_schema with a 500 validation error and ignores
+    # guided_json; its JSON mode with a schema is what holds the reply to the schema.
+    structured = llm.model_copy(update={"max_tokens": 60}).with_structured_output(City)
+    with caplog.at_level(logging.INFO, logger="tir_transport"):
+        city = structured.invoke("Name a city in India, as JSON with keys name and country.")
+    assert isinstance(city, City)
+    assert city.name and city.country
+    fallbacks = [r.getMessage() for r in caplog.records if "falling back" in r.getMessage()]
+    assert len(fallbacks) == 2
+    assert "guided_json" in fallbacks[0]
+    assert "JSON mode" in fallbacks[1]

@@ -348,8 +348,10 @@ def test_prepare_chat_with_tools_leaves_history_alone(llm: TIRLlamaLLM) -> None:
     )
     assert len(history) == 1
     assert [m.content for m in prepared["messages"]] == ["be brief", "weather?"]
-    assert prepared["tool_choice"] == "required"
+    assert prepared["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
     assert prepared["parallel_tool_calls"] is False
+    two = llm._prepare_chat_with_tools([WEATHER, WEATHER], user_msg="x", tool_required=True)
+    assert two["tool_choice"] == "required"
     assert prepared["tools"][0]["function"]["name"] == "get_weather"
     named = llm._prepare_chat_with_tools([WEATHER], user_msg="x", tool_choice="get_weather")
     assert named["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
@@ -471,8 +473,11 @@ def test_structured_predict_and_structured_llm(llm: TIRLlamaLLM, emulator: Emula
     )
     city = llm.structured_predict(City, PromptTemplate("A city in {country}"), country="India")
     assert city == City(name="Pune", country="India")
-    # LlamaIndex's function-calling program asks for a required call.
-    assert emulator.requests[0].json["tool_choice"] == "required"
+    # LlamaIndex's function-calling program asks for a required call: with one tool, by name.
+    assert emulator.requests[0].json["tool_choice"] == {
+        "type": "function",
+        "function": {"name": "City"},
+    }
     assert emulator.requests[0].json["tools"][0]["function"]["name"] == "City"
     emulator.queue(
         Reply(tool_calls=[{"name": "City", "arguments": '{"name": "Goa", "country": "India"}'}])

@@ -122,3 +122,9 @@ def test_errors_pickle_with_their_fields() -> None:
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is RateLimitError
     assert (copy.message, copy.status_code, copy.request_id) == ("slow down", 429, "r")
+
+
+def test_empty_message_names_the_error_type() -> None:
+    body = b'{"error":{"message":"","type":"internal_server_error","param":null,"code":null}}'
+    error = error_from_response(500, body)
+    assert error.message == "internal_server_error (the server gave no message)"
