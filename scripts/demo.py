@@ -44,7 +44,7 @@ def main() -> int:
         return 1
     finally:
         if server is not None:
-            local_model_server.stop(server.pid)
+            local_model_server.stop(server)
     return 0
 
 

@@ -28,7 +28,7 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 LLAMA_CPP_VERSION = "0.3.36"
@@ -161,6 +161,7 @@ class Server:
     pid: int
     port: int
     log: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def base_url(self) -> str:
@@ -198,7 +199,7 @@ def start(port: int | None = None, timeout: float = 120.0) -> Server:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    server = Server(pid=proc.pid, port=port, log=log)
+    server = Server(pid=proc.pid, port=port, log=log, process=proc)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -212,12 +213,25 @@ def start(port: int | None = None, timeout: float = 120.0) -> Server:
                 return server
         except (urllib.error.URLError, OSError, ValueError):
             time.sleep(0.2)
-    stop(server.pid)
+    stop(server)
     raise RuntimeError(f"the model server did not answer within {timeout:.0f}s; see {log}")
 
 
-def stop(pid: int, timeout: float = 10.0) -> None:
-    """Stop a server started by `start`: SIGTERM, then SIGKILL."""
+def stop(server: Server | int, timeout: float = 10.0) -> None:
+    """Stop a server started by `start` (or by its PID): SIGTERM, then SIGKILL."""
+    if isinstance(server, Server):
+        if server.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(server.pid, signal.SIGKILL)
+                server.process.wait()
+            return
+        server = server.pid
+    pid = server
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -267,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             pass
         finally:
-            stop(server.pid)
+            stop(server)
     return 0
 
 

@@ -110,7 +110,7 @@ def local_model() -> Iterator[str]:
     try:
         yield server.base_url
     finally:
-        local_model_server.stop(server.pid)
+        local_model_server.stop(server)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
