@@ -194,19 +194,25 @@ class StreamConverter:
             self.stop_reason = chunk.stop_reason
         if chunk.usage is not None:
             self.usage = chunk.usage
-        if not chunk.text and not chunk.tool_calls:
+        if chunk.tool_calls:
+            return AIMessageChunk(
+                content=chunk.text or "",
+                tool_call_chunks=[
+                    ToolCallChunk(
+                        name=d.name,
+                        args=d.arguments,
+                        id=d.id,
+                        index=d.index,
+                        type="tool_call_chunk",
+                    )
+                    for d in chunk.tool_calls
+                ],
+                id=self.id,
+            )
+        if not chunk.text:
             return None
-        return AIMessageChunk(
-            content=chunk.text or "",
-            tool_call_chunks=[
-                ToolCallChunk(
-                    name=d.name, args=d.arguments, id=d.id, index=d.index, type="tool_call_chunk"
-                )
-                for d in chunk.tool_calls
-            ],
-            id=self.id,
-            response_metadata={"model_provider": PROVIDER},
-        )
+        # The hot path: nothing but the text (the last chunk carries the metadata).
+        return AIMessageChunk(content=chunk.text, id=self.id)
 
     def last(self) -> AIMessageChunk:
         """The closing chunk: usage, model name and finish reason, once."""

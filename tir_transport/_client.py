@@ -148,6 +148,9 @@ class TIRClient:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._sync: httpx.Client | None = None
+        # Config is immutable: URLs and headers are worked out once, not per request.
+        self._urls: dict[str | None, str] = {}
+        self._headers: tuple[dict[str, str], dict[str, str]] | None = None
         self._finalizer: weakref.finalize[[], TIRClient] | None = None
         self._async: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, AsyncGenerator[None, None]]
@@ -233,13 +236,21 @@ class TIRClient:
 
     # -- shared pure steps ----------------------------------------------------------------
 
-    def _prepare(self, payload: Mapping[str, Any]) -> tuple[str, dict[str, str], bytes]:
+    def _url(self, payload: Mapping[str, Any]) -> str:
         model = payload.get("model")
-        url = self.config.chat_url(model if isinstance(model, str) else None)
-        headers = self.config.headers()
-        headers["Content-Type"] = "application/json"
-        if payload.get("stream"):
-            headers["Accept"] = "text/event-stream"
+        key = model if isinstance(model, str) else None
+        url = self._urls.get(key)
+        if url is None:
+            url = self._urls[key] = self.config.chat_url(key)
+        return url
+
+    def _prepare(self, payload: Mapping[str, Any]) -> tuple[str, dict[str, str], bytes]:
+        url = self._url(payload)
+        if self._headers is None:
+            plain = self.config.headers()
+            plain["Content-Type"] = "application/json"
+            self._headers = (plain, {**plain, "Accept": "text/event-stream"})
+        headers = self._headers[1] if payload.get("stream") else self._headers[0]
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
         return url, headers, body
 
@@ -254,15 +265,20 @@ class TIRClient:
         return error
 
     def _completion(self, response: httpx.Response) -> ChatCompletion:
-        request_id = _request_id(response.headers)
         try:
             data = json.loads(response.content)
         except ValueError as e:
             text = response.content[:200].decode("utf-8", "replace")
             raise InvalidResponseError(
-                f"the server's reply is not JSON: {text!r}", request_id=request_id
+                f"the server's reply is not JSON: {text!r}",
+                request_id=_request_id(response.headers),
             ) from e
-        completion = parse_completion(data, request_id=request_id)
+        try:
+            completion = parse_completion(data)
+        except TIRError as e:
+            # The request id is looked up only when there is an error to attach it to.
+            e.request_id = _request_id(response.headers)
+            raise
         record_usage(completion.model or self.config.model, completion.usage)
         return completion
 
@@ -390,10 +406,10 @@ class TIRClient:
 
     # -- public: one request, with the fallbacks the endpoint forces -------------------------
 
-    def _negotiation(self, payload: Mapping[str, Any]) -> Negotiation:
-        model = payload.get("model")
-        url = self.config.chat_url(model if isinstance(model, str) else None)
-        return Negotiation(payload, url, self.tool_mode)
+    def _negotiation(self, payload: Mapping[str, Any]) -> Negotiation | None:
+        if "tools" not in payload and "response_format" not in payload:
+            return None  # nothing to negotiate: the common case goes straight out
+        return Negotiation(payload, self._url(payload), self.tool_mode)
 
     def create(self, payload: Mapping[str, Any]) -> ChatCompletion:
         """Send a non-streamed request and return the reply.
@@ -404,6 +420,8 @@ class TIRClient:
             TIRError: a subclass for each kind of failure, after the retries the policy allows.
         """
         negotiation = self._negotiation(payload)
+        if negotiation is None:
+            return self._create_once(payload)
         body = negotiation.payload()
         while True:
             try:
@@ -427,6 +445,9 @@ class TIRClient:
             TIRError: any other failure, after the retries the policy allows.
         """
         negotiation = self._negotiation(payload)
+        if negotiation is None:
+            yield from self._stream_once(payload)
+            return
         body = negotiation.payload()
         while True:
             started = False
@@ -450,6 +471,8 @@ class TIRClient:
     async def acreate(self, payload: Mapping[str, Any]) -> ChatCompletion:
         """Async twin of `create`."""
         negotiation = self._negotiation(payload)
+        if negotiation is None:
+            return await self._acreate_once(payload)
         body = negotiation.payload()
         while True:
             try:
@@ -465,6 +488,14 @@ class TIRClient:
     async def astream(self, payload: Mapping[str, Any]) -> AsyncGenerator[ChatChunk, None]:
         """Async twin of `stream`; cancelling the consumer closes the connection."""
         negotiation = self._negotiation(payload)
+        if negotiation is None:
+            stream = self._astream_once(payload)
+            try:
+                async for chunk in stream:
+                    yield chunk
+            finally:
+                await stream.aclose()
+            return
         body = negotiation.payload()
         while True:
             started = False

@@ -1,0 +1,125 @@
+"""A loopback chat-completions server fast enough never to be the bottleneck.
+
+Raw asyncio protocol, replies precomputed per chunk count: no framework, no JSON parsing of
+the request beyond two regular expressions. `max_tokens` in the request sets the number of
+content chunks of a streamed reply. Run as a separate process so it does not share the
+client's GIL: `python benchmarks/server.py` prints the port, then serves until killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+from functools import cache, lru_cache
+
+_STREAM = re.compile(rb'"stream"\s*:\s*true')
+_USAGE = re.compile(rb'"include_usage"\s*:\s*true')
+_MAX_TOKENS = re.compile(rb'"max_(?:completion_)?tokens"\s*:\s*(\d+)')
+TEXT = "Hello. How can I assist you today?"
+
+
+def _dumps(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+@cache
+def completion_reply() -> bytes:
+    body = _dumps(
+        {
+            "id": "chat-bench",
+            "object": "chat.completion",
+            "created": 1738753122,
+            "model": "llama3_1_8b_instruct",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": TEXT, "tool_calls": []},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                    "stop_reason": None,
+                }
+            ],
+            "usage": {"prompt_tokens": 12, "total_tokens": 21, "completion_tokens": 9},
+        }
+    )
+    head = (
+        f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+@lru_cache(maxsize=64)
+def stream_reply(chunks: int, usage: bool) -> bytes:
+    head = {"id": "chat-bench", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+
+    def event(choices: list[object], **extra: object) -> bytes:
+        return b"data: " + _dumps({**head, "choices": choices, **extra}) + b"\n\n"
+
+    def delta(d: dict[str, object], finish: str | None = None) -> list[object]:
+        return [{"index": 0, "delta": d, "logprobs": None, "finish_reason": finish}]
+
+    events = [event(delta({"role": "assistant", "content": ""}))]
+    events += [event(delta({"content": f" tok{i}"})) for i in range(chunks)]
+    events.append(event(delta({"content": ""}, "stop")))
+    if usage:
+        stats = {"prompt_tokens": 12, "total_tokens": 12 + chunks, "completion_tokens": chunks}
+        events.append(event([], usage=stats))
+    events.append(b"data: [DONE]\n\n")
+    # One HTTP chunk per event, as a token-by-token server frames them.
+    framed = b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events) + b"0\r\n\r\n"
+    head_bytes = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    return head_bytes + framed
+
+
+class ChatProtocol(asyncio.Protocol):
+    """HTTP/1.1 keep-alive, one request at a time per connection."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self.buffer[:end].lower()
+            length = 0
+            marker = head.find(b"content-length:")
+            if marker >= 0:
+                length = int(head[marker + 15 :].split(b"\r\n", 1)[0])
+            if len(self.buffer) < end + 4 + length:
+                return
+            body = self.buffer[end + 4 : end + 4 + length]
+            self.buffer = self.buffer[end + 4 + length :]
+            assert self.transport is not None
+            if _STREAM.search(body):
+                found = _MAX_TOKENS.search(body)
+                chunks = int(found.group(1)) if found else 500
+                self.transport.write(stream_reply(chunks, bool(_USAGE.search(body))))
+            else:
+                self.transport.write(completion_reply())
+
+
+async def main() -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(ChatProtocol, "127.0.0.1", 0, backlog=1024)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        sys.exit(0)
