@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv test lint typecheck pytest demo model-server clean
+.PHONY: venv test lint typecheck pytest demo model-server bench clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,10 @@ test: lint typecheck pytest
 # Until the main-job issue fills it in: a plain streamed chat against the real local model server.
 demo: $(STAMP)
 	$(PY) scripts/demo.py
+
+# Benchmarks are not timed tests: `make test` runs only a smoke round (tests/test_bench_smoke.py).
+bench: $(STAMP)
+	$(PY) benchmarks/bench.py --json benchmarks/results.json
 
 model-server: $(STAMP)
 	$(PY) scripts/local_model_server.py ensure
