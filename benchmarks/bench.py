@@ -23,7 +23,8 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -235,6 +236,15 @@ def llama_index_models(url: str) -> dict[str, Any]:
     }
 
 
+def drain(iterable: Iterable[object]) -> None:
+    """Consume a stream as a real consumer does: each chunk is dropped once handled.
+
+    (Keeping every chunk in a list would make the garbage collector's cost, which grows with
+    the objects kept, part of what is measured.)
+    """
+    deque(iterable, maxlen=0)
+
+
 def measure(ops: dict[str, Callable[[], object]], repeat: int, rounds: int) -> dict[str, float]:
     """Median seconds per op for each contender, alternating contenders every round."""
     samples: dict[str, list[float]] = {name: [] for name in ops}
@@ -260,17 +270,15 @@ def framework_cases(
     if framework == "langchain":
         models, fake = langchain_models(url), langchain_fake()
         invoke = {name: (lambda m=m: m.invoke("hi")) for name, m in models.items()}
-        stream = {name: (lambda m=m: [c for c in m.stream("hi")]) for name, m in models.items()}
+        stream = {name: (lambda m=m: drain(m.stream("hi"))) for name, m in models.items()}
         fake_invoke = lambda: fake.invoke("hi")  # noqa: E731
-        fake_stream = lambda: [c for c in fake.stream("hi")]  # noqa: E731
+        fake_stream = lambda: drain(fake.stream("hi"))  # noqa: E731
     else:
         models, fake = llama_index_models(url), llama_index_fake()
         invoke = {name: (lambda m=m: m.chat(messages)) for name, m in models.items()}
-        stream = {
-            name: (lambda m=m: [r for r in m.stream_chat(messages)]) for name, m in models.items()
-        }
+        stream = {name: (lambda m=m: drain(m.stream_chat(messages))) for name, m in models.items()}
         fake_invoke = lambda: fake.chat(messages)  # noqa: E731
-        fake_stream = lambda: [r for r in fake.stream_chat(messages)]  # noqa: E731
+        fake_stream = lambda: drain(fake.stream_chat(messages))  # noqa: E731
     results: dict[str, dict[str, float]] = {}
     t = measure(
         {**invoke, "raw": lambda: raw_invoke(raw_sync, url), "no-io": fake_invoke}, repeat, rounds

@@ -153,8 +153,18 @@ class StreamConverter:
         self._text += delta
         if chunk.tool_calls:
             self._calls.add(chunk.tool_calls)
-        if not delta and not chunk.tool_calls and chunk.usage is None and not chunk.finish_reason:
-            return None
+        if not chunk.tool_calls and chunk.usage is None and not chunk.finish_reason:
+            if not delta:
+                return None
+            if not self._calls:
+                # The hot path, once per token: the text so far and nothing else.
+                return ChatResponse(
+                    message=ChatMessage(
+                        role=MessageRole.ASSISTANT, blocks=[TextBlock(text=self._text)]
+                    ),
+                    delta=delta,
+                    raw=chunk.raw,
+                )
         message = _assistant(self._text, self._calls.result() if self._calls else ())
         if chunk.finish_reason:
             message.additional_kwargs["finish_reason"] = chunk.finish_reason

@@ -304,6 +304,13 @@ class Emulator:
             return True
         if payload.get("stream"):
             return await self._stream(payload, reply, writer)
+        if reply.stall_after is not None:
+            # A non-streamed reply that never comes.
+            await asyncio.sleep(reply.stall_seconds)
+            writer.transport.abort()
+            return False
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
         await self._send(writer, 200, _dumps(self._completion(payload, reply)).encode())
         return True
 

@@ -78,6 +78,9 @@ class TIRConfig:
     default_headers: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if isinstance(self.api_key, str):
+            # Accept a plain string too, but never keep the key where repr() would show it.
+            object.__setattr__(self, "api_key", SecretStr(self.api_key) if self.api_key else None)
         if self.timeout is not None and self.timeout <= 0:
             raise ConfigurationError(f"timeout must be positive, got {self.timeout!r}")
         if self.max_retries < 0:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 __all__ = ["SSEDecoder", "ServerSentEvent"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ServerSentEvent:
-    """One dispatched event."""
+    """One dispatched event (read-only by convention; not frozen, which is slower to build)."""
 
     data: str
     event: str = "message"

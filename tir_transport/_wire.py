@@ -61,9 +61,13 @@ class ChatCompletion:
     raw: dict[str, Any] = field(repr=False)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass costs 5x more to build, and one is built per streamed token.
+@dataclass(slots=True)
 class ChatChunk:
-    """One streamed chunk, first choice; the usage chunk has no choice and carries `usage`."""
+    """One streamed chunk, first choice; the usage chunk has no choice and carries `usage`.
+
+    Treat it as read-only; `dataclasses.replace` makes a changed copy.
+    """
 
     id: str | None
     model: str | None

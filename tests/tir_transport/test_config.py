@@ -163,3 +163,10 @@ def test_config_pickles() -> None:
 def test_invalid_numbers(field: str, value: float) -> None:
     with pytest.raises(ConfigurationError, match=field):
         TIRConfig.from_env(env={}, **{field: value})  # type: ignore[arg-type]
+
+
+def test_a_plain_string_key_is_kept_secret() -> None:
+    config = TIRConfig(api_key=KEY, project_id="1")  # type: ignore[arg-type]
+    assert config.secret() == KEY
+    assert KEY not in repr(config)
+    assert TIRConfig(api_key="").api_key is None  # type: ignore[arg-type]

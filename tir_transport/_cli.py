@@ -1,0 +1,153 @@
+"""`tir-llama`: check a TIR configuration (`doctor`) and chat with a model in the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from ._client import TIRClient
+from ._config import API_KEY_ENV_VARS, TIRConfig, env_first
+from ._errors import ConfigurationError, TIRError
+from ._tools import is_tools_rejection
+from ._usage import track_usage
+from ._wire import build_payload
+
+_PROBE_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "Get the current time.",
+        "parameters": {"type": "object", "properties": {}},
+    },
+}
+
+
+def _config(args: argparse.Namespace) -> TIRConfig:
+    return TIRConfig.from_env(
+        project_id=args.project_id,
+        model=args.model,
+        host=args.host,
+        endpoint_id=args.endpoint_id,
+        base_url=args.base_url,
+        timeout=args.timeout,
+        allow_insecure_http=args.allow_insecure_http,
+    )
+
+
+def doctor(args: argparse.Namespace, out: TextIO) -> int:
+    """Check the configuration, send a one-token request, probe native tools."""
+    config = _config(args)
+    key_source = next((name for name in API_KEY_ENV_VARS if env_first((name,))), None)
+    print(f"model:       {config.model}", file=out)
+    print(f"project:     {config.project_id or '(none)'}", file=out)
+    try:
+        url = config.chat_url()
+    except ConfigurationError as e:
+        print(f"url:         cannot be built: {e}", file=out)
+        return 2
+    print(f"url:         {url}", file=out)
+    if config.api_key is None:
+        print("api key:     missing: set TIR_API_KEY (a token from the TIR dashboard)", file=out)
+        return 2
+    print(f"api key:     set (from {key_source or 'the command line'}; never shown)", file=out)
+    # Tools are probed explicitly below; the plain request must not fall back by itself.
+    client = TIRClient(config, tool_mode="native")
+    messages = [{"role": "user", "content": "Reply with one word: ready"}]
+    try:
+        started = time.perf_counter()
+        reply = client.create(build_payload(messages, config.model, max_tokens=1))
+        elapsed = time.perf_counter() - started
+        print(f"request:     ok in {elapsed * 1000:.0f} ms (model {reply.model})", file=out)
+        try:
+            client.create(
+                build_payload(
+                    messages, config.model, max_tokens=1, tools=[_PROBE_TOOL], tool_choice="auto"
+                )
+            )
+            print("tools:       native tool calling is on", file=out)
+        except TIRError as e:
+            if not is_tools_rejection(e):
+                raise
+            print(
+                "tools:       native tool calling is off here: tools go in the prompt "
+                "(tool_mode='auto' does this by itself)",
+                file=out,
+            )
+    except TIRError as e:
+        print(f"request:     failed: {e}", file=out)
+        return 1
+    finally:
+        client.close()
+    return 0
+
+
+def chat(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
+    """A streaming chat; usage is printed after each turn. An empty line or EOF ends it."""
+    config = _config(args)
+    client = TIRClient(config)
+    history: list[dict[str, Any]] = []
+    if args.system:
+        history.append({"role": "system", "content": args.system})
+    print(f"chatting with {config.model}; an empty line ends the chat", file=out)
+    try:
+        while True:
+            print("> ", end="", file=out, flush=True)
+            line = stdin.readline()
+            if not line.strip():
+                return 0
+            history.append({"role": "user", "content": line.strip()})
+            parts: list[str] = []
+            with track_usage() as usage:
+                for chunk in client.stream(
+                    build_payload(history, config.model, stream=True, max_tokens=args.max_tokens)
+                ):
+                    if chunk.text:
+                        parts.append(chunk.text)
+                        print(chunk.text, end="", file=out, flush=True)
+            history.append({"role": "assistant", "content": "".join(parts)})
+            tokens = (
+                f"{usage.input_tokens} in, {usage.output_tokens} out"
+                if usage.total_tokens
+                else "the server sent no usage"
+            )
+            print(f"\n[{tokens}]", file=out, flush=True)
+    except TIRError as e:
+        print(f"\nerror: {e}", file=out)
+        return 1
+    finally:
+        client.close()
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Run the `tir-llama` command line."""
+    out = out or sys.stdout
+    parser = argparse.ArgumentParser(prog="tir-llama", description=__doc__)
+    parser.add_argument("--project-id", help="TIR project id (default: TIR_PROJECT_ID)")
+    parser.add_argument("--model", help="model name (default: llama3_1_8b_instruct)")
+    parser.add_argument("--host", help="inference host (default: TIR_HOST or TIR's)")
+    parser.add_argument("--endpoint-id", help="a self-deployed model endpoint's id")
+    parser.add_argument("--base-url", help="a full .../v1 URL (default: TIR_BASE_URL)")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds (default 60)")
+    parser.add_argument(
+        "--allow-insecure-http", action="store_true", help="allow http:// to a remote host"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("doctor", help="check the configuration and the endpoint")
+    chat_parser = sub.add_parser("chat", help="a streaming chat in the terminal")
+    chat_parser.add_argument("--system", help="a system prompt")
+    chat_parser.add_argument("--max-tokens", type=int, default=512)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "doctor":
+            return doctor(args, out)
+        return chat(args, out, sys.stdin)
+    except ConfigurationError as e:
+        print(f"error: {e}", file=out)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
