@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv test lint typecheck pytest demo model-server bench clean
+.PHONY: venv test lint typecheck pytest docs demo model-server bench clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,10 @@ typecheck: $(STAMP)
 # count against a test's timeout.
 pytest: $(STAMP) model-server
 	$(PY) -m pytest
+
+# The docs build (--strict) also runs inside pytest (tests/test_docs.py), with every sample.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 test: lint typecheck pytest
 

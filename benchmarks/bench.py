@@ -416,10 +416,10 @@ def main() -> int:
                 report["cases"][f"{framework}: {case}"] = times
         report["memory_mib"] = {n: stream_memory(url, n) for n in memory_chunks}
     report["import_seconds"] = {
-        "langchain_tir over langchain_core": import_time(
+        "langchain_tir over langchain_core BaseChatModel": import_time(
             "langchain_tir", "langchain_core.language_models.chat_models", import_runs
         ),
-        "langchain_openai over langchain_core": import_time(
+        "langchain_openai over langchain_core BaseChatModel": import_time(
             "langchain_openai", "langchain_core.language_models.chat_models", import_runs
         ),
         "llama_index_tir over llama_index.core": import_time(

@@ -77,8 +77,6 @@ def message_to_wire(message: BaseMessage) -> dict[str, Any]:
         wire = {"role": "assistant", "content": _text(message.content, "assistant")}
         if message.tool_calls:
             wire["tool_calls"] = [_wire_tool_call(c) for c in message.tool_calls]
-            if not wire["content"]:
-                wire["content"] = None
     elif isinstance(message, SystemMessage):
         wire = {"role": "system", "content": _text(message.content, "system")}
     elif isinstance(message, ToolMessage):

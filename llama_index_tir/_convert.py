@@ -83,8 +83,6 @@ def message_to_wire(message: ChatMessage) -> dict[str, Any]:
         calls = calls or _legacy_tool_calls(message.additional_kwargs.get("tool_calls"))
         if calls:
             wire["tool_calls"] = calls
-            if not wire["content"]:
-                wire["content"] = None
     elif role == "tool":
         call_id = message.additional_kwargs.get("tool_call_id")
         if call_id:

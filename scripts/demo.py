@@ -14,6 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import local_model_server  # this script's folder is first on sys.path
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+
+# At module level: LangGraph reads the node functions' type hints, which must resolve here.
+from langgraph.graph import MessagesState
 
 from tir_transport import TIRConfig, TIRError, UsageTracker, track_usage
 
@@ -41,9 +45,8 @@ def langchain_chain(options: dict[str, Any]) -> None:
 
 
 def langgraph_agent(options: dict[str, Any]) -> None:
-    from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
     from langchain_core.tools import tool
-    from langgraph.graph import END, START, MessagesState, StateGraph
+    from langgraph.graph import END, START, StateGraph
     from langgraph.prebuilt import ToolNode
 
     from langchain_tir import ChatTIRLlama

@@ -276,8 +276,9 @@ def test_message_history_on_the_wire(llm: ChatTIRLlama, emulator: Emulator, mode
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": "weather in Paris?", "name": "alice"},
         {
+            # "" rather than null: llama.cpp's server rejects a null content.
             "role": "assistant",
-            "content": None,
+            "content": "",
             "tool_calls": [
                 {
                     "id": "c1",

@@ -377,8 +377,9 @@ def test_chat_with_tools_and_history_round_trip(llm: TIRLlamaLLM, emulator: Emul
     llm.chat(history)
     assert emulator.requests[1].json["messages"][1:] == [
         {
+            # "" rather than null: llama.cpp's server rejects a null content.
             "role": "assistant",
-            "content": None,
+            "content": "",
             "tool_calls": [
                 {
                     "id": "call-1",
