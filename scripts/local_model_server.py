@@ -83,23 +83,28 @@ def _install_server() -> None:
     started = time.monotonic()
     subprocess.run([sys.executable, "-m", "venv", str(building)], check=True)
     log = cache_dir() / "build.log"
+    command = [
+        str(building / "bin" / "python"),
+        "-m",
+        "pip",
+        "install",
+        "--no-input",
+        "--progress-bar",
+        "off",
+        f"llama-cpp-python[server]=={LLAMA_CPP_VERSION}",
+    ]
     with open(log, "w") as out:
-        result = subprocess.run(
-            [
-                str(building / "bin" / "python"),
-                "-m",
-                "pip",
-                "install",
-                "--no-input",
-                "--progress-bar",
-                "off",
-                f"llama-cpp-python[server]=={LLAMA_CPP_VERSION}",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            check=False,
+        proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
-    if result.returncode != 0:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.write(line)
+            # Visible progress: pip's milestones, and the compile step (the long part).
+            if line.startswith(("Collecting", "Building wheel", "Successfully", "ERROR")):
+                _say(f"{time.monotonic() - started:5.0f}s  {line.strip()[:100]}")
+        returncode = proc.wait()
+    if returncode != 0:
         tail = log.read_text(errors="replace")[-3000:]
         raise SystemExit(f"building llama-cpp-python failed; the end of {log}:\n{tail}")
     # A venv is not relocatable in general, but its scripts are not used: only bin/python,
