@@ -26,6 +26,8 @@ _ENV_VARS = (
     "TIR_HOST",
     "TIR_BASE_URL",
 )
+# The developer's own TIR settings, for the `live` tests only (every other test runs without).
+LIVE_ENV = {name: os.environ[name] for name in _ENV_VARS if os.environ.get(name)}
 
 
 @pytest.fixture(autouse=True)
@@ -113,11 +115,20 @@ def local_model() -> Iterator[str]:
         local_model_server.stop(server)
 
 
+@pytest.fixture
+def live_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Put the developer's TIR settings back, for a test against the real service."""
+    for name, value in LIVE_ENV.items():
+        monkeypatch.setenv(name, value)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Live tests need the real service; say why they are skipped.
-    if os.environ.get("TIR_API_KEY"):
+    if LIVE_ENV.get("TIR_API_KEY") or LIVE_ENV.get("E2E_TIR_ACCESS_TOKEN"):
         return
-    skip = pytest.mark.skip(reason="live TIR test: set TIR_API_KEY and TIR_PROJECT_ID to run")
+    skip = pytest.mark.skip(
+        reason="talks to the real TIR service: set TIR_API_KEY and TIR_PROJECT_ID to run it"
+    )
     for item in items:
         if "live" in item.keywords:
             item.add_marker(skip)

@@ -42,12 +42,17 @@ def _timeout(seconds: float) -> httpx.Timeout:
     return httpx.Timeout(seconds, connect=min(seconds, 10.0))
 
 
-def _transport_error(exc: httpx.HTTPError, url: str) -> TIRError:
-    """Map an httpx failure to our error, without quoting anything but the URL."""
+def _transport_error(exc: httpx.HTTPError, url: str, *, in_stream: bool = False) -> TIRError:
+    """Map an httpx failure to our error, without quoting anything but the URL.
+
+    `in_stream`: the failure came while reading a streamed body, after its headers.
+    """
     if isinstance(exc, httpx.TimeoutException):
         return APITimeoutError(f"timed out talking to {url}: {type(exc).__name__}")
+    if in_stream and isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+        return StreamInterruptedError(f"the stream from {url} broke off: {exc}")
     if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
-        return StreamInterruptedError(f"the connection to {url} broke off: {exc}")
+        return APIConnectionError(f"the connection to {url} failed: {exc}")
     return APIConnectionError(f"could not connect to {url}: {exc}")
 
 
@@ -324,13 +329,14 @@ class TIRClient:
         client = self._sync_client()
         attempt = 0
         while True:
-            started = False
+            started = reading = False
             try:
                 with client.stream("POST", url, content=body, headers=headers) as response:
                     if response.status_code >= 400:
                         response.read()
                         error = self._status_error(response)
                     else:
+                        reading = True
                         state = _StreamState(_request_id(response.headers), self.config.secret())
                         decoder = SSEDecoder()
                         for raw in response.iter_bytes():
@@ -343,7 +349,7 @@ class TIRClient:
                         self._finish_stream(state, url)
                         return
             except httpx.HTTPError as e:
-                error = _transport_error(e, url)
+                error = _transport_error(e, url, in_stream=reading)
                 error.__cause__ = e
             except TIRError as e:
                 error = e
@@ -376,13 +382,14 @@ class TIRClient:
         client = await self._async_client()
         attempt = 0
         while True:
-            started = False
+            started = reading = False
             try:
                 async with client.stream("POST", url, content=body, headers=headers) as response:
                     if response.status_code >= 400:
                         await response.aread()
                         error = self._status_error(response)
                     else:
+                        reading = True
                         state = _StreamState(_request_id(response.headers), self.config.secret())
                         decoder = SSEDecoder()
                         async for raw in response.aiter_bytes():
@@ -395,7 +402,7 @@ class TIRClient:
                         self._finish_stream(state, url)
                         return
             except httpx.HTTPError as e:
-                error = _transport_error(e, url)
+                error = _transport_error(e, url, in_stream=reading)
                 error.__cause__ = e
             except TIRError as e:
                 error = e

@@ -1,0 +1,44 @@
+"""Against the real TIR service: run only with TIR_API_KEY and TIR_PROJECT_ID set."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import pytest
+from llama_index.core.base.llms.types import ChatMessage, MessageRole
+
+from langchain_tir import ChatTIRLlama
+from llama_index_tir import TIRLlamaLLM
+from tir_transport import track_usage
+from tir_transport._cli import main
+
+pytestmark = [pytest.mark.live, pytest.mark.usefixtures("live_env")]
+
+
+def test_langchain_invoke_and_stream_with_usage() -> None:
+    llm = ChatTIRLlama(max_tokens=16, temperature=0)
+    with track_usage() as usage:
+        message = llm.invoke("Say hello in one word.")
+        full = None
+        for chunk in llm.stream("Count to three."):
+            full = chunk if full is None else full + chunk
+    assert message.text and message.usage_metadata
+    assert full is not None and full.text and full.usage_metadata
+    assert usage.requests == 2 and usage.total_tokens > 0
+
+
+def test_llama_index_astream_chat() -> None:
+    llm = TIRLlamaLLM(max_tokens=16, temperature=0)
+
+    async def run() -> str:
+        messages = [ChatMessage(role=MessageRole.USER, content="Say hello.")]
+        return "".join([r.delta or "" async for r in await llm.astream_chat(messages)])
+
+    assert asyncio.run(run())
+
+
+def test_doctor() -> None:
+    out = io.StringIO()
+    assert main(["doctor"], out) == 0, out.getvalue()
+    assert "request:     ok" in out.getvalue()
