@@ -41,7 +41,12 @@ from tir_transport import (
     ToolMode,
     build_payload,
 )
-from tir_transport._config import API_KEY_ENV_VARS, BASE_URL_ENV_VARS, PROJECT_ID_ENV_VARS
+from tir_transport._config import (
+    API_KEY_ENV_VARS,
+    BASE_URL_ENV_VARS,
+    CONFIG_FIELDS,
+    PROJECT_ID_ENV_VARS,
+)
 
 from ._convert import (
     PROVIDER,
@@ -136,26 +141,24 @@ class ChatTIRLlama(BaseChatModel):
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
 
-    _client: TIRClient = PrivateAttr()
+    _client_cache: tuple[tuple[Any, ...], TIRClient] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
-    def _build_client(self) -> Self:
-        # No I/O and no key needed here: the first request reports what is missing.
-        self._client = TIRClient(
-            TIRConfig(
-                api_key=self.api_key,
-                project_id=self.project_id,
-                model=self.model,
-                host=self.host,
-                endpoint_id=self.endpoint_id,
-                base_url=self.base_url,
-                timeout=self.timeout,
-                max_retries=self.max_retries,
-                allow_insecure_http=self.allow_insecure_http,
-            ),
-            tool_mode=self.tool_mode,
-        )
+    def _check_config(self) -> Self:
+        # Bad numbers fail here; no I/O, and no key needed until the first request.
+        _ = self._client
         return self
+
+    @property
+    def _client(self) -> TIRClient:
+        # Built from the fields as they are now, so that a changed field or a
+        # model_copy(update=...) takes effect instead of silently using the old settings.
+        key = (*(getattr(self, name) for name in CONFIG_FIELDS), self.tool_mode)
+        cached = self._client_cache
+        if cached is None or cached[0] != key:
+            config = TIRConfig(**dict(zip(CONFIG_FIELDS, key, strict=False)))
+            cached = self._client_cache = (key, TIRClient(config, tool_mode=self.tool_mode))
+        return cached[1]
 
     # -- LangChain plumbing ----------------------------------------------------------------
 

@@ -43,6 +43,7 @@ from tir_transport import (
 from tir_transport._config import (
     API_KEY_ENV_VARS,
     BASE_URL_ENV_VARS,
+    CONFIG_FIELDS,
     HOST_ENV_VARS,
     PROJECT_ID_ENV_VARS,
     env_first,
@@ -126,7 +127,7 @@ class TIRLlamaLLM(FunctionCallingLLM):
         default_factory=dict, description="Other request fields (e.g. vLLM's top_k)."
     )
 
-    _client: TIRClient = PrivateAttr()
+    _client_cache: tuple[tuple[Any, ...], TIRClient] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _build_client(self) -> TIRLlamaLLM:
@@ -137,21 +138,19 @@ class TIRLlamaLLM(FunctionCallingLLM):
         self.project_id = self.project_id or env_first(PROJECT_ID_ENV_VARS)
         self.host = self.host or env_first(HOST_ENV_VARS) or DEFAULT_HOST
         self.base_url = self.base_url or env_first(BASE_URL_ENV_VARS)
-        self._client = TIRClient(
-            TIRConfig(
-                api_key=self.api_key,
-                project_id=self.project_id,
-                model=self.model,
-                host=self.host,
-                endpoint_id=self.endpoint_id,
-                base_url=self.base_url,
-                timeout=self.timeout,
-                max_retries=self.max_retries,
-                allow_insecure_http=self.allow_insecure_http,
-            ),
-            tool_mode=self.tool_mode,
-        )
+        _ = self._client  # bad numbers fail here
         return self
+
+    @property
+    def _client(self) -> TIRClient:
+        # Built from the fields as they are now, so that a changed field or a
+        # model_copy(update=...) takes effect instead of silently using the old settings.
+        key = (*(getattr(self, name) for name in CONFIG_FIELDS), self.tool_mode)
+        cached = self._client_cache
+        if cached is None or cached[0] != key:
+            config = TIRConfig(**dict(zip(CONFIG_FIELDS, key, strict=False)))
+            cached = self._client_cache = (key, TIRClient(config, tool_mode=self.tool_mode))
+        return cached[1]
 
     @classmethod
     def class_name(cls) -> str:

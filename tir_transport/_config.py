@@ -16,6 +16,7 @@ from ._errors import ConfigurationError
 __all__ = [
     "API_KEY_ENV_VARS",
     "BASE_URL_ENV_VARS",
+    "CONFIG_FIELDS",
     "DEFAULT_HOST",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_MODEL",
@@ -36,6 +37,20 @@ API_KEY_ENV_VARS = ("TIR_API_KEY", "E2E_TIR_ACCESS_TOKEN")
 PROJECT_ID_ENV_VARS = ("TIR_PROJECT_ID", "E2E_TIR_PROJECT_ID")
 HOST_ENV_VARS = ("TIR_HOST",)
 BASE_URL_ENV_VARS = ("TIR_BASE_URL",)
+
+
+# The fields every adapter carries under these names and hands to TIRConfig as they are.
+CONFIG_FIELDS = (
+    "api_key",
+    "project_id",
+    "model",
+    "host",
+    "endpoint_id",
+    "base_url",
+    "timeout",
+    "max_retries",
+    "allow_insecure_http",
+)
 
 
 def env_first(names: tuple[str, ...], env: Mapping[str, str] | None = None) -> str | None:

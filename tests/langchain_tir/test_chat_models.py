@@ -644,3 +644,19 @@ def test_ls_params(llm: ChatTIRLlama) -> None:
     assert llm.profile is not None
     assert llm.profile.get("image_inputs") is False
     assert llm.profile.get("tool_calling") is True
+
+
+def test_changed_connection_fields_take_effect(llm: ChatTIRLlama, emulator: Emulator) -> None:
+    llm.invoke("hi")
+    moved = llm.model_copy(update={"base_url": None, "host": emulator.url, "project_id": "77"})
+    moved.invoke("hi")
+    llm.project_id = "88"
+    llm.invoke("hi")
+    paths = [(r.path, r.query) for r in emulator.requests]
+    assert paths == [
+        ("/v1/chat/completions", {"project_id": ["1234"]}),
+        ("/project/p-77/genai/llama3_1_8b_instruct/v1/chat/completions", {"project_id": ["77"]}),
+        ("/v1/chat/completions", {"project_id": ["88"]}),
+    ]
+    # Sampling changes keep the same pooled client.
+    assert llm.model_copy(update={"temperature": 0.3})._client is llm._client

@@ -548,3 +548,13 @@ def test_pickle(llm: TIRLlamaLLM) -> None:
     llm.chat(user("hi"))
     copy = pickle.loads(pickle.dumps(llm))
     assert copy.chat(user("hi")).message.content == SEED_TEXT
+
+
+def test_changed_connection_fields_take_effect(llm: TIRLlamaLLM, emulator: Emulator) -> None:
+    llm.chat(user("hi"))
+    llm.base_url = None
+    llm.host = emulator.url
+    llm.chat(user("hi"))
+    assert emulator.requests[1].path == (
+        "/project/p-1234/genai/llama3_1_8b_instruct/v1/chat/completions"
+    )
