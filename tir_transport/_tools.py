@@ -134,10 +134,14 @@ def _strip_wrapping(text: str) -> str:
     return text
 
 
-def _split_top_level(text: str) -> list[str] | None:
-    """Split `{...}; {...}` at top-level semicolons; None if the braces do not balance."""
-    parts: list[str] = []
-    depth, start, in_string, escaped = 0, 0, False, False
+def _scan_objects(text: str) -> tuple[list[str], bool, bool]:
+    """The complete top-level `{...}` objects of `text`, in order.
+
+    Also says whether anything outside them is more than whitespace and `;` separators
+    (then the text is not calls), and whether the text ends inside an unfinished object.
+    """
+    objects: list[str] = []
+    depth, start, in_string, escaped, stray = 0, 0, False, False, False
     for i, ch in enumerate(text):
         if in_string:
             if escaped:
@@ -148,19 +152,21 @@ def _split_top_level(text: str) -> list[str] | None:
                 in_string = False
         elif ch == '"':
             in_string = True
+            stray = stray or depth == 0
         elif ch in "{[":
+            if depth == 0:
+                start = i
+                stray = stray or ch == "["
             depth += 1
         elif ch in "}]":
             depth -= 1
             if depth < 0:
-                return None
-        elif ch == ";" and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    if depth != 0 or in_string:
-        return None
-    parts.append(text[start:])
-    return [p.strip() for p in parts if p.strip()]
+                return objects, True, False
+            if depth == 0:
+                objects.append(text[start : i + 1])
+        elif depth == 0 and ch not in "; \t\r\n":
+            stray = True
+    return objects, stray, depth > 0
 
 
 def new_call_id() -> str:
@@ -184,8 +190,8 @@ def parse_text_tool_calls(text: str, names: Collection[str] | None = None) -> li
     body = _strip_wrapping(text)
     if not body.startswith("{"):
         return None
-    parts = _split_top_level(body)
-    if not parts:
+    parts, stray, unfinished = _scan_objects(body)
+    if not parts or stray or unfinished:
         return None
     calls = []
     for part in parts:
@@ -232,29 +238,9 @@ def _could_become_call(held: str, names: Collection[str]) -> bool:
         return True  # decided at the end
     if not text.startswith("{"):
         return False
-    # Decide as soon as each top-level object closes: a call, or plain text after all.
-    depth, start, in_string, escaped = 0, 0, False, False
-    for i, ch in enumerate(text):
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch == "{":
-            if depth == 0:
-                start = i
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0 and parse_text_tool_calls(text[start : i + 1], names) is None:
-                return False
-        elif depth == 0 and ch not in "; \t\r\n":
-            return False
-    return True
+    # Decided as soon as each top-level object closes: a call, or plain text after all.
+    objects, stray, _ = _scan_objects(text)
+    return not stray and all(parse_text_tool_calls(o, names) is not None for o in objects)
 
 
 class TextToolCallFilter:
