@@ -230,12 +230,17 @@ def read_text_calls(completion: ChatCompletion, names: Collection[str]) -> ChatC
 def _could_become_call(held: str, names: Collection[str]) -> bool:
     """Whether text seen so far may still turn out to be a tool call."""
     text = held.lstrip()
-    if not text:
-        return True
-    if PYTHON_TAG.startswith(text) or "```json".startswith(text) or "```\n".startswith(text):
-        return True
-    if text.startswith(PYTHON_TAG) or text.startswith("```"):
-        return True  # decided at the end
+    if not text or PYTHON_TAG.startswith(text) or "```".startswith(text):
+        return True  # too little to tell
+    if text.startswith(PYTHON_TAG):
+        return _could_become_call(text[len(PYTHON_TAG) :].removesuffix("<|eom_id|>"), names)
+    if text.startswith("```"):
+        tag, newline, body = text.partition("\n")
+        if not newline:
+            return "```json".startswith(tag.rstrip().lower())
+        if tag.strip("`").strip().lower() not in ("", "json"):
+            return False  # a fenced program or table, not a call
+        return _could_become_call(body.rstrip().rstrip("`"), names)
     if not text.startswith("{"):
         return False
     # Decided as soon as each top-level object closes: a call, or plain text after all.

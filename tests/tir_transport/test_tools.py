@@ -293,3 +293,29 @@ def test_schema_instruction() -> None:
     repair = instruction.repair(body, "Pune", "it is not JSON")
     assert repair["messages"][-2] == {"role": "assistant", "content": "Pune"}
     assert "it is not JSON" in repair["messages"][-1]["content"]
+
+
+def test_fenced_code_is_released_as_soon_as_its_tag_is_not_json() -> None:
+    out = run(["``", "`py", "thon\n", "print(1)\n", "```"])
+    assert out[1] is None  # "``" could still open a ```json fence
+    released = out[2]
+    assert released is not None and released.text == "```py"
+    assert [c.text if c else None for c in out[3:5]] == ["thon\n", "print(1)\n"]
+
+
+def test_bare_fence_is_decided_by_what_follows() -> None:
+    out = run(["```\n", "SELECT 1;\n", "```"])
+    assert out[1] is None
+    assert out[2] is not None and out[2].text == "```\nSELECT 1;\n"
+
+
+def test_fenced_call_is_held_and_read() -> None:
+    out = run(["```json\n", '{"name": "search", ', '"parameters": {}}\n', "```"])
+    assert out[1:-1] == [None, None, None, None]
+    assert out[-1] is not None and out[-1].tool_calls[0].name == "search"
+
+
+def test_python_tag_followed_by_code_is_released() -> None:
+    out = run(["<|python_tag|>", "print('hi')"])
+    assert out[1] is None
+    assert out[2] is not None and out[2].text == "<|python_tag|>print('hi')"
