@@ -91,15 +91,17 @@ def langgraph_agent(options: dict[str, Any]) -> None:
             print(f"answer:      {message.text}")
 
 
-def llama_index_query(options: dict[str, Any]) -> None:
+def llama_index_query(options: dict[str, Any], pages: list[str] | None) -> None:
     from llama_index.core import SimpleDirectoryReader, SummaryIndex
 
     from llama_index_tir import TIRLlamaLLM
 
     say("LlamaIndex: a query engine over this project's docs, streamed")
+    # A SummaryIndex needs no embedding model: every page goes to the model, packed into its
+    # context window and refined page group by page group.
     docs = SimpleDirectoryReader(str(ROOT / "docs"), required_exts=[".md"]).load_data()
-    # A SummaryIndex needs no embedding model; one short page keeps a small model in context.
-    docs = [d for d in docs if d.metadata.get("file_name") == "index.md"] or docs[:1]
+    if pages is not None:
+        docs = [d for d in docs if d.metadata.get("file_name") in pages]
     llm = TIRLlamaLLM(**options)
     engine = SummaryIndex.from_documents(docs).as_query_engine(llm=llm, streaming=True)
     response = engine.query("In one sentence: what does tir-llama give a LangChain user?")
@@ -128,6 +130,8 @@ def usage_table(usage: UsageTracker) -> None:
 def main() -> int:
     config = TIRConfig.from_env()
     server = None
+    llama_index_options: dict[str, Any] = {}
+    pages: list[str] | None = None  # every page of the docs
     if config.api_key is not None and config.project_id is not None:
         print(f"Using TIR: {config.chat_url()}")
         options: dict[str, Any] = {"max_tokens": 200, "temperature": 0.2}
@@ -144,11 +148,15 @@ def main() -> int:
             "max_tokens": 120,
             "temperature": 0.2,
         }
+        # LlamaIndex counts tokens with its own tokenizer, not SmolLM2's: leave a wide margin.
+        llama_index_options["context_window"] = local_model_server.N_CTX // 2
+        # On two CPU cores, refining over every page takes minutes: the home page will do.
+        pages = ["index.md"]
     try:
         with track_usage() as usage:
             langchain_chain(options)
             langgraph_agent(options)
-            llama_index_query(options)
+            llama_index_query({**options, **llama_index_options}, pages)
         usage_table(usage)
     except TIRError as e:
         print(f"\nerror: {e}", file=sys.stderr)

@@ -59,7 +59,7 @@ def _transport_error(exc: httpx.HTTPError, url: str, *, in_stream: bool = False)
 class _StreamState:
     """What a stream has shown so far; decides whether its end was a real end."""
 
-    __slots__ = ("done", "finish_reason", "model", "request_id", "secret", "usage")
+    __slots__ = ("done", "events", "finish_reason", "model", "request_id", "secret", "usage")
 
     def __init__(self, request_id: str | None, secret: str) -> None:
         self.request_id = request_id
@@ -68,9 +68,11 @@ class _StreamState:
         self.usage: Usage | None = None
         self.model: str | None = None
         self.done = False
+        self.events = 0
 
     def on_event(self, event: ServerSentEvent) -> ChatChunk | None:
         """The chunk of one event, or None for `[DONE]` and for events after it."""
+        self.events += 1
         if self.done:
             return None
         data = event.data
@@ -105,6 +107,12 @@ class _StreamState:
     def check_end(self, url: str) -> None:
         """Raise if the body ended before the reply did (a truncated stream is an error)."""
         if self.finish_reason is None:
+            if not self.events:
+                raise StreamInterruptedError(
+                    f"{url} answered with an empty stream (no event at all): there is no answer. "
+                    "Some servers (llama.cpp's) do this when the prompt does not fit the context.",
+                    request_id=self.request_id,
+                )
             how = "sent [DONE]" if self.done else "closed the stream"
             raise StreamInterruptedError(
                 f"{url} {how} before the reply finished (no finish_reason): the answer is "

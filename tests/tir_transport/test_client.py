@@ -501,3 +501,11 @@ def test_no_key_in_logs(
         assert TEST_KEY not in record.getMessage()
         assert TEST_KEY not in json.dumps([str(a) for a in (record.args or ())])
     assert isinstance(httpx.__version__, str)
+
+
+def test_empty_stream_is_an_error_that_says_so(
+    make_client: MakeClient, emulator: Emulator, call: Caller
+) -> None:
+    emulator.queue(*[Reply(raw_events=[], no_done=True)] * 3)
+    with pytest.raises(StreamInterruptedError, match="empty stream"):
+        call.stream(make_client(), payload(stream=True))
