@@ -44,14 +44,19 @@ def _dual_classes() -> dict[type[TIRError], type[TIRError]]:
         lc_class = getattr(lc_exceptions, lc_name, None)
         if lc_class is None:
             continue
-        classes[tir_class] = type(
+        qualname = f"LangChain{tir_class.__name__}"
+        dual = type(
             tir_class.__name__,
             (tir_class, lc_class),
             {
                 "__module__": __name__,
+                "__qualname__": qualname,
                 "__doc__": f"{tir_class.__doc__} Also a `langchain_core.exceptions.{lc_name}`.",
             },
         )
+        # A module attribute, so that pickle finds the class (errors cross process pools).
+        globals()[qualname] = dual
+        classes[tir_class] = dual
     return classes
 
 

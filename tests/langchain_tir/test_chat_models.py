@@ -660,3 +660,13 @@ def test_changed_connection_fields_take_effect(llm: ChatTIRLlama, emulator: Emul
     ]
     # Sampling changes keep the same pooled client.
     assert llm.model_copy(update={"temperature": 0.3})._client is llm._client
+
+
+def test_langchain_errors_pickle(llm: ChatTIRLlama, emulator: Emulator) -> None:
+    emulator.queue(Reply(status=401, message="bad key"))
+    with pytest.raises(AuthenticationError) as info:
+        llm.invoke("hi")
+    copy = pickle.loads(pickle.dumps(info.value))
+    assert isinstance(copy, AuthenticationError)
+    assert isinstance(copy, ModelAuthenticationError)
+    assert (copy.message, copy.status_code) == ("bad key", 401)
