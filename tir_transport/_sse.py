@@ -95,6 +95,10 @@ class SSEDecoder:
     def _line(self, line: str) -> ServerSentEvent | None:
         if not line:
             return self._dispatch()
+        if line.startswith("data: "):
+            # The line nearly every event of a chat stream is: take it without parsing.
+            self._data.append(line[6:])
+            return None
         if line[0] == ":":
             return None  # a comment, e.g. a keep-alive
         name, sep, value = line.partition(":")

@@ -249,16 +249,18 @@ def _chunk(data: dict[str, Any], request_id: str | None) -> ChatChunk:
             )
             for i, call in enumerate(raw_calls)
         )
+    usage = data.get("usage")
+    # Positional, in field order: this runs once per streamed token.
     return ChatChunk(
-        id=data.get("id"),
-        model=data.get("model"),
-        text=delta.get("content"),
-        role=delta.get("role"),
-        tool_calls=deltas,
-        finish_reason=choice.get("finish_reason"),
-        stop_reason=choice.get("stop_reason"),
-        usage=_usage(data),
-        raw=data,
+        data.get("id"),
+        data.get("model"),
+        delta.get("content"),
+        delta.get("role"),
+        deltas,
+        choice.get("finish_reason"),
+        choice.get("stop_reason"),
+        Usage.from_openai(usage) if isinstance(usage, Mapping) else None,
+        data,
     )
 
 
