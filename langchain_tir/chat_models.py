@@ -37,14 +37,13 @@ from tir_transport import (
     DEFAULT_TIMEOUT,
     ChatCompletion,
     TIRClient,
-    TIRConfig,
     ToolMode,
     build_payload,
 )
+from tir_transport._client import ClientCache, client_for
 from tir_transport._config import (
     API_KEY_ENV_VARS,
     BASE_URL_ENV_VARS,
-    CONFIG_FIELDS,
     PROJECT_ID_ENV_VARS,
 )
 
@@ -141,7 +140,7 @@ class ChatTIRLlama(BaseChatModel):
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
 
-    _client_cache: tuple[tuple[Any, ...], TIRClient] | None = PrivateAttr(default=None)
+    _client_cache: ClientCache | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _check_config(self) -> Self:
@@ -151,14 +150,8 @@ class ChatTIRLlama(BaseChatModel):
 
     @property
     def _client(self) -> TIRClient:
-        # Built from the fields as they are now, so that a changed field or a
-        # model_copy(update=...) takes effect instead of silently using the old settings.
-        key = (*(getattr(self, name) for name in CONFIG_FIELDS), self.tool_mode)
-        cached = self._client_cache
-        if cached is None or cached[0] != key:
-            config = TIRConfig(**dict(zip(CONFIG_FIELDS, key, strict=False)))
-            cached = self._client_cache = (key, TIRClient(config, tool_mode=self.tool_mode))
-        return cached[1]
+        self._client_cache = client_for(self, self._client_cache)
+        return self._client_cache[1]
 
     # -- LangChain plumbing ----------------------------------------------------------------
 

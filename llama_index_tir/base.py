@@ -36,14 +36,13 @@ from tir_transport import (
     DEFAULT_MODEL,
     DEFAULT_TIMEOUT,
     TIRClient,
-    TIRConfig,
     ToolMode,
     build_payload,
 )
+from tir_transport._client import ClientCache, client_for
 from tir_transport._config import (
     API_KEY_ENV_VARS,
     BASE_URL_ENV_VARS,
-    CONFIG_FIELDS,
     HOST_ENV_VARS,
     PROJECT_ID_ENV_VARS,
     env_first,
@@ -127,7 +126,7 @@ class TIRLlamaLLM(FunctionCallingLLM):
         default_factory=dict, description="Other request fields (e.g. vLLM's top_k)."
     )
 
-    _client_cache: tuple[tuple[Any, ...], TIRClient] | None = PrivateAttr(default=None)
+    _client_cache: ClientCache | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _build_client(self) -> TIRLlamaLLM:
@@ -143,14 +142,8 @@ class TIRLlamaLLM(FunctionCallingLLM):
 
     @property
     def _client(self) -> TIRClient:
-        # Built from the fields as they are now, so that a changed field or a
-        # model_copy(update=...) takes effect instead of silently using the old settings.
-        key = (*(getattr(self, name) for name in CONFIG_FIELDS), self.tool_mode)
-        cached = self._client_cache
-        if cached is None or cached[0] != key:
-            config = TIRConfig(**dict(zip(CONFIG_FIELDS, key, strict=False)))
-            cached = self._client_cache = (key, TIRClient(config, tool_mode=self.tool_mode))
-        return cached[1]
+        self._client_cache = client_for(self, self._client_cache)
+        return self._client_cache[1]
 
     @classmethod
     def class_name(cls) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from ._config import TIRConfig
+from ._config import CONFIG_FIELDS, TIRConfig
 from ._errors import (
     APIConnectionError,
     APITimeoutError,
@@ -530,6 +530,23 @@ class TIRClient:
                 if started:
                     raise
                 body = negotiation.on_error(e)
+
+
+ClientCache = tuple[tuple[Any, ...], TIRClient]
+
+
+def client_for(owner: Any, cached: ClientCache | None) -> ClientCache:
+    """The client for an adapter's current settings, reusing `cached` while they are unchanged.
+
+    `owner` carries the fields of `CONFIG_FIELDS` and `tool_mode`. Built from the fields as
+    they are now, so that a changed field or a `model_copy(update=...)` takes effect instead
+    of silently using the old settings; the adapter keeps the returned pair.
+    """
+    key = (*(getattr(owner, name) for name in CONFIG_FIELDS), owner.tool_mode)
+    if cached is not None and cached[0] == key:
+        return cached
+    config = TIRConfig(**dict(zip(CONFIG_FIELDS, key, strict=False)))
+    return key, TIRClient(config, tool_mode=owner.tool_mode)
 
 
 async def _close_on_loop_shutdown(client: httpx.AsyncClient) -> AsyncGenerator[None, None]:
