@@ -129,7 +129,7 @@ class TIRLlamaLLM(FunctionCallingLLM):
     _client_cache: ClientCache | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
-    def _build_client(self) -> TIRLlamaLLM:
+    def _read_environment(self) -> TIRLlamaLLM:
         # Read the environment once, here: construction still needs no key and does no I/O.
         if self.api_key is None:
             found = env_first(API_KEY_ENV_VARS)

@@ -421,9 +421,7 @@ class TIRClient:
 
     # -- public: one request, with the fallbacks the endpoint forces -------------------------
 
-    def _negotiation(self, payload: Mapping[str, Any]) -> Negotiation | None:
-        if "tools" not in payload and "response_format" not in payload:
-            return None  # nothing to negotiate: the common case goes straight out
+    def _negotiation(self, payload: Mapping[str, Any]) -> Negotiation:
         return Negotiation(payload, self._url(payload), self.tool_mode)
 
     def create(self, payload: Mapping[str, Any]) -> ChatCompletion:
@@ -435,8 +433,6 @@ class TIRClient:
             TIRError: a subclass for each kind of failure, after the retries the policy allows.
         """
         negotiation = self._negotiation(payload)
-        if negotiation is None:
-            return self._create_once(payload)
         body = negotiation.payload()
         while True:
             try:
@@ -460,9 +456,6 @@ class TIRClient:
             TIRError: any other failure, after the retries the policy allows.
         """
         negotiation = self._negotiation(payload)
-        if negotiation is None:
-            yield from self._stream_once(payload)
-            return
         body = negotiation.payload()
         while True:
             started = False
@@ -486,8 +479,6 @@ class TIRClient:
     async def acreate(self, payload: Mapping[str, Any]) -> ChatCompletion:
         """Async twin of `create`."""
         negotiation = self._negotiation(payload)
-        if negotiation is None:
-            return await self._acreate_once(payload)
         body = negotiation.payload()
         while True:
             try:
@@ -503,14 +494,6 @@ class TIRClient:
     async def astream(self, payload: Mapping[str, Any]) -> AsyncGenerator[ChatChunk, None]:
         """Async twin of `stream`; cancelling the consumer closes the connection."""
         negotiation = self._negotiation(payload)
-        if negotiation is None:
-            stream = self._astream_once(payload)
-            try:
-                async for chunk in stream:
-                    yield chunk
-            finally:
-                await stream.aclose()
-            return
         body = negotiation.payload()
         while True:
             started = False

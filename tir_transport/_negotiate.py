@@ -56,7 +56,11 @@ def _json_schema(response_format: Any) -> Mapping[str, Any] | None:
 
 
 class Negotiation:
-    """How one request is sent, and what to do when the endpoint says no."""
+    """How one request is sent, and what to do when the endpoint says no.
+
+    A request with neither `tools` nor a JSON schema has nothing to negotiate: it goes out as
+    it is, and an error is raised as it is.
+    """
 
     def __init__(self, payload: Mapping[str, Any], url: str, tool_mode: ToolMode) -> None:
         self._original = payload
@@ -64,17 +68,22 @@ class Negotiation:
         self._tool_mode = tool_mode
         self._names = tool_names(payload.get("tools"))
         self._watch_text = bool(self._names) and payload.get("tool_choice") != "none"
-        with _lock:
-            remembered = url in _prompt_tool_endpoints
-            self._schema = _json_schema(payload.get("response_format"))
-            self._level = _schema_levels.get(url, _NATIVE) if self._schema else _NATIVE
+        self._schema = _json_schema(payload.get("response_format"))
+        remembered, self._level = False, _NATIVE
+        if self._names or self._schema is not None:
+            with _lock:
+                remembered = url in _prompt_tool_endpoints
+                if self._schema is not None:
+                    self._level = _schema_levels.get(url, _NATIVE)
         self._prompt = bool(self._names) and (
             tool_mode == "prompt" or (tool_mode == "auto" and remembered)
         )
         self._repaired = False
 
-    def payload(self) -> dict[str, Any]:
+    def payload(self) -> Mapping[str, Any]:
         """The request body to send now."""
+        if not self._prompt and self._level == _NATIVE:
+            return self._original  # the common case: nothing to rewrite, nothing to copy
         body = dict(self._original)
         if self._prompt:
             body = to_prompt_mode(body)
@@ -89,7 +98,7 @@ class Negotiation:
         assert self._schema is not None
         return SchemaInstruction(self._schema, json_object=self._level == _JSON_MODE)
 
-    def on_error(self, error: TIRError) -> dict[str, Any]:
+    def on_error(self, error: TIRError) -> Mapping[str, Any]:
         """The body to send instead after `error`, or raise `error` when there is none."""
         if (
             self._names
@@ -114,7 +123,7 @@ class Negotiation:
                 return self.payload()
         raise error
 
-    def on_completion(self, completion: ChatCompletion) -> ChatCompletion | dict[str, Any]:
+    def on_completion(self, completion: ChatCompletion) -> ChatCompletion | Mapping[str, Any]:
         """The reply to hand on, or the body of one more request to send first."""
         if self._watch_text:
             completion = read_text_calls(completion, self._names)
