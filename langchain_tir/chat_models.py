@@ -28,7 +28,16 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils import from_env, secret_from_env
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from tir_transport import (
     DEFAULT_HOST,
@@ -45,7 +54,9 @@ from tir_transport._config import (
     API_KEY_ENV_VARS,
     BASE_URL_ENV_VARS,
     PROJECT_ID_ENV_VARS,
+    id_text,
 )
+from tir_transport._models import context_window
 
 from ._convert import (
     PROVIDER,
@@ -56,8 +67,6 @@ from ._convert import (
 from ._errors import langchain_errors
 
 __all__ = ["ChatTIRLlama"]
-
-_KNOWN_CONTEXT = {"llama3_1_8b_instruct": 131072}
 
 
 def _tool_choice(tool_choice: Any) -> Any:
@@ -104,11 +113,12 @@ class ChatTIRLlama(BaseChatModel):
     project_id: str | None = Field(
         default_factory=from_env(list(PROJECT_ID_ENV_VARS), default=None)
     )
-    """The TIR project id (with or without `p-`); from `TIR_PROJECT_ID`, `E2E_TIR_PROJECT_ID`."""
+    """The TIR project id, an int or a str (with or without `p-`); from `TIR_PROJECT_ID`,
+    `E2E_TIR_PROJECT_ID`."""
     host: str = Field(default_factory=from_env("TIR_HOST", default=DEFAULT_HOST))
     """The TIR inference host; from `TIR_HOST`."""
     endpoint_id: str | None = None
-    """Set for a self-deployed TIR model endpoint instead of a GenAI model."""
+    """Set (an int or a str) for a self-deployed TIR model endpoint instead of a GenAI model."""
     base_url: str | None = Field(default_factory=from_env(list(BASE_URL_ENV_VARS), default=None))
     """A full `.../v1` URL that overrides host, project and model path; from `TIR_BASE_URL`."""
     timeout: float = DEFAULT_TIMEOUT
@@ -141,6 +151,12 @@ class ChatTIRLlama(BaseChatModel):
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
 
     _client_cache: ClientCache | None = PrivateAttr(default=None)
+
+    @field_validator("project_id", "endpoint_id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: Any, info: ValidationInfo) -> str | None:
+        # TIR's API reference types ids as integers: 4242 and "4242" both work.
+        return id_text(value, info.field_name or "id")
 
     @model_validator(mode="after")
     def _check_config(self) -> Self:
@@ -219,8 +235,10 @@ class ChatTIRLlama(BaseChatModel):
             structured_output=True,
             temperature=True,
         )
-        if self.model in _KNOWN_CONTEXT:
-            profile["max_input_tokens"] = _KNOWN_CONTEXT[self.model]
+        # Unknown models work too; their window is left unset rather than guessed.
+        window = context_window(self.model)
+        if window is not None:
+            profile["max_input_tokens"] = window
             profile["open_weights"] = True
         return profile
 

@@ -23,7 +23,14 @@ from llama_index.core.base.llms.types import (
     MessageRole,
     ToolCallBlock,
 )
-from llama_index.core.bridge.pydantic import Field, PrivateAttr, SecretStr, model_validator
+from llama_index.core.bridge.pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from llama_index.core.constants import DEFAULT_NUM_OUTPUTS
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
@@ -46,6 +53,7 @@ from tir_transport._config import (
     HOST_ENV_VARS,
     PROJECT_ID_ENV_VARS,
     env_first,
+    id_text,
 )
 
 from ._convert import StreamConverter, completion_to_response, messages_to_wire
@@ -91,7 +99,8 @@ class TIRLlamaLLM(FunctionCallingLLM):
         description="TIR API token; from TIR_API_KEY or E2E_TIR_ACCESS_TOKEN when not given.",
     )
     project_id: str | None = Field(
-        default=None, description="TIR project id; from TIR_PROJECT_ID or E2E_TIR_PROJECT_ID."
+        default=None,
+        description="TIR project id, an int or a str; from TIR_PROJECT_ID or E2E_TIR_PROJECT_ID.",
     )
     host: str | None = Field(default=None, description="Inference host; from TIR_HOST.")
     endpoint_id: str | None = Field(
@@ -127,6 +136,12 @@ class TIRLlamaLLM(FunctionCallingLLM):
     )
 
     _client_cache: ClientCache | None = PrivateAttr(default=None)
+
+    @field_validator("project_id", "endpoint_id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: Any, info: ValidationInfo) -> str | None:
+        # TIR's API reference types ids as integers: 4242 and "4242" both work.
+        return id_text(value, info.field_name or "id")
 
     @model_validator(mode="after")
     def _read_environment(self) -> TIRLlamaLLM:

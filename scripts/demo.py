@@ -112,19 +112,25 @@ def llama_index_query(options: dict[str, Any], pages: list[str] | None) -> None:
 
 def usage_table(usage: UsageTracker) -> None:
     say("Usage, from tir_transport.track_usage()")
-    print(f"{'model':32} {'requests':>8} {'input':>8} {'output':>8} {'total':>8}")
+    print(f"{'model':32} {'requests':>8} {'no usage':>8} {'input':>8} {'output':>8} {'total':>8}")
     requests = usage.requests_by_model
+    without = usage.requests_without_usage_by_model
     for model, totals in usage.by_model.items():
         print(
-            f"{model:32} {requests.get(model, 0):8} {totals.input_tokens:8} "
-            f"{totals.output_tokens:8} {totals.total_tokens:8}"
+            f"{model:32} {requests.get(model, 0):8} {without.get(model, 0):8} "
+            f"{totals.input_tokens:8} {totals.output_tokens:8} {totals.total_tokens:8}"
         )
     print(
-        f"{'total':32} {usage.requests:8} {usage.input_tokens:8} {usage.output_tokens:8} "
-        f"{usage.total_tokens:8}"
+        f"{'total':32} {usage.requests:8} {usage.requests_without_usage:8} "
+        f"{usage.input_tokens:8} {usage.output_tokens:8} {usage.total_tokens:8}"
     )
-    if usage.requests and not usage.total_tokens:
-        print("(the local llama.cpp server reports no usage when streaming)")
+    if usage.requests_without_usage:
+        # Totals that silently cover only some requests would look complete: say so.
+        print(
+            f"{usage.requests_without_usage} of {usage.requests} requests reported no usage "
+            "(the local llama.cpp server sends none when streaming): the token totals leave "
+            "them out."
+        )
 
 
 def main() -> int:

@@ -61,6 +61,7 @@ class Reply:
     stall_after: int | None = None  # stop sending (connection open) after N events
     stall_seconds: float = 30.0
     usage_null: bool = False  # older vLLM: "usage": null on every chunk
+    no_usage: bool = False  # a server (or gateway) that reports no usage at all
     no_done: bool = False
     no_finish: bool = False
     raw_events: list[str] | None = None  # send exactly these `data:` payloads
@@ -447,7 +448,7 @@ class Emulator:
                     "stop_reason": stop_reason,
                 }
             ],
-            "usage": self._usage(payload, reply, pieces),
+            "usage": None if reply.no_usage else self._usage(payload, reply, pieces),
             "prompt_logprobs": None,
         }
 
@@ -503,7 +504,7 @@ class Emulator:
                 )
         if not reply.no_finish:
             events.append(chunk({"content": ""}, finish))
-        if include_usage:
+        if include_usage and not reply.no_usage:
             usage = self._usage(payload, reply, pieces)
             usage_chunk: dict[str, Any] = {**head, "choices": [], "usage": usage}
             events.append(_dumps(usage_chunk))

@@ -65,7 +65,8 @@ def test_doctor_reports_a_failing_endpoint(
     emulator.require_key = "another"
     code, text = run(["--base-url", emulator.base_url, "doctor"])
     assert code == 1
-    assert "failed: Invalid API key (HTTP 401)" in text
+    assert "failed: The TIR API token was refused" in text
+    assert "The server said: Invalid API key (HTTP 401)" in text
 
 
 def test_chat_streams_and_prints_usage(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -43,15 +43,18 @@ def doctor(args: argparse.Namespace, out: TextIO) -> int:
     key_source = next((name for name in API_KEY_ENV_VARS if env_first((name,))), None)
     print(f"model:       {config.model}", file=out)
     print(f"project:     {config.project_id or '(none)'}", file=out)
+    missing = config.missing()
+    if missing:
+        # Every missing setting at once: fixing them one run at a time is no fun.
+        for item in missing:
+            print(f"missing:     {item}", file=out)
+        return 2
     try:
         url = config.chat_url()
     except ConfigurationError as e:
         print(f"url:         cannot be built: {e}", file=out)
         return 2
     print(f"url:         {url}", file=out)
-    if config.api_key is None:
-        print("api key:     missing: set TIR_API_KEY (a token from the TIR dashboard)", file=out)
-        return 2
     print(f"api key:     set (from {key_source or 'the command line'}; never shown)", file=out)
     # Tools are probed explicitly below; the plain request must not fall back by itself.
     client = TIRClient(config, tool_mode="native")
@@ -109,9 +112,9 @@ def chat(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
                         print(chunk.text, end="", file=out, flush=True)
             history.append({"role": "assistant", "content": "".join(parts)})
             tokens = (
-                f"{usage.input_tokens} in, {usage.output_tokens} out"
-                if usage.total_tokens
-                else "the server sent no usage"
+                "the server reported no usage"
+                if usage.requests_without_usage
+                else f"{usage.input_tokens} in, {usage.output_tokens} out"
             )
             print(f"\n[{tokens}]", file=out, flush=True)
     except TIRError as e:

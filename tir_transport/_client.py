@@ -273,6 +273,7 @@ class TIRClient:
             response.content,
             response.headers,
             secret=self.config.secret(),
+            url=str(response.request.url),
         )
         error.retry_after = parse_retry_after(response.headers)
         return error

@@ -24,7 +24,9 @@ __all__ = [
     "HOST_ENV_VARS",
     "PROJECT_ID_ENV_VARS",
     "TIRConfig",
+    "coerce_id",
     "env_first",
+    "id_text",
 ]
 
 DEFAULT_MODEL = "llama3_1_8b_instruct"
@@ -72,9 +74,38 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _strip_project_prefix(project_id: str) -> str:
-    project_id = project_id.strip()
-    return project_id[2:] if project_id.lower().startswith("p-") else project_id
+def id_text(value: object, name: str) -> str | None:
+    """An id given as an int or a str, as a str; what adapters' `project_id` fields run.
+
+    Raises:
+        ConfigurationError: anything but None, an int or a str (a bool or a float included);
+            the message names the parameter.
+    """
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise ConfigurationError(
+        f"{name} must be an int or a str (e.g. 4242 or '4242'), "
+        f"got {type(value).__name__} {value!r}"
+    )
+
+
+def coerce_id(value: object, name: str, prefix: str) -> str | None:
+    """An id as TIR's URLs take it: an int or a str, with or without its prefix (`p-`, `is-`).
+
+    TIR's API reference types ids as integers, so users pass 4242 as often as "4242".
+
+    Raises:
+        ConfigurationError: anything but an int or a str (a bool or a float included).
+    """
+    text = id_text(value, name)
+    if text is None:
+        return None
+    text = text.strip()
+    if text.lower().startswith(prefix):
+        text = text[len(prefix) :]
+    return text or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +113,10 @@ class TIRConfig:
     """Everything needed to reach one TIR chat model; construction does no I/O."""
 
     api_key: SecretStr | None = field(default=None, repr=False)
-    project_id: str | None = None
+    project_id: str | int | None = None
     model: str = DEFAULT_MODEL
     host: str = DEFAULT_HOST
-    endpoint_id: str | None = None
+    endpoint_id: str | int | None = None
     base_url: str | None = None
     timeout: float = DEFAULT_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
@@ -100,23 +131,19 @@ class TIRConfig:
             raise ConfigurationError(f"timeout must be positive, got {self.timeout!r}")
         if self.max_retries < 0:
             raise ConfigurationError(f"max_retries must be >= 0, got {self.max_retries!r}")
-        if self.project_id is not None:
-            object.__setattr__(self, "project_id", _strip_project_prefix(self.project_id))
-        if self.endpoint_id is not None:
-            endpoint = self.endpoint_id.strip()
-            if endpoint.lower().startswith("is-"):
-                endpoint = endpoint[3:]
-            object.__setattr__(self, "endpoint_id", endpoint)
+        # Stored as str: after this, project_id and endpoint_id are str | None.
+        object.__setattr__(self, "project_id", coerce_id(self.project_id, "project_id", "p-"))
+        object.__setattr__(self, "endpoint_id", coerce_id(self.endpoint_id, "endpoint_id", "is-"))
 
     @classmethod
     def from_env(
         cls,
         *,
         api_key: str | SecretStr | None = None,
-        project_id: str | None = None,
+        project_id: str | int | None = None,
         model: str | None = None,
         host: str | None = None,
-        endpoint_id: str | None = None,
+        endpoint_id: str | int | None = None,
         base_url: str | None = None,
         timeout: float | None = None,
         max_retries: int | None = None,
@@ -138,10 +165,12 @@ class TIRConfig:
             api_key = SecretStr(found) if found else None
         return cls(
             api_key=api_key,
-            project_id=project_id or env_first(PROJECT_ID_ENV_VARS, env),
+            project_id=project_id
+            if project_id not in (None, "")
+            else env_first(PROJECT_ID_ENV_VARS, env),
             model=model or DEFAULT_MODEL,
             host=host or env_first(HOST_ENV_VARS, env) or DEFAULT_HOST,
-            endpoint_id=endpoint_id or None,
+            endpoint_id=endpoint_id if endpoint_id not in (None, "") else None,
             base_url=base_url or env_first(BASE_URL_ENV_VARS, env),
             timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
             max_retries=DEFAULT_MAX_RETRIES if max_retries is None else max_retries,
@@ -161,35 +190,75 @@ class TIRConfig:
             f"timeout={self.timeout!r}, max_retries={self.max_retries!r})"
         )
 
-    def chat_url(self, model: str | None = None) -> str:
-        """The URL a chat request goes to.
+    def missing(self, *, model_hint: str | None = None) -> list[str]:
+        """Each setting a request needs and does not have, said with how to give it.
 
         Args:
+            model_hint: how to give a missing model (embeddings name `TIR_EMBEDDING_MODEL`).
+        """
+        missing = []
+        if self.api_key is None or not self.api_key.get_secret_value():
+            missing.append(
+                "an API key: set TIR_API_KEY (or pass api_key=...); create a token under "
+                "API Tokens in the TIR dashboard"
+            )
+        if not self.project_id and not self.base_url:
+            missing.append(
+                "a project id: set TIR_PROJECT_ID (or pass project_id=...), or give a full "
+                "base_url (TIR_BASE_URL) instead"
+            )
+        if not self.model:
+            missing.append(model_hint or "a model: pass model=... (the model's API name in TIR)")
+        return missing
+
+    def require(self, *, model_hint: str | None = None) -> None:
+        """Check that a request can be made, naming every missing setting at once.
+
+        Raises:
+            ConfigurationError: something a request needs is missing.
+        """
+        missing = self.missing(model_hint=model_hint)
+        if missing:
+            raise ConfigurationError(
+                "TIR is not fully configured. Missing " + "; and ".join(missing) + "."
+            )
+
+    def url(self, api: str, model: str | None = None) -> str:
+        """The URL of one API (`"chat/completions"`, `"embeddings"`) of the configured model.
+
+        Args:
+            api: the path after `/v1/`.
             model: a per-request model name; for a GenAI model it is part of the path.
 
         Raises:
-            ConfigurationError: no project and no `base_url`, or plain `http://` to a host
-                that is not loopback without `allow_insecure_http=True`.
+            ConfigurationError: no project and no `base_url` (every missing setting is
+                named), or plain `http://` to a host that is not loopback without
+                `allow_insecure_http=True`.
         """
         project = self.project_id
-        query = f"?project_id={quote(project, safe='')}" if project else ""
+        query = f"?project_id={quote(str(project), safe='')}" if project else ""
         if self.base_url:
-            url = f"{self.base_url.rstrip('/')}/chat/completions{query}"
+            url = f"{self.base_url.rstrip('/')}/{api}{query}"
         else:
             if not project:
-                raise ConfigurationError(
-                    "No TIR project id: set the TIR_PROJECT_ID environment variable (or pass "
-                    "project_id=...), or give a full base_url (TIR_BASE_URL)."
-                )
+                self.require()
             host = self.host.rstrip("/")
-            p = quote(project, safe="")
+            p = quote(str(project), safe="")
             if self.endpoint_id:
-                path = f"/project/p-{p}/endpoint/is-{quote(self.endpoint_id, safe='')}/v1"
+                path = f"/project/p-{p}/endpoint/is-{quote(str(self.endpoint_id), safe='')}/v1"
             else:
                 path = f"/project/p-{p}/genai/{quote(model or self.model, safe='')}/v1"
-            url = f"{host}{path}/chat/completions{query}"
+            url = f"{host}{path}/{api}{query}"
         self._check_url(url)
         return url
+
+    def chat_url(self, model: str | None = None) -> str:
+        """The URL a chat request goes to (see `url`)."""
+        return self.url("chat/completions", model)
+
+    def embeddings_url(self, model: str | None = None) -> str:
+        """The URL an embeddings request goes to (see `url`)."""
+        return self.url("embeddings", model)
 
     def _check_url(self, url: str) -> None:
         parts = urlsplit(url)
@@ -214,12 +283,10 @@ class TIRConfig:
         Raises:
             ConfigurationError: no key was given and none is in the environment.
         """
-        if self.api_key is None or not self.api_key.get_secret_value():
-            raise ConfigurationError(
-                "No TIR API key: set the TIR_API_KEY environment variable (or pass api_key=...). "
-                "Create a token under API Tokens in the TIR dashboard."
-            )
-        return self.api_key.get_secret_value()
+        key = self.api_key.get_secret_value() if self.api_key is not None else ""
+        if not key:
+            self.require()  # raises, naming the key and anything else missing
+        return key
 
     def headers(self) -> dict[str, str]:
         """Request headers, with `Authorization: Bearer ...`."""

@@ -6,6 +6,7 @@ import json
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote
 
 __all__ = [
     "APIConnectionError",
@@ -203,12 +204,44 @@ def _scrub(text: str, secret: str | None) -> str:
     return text
 
 
+_GENAI_RE = re.compile(r"/genai/([^/?]+)/v1/")
+_ENDPOINT_RE = re.compile(r"/project/p-([^/?]+)/endpoint/is-([^/?]+)/v1/")
+EXPIRED_KEY_HINT = (
+    "The TIR API token was refused: it may be wrong, or expired (TIR tokens last 365 days). "
+    "Create a new one under API Tokens in the TIR dashboard and set TIR_API_KEY."
+)
+
+
+def _hint(cls: type[APIStatusError], url: str | None) -> str | None:
+    """What to do about an error whose usual cause is known."""
+    if cls is AuthenticationError:
+        return EXPIRED_KEY_HINT
+    if cls is NotFoundError and url:
+        genai = _GENAI_RE.search(url)
+        if genai:
+            model = unquote(genai.group(1))
+            return (
+                f"TIR has no GenAI model with the API name {model!r} in this project: check "
+                "the API name on the model's page in TIR (it can differ from the display "
+                "name, and models leave the catalog)."
+            )
+        endpoint = _ENDPOINT_RE.search(url)
+        if endpoint:
+            return (
+                f"TIR has no model endpoint is-{unquote(endpoint.group(2))} in project "
+                f"p-{unquote(endpoint.group(1))}: check the endpoint id, and that the "
+                "endpoint is running, in TIR."
+            )
+    return None
+
+
 def error_from_response(
     status_code: int,
     content: bytes,
     headers: Mapping[str, str] | None = None,
     *,
     secret: str | None = None,
+    url: str | None = None,
 ) -> APIStatusError:
     """Build the error for an HTTP error reply.
 
@@ -217,6 +250,7 @@ def error_from_response(
         content: the raw body.
         headers: the reply's headers (for the request id).
         secret: the API key, scrubbed from anything quoted.
+        url: the request's URL; a 404 on a GenAI URL then names the model.
 
     Returns:
         An instance of the class the status table gives (`ContextLengthExceededError` for a
@@ -235,6 +269,9 @@ def error_from_response(
     )
     if cls is BadRequestError and _CONTEXT_RE.search(message):
         cls = ContextLengthExceededError
+    hint = _hint(cls, url)
+    if hint:
+        message = f"{hint} The server said: {message}"
     if isinstance(body, str):
         body = _scrub(_quote(body), secret)
     return cls(message, status_code=status_code, request_id=_request_id(headers), body=body)

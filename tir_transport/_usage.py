@@ -46,7 +46,9 @@ class UsageTracker:
         self._total = Usage()
         self._by_model: dict[str, Usage] = {}
         self._requests_by_model: dict[str, int] = {}
+        self._without_usage_by_model: dict[str, int] = {}
         self._requests = 0
+        self._without_usage = 0
         # Threads alive when tracking began: a thread not among them was started inside.
         self._threads_before: frozenset[int] = frozenset()
         self._active = False
@@ -60,6 +62,9 @@ class UsageTracker:
                 self._total = self._total + usage
                 self._by_model[model] = self._by_model.get(model, Usage()) + usage
             else:
+                # Unknown is not zero: counted apart, so totals never look complete when not.
+                self._without_usage += 1
+                self._without_usage_by_model[model] = self._without_usage_by_model.get(model, 0) + 1
                 self._by_model.setdefault(model, Usage())
 
     @property
@@ -88,6 +93,30 @@ class UsageTracker:
         return self._requests
 
     @property
+    def requests_without_usage(self) -> int:
+        """Requests whose server reported no usage: the token totals leave them out."""
+        return self._without_usage
+
+    @property
+    def requests_without_usage_by_model(self) -> dict[str, int]:
+        """Requests without usage, per model name (models with none are left out)."""
+        with self._lock:
+            return dict(self._without_usage_by_model)
+
+    def summary(self) -> str:
+        """One line for people: the totals, and how many requests they leave out."""
+        text = (
+            f"{self._requests} requests, {self.input_tokens} input + {self.output_tokens} "
+            f"output = {self.total_tokens} tokens"
+        )
+        if self._without_usage:
+            text += (
+                f" ({self._without_usage} of {self._requests} requests reported no usage: "
+                "not counted)"
+            )
+        return text
+
+    @property
     def by_model(self) -> dict[str, Usage]:
         """Totals per model name (as the server reported it)."""
         with self._lock:
@@ -102,7 +131,8 @@ class UsageTracker:
     def __repr__(self) -> str:
         return (
             f"UsageTracker(requests={self._requests}, input_tokens={self.input_tokens}, "
-            f"output_tokens={self.output_tokens}, total_tokens={self.total_tokens})"
+            f"output_tokens={self.output_tokens}, total_tokens={self.total_tokens}, "
+            f"requests_without_usage={self._without_usage})"
         )
 
 

@@ -669,4 +669,5 @@ def test_langchain_errors_pickle(llm: ChatTIRLlama, emulator: Emulator) -> None:
     copy = pickle.loads(pickle.dumps(info.value))
     assert isinstance(copy, AuthenticationError)
     assert isinstance(copy, ModelAuthenticationError)
-    assert (copy.message, copy.status_code) == ("bad key", 401)
+    assert (copy.message, copy.status_code) == (info.value.message, 401)
+    assert copy.message.endswith("The server said: bad key")
