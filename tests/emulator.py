@@ -10,9 +10,14 @@ values queued on the emulator; with none queued it answers like the recorded TIR
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import math
+import struct
 import threading
+import time
 import uuid
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -65,6 +70,9 @@ class Reply:
     no_done: bool = False
     no_finish: bool = False
     raw_events: list[str] | None = None  # send exactly these `data:` payloads
+    # Embedding faults.
+    short_by: int = 0  # leave this many vectors out of the reply
+    drop_index: bool = False  # the first vector comes without its index
 
 
 @dataclass
@@ -141,6 +149,26 @@ def _count_prompt_tokens(body: dict[str, Any]) -> int:
     return total
 
 
+EMBED_DIM = 32
+
+
+def embed_tokens(text: str) -> int:
+    """Tokens the emulator counts for a text to embed: words plus the two special tokens."""
+    return len(text.split()) + 2
+
+
+def embed_vector(text: str, dim: int = EMBED_DIM) -> list[float]:
+    """A unit bag-of-words vector: texts that share words are near, as a real model's are."""
+    vector = [0.0] * dim
+    for word in text.lower().split():
+        word = word.strip(".,;:!?\"'()")
+        if word:
+            vector[zlib.crc32(word.encode()) % dim] += 1.0
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    # float32 round trip, so that vectors sent as floats equal those sent as base64.
+    return list(struct.unpack(f"<{dim}f", struct.pack(f"<{dim}f", *(v / norm for v in vector))))
+
+
 class Emulator:
     """The endpoint; use as a context manager or call `start()` / `stop()`."""
 
@@ -154,6 +182,16 @@ class Emulator:
         self.max_context: int | None = None
         self.require_key: str | None = None
         self.model = DEFAULT_MODEL
+        # Embeddings: vector width, the model's context (tokens per text), base64 handling.
+        self.embed_dim = EMBED_DIM
+        self.embed_max_tokens: int | None = None
+        self.embed_ignore_base64 = False
+        self.embed_reject_base64 = False
+        self.embed_delay = 0.0
+        # Requests being answered now, the most at once, and (start, end) of each.
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.spans: list[tuple[float, float]] = []
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
@@ -201,6 +239,14 @@ class Emulator:
         self.max_context = None
         self.require_key = None
         self.model = DEFAULT_MODEL
+        self.embed_dim = EMBED_DIM
+        self.embed_max_tokens = None
+        self.embed_ignore_base64 = False
+        self.embed_reject_base64 = False
+        self.embed_delay = 0.0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.spans = []
 
     def queue(self, *replies: Reply) -> None:
         self._queue.extend(replies)
@@ -241,7 +287,15 @@ class Emulator:
                 parts = urlsplit(target)
                 request = RecordedRequest(method, parts.path, parse_qs(parts.query), headers, body)
                 self.requests.append(request)
-                if not await self._respond(request, writer):
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                started = time.monotonic()
+                try:
+                    keep_open = await self._respond(request, writer)
+                finally:
+                    self.in_flight -= 1
+                    self.spans.append((started, time.monotonic()))
+                if not keep_open:
                     break
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass
@@ -272,7 +326,10 @@ class Emulator:
             listing = {"object": "list", "data": [{"id": self.model, "object": "model"}]}
             await self._send(writer, 200, _dumps(listing).encode())
             return True
-        if request.method != "POST" or not request.path.endswith("/chat/completions"):
+        is_embeddings = request.path.endswith("/embeddings")
+        if request.method != "POST" or not (
+            request.path.endswith("/chat/completions") or is_embeddings
+        ):
             await self._send(writer, 404, b'{"detail":"Not Found"}')
             return True
         authorization = request.headers.get("authorization")
@@ -280,6 +337,8 @@ class Emulator:
             body = _error_body("nested", "Invalid API key", 401)
             await self._send(writer, 401, _dumps(body).encode())
             return True
+        if is_embeddings:
+            return await self._embeddings(request, writer)
         try:
             payload = json.loads(request.body)
         except ValueError:
@@ -313,6 +372,70 @@ class Emulator:
         if reply.delay:
             await asyncio.sleep(reply.delay)
         await self._send(writer, 200, _dumps(self._completion(payload, reply)).encode())
+        return True
+
+    async def _embeddings(self, request: RecordedRequest, writer: asyncio.StreamWriter) -> bool:
+        """vLLM's /v1/embeddings: bag-of-words vectors, so that similar texts are near."""
+        try:
+            payload = json.loads(request.body)
+        except ValueError:
+            await self._send(writer, 400, _dumps(_error_body("flat", "bad JSON", 400)).encode())
+            return True
+        texts = payload.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        b64 = payload.get("encoding_format") == "base64"
+        if b64 and self.embed_reject_base64:
+            message = (
+                "1 validation error for EmbeddingRequest\nencoding_format\n  Input should be "
+                "'float' [type=literal_error, input_value='base64']"
+            )
+            await self._send(writer, 400, _dumps(_error_body("flat", message, 400)).encode())
+            return True
+        truncate = payload.get("truncate_prompt_tokens")
+        counts = [embed_tokens(t) for t in texts]
+        if self.embed_max_tokens is not None and truncate is None:
+            too_long = [c for c in counts if c > self.embed_max_tokens]
+            if too_long:
+                message = (
+                    f"This model's maximum context length is {self.embed_max_tokens} tokens. "
+                    f"However, you requested {too_long[0]} tokens in the input for embedding "
+                    "generation. Please reduce the length of the input."
+                )
+                await self._send(writer, 400, _dumps(_error_body("flat", message, 400)).encode())
+                return True
+        reply = self._queue.popleft() if self._queue else Reply()
+        if reply.status >= 400 or reply.body is not None:
+            body = reply.body or _error_body(reply.error_format, reply.message, reply.status)
+            raw = body.encode() if isinstance(body, str) else _dumps(body).encode()
+            await self._send(writer, reply.status, raw, headers=reply.headers)
+            return True
+        delay = reply.delay or self.embed_delay
+        if delay:
+            await asyncio.sleep(delay)
+        dim = int(payload.get("dimensions") or self.embed_dim)
+        data: list[dict[str, Any]] = []
+        for index, text in enumerate(texts):
+            vector = embed_vector(text, dim)
+            encoded: Any = vector
+            if b64 and not self.embed_ignore_base64:
+                encoded = base64.b64encode(struct.pack(f"<{dim}f", *vector)).decode()
+            data.append({"index": index, "object": "embedding", "embedding": encoded})
+        if reply.short_by:
+            data = data[: -reply.short_by]
+        if reply.drop_index and data:
+            del data[0]["index"]
+        total = sum(counts)
+        body = {
+            "id": f"embd-{uuid.uuid4().hex}",
+            "object": "list",
+            "created": 1738753122,
+            "model": reply.model or payload.get("model") or self.model,
+            "data": data,
+            "usage": None
+            if reply.no_usage
+            else {"prompt_tokens": total, "total_tokens": total, "completion_tokens": 0},
+        }
+        await self._send(writer, 200, _dumps(body).encode())
         return True
 
     def _default_reply(self, payload: dict[str, Any]) -> Reply:

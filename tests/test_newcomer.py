@@ -170,10 +170,7 @@ def test_llamaindex_counts_absent_when_unknown(emulator: Emulator, stream: bool)
     emulator.queue(Reply(no_usage=True))
     messages = [ChatMessage(role="user", content="hi")]
     with track_usage() as usage:
-        if stream:
-            last = list(llm.stream_chat(messages))[-1]
-        else:
-            last = llm.chat(messages)
+        last = list(llm.stream_chat(messages))[-1] if stream else llm.chat(messages)
     for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
         assert key not in last.additional_kwargs
     assert usage.requests_without_usage == 1
@@ -189,7 +186,9 @@ def test_cli_chat_says_when_usage_is_unknown(
 
     monkeypatch.setenv("TIR_API_KEY", TEST_KEY)
     monkeypatch.setattr(sys, "stdin", io.StringIO("hello\nagain\n\n"))
-    emulator.queue(Reply(text="Hi.", no_usage=True), Reply(text="Yes.", prompt_tokens=3, completion_tokens=2))
+    emulator.queue(
+        Reply(text="Hi.", no_usage=True), Reply(text="Yes.", prompt_tokens=3, completion_tokens=2)
+    )
     out = io.StringIO()
     assert main(["--base-url", emulator.base_url, "chat"], out) == 0
     text = out.getvalue()

@@ -1,4 +1,4 @@
-"""Framework-free core of tir-llama: configuration, SSE, wire format, errors, retries, clients.
+"""Framework-free core of tir-llama: configuration, SSE, wire formats, errors, retries, clients.
 
 Importing this package imports neither LangChain nor LlamaIndex.
 """
@@ -11,6 +11,13 @@ from ._config import (
     DEFAULT_TIMEOUT,
     TIRConfig,
 )
+from ._embeddings import (
+    EmbeddingsReply,
+    build_embeddings_payload,
+    decode_base64,
+    parse_embeddings,
+)
+from ._embeddings_client import EmbeddingsClient
 from ._errors import (
     APIConnectionError,
     APIStatusError,
@@ -20,6 +27,7 @@ from ._errors import (
     ConfigurationError,
     ConflictError,
     ContextLengthExceededError,
+    InputError,
     InvalidResponseError,
     NotFoundError,
     PermissionDeniedError,
@@ -65,6 +73,9 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "ContextLengthExceededError",
+    "EmbeddingsClient",
+    "EmbeddingsReply",
+    "InputError",
     "InvalidResponseError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -87,13 +98,16 @@ __all__ = [
     "Usage",
     "UsageTracker",
     "__version__",
+    "build_embeddings_payload",
     "build_payload",
+    "decode_base64",
     "error_from_event",
     "error_from_response",
     "forget_endpoints",
     "is_retryable",
     "parse_chunk",
     "parse_completion",
+    "parse_embeddings",
     "parse_retry_after",
     "parse_text_tool_calls",
     "record_usage",

@@ -21,6 +21,8 @@ __all__ = [
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_MODEL",
     "DEFAULT_TIMEOUT",
+    "EMBEDDING_MODEL_ENV_VARS",
+    "EMBEDDING_MODEL_HINT",
     "HOST_ENV_VARS",
     "PROJECT_ID_ENV_VARS",
     "TIRConfig",
@@ -39,6 +41,11 @@ API_KEY_ENV_VARS = ("TIR_API_KEY", "E2E_TIR_ACCESS_TOKEN")
 PROJECT_ID_ENV_VARS = ("TIR_PROJECT_ID", "E2E_TIR_PROJECT_ID")
 HOST_ENV_VARS = ("TIR_HOST",)
 BASE_URL_ENV_VARS = ("TIR_BASE_URL",)
+EMBEDDING_MODEL_ENV_VARS = ("TIR_EMBEDDING_MODEL",)
+EMBEDDING_MODEL_HINT = (
+    "an embedding model: pass model=... or set TIR_EMBEDDING_MODEL (the model's API name on "
+    "its page in TIR; TIR has no default embedding model)"
+)
 
 
 # The fields every adapter carries under these names and hands to TIRConfig as they are.

@@ -17,6 +17,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "ContextLengthExceededError",
+    "InputError",
     "InvalidResponseError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -70,6 +71,8 @@ class TIRError(Exception):
         return (
             _rebuild_error,
             (type(self), self.message, self.status_code, self.request_id, self.body),
+            # Attributes set after construction (retry_after, input_index) come along too.
+            dict(self.__dict__),
         )
 
 
@@ -83,6 +86,10 @@ class ConfigurationError(TIRError, ValueError):
     """The configuration cannot make a request (missing key or project, unsafe URL)."""
 
 
+class InputError(TIRError, ValueError):
+    """An input cannot be sent as it is (an empty text to embed, say); nothing was sent."""
+
+
 class APIStatusError(TIRError):
     """The server answered with an error status."""
 
@@ -92,7 +99,12 @@ class BadRequestError(APIStatusError):
 
 
 class ContextLengthExceededError(BadRequestError):
-    """The prompt plus `max_tokens` do not fit the model's context window."""
+    """The prompt plus `max_tokens` (or a text to embed) do not fit the model's context window.
+
+    For embeddings, `input_index` is the index of the first too-long text in the caller's list.
+    """
+
+    input_index: int | None = None
 
 
 class AuthenticationError(APIStatusError):

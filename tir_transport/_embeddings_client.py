@@ -1,0 +1,325 @@
+"""The embeddings API over the shared HTTP layer: batches, several in flight, order kept."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+from collections.abc import Awaitable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from ._config import EMBEDDING_MODEL_ENV_VARS, EMBEDDING_MODEL_HINT, TIRConfig, env_first
+from ._embeddings import (
+    EmbeddingsReply,
+    EncodingFormat,
+    build_embeddings_payload,
+    check_inputs,
+    is_encoding_rejection,
+    parse_embeddings,
+)
+from ._errors import ContextLengthExceededError, TIRError
+from ._http import ClientCache, HTTPClient, _request_id, cached_client
+from ._retry import RetryPolicy
+from ._usage import record_usage
+
+__all__ = [
+    "DEFAULT_EMBED_BATCH_SIZE",
+    "DEFAULT_EMBED_CONCURRENCY",
+    "EMBEDDINGS_FIELDS",
+    "EmbeddingsClient",
+    "embeddings_client_for",
+]
+
+# vLLM batches inputs itself; 64 texts keep a request well under any body limit and give a
+# 10,000-text job enough requests to overlap.
+DEFAULT_EMBED_BATCH_SIZE = 64
+DEFAULT_EMBED_CONCURRENCY = 4
+
+# The adapters' fields (beside CONFIG_FIELDS) that shape an EmbeddingsClient.
+EMBEDDINGS_FIELDS = (
+    "batch_size",
+    "max_concurrency",
+    "encoding_format",
+    "dimensions",
+    "truncate_prompt_tokens",
+    "query_prefix",
+    "document_prefix",
+)
+
+
+class EmbeddingsClient(HTTPClient):
+    """Embeds texts for one configuration, sync or async: batched, concurrent, in order.
+
+    `config.model` is the embedding model's API name (TIR documents no default); build with
+    `EmbeddingsClient.from_env(...)` to read it from `TIR_EMBEDDING_MODEL`.
+    """
+
+    def __init__(
+        self,
+        config: TIRConfig,
+        *,
+        batch_size: int = DEFAULT_EMBED_BATCH_SIZE,
+        max_concurrency: int = DEFAULT_EMBED_CONCURRENCY,
+        encoding_format: EncodingFormat = "base64",
+        dimensions: int | None = None,
+        truncate_prompt_tokens: int | None = None,
+        query_prefix: str | None = None,
+        document_prefix: str | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        """Create a client; no I/O happens here.
+
+        Args:
+            config: where and how to connect; `config.model` is the embedding model.
+            batch_size: texts per request.
+            max_concurrency: requests in flight at once, for the sync API (threads) too.
+            encoding_format: `"base64"` (default: a third of the bytes, decoded in C) or
+                `"float"`. A server that rejects base64 is asked for floats from then on; one
+                that ignores it is read as it answers.
+            dimensions: shorter vectors, for models that support it.
+            truncate_prompt_tokens: let the server (vLLM) cut each text to this many tokens
+                instead of failing on a text longer than the model's context; recent vLLM
+                takes -1 for "the model's own maximum".
+            query_prefix: put before every query (e5 models want `"query: "`).
+            document_prefix: put before every document (e5 models want `"passage: "`).
+            retry: the retry policy (default: `config.max_retries` with backoff).
+
+        Raises:
+            ValueError: a batch size or concurrency below 1, an unknown encoding format.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size!r}")
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency!r}")
+        if encoding_format not in ("base64", "float"):
+            raise ValueError(
+                f"encoding_format must be 'base64' or 'float', got {encoding_format!r}"
+            )
+        super().__init__(config, retry=retry)
+        self.batch_size = batch_size
+        self.max_concurrency = max_concurrency
+        self.encoding_format: EncodingFormat = encoding_format
+        self.dimensions = dimensions
+        self.truncate_prompt_tokens = truncate_prompt_tokens
+        self.query_prefix = query_prefix
+        self.document_prefix = document_prefix
+
+    @classmethod
+    def from_env(cls, *, model: str | None = None, **options: Any) -> EmbeddingsClient:
+        """Build from arguments and the environment; the model from `TIR_EMBEDDING_MODEL`.
+
+        `options` are `TIRConfig.from_env`'s arguments and this class's keyword arguments.
+        A missing model is reported at the first request, with every other missing setting.
+        """
+        fields = {k: options.pop(k) for k in list(options) if k in EMBEDDINGS_FIELDS}
+        config = TIRConfig.from_env(**options).replace(
+            model=model or env_first(EMBEDDING_MODEL_ENV_VARS) or ""
+        )
+        return cls(config, **fields)
+
+    # -- pure steps ------------------------------------------------------------------------
+
+    def _batches(self, texts: Sequence[str], prefix: str | None) -> list[tuple[int, list[str]]]:
+        """(start index, texts) per request; every input is checked before anything is sent."""
+        if isinstance(texts, str):
+            raise TypeError("embed takes a list of texts; for one text use embed_query")
+        self.config.require(model_hint=EMBEDDING_MODEL_HINT)
+        check_inputs(texts)
+        if prefix:
+            texts = [prefix + t for t in texts]
+        size = self.batch_size
+        return [(start, list(texts[start : start + size])) for start in range(0, len(texts), size)]
+
+    def _body(self, texts: list[str]) -> bytes:
+        payload = build_embeddings_payload(
+            texts,
+            self.config.model,
+            encoding_format=self.encoding_format,
+            dimensions=self.dimensions,
+            truncate_prompt_tokens=self.truncate_prompt_tokens,
+        )
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def _reply(self, response: Any, count: int) -> list[list[float]]:
+        try:
+            reply: EmbeddingsReply = parse_embeddings(self._json(response), count)
+        except TIRError as e:
+            e.request_id = _request_id(response.headers)
+            raise
+        record_usage(reply.model or self.config.model, reply.usage)
+        return reply.vectors
+
+    def _on_error(self, error: TIRError) -> bool:
+        """Whether to send the same texts again, as floats (the server refused base64)."""
+        if self.encoding_format == "base64" and is_encoding_rejection(error):
+            self.encoding_format = "float"  # for every later request of this client too
+            return True
+        return False
+
+    @staticmethod
+    def _too_long(error: ContextLengthExceededError, index: int, total: int) -> TIRError:
+        located = ContextLengthExceededError(
+            f"text {index} (of the {total} given, counting from 0) is longer than the model's "
+            f"context: shorten or split it, or pass truncate_prompt_tokens=... to let the "
+            f"server cut it. The server said: {error.message}",
+            status_code=error.status_code,
+            request_id=error.request_id,
+            body=error.body,
+        )
+        located.input_index = index
+        located.__cause__ = error
+        return located
+
+    # -- sync ------------------------------------------------------------------------------
+
+    def _send(self, texts: list[str]) -> list[list[float]]:
+        url = self._api_url("embeddings", None)
+        while True:
+            try:
+                return self._reply(self._post(url, self._body(texts)), len(texts))
+            except TIRError as e:
+                if not self._on_error(e):
+                    raise
+
+    def _send_batch(self, start: int, texts: list[str], total: int) -> list[list[float]]:
+        try:
+            return self._send(texts)
+        except ContextLengthExceededError as e:
+            # The server says one text is too long, not which: halve until it is found.
+            index = self._find_too_long(start, texts)
+            raise self._too_long(e, index, total) from None
+
+    def _find_too_long(self, start: int, texts: list[str]) -> int:
+        while len(texts) > 1:
+            half = len(texts) // 2
+            try:
+                self._send(texts[:half])
+            except ContextLengthExceededError:
+                texts = texts[:half]
+                continue
+            start, texts = start + half, texts[half:]
+        return start
+
+    def embed(self, texts: Sequence[str], *, prefix: str | None = None) -> list[list[float]]:
+        """Embed `texts`, one vector per text in the same order.
+
+        Batches of `batch_size` go out up to `max_concurrency` at a time (on threads).
+
+        Args:
+            texts: the texts; none may be empty.
+            prefix: put before every text (see `embed_documents` / `embed_query`).
+
+        Raises:
+            InputError: a text is empty or not a str (nothing is sent).
+            ContextLengthExceededError: a text is too long; `input_index` names it.
+            TIRError: any other failure, after the retries the policy allows.
+        """
+        batches = self._batches(texts, prefix)
+        total = len(texts)
+        if len(batches) <= 1 or self.max_concurrency == 1:
+            return [v for start, batch in batches for v in self._send_batch(start, batch, total)]
+        with ThreadPoolExecutor(
+            min(self.max_concurrency, len(batches)), thread_name_prefix="tir-embed"
+        ) as pool:
+            # Each batch runs in a copy of the caller's context, so track_usage() sees it.
+            futures: list[Future[list[list[float]]]] = [
+                pool.submit(contextvars.copy_context().run, self._send_batch, start, batch, total)
+                for start, batch in batches
+            ]
+            try:
+                return [v for future in futures for v in future.result()]
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+
+    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        """Embed documents (with `document_prefix`, when set)."""
+        return self.embed(texts, prefix=self.document_prefix)
+
+    def embed_query(self, text: str) -> list[float]:
+        """Embed one query (with `query_prefix`, when set)."""
+        return self.embed([text], prefix=self.query_prefix)[0]
+
+    # -- async -----------------------------------------------------------------------------
+
+    async def _asend(self, texts: list[str]) -> list[list[float]]:
+        url = self._api_url("embeddings", None)
+        while True:
+            try:
+                return self._reply(await self._apost(url, self._body(texts)), len(texts))
+            except TIRError as e:
+                if not self._on_error(e):
+                    raise
+
+    async def _asend_batch(self, start: int, texts: list[str], total: int) -> list[list[float]]:
+        try:
+            return await self._asend(texts)
+        except ContextLengthExceededError as e:
+            index = await self._afind_too_long(start, texts)
+            raise self._too_long(e, index, total) from None
+
+    async def _afind_too_long(self, start: int, texts: list[str]) -> int:
+        while len(texts) > 1:
+            half = len(texts) // 2
+            try:
+                await self._asend(texts[:half])
+            except ContextLengthExceededError:
+                texts = texts[:half]
+                continue
+            start, texts = start + half, texts[half:]
+        return start
+
+    async def aembed(self, texts: Sequence[str], *, prefix: str | None = None) -> list[list[float]]:
+        """Async twin of `embed`: batches go out up to `max_concurrency` at a time."""
+        batches = self._batches(texts, prefix)
+        total = len(texts)
+        if len(batches) == 1:
+            return await self._asend_batch(0, batches[0][1], total)
+        limit = asyncio.Semaphore(self.max_concurrency)
+
+        async def one(start: int, batch: list[str]) -> list[list[float]]:
+            async with limit:
+                return await self._asend_batch(start, batch, total)
+
+        results = await _gather_or_cancel([one(start, batch) for start, batch in batches])
+        return [v for vectors in results for v in vectors]
+
+    async def aembed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        """Async twin of `embed_documents`."""
+        return await self.aembed(texts, prefix=self.document_prefix)
+
+    async def aembed_query(self, text: str) -> list[float]:
+        """Async twin of `embed_query`."""
+        return (await self.aembed([text], prefix=self.query_prefix))[0]
+
+
+async def _gather_or_cancel(
+    coros: Sequence[Awaitable[list[list[float]]]],
+) -> list[list[list[float]]]:
+    """Results in order; the first failure cancels the rest and is raised as it is."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+def embeddings_client_for(
+    owner: Any, cached: ClientCache | None
+) -> tuple[tuple[Any, ...], EmbeddingsClient]:
+    """The embeddings client for an adapter's current settings (see `cached_client`).
+
+    `owner` carries `CONFIG_FIELDS` (its `model` already read from the environment) and
+    `EMBEDDINGS_FIELDS`.
+    """
+
+    def build(config: TIRConfig) -> EmbeddingsClient:
+        options = {name: getattr(owner, name) for name in EMBEDDINGS_FIELDS}
+        return EmbeddingsClient(config.replace(model=config.model or ""), **options)
+
+    return cached_client(owner, cached, EMBEDDINGS_FIELDS, build)
