@@ -1,4 +1,7 @@
-"""LangChain integration for E2E Networks TIR chat models (`pip install "tir-llama[langchain]"`)."""
+"""LangChain integration for E2E Networks TIR chat and embedding models.
+
+Needs `pip install "tir-llama[langchain]"`.
+"""
 
 try:
     import langchain_core  # noqa: F401
@@ -9,5 +12,6 @@ from tir_transport import Usage, track_usage
 
 from ._convert import UnsupportedContentError
 from .chat_models import ChatTIRLlama
+from .embeddings import TIREmbeddings
 
-__all__ = ["ChatTIRLlama", "UnsupportedContentError", "Usage", "track_usage"]
+__all__ = ["ChatTIRLlama", "TIREmbeddings", "UnsupportedContentError", "Usage", "track_usage"]

@@ -1,4 +1,4 @@
-"""LlamaIndex integration for E2E Networks TIR chat models.
+"""LlamaIndex integration for E2E Networks TIR chat and embedding models.
 
 Needs `pip install "tir-llama[llama-index]"`.
 """
@@ -14,9 +14,11 @@ from tir_transport import Usage, track_usage
 
 from ._convert import UnsupportedContentError
 from .base import DEFAULT_CONTEXT_WINDOW, TIRLlamaLLM
+from .embeddings import TIREmbedding
 
 __all__ = [
     "DEFAULT_CONTEXT_WINDOW",
+    "TIREmbedding",
     "TIRLlamaLLM",
     "UnsupportedContentError",
     "Usage",
