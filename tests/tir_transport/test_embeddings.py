@@ -224,7 +224,7 @@ def test_float_when_asked(
 def test_a_reply_that_does_not_fit_is_an_error(
     emulator: Emulator, make: Callable[..., EmbeddingsClient], embed: Embed, fault: str
 ) -> None:
-    emulator.queue(Reply(short_by=1) if fault == "short" else Reply(drop_index=True))
+    emulator.queue_embeddings(Reply(short_by=1) if fault == "short" else Reply(drop_index=True))
     with pytest.raises(InvalidResponseError) as info:
         embed(make(), ["a", "b", "c"])
     assert info.value.request_id
@@ -292,7 +292,7 @@ def test_prefixes(emulator: Emulator, make: Callable[..., EmbeddingsClient], emb
 def test_retries_then_succeeds(
     emulator: Emulator, make: Callable[..., EmbeddingsClient], embed: Embed
 ) -> None:
-    emulator.queue(
+    emulator.queue_embeddings(
         Reply(status=429, headers={"retry-after": "0"}),
         Reply(status=503, headers={"retry-after": "0"}),
     )
@@ -303,7 +303,7 @@ def test_retries_then_succeeds(
 def test_retries_run_out(
     emulator: Emulator, make: Callable[..., EmbeddingsClient], embed: Embed
 ) -> None:
-    emulator.queue(*[Reply(status=429, headers={"retry-after": "0"})] * 3)
+    emulator.queue_embeddings(*[Reply(status=429, headers={"retry-after": "0"})] * 3)
     with pytest.raises(RateLimitError):
         embed(make(max_retries=1), ["a"])
     assert len(emulator.requests) == 2
@@ -312,7 +312,7 @@ def test_retries_run_out(
 def test_failure_in_one_batch_fails_the_call(
     emulator: Emulator, make: Callable[..., EmbeddingsClient], embed: Embed
 ) -> None:
-    emulator.queue(Reply(status=400, message="bad batch"))
+    emulator.queue_embeddings(Reply(status=400, message="bad batch"))
     with pytest.raises(Exception, match="bad batch"):
         embed(make(batch_size=2, max_concurrency=2, max_retries=0), TEXTS)
 
@@ -331,7 +331,7 @@ def test_usage_counts_as_input_tokens(
 def test_usage_unknown_is_counted_apart(
     emulator: Emulator, make: Callable[..., EmbeddingsClient], embed: Embed
 ) -> None:
-    emulator.queue(Reply(no_usage=True))
+    emulator.queue_embeddings(Reply(no_usage=True))
     with track_usage() as usage:
         embed(make(), ["a"])
     assert (usage.requests_without_usage, usage.total_tokens) == (1, 0)
