@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from local_model_server import Server, free_port, stop  # noqa: E402
+from local_model_server import Server, free_port, stop
 
 __all__ = ["DIMENSIONS", "MODEL_NAME", "start", "stop"]
 
