@@ -40,6 +40,7 @@ demo: $(STAMP)
 # Benchmarks are not timed tests: `make test` runs only a smoke round (tests/test_bench_smoke.py).
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py --json benchmarks/results.json
+	$(PY) benchmarks/bench_embeddings.py --json benchmarks/results-embeddings.json
 
 model-server: $(STAMP)
 	$(PY) scripts/local_model_server.py ensure

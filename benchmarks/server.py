@@ -1,16 +1,21 @@
-"""A loopback chat-completions server fast enough never to be the bottleneck.
+"""A loopback chat-completions and embeddings server fast enough never to be the bottleneck.
 
 Raw asyncio protocol, replies precomputed per chunk count: no framework, no JSON parsing of
-the request beyond two regular expressions. `max_tokens` in the request sets the number of
-content chunks of a streamed reply. Run as a separate process so it does not share the
-client's GIL: `python benchmarks/server.py` prints the port, then serves until killed.
+a chat request beyond two regular expressions. `max_tokens` in the request sets the number of
+content chunks of a streamed reply. An embeddings request gets one fixed 384-float vector per
+input (base64 or floats, as asked), after `--delay-ms` (the service's latency). Run as a
+separate process so it does not share the client's GIL: `python benchmarks/server.py` prints
+the port, then serves until killed.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import base64
 import json
 import re
+import struct
 import sys
 from functools import cache, lru_cache
 
@@ -18,6 +23,8 @@ _STREAM = re.compile(rb'"stream"\s*:\s*true')
 _USAGE = re.compile(rb'"include_usage"\s*:\s*true')
 _MAX_TOKENS = re.compile(rb'"max_(?:completion_)?tokens"\s*:\s*(\d+)')
 TEXT = "Hello. How can I assist you today?"
+DIMENSIONS = 384
+DELAY = 0.0  # seconds before each embeddings reply
 
 
 def _dumps(value: object) -> bytes:
@@ -75,6 +82,27 @@ def stream_reply(chunks: int, usage: bool) -> bytes:
     return head_bytes + framed
 
 
+@lru_cache(maxsize=64)
+def embeddings_reply(count: int, b64: bool) -> bytes:
+    vector = [((i * 37) % 101) / 101.0 - 0.5 for i in range(DIMENSIONS)]
+    encoded: object = (
+        base64.b64encode(struct.pack(f"<{DIMENSIONS}f", *vector)).decode() if b64 else vector
+    )
+    data = [{"object": "embedding", "index": i, "embedding": encoded} for i in range(count)]
+    body = _dumps(
+        {
+            "object": "list",
+            "model": "e5",
+            "data": data,
+            "usage": {"prompt_tokens": 8 * count, "total_tokens": 8 * count},
+        }
+    )
+    head = (
+        f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
 class ChatProtocol(asyncio.Protocol):
     """HTTP/1.1 keep-alive, one request at a time per connection."""
 
@@ -102,7 +130,17 @@ class ChatProtocol(asyncio.Protocol):
             body = self.buffer[end + 4 : end + 4 + length]
             self.buffer = self.buffer[end + 4 + length :]
             assert self.transport is not None
-            if _STREAM.search(body):
+            if b"/embeddings" in head.split(b"\r\n", 1)[0]:
+                request = json.loads(body)
+                texts = request["input"]
+                count = 1 if isinstance(texts, str) else len(texts)
+                reply = embeddings_reply(count, request.get("encoding_format") == "base64")
+                if DELAY:
+                    # Replies may leave out of order; each connection has one request at a time.
+                    asyncio.get_running_loop().call_later(DELAY, self.transport.write, reply)
+                else:
+                    self.transport.write(reply)
+            elif _STREAM.search(body):
                 found = _MAX_TOKENS.search(body)
                 chunks = int(found.group(1)) if found else 500
                 self.transport.write(stream_reply(chunks, bool(_USAGE.search(body))))
@@ -119,6 +157,9 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="embeddings latency")
+    DELAY = parser.parse_args().delay_ms / 1000.0
     try:
         asyncio.run(main())
     except KeyboardInterrupt:

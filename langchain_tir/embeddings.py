@@ -49,7 +49,7 @@ class TIREmbeddings(BaseModel, Embeddings):
         from langchain_core.vectorstores import InMemoryVectorStore
         from langchain_tir import TIREmbeddings
 
-        embeddings = TIREmbeddings(model="e5_mistral_7b_instruct")
+        embeddings = TIREmbeddings()  # model from TIR_EMBEDDING_MODEL
         store = InMemoryVectorStore.from_texts(["TIR runs on E2E Cloud."], embeddings)
         store.similarity_search("Where does TIR run?", k=1)
         ```

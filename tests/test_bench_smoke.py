@@ -30,3 +30,28 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert all(t > 0 for t in times.values())
     assert len(report["import_seconds"]) == 4
     assert "ours/floor" in result.stdout
+
+
+@pytest.mark.timeout(300)
+def test_bench_embeddings_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_embeddings.py"),
+            "--smoke",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert set(report["wall_seconds"]) == {
+        f"{f} {k}" for f in ("langchain", "llama_index") for k in ("sync", "async")
+    }
+    assert all(t > 0 for times in report["wall_seconds"].values() for t in times.values())
+    assert len(report["cpu"]) == 5 and all(us > 0 for us in report["cpu"].values())

@@ -40,6 +40,7 @@ def test_sample_runs(
     monkeypatch.setenv("TIR_API_KEY", TEST_KEY)
     monkeypatch.setenv("TIR_PROJECT_ID", "1234")
     monkeypatch.setenv("TIR_BASE_URL", emulator.base_url)
+    monkeypatch.setenv("TIR_EMBEDDING_MODEL", "test-embedding-model")
     namespace: dict[str, object] = {"__name__": f"sample_{where}"}
     exec(compile(code, where, "exec"), namespace)
     assert emulator.requests or "TIRConfig" in code

@@ -34,7 +34,7 @@ __all__ = [
 # vLLM batches inputs itself; 64 texts keep a request well under any body limit and give a
 # 10,000-text job enough requests to overlap.
 DEFAULT_EMBED_BATCH_SIZE = 64
-DEFAULT_EMBED_CONCURRENCY = 4
+DEFAULT_EMBED_CONCURRENCY = 8
 
 # The adapters' fields (beside CONFIG_FIELDS) that shape an EmbeddingsClient.
 EMBEDDINGS_FIELDS = (

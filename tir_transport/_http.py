@@ -7,9 +7,11 @@ its own module; this class knows nothing of either.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
+import ssl
 import threading
 import time
 import weakref
@@ -34,6 +36,16 @@ __all__ = ["HTTPClient", "cached_client"]
 logger = logging.getLogger("tir_transport")
 
 _LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100, keepalive_expiry=30)
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One verifying TLS context per process, shared by every pool.
+
+    Building one (loading the CA bundle) costs about 20 ms, and a new async pool is made for
+    every event loop (each `asyncio.run`).
+    """
+    return httpx.create_ssl_context()
 
 
 def _timeout(seconds: float) -> httpx.Timeout:
@@ -119,7 +131,9 @@ class HTTPClient:
                 client = self._sync
                 if client is None:
                     client = self._sync = httpx.Client(
-                        timeout=_timeout(self.config.timeout), limits=_LIMITS
+                        timeout=_timeout(self.config.timeout),
+                        limits=_LIMITS,
+                        verify=_ssl_context(),
                     )
                     # Users rarely close a chat model: close its sockets when it is collected.
                     self._finalizer = weakref.finalize(self, client.close)
@@ -131,7 +145,9 @@ class HTTPClient:
         entry = self._async.get(loop)
         if entry is not None:
             return entry[0]
-        client = httpx.AsyncClient(timeout=_timeout(self.config.timeout), limits=_LIMITS)
+        client = httpx.AsyncClient(
+            timeout=_timeout(self.config.timeout), limits=_LIMITS, verify=_ssl_context()
+        )
         guard = _close_on_loop_shutdown(client)
         # Started in this loop, the guard is one of the loop's async generators: asyncio.run
         # (loop.shutdown_asyncgens) closes it while the loop still runs, closing the client.

@@ -113,7 +113,11 @@ def test_documents_in_order_with_requests_in_flight_together(
     emulator.embed_delay = 0.02
     assert documents(embeddings, mode, TEXTS) == [embed_vector(t) for t in TEXTS]
     assert len(emulator.requests) == 5
-    assert emulator.max_in_flight == 4  # the default max_concurrency
+    assert emulator.max_in_flight == 5  # every batch at once: fewer than max_concurrency (8)
+    emulator.reset()
+    emulator.embed_delay = 0.02
+    documents(embeddings.model_copy(update={"max_concurrency": 2}), mode, TEXTS)
+    assert emulator.max_in_flight == 2
 
 
 def test_query_and_prefixes(emulator: Emulator, mode: str) -> None:

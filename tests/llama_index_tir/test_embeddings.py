@@ -31,7 +31,11 @@ from tir_transport import ConfigurationError, ContextLengthExceededError, track_
 @pytest.fixture
 def model(emulator: Emulator) -> TIREmbedding:
     return TIREmbedding(
-        api_key=TEST_KEY, base_url=emulator.base_url, model="e5_small", embed_batch_size=4
+        api_key=TEST_KEY,
+        base_url=emulator.base_url,
+        model="e5_small",
+        embed_batch_size=4,
+        max_concurrency=3,
     )
 
 
@@ -49,7 +53,7 @@ def test_batch_in_order_with_requests_in_flight_together(
         vectors = asyncio.run(model.aget_text_embedding_batch(TEXTS))
     assert vectors == [embed_vector(t) for t in TEXTS]
     assert sorted(len(r.json["input"]) for r in emulator.requests) == [2, 4, 4, 4, 4]
-    assert emulator.max_in_flight == 4
+    assert emulator.max_in_flight == 3
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
