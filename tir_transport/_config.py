@@ -82,7 +82,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def id_text(value: object, name: str) -> str | None:
-    """An id given as an int or a str, as a str; what adapters' `project_id` fields run.
+    """An id given as an int or a str, as a str (the adapters' `project_id` validator).
 
     Raises:
         ConfigurationError: anything but None, an int or a str (a bool or a float included);
@@ -117,7 +117,7 @@ def coerce_id(value: object, name: str, prefix: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class TIRConfig:
-    """Everything needed to reach one TIR chat model; construction does no I/O."""
+    """Everything needed to reach one TIR model (chat or embeddings); construction does no I/O."""
 
     api_key: SecretStr | None = field(default=None, repr=False)
     project_id: str | int | None = None
