@@ -82,6 +82,11 @@ class TIREmbeddings(BaseModel, Embeddings):
     """Retries for connection errors, timeouts, 408/409/429 and 5xx."""
     allow_insecure_http: bool = False
     """Allow plain `http://` to a host that is not loopback (the key travels in clear)."""
+    max_in_flight: int | None = Field(default=None, ge=1)
+    """Requests in flight at once for this instance (threads; and per event loop, async)."""
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    """Requests per minute for this instance, paced evenly (retries count). A 429 with
+    `Retry-After` pauses every request of the instance, with or without these limits."""
 
     batch_size: int = Field(default=DEFAULT_EMBED_BATCH_SIZE, ge=1)
     """Texts per request."""

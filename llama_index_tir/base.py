@@ -114,6 +114,12 @@ class TIRLlamaLLM(FunctionCallingLLM):
     allow_insecure_http: bool = Field(
         default=False, description="Allow plain http:// to a host that is not loopback."
     )
+    max_in_flight: int | None = Field(
+        default=None, ge=1, description="Requests in flight at once (per event loop, async)."
+    )
+    requests_per_minute: float | None = Field(
+        default=None, gt=0, description="Requests per minute, paced evenly (retries count)."
+    )
     tool_mode: ToolMode = Field(
         default="auto",
         description="How tools are sent: 'auto' (native, and in the prompt if the endpoint "

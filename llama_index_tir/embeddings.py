@@ -86,6 +86,12 @@ class TIREmbedding(BaseEmbedding):
     allow_insecure_http: bool = Field(
         default=False, description="Allow plain http:// to a host that is not loopback."
     )
+    max_in_flight: int | None = Field(
+        default=None, ge=1, description="Requests in flight at once (per event loop, async)."
+    )
+    requests_per_minute: float | None = Field(
+        default=None, gt=0, description="Requests per minute, paced evenly (retries count)."
+    )
     embed_batch_size: int = Field(
         default=DEFAULT_EMBED_BATCH_SIZE, gt=0, le=2048, description="Texts per request."
     )

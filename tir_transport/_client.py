@@ -12,7 +12,16 @@ import httpx
 
 from ._config import TIRConfig
 from ._errors import StreamInterruptedError, TIRError
-from ._http import ClientCache, HTTPClient, _request_id, _transport_error, cached_client
+from ._http import (
+    LIMIT_FIELDS,
+    ClientCache,
+    HTTPClient,
+    _request_id,
+    _transport_error,
+    cached_client,
+    limits_of,
+)
+from ._limits import Limits
 from ._negotiate import Negotiation
 from ._retry import RetryPolicy
 from ._sse import ServerSentEvent, SSEDecoder
@@ -101,6 +110,7 @@ class TIRClient(HTTPClient):
         *,
         retry: RetryPolicy | None = None,
         tool_mode: ToolMode = "auto",
+        limits: Limits | None = None,
     ) -> None:
         """Create a client; no I/O happens here.
 
@@ -110,10 +120,11 @@ class TIRClient(HTTPClient):
             tool_mode: how tools are sent. `"auto"` sends them natively and, if the endpoint
                 rejects them (vLLM without tool parsing), in the prompt, remembering that for
                 the endpoint; `"native"` and `"prompt"` force one way.
+            limits: requests in flight and per minute (see `Limits`).
         """
         if tool_mode not in ("auto", "native", "prompt"):
             raise ValueError(f"tool_mode must be 'auto', 'native' or 'prompt', got {tool_mode!r}")
-        super().__init__(config, retry=retry)
+        super().__init__(config, retry=retry, limits=limits)
         self.tool_mode: ToolMode = tool_mode
 
     # -- chat steps -------------------------------------------------------------------------
@@ -156,7 +167,10 @@ class TIRClient(HTTPClient):
         while True:
             started = reading = False
             try:
-                with client.stream("POST", url, content=body, headers=headers) as response:
+                with (
+                    self._slot(),
+                    client.stream("POST", url, content=body, headers=headers) as response,
+                ):
                     if response.status_code >= 400:
                         response.read()
                         error = self._status_error(response)
@@ -196,7 +210,10 @@ class TIRClient(HTTPClient):
         while True:
             started = reading = False
             try:
-                async with client.stream("POST", url, content=body, headers=headers) as response:
+                async with (
+                    self._aslot(),
+                    client.stream("POST", url, content=body, headers=headers) as response,
+                ):
                     if response.status_code >= 400:
                         await response.aread()
                         error = self._status_error(response)
@@ -325,5 +342,8 @@ def client_for(owner: Any, cached: ClientCache | None) -> tuple[tuple[Any, ...],
     `owner` carries the fields of `CONFIG_FIELDS` and `tool_mode`.
     """
     return cached_client(
-        owner, cached, ("tool_mode",), lambda config: TIRClient(config, tool_mode=owner.tool_mode)
+        owner,
+        cached,
+        ("tool_mode", *LIMIT_FIELDS),
+        lambda config: TIRClient(config, tool_mode=owner.tool_mode, limits=limits_of(owner)),
     )

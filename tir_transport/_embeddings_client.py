@@ -19,7 +19,8 @@ from ._embeddings import (
     parse_embeddings,
 )
 from ._errors import ContextLengthExceededError, TIRError
-from ._http import ClientCache, HTTPClient, _request_id, cached_client
+from ._http import LIMIT_FIELDS, ClientCache, HTTPClient, _request_id, cached_client, limits_of
+from ._limits import Limits
 from ._retry import RetryPolicy
 from ._usage import record_usage
 
@@ -67,6 +68,7 @@ class EmbeddingsClient(HTTPClient):
         query_prefix: str | None = None,
         document_prefix: str | None = None,
         retry: RetryPolicy | None = None,
+        limits: Limits | None = None,
     ) -> None:
         """Create a client; no I/O happens here.
 
@@ -84,6 +86,8 @@ class EmbeddingsClient(HTTPClient):
             query_prefix: put before every query (e5 models want `"query: "`).
             document_prefix: put before every document (e5 models want `"passage: "`).
             retry: the retry policy (default: `config.max_retries` with backoff).
+            limits: requests in flight and per minute for the whole client (see `Limits`);
+                `max_concurrency` is per call.
 
         Raises:
             ValueError: a batch size or concurrency below 1, an unknown encoding format.
@@ -96,7 +100,7 @@ class EmbeddingsClient(HTTPClient):
             raise ValueError(
                 f"encoding_format must be 'base64' or 'float', got {encoding_format!r}"
             )
-        super().__init__(config, retry=retry)
+        super().__init__(config, retry=retry, limits=limits)
         self.batch_size = batch_size
         self.max_concurrency = max_concurrency
         self.encoding_format: EncodingFormat = encoding_format
@@ -320,6 +324,8 @@ def embeddings_client_for(
 
     def build(config: TIRConfig) -> EmbeddingsClient:
         options = {name: getattr(owner, name) for name in EMBEDDINGS_FIELDS}
-        return EmbeddingsClient(config.replace(model=config.model or ""), **options)
+        return EmbeddingsClient(
+            config.replace(model=config.model or ""), limits=limits_of(owner), **options
+        )
 
-    return cached_client(owner, cached, EMBEDDINGS_FIELDS, build)
+    return cached_client(owner, cached, (*EMBEDDINGS_FIELDS, *LIMIT_FIELDS), build)

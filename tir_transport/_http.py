@@ -7,6 +7,7 @@ its own module; this class knows nothing of either.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -16,6 +17,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncGenerator, Callable
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, TypeVar
 
 import httpx
@@ -25,15 +27,20 @@ from ._errors import (
     APIConnectionError,
     APITimeoutError,
     InvalidResponseError,
+    RateLimitError,
     StreamInterruptedError,
     TIRError,
     error_from_response,
 )
+from ._limits import Limits
 from ._retry import RetryPolicy, parse_retry_after
 
-__all__ = ["HTTPClient", "cached_client"]
+__all__ = ["LIMIT_FIELDS", "HTTPClient", "cached_client", "limits_of"]
 
 logger = logging.getLogger("tir_transport")
+
+# Reusable, sync and async: what a request holds when no limit applies.
+_NO_LIMIT = contextlib.nullcontext()
 
 _LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100, keepalive_expiry=30)
 
@@ -80,15 +87,24 @@ class HTTPClient:
     their own loops). Pickling and `os.fork` give a copy that makes its own clients.
     """
 
-    def __init__(self, config: TIRConfig, *, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        config: TIRConfig,
+        *,
+        retry: RetryPolicy | None = None,
+        limits: Limits | None = None,
+    ) -> None:
         """Create a client; no I/O happens here.
 
         Args:
             config: where and how to connect.
             retry: the retry policy (default: `config.max_retries` with backoff).
+            limits: requests in flight and per minute (default: none), and the back-off that
+                a 429 with `Retry-After` imposes on every request of this client.
         """
         self.config = config
         self.retry = retry or RetryPolicy(max_retries=config.max_retries)
+        self.limits = limits or Limits()
         self._init_pools()
 
     def _init_pools(self) -> None:
@@ -209,7 +225,18 @@ class HTTPClient:
             url=str(response.request.url),
         )
         error.retry_after = parse_retry_after(response.headers)
+        if error.retry_after and isinstance(error, RateLimitError):
+            # The server said to wait: the other requests of this client wait too.
+            self.limits.backoff.hold(error.retry_after)
         return error
+
+    def _slot(self) -> AbstractContextManager[None]:
+        """A request slot when limits apply (or a back-off is on); otherwise nothing to do."""
+        return self.limits.slot() if self.limits.active else _NO_LIMIT
+
+    def _aslot(self) -> AbstractAsyncContextManager[None]:
+        """Async twin of `_slot`."""
+        return self.limits.aslot() if self.limits.active else _NO_LIMIT
 
     def _backoff(self, error: TIRError, attempt: int, url: str) -> float:
         delay = self.retry.delay(error, attempt)
@@ -243,7 +270,8 @@ class HTTPClient:
         attempt = 0
         while True:
             try:
-                response = client.post(url, content=body, headers=headers)
+                with self._slot():
+                    response = client.post(url, content=body, headers=headers)
             except httpx.HTTPError as e:
                 error = _transport_error(e, url)
                 error.__cause__ = e
@@ -261,7 +289,8 @@ class HTTPClient:
         attempt = 0
         while True:
             try:
-                response = await client.post(url, content=body, headers=headers)
+                async with self._aslot():
+                    response = await client.post(url, content=body, headers=headers)
             except httpx.HTTPError as e:
                 error = _transport_error(e, url)
                 error.__cause__ = e
@@ -274,6 +303,15 @@ class HTTPClient:
 
 
 _C = TypeVar("_C", bound=HTTPClient)
+
+# The adapters' fields that become a client's `Limits`.
+LIMIT_FIELDS = ("max_in_flight", "requests_per_minute")
+
+
+def limits_of(owner: Any) -> Limits:
+    """The `Limits` of an adapter's `max_in_flight` and `requests_per_minute` fields."""
+    return Limits(max_in_flight=owner.max_in_flight, requests_per_minute=owner.requests_per_minute)
+
 
 ClientCache = tuple[tuple[Any, ...], Any]
 

@@ -1,0 +1,173 @@
+"""Client-side limits: requests in flight, requests per minute, and a shared back-off.
+
+The decisions are pure (`RatePacer.reserve`, `Backoff.wait`): each takes the time now and
+answers how long to wait. `Limits` holds them for one client; the clients do the waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
+__all__ = ["Backoff", "Limits", "RatePacer"]
+
+
+class RatePacer:
+    """Paces requests to `requests_per_minute` on average, bursting one second's worth at most.
+
+    A token bucket holding `max(1, rpm / 60)` tokens, refilled at `rpm / 60` per second.
+
+    `reserve` takes a token (the bucket may go below zero: later callers queue behind) and says
+    how long to wait before sending. Thread-safe; shared by sync and async callers alike.
+    """
+
+    def __init__(self, requests_per_minute: float) -> None:
+        """Create a pacer.
+
+        Raises:
+            ValueError: a rate that is not positive.
+        """
+        if not requests_per_minute > 0:
+            raise ValueError(f"requests_per_minute must be positive, got {requests_per_minute!r}")
+        self.rate = requests_per_minute / 60.0
+        self.capacity = max(1.0, self.rate)
+        self._tokens = self.capacity
+        self._stamp: float | None = None
+        self._lock = threading.Lock()
+
+    def reserve(self, now: float | None = None) -> float:
+        """Take one request's token; the seconds to wait before sending it."""
+        with self._lock:
+            now = time.monotonic() if now is None else now
+            if self._stamp is not None:
+                self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+            self._tokens -= 1.0
+            return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+
+class Backoff:
+    """When one request is told to wait (429 with `Retry-After`), every request waits it out."""
+
+    def __init__(self) -> None:
+        self._until = 0.0
+
+    def hold(self, seconds: float, now: float | None = None) -> None:
+        """The server asked for a pause of `seconds` from `now`."""
+        now = time.monotonic() if now is None else now
+        self._until = max(self._until, now + seconds)
+
+    def wait(self, now: float | None = None) -> float:
+        """Seconds left of the pause (0 when there is none)."""
+        now = time.monotonic() if now is None else now
+        return max(0.0, self._until - now)
+
+
+# A pacer that lives elsewhere (a Ray actor shared by a whole job): returns seconds to wait.
+AsyncReserve = Callable[[], Awaitable[float]]
+
+
+class Limits:
+    """The limits of one client: `max_in_flight`, `requests_per_minute`, the shared back-off.
+
+    `max_in_flight` counts sync requests (threads) and async requests of each event loop
+    separately: a slot is held from before the request is sent until its reply (or stream)
+    is read. Requests per minute hold across all of them, and across every retry.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_in_flight: int | None = None,
+        requests_per_minute: float | None = None,
+        pacer: RatePacer | None = None,
+        async_reserve: AsyncReserve | None = None,
+    ) -> None:
+        """Create the limits; None means no limit.
+
+        Args:
+            max_in_flight: requests in flight at once.
+            requests_per_minute: the average rate, paced evenly.
+            pacer: a pacer to share with other clients (instead of `requests_per_minute`).
+            async_reserve: an async pacer kept elsewhere (Ray's job-wide one); async only.
+
+        Raises:
+            ValueError: a limit below 1.
+        """
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight!r}")
+        self.max_in_flight = max_in_flight
+        self.pacer = pacer or (RatePacer(requests_per_minute) if requests_per_minute else None)
+        self.async_reserve = async_reserve
+        self.backoff = Backoff()
+        self._sync_slots = threading.BoundedSemaphore(max_in_flight) if max_in_flight else None
+        self._async_slots: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, asyncio.Semaphore
+        ] = weakref.WeakKeyDictionary()
+
+    def __getstate__(self) -> dict[str, object]:
+        # Locks and the state of the pace stay behind: a copy starts its own.
+        rpm = self.pacer.rate * 60.0 if self.pacer is not None else None
+        return {"max_in_flight": self.max_in_flight, "requests_per_minute": rpm}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+    @property
+    def active(self) -> bool:
+        """Whether a request has anything to wait for (if not, the clients skip it all)."""
+        return (
+            self.max_in_flight is not None
+            or self.pacer is not None
+            or self.async_reserve is not None
+            or self.backoff.wait() > 0
+        )
+
+    def _wait(self) -> float:
+        wait = self.backoff.wait()
+        if self.pacer is not None:
+            wait = max(wait, self.pacer.reserve())
+        return wait
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold a request slot, after waiting for the pace and any shared back-off."""
+        if self._sync_slots is not None:
+            self._sync_slots.acquire()
+        try:
+            wait = self._wait()
+            while wait > 0:
+                time.sleep(wait)
+                # A 429 that arrived while we waited extends the pause.
+                wait = self.backoff.wait()
+            yield
+        finally:
+            if self._sync_slots is not None:
+                self._sync_slots.release()
+
+    @asynccontextmanager
+    async def aslot(self) -> AsyncIterator[None]:
+        """Async twin of `slot`."""
+        slots = None
+        if self.max_in_flight:
+            loop = asyncio.get_running_loop()
+            slots = self._async_slots.get(loop)
+            if slots is None:
+                slots = self._async_slots[loop] = asyncio.Semaphore(self.max_in_flight)
+        if slots is not None:
+            await slots.acquire()
+        try:
+            wait = self._wait()
+            if self.async_reserve is not None:
+                wait = max(wait, await self.async_reserve())
+            while wait > 0:
+                await asyncio.sleep(wait)
+                wait = self.backoff.wait()
+            yield
+        finally:
+            if slots is not None:
+                slots.release()
