@@ -189,6 +189,7 @@ class Emulator:
         self.embed_ignore_base64 = False
         self.embed_reject_base64 = False
         self.embed_delay = 0.0
+        self.chat_delay = 0.0  # seconds before every chat reply that sets no delay of its own
         # Requests being answered now, the most at once, and (start, end) of each.
         self.in_flight = 0
         self.max_in_flight = 0
@@ -246,6 +247,7 @@ class Emulator:
         self.embed_ignore_base64 = False
         self.embed_reject_base64 = False
         self.embed_delay = 0.0
+        self.chat_delay = 0.0
         self.in_flight = 0
         self.max_in_flight = 0
         self.spans = []
@@ -376,8 +378,8 @@ class Emulator:
             await asyncio.sleep(reply.stall_seconds)
             writer.transport.abort()
             return False
-        if reply.delay:
-            await asyncio.sleep(reply.delay)
+        if reply.delay or self.chat_delay:
+            await asyncio.sleep(reply.delay or self.chat_delay)
         await self._send(writer, 200, _dumps(self._completion(payload, reply)).encode())
         return True
 

@@ -1,0 +1,26 @@
+"""Bulk inference on TIR over Ray Data datasets (`pip install "tir-llama[ray]"`).
+
+`chat(ds, ...)` and `embed(ds, ...)` take a `ray.data.Dataset` and return one whose rows keep
+their columns and gain the answer (or the vector) and an `error` column; `requests_per_minute`
+holds for the whole job, on every node; `pending(ds, output, id_column=...)` resumes a job.
+"""
+
+try:
+    import ray.data  # noqa: F401
+except ImportError as e:  # pragma: no cover - exercised in a subprocess test
+    raise ImportError('ray_tir needs Ray Data: pip install "tir-llama[ray]"') from e
+
+from tir_transport import Usage, track_usage
+
+from ._bulk import CHAT_COLUMNS, EMBED_COLUMNS, chat, embed, pending, usage
+
+__all__ = [
+    "CHAT_COLUMNS",
+    "EMBED_COLUMNS",
+    "Usage",
+    "chat",
+    "embed",
+    "pending",
+    "track_usage",
+    "usage",
+]

@@ -1,0 +1,389 @@
+"""Bulk chat and embeddings over Ray Data: actors, each with many requests in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+import ray.data
+
+from tir_transport import (
+    EmbeddingsClient,
+    TIRClient,
+    TIRConfig,
+    TIRError,
+    Usage,
+    build_payload,
+)
+from tir_transport._config import EMBEDDING_MODEL_ENV_VARS, EMBEDDING_MODEL_HINT, env_first
+from tir_transport._embeddings import check_inputs
+from tir_transport._embeddings_client import DEFAULT_EMBED_BATCH_SIZE
+from tir_transport._limits import Limits, RatePacer
+
+__all__ = ["CHAT_COLUMNS", "EMBED_COLUMNS", "chat", "embed", "pending", "usage"]
+
+CHAT_COLUMNS = ("response", "finish_reason", "input_tokens", "output_tokens", "error")
+EMBED_COLUMNS = ("embedding", "error")
+
+# TIRConfig.from_env's arguments; everything else a caller passes to `chat` is a request field.
+_CONFIG_ARGS = frozenset(
+    {
+        "api_key",
+        "project_id",
+        "model",
+        "host",
+        "endpoint_id",
+        "base_url",
+        "timeout",
+        "max_retries",
+        "allow_insecure_http",
+    }
+)
+
+
+# Ray Data restarts an actor whose process died and retries its batches (max_restarts and
+# max_task_retries are -1 for actor pools by default): no row is lost.
+def _actors(concurrency: int) -> ray.data.ActorPoolStrategy:
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, got {concurrency!r}")
+    return ray.data.ActorPoolStrategy(size=concurrency)
+
+
+class _Pacer:
+    """One pace for a whole job: every actor, on every node, reserves its requests here."""
+
+    def __init__(self, requests_per_minute: float) -> None:
+        self.pacer = RatePacer(requests_per_minute)
+
+    def reserve(self) -> float:
+        return self.pacer.reserve()
+
+
+# A Ray actor class (typed Any: Ray's decorator is not typed for mypy).
+_JobPacer: Any = ray.remote(num_cpus=0)(_Pacer)
+
+
+class _RemoteReserve:
+    """The async pacer hook of `Limits`, answered by the job's pacer actor."""
+
+    def __init__(self, pacer: Any) -> None:
+        self.pacer = pacer
+
+    async def __call__(self) -> float:
+        wait: float = await self.pacer.reserve.remote()
+        return wait
+
+
+def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    config = {k: v for k, v in options.items() if k in _CONFIG_ARGS}
+    request = {k: v for k, v in options.items() if k not in _CONFIG_ARGS}
+    return config, request
+
+
+def _describe(error: BaseException, secret: str) -> str:
+    text = f"{type(error).__name__}: {error}"
+    # Our errors never carry the key; anything else is scrubbed all the same (a key too
+    # short to be a real token would only mangle the text).
+    return text.replace(secret, "**********") if len(secret) >= 8 else text
+
+
+def _pacer(requests_per_minute: float | None) -> Any:
+    if requests_per_minute is None:
+        return None
+    RatePacer(requests_per_minute)  # a bad rate fails here, on the driver
+    return _JobPacer.remote(requests_per_minute)
+
+
+class _Worker:
+    """What both workers share: the limits of one actor.
+
+    `__call__` is async: Ray Data then runs the actor on an event loop and hands it several
+    batches at once, so requests stay in flight across batch boundaries; `max_in_flight`
+    holds for the whole actor, and its connection pool lives as long as the loop.
+    """
+
+    def __init__(self, max_in_flight: int, pacer: Any) -> None:
+        self.limits = Limits(
+            max_in_flight=max_in_flight,
+            async_reserve=_RemoteReserve(pacer) if pacer is not None else None,
+        )
+
+
+class _ChatWorker(_Worker):
+    def __init__(
+        self,
+        config: TIRConfig,
+        request: dict[str, Any],
+        prompt_column: str | None,
+        messages_column: str | None,
+        system: str | None,
+        max_in_flight: int,
+        pacer: Any,
+    ) -> None:
+        super().__init__(max_in_flight, pacer)
+        self.client = TIRClient(config, limits=self.limits)
+        self.secret = config.secret()
+        self.request = request
+        self.prompt_column = prompt_column
+        self.messages_column = messages_column
+        self.system = system
+
+    def _messages(self, value: Any) -> list[dict[str, Any]]:
+        if self.messages_column is not None:
+            if not isinstance(value, list):
+                raise TypeError(f"{self.messages_column} holds {type(value).__name__}, not a list")
+            messages = [dict(m) for m in value]
+        else:
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"{self.prompt_column} is empty or not a string: {value!r}")
+            messages = [{"role": "user", "content": value}]
+        if self.system:
+            messages.insert(0, {"role": "system", "content": self.system})
+        return messages
+
+    async def _one(self, value: Any) -> tuple[Any, ...]:
+        try:
+            body = build_payload(self._messages(value), self.client.config.model, **self.request)
+            reply = await self.client.acreate(body)
+        except Exception as e:  # a bad row never fails the job: it carries its error
+            return None, None, None, None, _describe(e, self.secret)
+        tokens = reply.usage
+        return (
+            reply.text or "",
+            reply.finish_reason,
+            tokens.input_tokens if tokens else None,
+            tokens.output_tokens if tokens else None,
+            None,
+        )
+
+    async def _all(self, values: list[Any]) -> list[tuple[Any, ...]]:
+        return list(await asyncio.gather(*(self._one(v) for v in values)))
+
+    async def __call__(self, batch: pa.Table) -> pa.Table:
+        column = self.messages_column or self.prompt_column
+        assert column is not None
+        results = await self._all(batch.column(column).to_pylist())
+        types = (pa.string(), pa.string(), pa.int64(), pa.int64(), pa.string())
+        for index, (name, kind) in enumerate(zip(CHAT_COLUMNS, types, strict=True)):
+            batch = batch.append_column(name, pa.array([r[index] for r in results], type=kind))
+        return batch
+
+
+def chat(
+    ds: ray.data.Dataset,
+    *,
+    prompt_column: str = "prompt",
+    messages_column: str | None = None,
+    system: str | None = None,
+    concurrency: int = 2,
+    max_in_flight: int = 16,
+    requests_per_minute: float | None = None,
+    batch_size: int | None = None,
+    **options: Any,
+) -> ray.data.Dataset:
+    """Answer every row of `ds` with a TIR chat model; rows keep their columns.
+
+    Each row gains `response`, `finish_reason`, `input_tokens`, `output_tokens` (None when the
+    server reported no usage) and `error` (None, or the error's class and message after the
+    retries: a bad row never fails the job, and never carries the key).
+
+    Args:
+        ds: the rows.
+        prompt_column: a column of user prompts (str).
+        messages_column: instead, a column of OpenAI-style message lists.
+        system: a system prompt put before every row's messages.
+        concurrency: Ray actors (each with its own connection pool).
+        max_in_flight: requests in flight inside each actor.
+        requests_per_minute: for the whole job, across every actor and node.
+        batch_size: rows per Ray batch (default: 4 x `max_in_flight`).
+        **options: configuration (`api_key`, `project_id`, `model`, `host`, `endpoint_id`,
+            `base_url`, `timeout`, `max_retries`) and request fields (`temperature`,
+            `max_tokens`, `top_p`, `stop`, `seed`, `extra_body`, ...).
+
+    Raises:
+        ConfigurationError: settings missing (all named at once), before anything runs.
+    """
+    config_args, request = _split_options(options)
+    config = TIRConfig.from_env(**config_args)
+    config.require()
+    return ds.map_batches(
+        _ChatWorker,
+        fn_constructor_kwargs={
+            "config": config,
+            "request": request,
+            "prompt_column": None if messages_column else prompt_column,
+            "messages_column": messages_column,
+            "system": system,
+            "max_in_flight": max_in_flight,
+            "pacer": _pacer(requests_per_minute),
+        },
+        batch_size=batch_size or 4 * max_in_flight,
+        batch_format="pyarrow",
+        compute=_actors(concurrency),
+        # Waiting on the network takes little CPU: two actors share a core.
+        num_cpus=0.5,
+    )
+
+
+class _EmbedWorker(_Worker):
+    def __init__(
+        self,
+        client: EmbeddingsClient,
+        text_column: str,
+        max_in_flight: int,
+        pacer: Any,
+    ) -> None:
+        super().__init__(max_in_flight, pacer)
+        self.client = client
+        self.client.limits = self.limits
+        self.secret = client.config.secret()
+        self.text_column = text_column
+
+    async def _row(self, text: str) -> list[float] | str:
+        try:
+            return (await self.client.aembed_documents([text]))[0]
+        except Exception as e:
+            return _describe(e, self.secret)
+
+    async def _all(self, texts: list[Any]) -> list[list[float] | str]:
+        results: list[list[float] | str] = []
+        for text in texts:
+            try:
+                check_inputs([text])
+                results.append([])
+            except TIRError as e:
+                results.append(_describe(e, self.secret))
+        good = [i for i, r in enumerate(results) if not isinstance(r, str)]
+        try:
+            vectors = await self.client.aembed_documents([texts[i] for i in good])
+        except TIRError:
+            # One text spoiled a request (too long, say): each row alone, so each good row
+            # still gets its vector and the bad one its own error.
+            singles = await asyncio.gather(*(self._row(texts[i]) for i in good))
+            for i, result in zip(good, singles, strict=True):
+                results[i] = result
+            return results
+        for i, vector in zip(good, vectors, strict=True):
+            results[i] = vector
+        return results
+
+    async def __call__(self, batch: pa.Table) -> pa.Table:
+        texts = batch.column(self.text_column).to_pylist()
+        results = await self._all(texts)
+        vectors = [None if isinstance(r, str) else r for r in results]
+        errors = [r if isinstance(r, str) else None for r in results]
+        batch = batch.append_column("embedding", pa.array(vectors, type=pa.list_(pa.float32())))
+        return batch.append_column("error", pa.array(errors, type=pa.string()))
+
+
+def embed(
+    ds: ray.data.Dataset,
+    *,
+    text_column: str = "text",
+    model: str | None = None,
+    batch_size: int = DEFAULT_EMBED_BATCH_SIZE,
+    concurrency: int = 2,
+    max_in_flight: int = 8,
+    requests_per_minute: float | None = None,
+    **options: Any,
+) -> ray.data.Dataset:
+    """Embed every row of `ds` with a TIR embedding model; rows keep their columns.
+
+    Each row gains `embedding` (its own vector, or None) and `error` (None, or the error's
+    class and message: an empty text, a text too long for the model, a failure after the
+    retries). A request spoiled by one bad text is sent again row by row.
+
+    Args:
+        ds: the rows.
+        text_column: the column of texts.
+        model: the embedding model's API name (default: `TIR_EMBEDDING_MODEL`).
+        batch_size: texts per request.
+        concurrency: Ray actors.
+        max_in_flight: requests in flight inside each actor.
+        requests_per_minute: for the whole job, across every actor and node.
+        **options: configuration (as `chat`) and `EmbeddingsClient` options (`dimensions`,
+            `truncate_prompt_tokens`, `document_prefix`, `encoding_format`).
+
+    Raises:
+        ConfigurationError: settings missing (the model included), before anything runs.
+    """
+    config_args, client_args = _split_options(options)
+    config = TIRConfig.from_env(**config_args).replace(
+        model=model or env_first(EMBEDDING_MODEL_ENV_VARS) or ""
+    )
+    config.require(model_hint=EMBEDDING_MODEL_HINT)
+    client = EmbeddingsClient(
+        config, batch_size=batch_size, max_concurrency=max_in_flight, **client_args
+    )
+    return ds.map_batches(
+        _EmbedWorker,
+        fn_constructor_kwargs={
+            "client": client,
+            "text_column": text_column,
+            "max_in_flight": max_in_flight,
+            "pacer": _pacer(requests_per_minute),
+        },
+        batch_size=batch_size * max_in_flight,
+        batch_format="pyarrow",
+        compute=_actors(concurrency),
+        # Waiting on the network takes little CPU: two actors share a core.
+        num_cpus=0.5,
+    )
+
+
+def pending(ds: ray.data.Dataset, output: str, *, id_column: str) -> ray.data.Dataset:
+    """The rows of `ds` whose `id_column` is not yet in the Parquet files under `output`.
+
+    For resuming a job that writes its output with `write_parquet(output)`: run the job again
+    over `pending(ds, output, id_column=...)` and write to the same folder, and no row already
+    answered is paid for or written again. A file a killed job left half-written cannot be
+    read: it is removed, and its rows are done again.
+    """
+    done: set[Any] = set()
+    if os.path.isdir(output):
+        for name in sorted(os.listdir(output)):
+            path = os.path.join(output, name)
+            if not name.endswith(".parquet") or not os.path.isfile(path):
+                continue
+            try:
+                done.update(pq.read_table(path, columns=[id_column]).column(0).to_pylist())
+            except (OSError, pa.ArrowException):
+                os.remove(path)
+    if not done:
+        return ds
+    frozen = frozenset(done)
+    return ds.filter(lambda row: row[id_column] not in frozen)
+
+
+def usage(ds: ray.data.Dataset | Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Totals of a finished chat job from its token columns.
+
+    Returns:
+        `usage` (a `Usage`), `rows`, `rows_with_error`, and `rows_without_usage` (answered
+        rows whose server reported no usage: not counted, never as zero).
+    """
+    rows = ds.iter_rows() if isinstance(ds, ray.data.Dataset) else iter(ds)
+    total, count, errors, unknown = Usage(), 0, 0, 0
+    for row in rows:
+        count += 1
+        if row.get("error"):
+            errors += 1
+        elif row.get("input_tokens") is None:
+            unknown += 1
+        else:
+            total = total + Usage(
+                row["input_tokens"],
+                row["output_tokens"] or 0,
+                row["input_tokens"] + (row["output_tokens"] or 0),
+            )
+    return {
+        "usage": total,
+        "rows": count,
+        "rows_with_error": errors,
+        "rows_without_usage": unknown,
+    }
