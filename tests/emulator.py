@@ -190,6 +190,10 @@ class Emulator:
         self.embed_reject_base64 = False
         self.embed_delay = 0.0
         self.chat_delay = 0.0  # seconds before every chat reply that sets no delay of its own
+        # Every Nth POST fails, in turn: 429 (Retry-After 0), 503, a dropped connection.
+        self.fault_every: int | None = None
+        self.faults_sent = 0
+        self._posts = 0
         # Requests being answered now, the most at once, and (start, end) of each.
         self.in_flight = 0
         self.max_in_flight = 0
@@ -248,6 +252,9 @@ class Emulator:
         self.embed_reject_base64 = False
         self.embed_delay = 0.0
         self.chat_delay = 0.0
+        self.fault_every = None
+        self.faults_sent = 0
+        self._posts = 0
         self.in_flight = 0
         self.max_in_flight = 0
         self.spans = []
@@ -341,6 +348,18 @@ class Emulator:
         ):
             await self._send(writer, 404, b'{"detail":"Not Found"}')
             return True
+        if self.fault_every:
+            self._posts += 1
+            if self._posts % self.fault_every == 0:
+                kind = self.faults_sent % 3
+                self.faults_sent += 1
+                if kind == 2:
+                    writer.transport.abort()
+                    return False
+                status = 429 if kind == 0 else 503
+                body = _dumps(_error_body("nested", "injected fault", status)).encode()
+                await self._send(writer, status, body, headers={"retry-after": "0"})
+                return True
         authorization = request.headers.get("authorization")
         if self.require_key is not None and authorization != f"Bearer {self.require_key}":
             body = _error_body("nested", "Invalid API key", 401)

@@ -33,7 +33,7 @@ def test_core_imports_no_framework() -> None:
     result = run(
         "import sys, tir_transport; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('langchain_core', 'langchain', 'llama_index')))"
+        "('langchain_core', 'langchain', 'llama_index', 'ray')))"
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
@@ -44,6 +44,7 @@ def test_core_imports_no_framework() -> None:
     [
         ("langchain_tir", ["langchain_core"], "tir-llama[langchain]"),
         ("llama_index_tir", ["llama_index"], "tir-llama[llama-index]"),
+        ("ray_tir", ["ray"], "tir-llama[ray]"),
     ],
 )
 def test_adapter_without_its_extra_names_the_extra(
@@ -56,15 +57,19 @@ def test_adapter_without_its_extra_names_the_extra(
     assert f'pip install "{extra}"' in last_line
 
 
-@pytest.mark.parametrize("package", ["langchain_tir", "llama_index_tir"])
+@pytest.mark.parametrize("package", ["langchain_tir", "llama_index_tir", "ray_tir"])
 def test_adapters_do_not_import_each_other(package: str) -> None:
-    other = "llama_index" if package == "langchain_tir" else "langchain_core"
-    result = run(_BLOCKER.format(blocked={other}) + f"\nimport {package}")
+    others = {"llama_index", "langchain_core", "ray"} - {
+        {"langchain_tir": "langchain_core", "llama_index_tir": "llama_index", "ray_tir": "ray"}[
+            package
+        ]
+    }
+    result = run(_BLOCKER.format(blocked=others) + f"\nimport {package}")
     assert result.returncode == 0, result.stderr
 
 
 def test_every_package_is_typed() -> None:
-    for package in ("tir_transport", "langchain_tir", "llama_index_tir"):
+    for package in ("tir_transport", "langchain_tir", "llama_index_tir", "ray_tir"):
         assert (ROOT / package / "py.typed").exists()
 
 
@@ -75,6 +80,7 @@ def test_dependencies() -> None:
     extras = project["optional-dependencies"]
     assert extras["langchain"] == ["langchain-core>=1.4,<2"]
     assert extras["llama-index"] == ["llama-index-core>=0.14,<0.15"]
+    assert extras["ray"] == ["ray[data]==2.60.0"]
     assert project["requires-python"] == ">=3.11"
 
 
