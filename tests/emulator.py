@@ -357,8 +357,8 @@ class Emulator:
                     writer.transport.abort()
                     return False
                 status = 429 if kind == 0 else 503
-                body = _dumps(_error_body("nested", "injected fault", status)).encode()
-                await self._send(writer, status, body, headers={"retry-after": "0"})
+                fault = _dumps(_error_body("nested", "injected fault", status)).encode()
+                await self._send(writer, status, fault, headers={"retry-after": "0"})
                 return True
         authorization = request.headers.get("authorization")
         if self.require_key is not None and authorization != f"Bearer {self.require_key}":

@@ -1,4 +1,4 @@
-"""`tir-llama`: check a TIR configuration (`doctor`) and chat with a model in the terminal."""
+"""`tir-llama`: check a configuration (`doctor`), chat in the terminal, run a job (`batch`)."""
 
 from __future__ import annotations
 
@@ -124,6 +124,54 @@ def chat(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
         client.close()
 
 
+def _batch_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `batch` subcommand's arguments (here: parsing them needs no Ray)."""
+    parser.add_argument("input", help="a CSV, JSON Lines (.jsonl) or Parquet file or folder")
+    parser.add_argument(
+        "output", help="a folder; Parquet files, or JSON Lines when it ends in .jsonl"
+    )
+    parser.add_argument("--prompt-column", default="prompt", help="default: prompt")
+    parser.add_argument("--system", help="a system prompt for every row")
+    parser.add_argument("--temperature", type=float)
+    parser.add_argument("--max-tokens", type=int)
+    parser.add_argument("--top-p", type=float)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--concurrency", type=int, default=2, help="Ray actors (default 2)")
+    parser.add_argument(
+        "--max-in-flight", type=int, default=16, help="requests in flight per actor (16)"
+    )
+    parser.add_argument("--rpm", type=float, help="requests per minute for the whole job")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip the rows whose --id-column is already in OUTPUT (Parquet output only)",
+    )
+    parser.add_argument("--id-column", default="id", help="the rows' ids, for --resume (id)")
+
+
+def batch(args: argparse.Namespace, out: TextIO) -> int:
+    """Run a chat job over a table on Ray (`ray_tir`), imported only for this command."""
+    try:
+        from ray_tir._cli import run
+    except ImportError as e:
+        print(f"error: {e}", file=out)
+        return 2
+    config = {
+        name: value
+        for name, value in {
+            "project_id": args.project_id,
+            "model": args.model,
+            "host": args.host,
+            "endpoint_id": args.endpoint_id,
+            "base_url": args.base_url,
+            "timeout": args.timeout,
+            "allow_insecure_http": args.allow_insecure_http or None,
+        }.items()
+        if value is not None
+    }
+    return run(args, config, out)
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Run the `tir-llama` command line."""
     out = out or sys.stdout
@@ -142,10 +190,19 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     chat_parser = sub.add_parser("chat", help="a streaming chat in the terminal")
     chat_parser.add_argument("--system", help="a system prompt")
     chat_parser.add_argument("--max-tokens", type=int, default=512)
+    _batch_arguments(
+        sub.add_parser(
+            "batch",
+            help="answer every row of a CSV, JSON Lines or Parquet table on Ray "
+            '(pip install "tir-llama[ray]")',
+        )
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "doctor":
             return doctor(args, out)
+        if args.command == "batch":
+            return batch(args, out)
         return chat(args, out, sys.stdin)
     except ConfigurationError as e:
         print(f"error: {e}", file=out)

@@ -118,9 +118,7 @@ def test_an_actor_killed_mid_job_loses_no_row(emulator: Emulator) -> None:
 
 def test_limits_hold_for_the_job(emulator: Emulator) -> None:
     emulator.chat_delay = 0.05
-    ray_tir.chat(
-        dataset(rows(120)), **options(emulator), concurrency=2, max_in_flight=3
-    ).take_all()
+    ray_tir.chat(dataset(rows(120)), **options(emulator), concurrency=2, max_in_flight=3).take_all()
     assert emulator.max_in_flight == 6  # 2 actors x 3
 
 
