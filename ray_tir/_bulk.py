@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -61,7 +62,13 @@ class _Pacer:
         self.pacer = RatePacer(requests_per_minute)
 
     def reserve(self) -> float:
-        return self.pacer.reserve()
+        """The wall-clock time at which the caller may send.
+
+        A time, not a wait: a wait would start only when the answer reached the caller, and
+        answers that take longer to arrive than others would bunch requests together.
+        (Nodes' clocks agree to NTP's precision; on one machine they are one clock.)
+        """
+        return time.time() + self.pacer.reserve()
 
 
 # A Ray actor class (typed Any: Ray's decorator is not typed for mypy).
@@ -75,8 +82,8 @@ class _RemoteReserve:
         self.pacer = pacer
 
     async def __call__(self) -> float:
-        wait: float = await self.pacer.reserve.remote()
-        return wait
+        when: float = await self.pacer.reserve.remote()
+        return max(0.0, when - time.time())
 
 
 def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -184,6 +191,7 @@ def chat(
     max_in_flight: int = 16,
     requests_per_minute: float | None = None,
     batch_size: int | None = None,
+    num_cpus: float = 0.5,
     **options: Any,
 ) -> ray.data.Dataset:
     """Answer every row of `ds` with a TIR chat model; rows keep their columns.
@@ -201,6 +209,7 @@ def chat(
         max_in_flight: requests in flight inside each actor.
         requests_per_minute: for the whole job, across every actor and node.
         batch_size: rows per Ray batch (default: 4 x `max_in_flight`).
+        num_cpus: CPUs Ray reserves for each actor (waiting on the network takes little).
         **options: configuration (`api_key`, `project_id`, `model`, `host`, `endpoint_id`,
             `base_url`, `timeout`, `max_retries`) and request fields (`temperature`,
             `max_tokens`, `top_p`, `stop`, `seed`, `extra_body`, ...).
@@ -225,8 +234,7 @@ def chat(
         batch_size=batch_size or 4 * max_in_flight,
         batch_format="pyarrow",
         compute=_actors(concurrency),
-        # Waiting on the network takes little CPU: two actors share a core.
-        num_cpus=0.5,
+        num_cpus=num_cpus,
     )
 
 
@@ -290,6 +298,7 @@ def embed(
     concurrency: int = 2,
     max_in_flight: int = 8,
     requests_per_minute: float | None = None,
+    num_cpus: float = 0.5,
     **options: Any,
 ) -> ray.data.Dataset:
     """Embed every row of `ds` with a TIR embedding model; rows keep their columns.
@@ -306,6 +315,7 @@ def embed(
         concurrency: Ray actors.
         max_in_flight: requests in flight inside each actor.
         requests_per_minute: for the whole job, across every actor and node.
+        num_cpus: CPUs Ray reserves for each actor.
         **options: configuration (as `chat`) and `EmbeddingsClient` options (`dimensions`,
             `truncate_prompt_tokens`, `document_prefix`, `encoding_format`).
 
@@ -331,8 +341,7 @@ def embed(
         batch_size=batch_size * max_in_flight,
         batch_format="pyarrow",
         compute=_actors(concurrency),
-        # Waiting on the network takes little CPU: two actors share a core.
-        num_cpus=0.5,
+        num_cpus=num_cpus,
     )
 
 

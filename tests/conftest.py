@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
+
+# Before Ray is imported anywhere: Ray binds its processes to 127.0.0.1 instead of the
+# machine's network address (tests talk to loopback only).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+import asyncio
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path

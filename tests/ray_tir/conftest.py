@@ -16,7 +16,6 @@ def ray_local() -> Iterator[None]:
         include_dashboard=False,
         log_to_driver=False,
         configure_logging=False,
-        _node_ip_address="127.0.0.1",
     )
     try:
         yield
