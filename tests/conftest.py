@@ -134,6 +134,21 @@ def local_embedder() -> Iterator[str]:
         local_embedding_server.stop(server)
 
 
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[None]:
+    """A real local Ray instance (on loopback), started once and shared by every Ray test."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
 @pytest.fixture
 def live_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Put the developer's TIR settings back, for a test against the real service."""

@@ -34,8 +34,17 @@ def test_there_are_samples() -> None:
 
 @pytest.mark.parametrize(("where", "code"), SAMPLES, ids=[w for w, _ in SAMPLES])
 def test_sample_runs(
-    where: str, code: str, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+    where: str,
+    code: str,
+    emulator: Emulator,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
+    # Samples that write files (bulk output) write them here, not into the checkout.
+    monkeypatch.chdir(tmp_path)
+    if "ray" in code:
+        request.getfixturevalue("ray_local")  # the session's one local Ray
     # The environment a reader sets, aimed at the emulator instead of TIR.
     monkeypatch.setenv("TIR_API_KEY", TEST_KEY)
     monkeypatch.setenv("TIR_PROJECT_ID", "1234")

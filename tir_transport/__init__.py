@@ -40,6 +40,7 @@ from ._errors import (
     error_from_event,
     error_from_response,
 )
+from ._limits import Limits, RatePacer
 from ._negotiate import forget_endpoints
 from ._retry import RetryPolicy, is_retryable, parse_retry_after
 from ._sse import ServerSentEvent, SSEDecoder
@@ -77,9 +78,11 @@ __all__ = [
     "EmbeddingsReply",
     "InputError",
     "InvalidResponseError",
+    "Limits",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RatePacer",
     "RequestTimeoutError",
     "RetryPolicy",
     "SSEDecoder",
