@@ -25,6 +25,7 @@ _MAX_TOKENS = re.compile(rb'"max_(?:completion_)?tokens"\s*:\s*(\d+)')
 TEXT = "Hello. How can I assist you today?"
 DIMENSIONS = 384
 DELAY = 0.0  # seconds before each embeddings reply
+CHAT_DELAY = 0.0  # seconds before each non-streamed chat reply
 
 
 def _dumps(value: object) -> bytes:
@@ -144,6 +145,10 @@ class ChatProtocol(asyncio.Protocol):
                 found = _MAX_TOKENS.search(body)
                 chunks = int(found.group(1)) if found else 500
                 self.transport.write(stream_reply(chunks, bool(_USAGE.search(body))))
+            elif CHAT_DELAY:
+                asyncio.get_running_loop().call_later(
+                    CHAT_DELAY, self.transport.write, completion_reply()
+                )
             else:
                 self.transport.write(completion_reply())
 
@@ -159,7 +164,10 @@ async def main() -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--delay-ms", type=float, default=0.0, help="embeddings latency")
-    DELAY = parser.parse_args().delay_ms / 1000.0
+    parser.add_argument("--chat-delay-ms", type=float, default=0.0, help="chat latency")
+    arguments = parser.parse_args()
+    DELAY = arguments.delay_ms / 1000.0
+    CHAT_DELAY = arguments.chat_delay_ms / 1000.0
     try:
         asyncio.run(main())
     except KeyboardInterrupt:
