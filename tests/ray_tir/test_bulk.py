@@ -134,11 +134,11 @@ def test_requests_per_minute_hold_across_actors(emulator: Emulator) -> None:
     starts = sorted(start for start, _ in emulator.spans)
     assert len(starts) == 40
     # The pace is kept where requests are reserved; between there and the emulator, process
-    # scheduling may bunch a few together: 3 requests of slack.
+    # scheduling may bunch a few together: 5 requests of slack.
     for window in (0.25, 0.5, 1.0):
         for i, start in enumerate(starts):
             inside = [s for s in starts[i:] if s < start + window]
-            assert len(inside) <= 20 + 20 * window + 3, window
+            assert len(inside) <= 20 + 20 * window + 5, window
     assert starts[-1] - starts[0] >= 0.8  # 20 at once, then 20 more 50 ms apart (~0.95 s)
     assert time.monotonic() - started < 60
 

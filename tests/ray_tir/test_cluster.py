@@ -64,9 +64,10 @@ def test_two_nodes_hold_one_rate(emulator: Emulator) -> None:
     starts = sorted(start for start, _ in emulator.spans)
     assert len(starts) == 60
     # One pace for both nodes: at most the burst (20) plus 20 per second in any window
-    # (3 requests of slack for scheduling between the reservation and the emulator).
+    # (5 requests of slack for scheduling between the reservation and the emulator on a
+    # busy 2-core machine; one pacer per node instead would show 40 at once and end in ~1 s).
     for window in (0.25, 0.5, 1.0):
         for i, start in enumerate(starts):
             inside = [s for s in starts[i:] if s < start + window]
-            assert len(inside) <= 20 + 20 * window + 3, window
+            assert len(inside) <= 20 + 20 * window + 5, window
     assert starts[-1] - starts[0] >= 1.7  # 20 at once, then 40 more 50 ms apart (~2 s)
