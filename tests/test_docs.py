@@ -41,10 +41,11 @@ def test_sample_runs(
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> None:
-    # Samples that write files (bulk output) write them here, not into the checkout.
+    # Samples that write files (bulk output) write them here, not into the checkout; with Ray,
+    # where its workers run, since they write the output (a user's driver and workers share it).
     monkeypatch.chdir(tmp_path)
     if "ray" in code:
-        request.getfixturevalue("ray_local")  # the session's one local Ray
+        monkeypatch.chdir(request.getfixturevalue("ray_local"))
     # The environment a reader sets, aimed at the emulator instead of TIR.
     monkeypatch.setenv("TIR_API_KEY", TEST_KEY)
     monkeypatch.setenv("TIR_PROJECT_ID", "1234")
