@@ -99,6 +99,34 @@ def _describe(error: BaseException, secret: str) -> str:
     return text.replace(secret, "**********") if len(secret) >= 8 else text
 
 
+def _check_columns(names: Sequence[str], reads: str, adds: Sequence[str], option: str) -> None:
+    """Fail with what to do, before any request, when the rows do not fit the job.
+
+    Without this, a missing input column is a KeyError deep inside pyarrow, and an output
+    column that already exists (rows from an earlier job) is added a second time.
+    """
+    if reads not in names:
+        raise ValueError(
+            f"the rows have no column {reads!r} (they have {', '.join(map(repr, names))}): "
+            f"name the right one with {option}" + ("" if option.startswith("--") else "=...")
+        )
+    taken = [name for name in adds if name in names]
+    if taken:
+        raise ValueError(
+            f"the rows already have the column(s) {', '.join(map(repr, taken))} that this job "
+            "adds (output of an earlier job?): drop or rename them first, e.g. "
+            f"ds.rename_columns({{{taken[0]!r}: 'previous_{taken[0]}'}})"
+        )
+
+
+def _check_schema(ds: ray.data.Dataset, reads: str, adds: Sequence[str], option: str) -> None:
+    # Only when the schema is known without running anything (from_items, Parquet); the
+    # workers check every batch anyway.
+    schema = ds.schema(fetch_if_missing=False)
+    if schema is not None:
+        _check_columns(list(schema.names), reads, adds, option)
+
+
 def _pacer(requests_per_minute: float | None) -> Any:
     if requests_per_minute is None:
         return None
@@ -174,6 +202,8 @@ class _ChatWorker(_Worker):
     async def __call__(self, batch: pa.Table) -> pa.Table:
         column = self.messages_column or self.prompt_column
         assert column is not None
+        option = "messages_column" if self.messages_column else "prompt_column"
+        _check_columns(batch.column_names, column, CHAT_COLUMNS, option)
         results = await self._all(batch.column(column).to_pylist())
         types = (pa.string(), pa.string(), pa.int64(), pa.int64(), pa.string())
         for index, (name, kind) in enumerate(zip(CHAT_COLUMNS, types, strict=True)):
@@ -216,10 +246,16 @@ def chat(
 
     Raises:
         ConfigurationError: settings missing (all named at once), before anything runs.
+        ValueError: the rows lack the prompt (or messages) column, or already have a column
+            this job adds; raised here when the schema is known, else by the job.
     """
     config_args, request = _split_options(options)
     config = TIRConfig.from_env(**config_args)
     config.require()
+    if messages_column:
+        _check_schema(ds, messages_column, CHAT_COLUMNS, "messages_column")
+    else:
+        _check_schema(ds, prompt_column, CHAT_COLUMNS, "prompt_column")
     return ds.map_batches(
         _ChatWorker,
         fn_constructor_kwargs={
@@ -281,6 +317,7 @@ class _EmbedWorker(_Worker):
         return results
 
     async def __call__(self, batch: pa.Table) -> pa.Table:
+        _check_columns(batch.column_names, self.text_column, EMBED_COLUMNS, "text_column")
         texts = batch.column(self.text_column).to_pylist()
         results = await self._all(texts)
         vectors = [None if isinstance(r, str) else r for r in results]
@@ -321,12 +358,15 @@ def embed(
 
     Raises:
         ConfigurationError: settings missing (the model included), before anything runs.
+        ValueError: the rows lack `text_column`, or already have `embedding` or `error`;
+            raised here when the schema is known, else by the job.
     """
     config_args, client_args = _split_options(options)
     config = TIRConfig.from_env(**config_args).replace(
         model=model or env_first(EMBEDDING_MODEL_ENV_VARS) or ""
     )
     config.require(model_hint=EMBEDDING_MODEL_HINT)
+    _check_schema(ds, text_column, EMBED_COLUMNS, "text_column")
     client = EmbeddingsClient(
         config, batch_size=batch_size, max_concurrency=max_in_flight, **client_args
     )

@@ -14,7 +14,7 @@ import ray.data
 
 from tir_transport import TIRConfig, Usage
 
-from ._bulk import chat, pending
+from ._bulk import CHAT_COLUMNS, _check_columns, chat, pending
 
 __all__ = ["run"]
 
@@ -65,8 +65,16 @@ def run(args: argparse.Namespace, config: dict[str, Any], out: TextIO) -> int:
         # RAY_ADDRESS names a cluster; without it, a local Ray instance is started.
         ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=False)
     ds = _read(args.input)
+    # Read from the first file only; a bad input is a line of advice, not a job that fails.
+    schema = ds.schema()
+    names = list(schema.names) if schema is not None else []
+    try:
+        _check_columns(names, args.prompt_column, CHAT_COLUMNS, "--prompt-column")
+    except ValueError as e:
+        print(f"error: {e}", file=out)
+        return 2
     if args.resume:
-        if args.id_column not in (ds.schema().names if ds.schema() else []):
+        if args.id_column not in names:
             print(
                 f"error: --resume needs an id column; {args.id_column!r} is not in the input",
                 file=out,

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import ray.data
+import ray.exceptions
 
 import ray_tir
 from tests.conftest import TEST_KEY
@@ -80,6 +81,23 @@ def test_missing_settings_fail_before_the_job() -> None:
         ray_tir.chat(dataset(rows(2)))
     with pytest.raises(ConfigurationError, match="TIR_EMBEDDING_MODEL"):
         ray_tir.embed(dataset([{"text": "a"}]), api_key=TEST_KEY, base_url="http://x")
+
+
+def test_rows_that_do_not_fit_the_job_are_refused_before_any_request(emulator: Emulator) -> None:
+    with pytest.raises(ValueError, match=r"no column 'prompt' .*'question'.*prompt_column=\.\.\."):
+        ray_tir.chat(dataset([{"question": "hi"}]), **options(emulator))
+    # The output of an earlier job, sent through again: its columns would be added twice.
+    earlier = [{"prompt": "hi", "response": "Hello", "error": None}]
+    with pytest.raises(ValueError, match=r"already have the column\(s\) 'response', 'error'"):
+        ray_tir.chat(dataset(earlier), **options(emulator))
+    with pytest.raises(ValueError, match=r"no column 'text'.*text_column"):
+        ray_tir.embed(dataset([{"body": "a"}]), **options(emulator, model="e5"))
+    # A schema known only once the job runs: the workers refuse the batch, still before sending
+    # (Ray Data wraps the ValueError; its message is kept).
+    later = dataset([{"question": "hi"}]).map(lambda row: row)
+    with pytest.raises(ray.exceptions.RayTaskError, match="no column 'prompt'"):
+        ray_tir.chat(later, **options(emulator)).take_all()
+    assert emulator.requests == []
 
 
 def _worker_pids(name: str) -> list[int]:

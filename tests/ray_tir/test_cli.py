@@ -111,3 +111,14 @@ def test_missing_key_is_named_before_any_work(csv_input: Path, tmp_path: Path) -
     out = io.StringIO()
     assert main(["batch", str(csv_input), str(tmp_path / "o")], out) == 2
     assert "TIR_API_KEY" in out.getvalue() and "TIR_PROJECT_ID" in out.getvalue()
+
+
+def test_a_wrong_prompt_column_is_named_before_any_request(
+    emulator: Emulator, csv_input: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIR_API_KEY", TEST_KEY)
+    code, text = batch(emulator, str(csv_input), str(tmp_path / "o"), "--prompt-column", "text")
+    assert code == 2
+    assert "no column 'text' (they have 'id', 'prompt', 'team')" in text
+    assert "--prompt-column" in text and "Traceback" not in text
+    assert emulator.requests == []
