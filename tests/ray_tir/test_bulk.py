@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import threading
@@ -210,3 +211,21 @@ def test_arrow_types_are_stable(emulator: Emulator) -> None:
     assert schema is not None
     types = dict(zip(schema.names, schema.types, strict=True))
     assert types["input_tokens"] == pa.int64() and types["error"] == pa.string()
+
+
+def test_a_send_time_that_arrives_late_is_not_used() -> None:
+    from ray_tir._bulk import _JobPacer, _RemoteReserve
+
+    pacer = _JobPacer.remote(60)  # one per second, a burst of one
+    hook = _RemoteReserve(pacer)
+
+    async def run() -> float:
+        await pacer.reserve.remote()  # the burst is taken: the next time is 1 s from now
+        reserving = asyncio.ensure_future(hook())
+        await asyncio.sleep(0)  # the request for a send time goes out...
+        time.sleep(1.3)  # noqa: ASYNC251 (on purpose: the loop is busy until 0.3 s after it)
+        return await reserving
+
+    # Sent at once, the late time would squeeze the pace (wait 0). Instead it is spent and a
+    # new one taken at the end of the queue: 0.3 s of refill short of a token, 0.7 s ahead.
+    assert 0.3 <= asyncio.run(run()) <= 0.75  # less the time the answer took to come back
