@@ -424,10 +424,18 @@ def usage(ds: ray.data.Dataset | Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     Returns:
         `usage` (a `Usage`), `rows`, `rows_with_error`, and `rows_without_usage` (answered
         rows whose server reported no usage: not counted, never as zero).
+
+    Raises:
+        ValueError: rows without the token columns (not the output of `chat`).
     """
     rows = ds.iter_rows() if isinstance(ds, ray.data.Dataset) else iter(ds)
     total, count, errors, unknown = Usage(), 0, 0, 0
     for row in rows:
+        if "input_tokens" not in row:
+            raise ValueError(
+                "these rows have no token columns: usage() sums the output of ray_tir.chat "
+                "(embedding rows carry none: the server counts tokens per request, not per text)"
+            )
         count += 1
         if row.get("error"):
             errors += 1

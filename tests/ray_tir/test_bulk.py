@@ -203,6 +203,9 @@ def test_embed_gives_every_row_its_own_vector(emulator: Emulator) -> None:
         if i not in (5, 77):
             assert row["error"] is None
             assert list(row["embedding"]) == pytest.approx(embed_vector(row["text"]), abs=1e-6)
+    # No token columns to sum: said so, rather than every row "without usage".
+    with pytest.raises(ValueError, match="no token columns"):
+        ray_tir.usage(result)
 
 
 def test_arrow_types_are_stable(emulator: Emulator) -> None:
