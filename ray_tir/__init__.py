@@ -2,7 +2,8 @@
 
 `chat(ds, ...)` and `embed(ds, ...)` take a `ray.data.Dataset` and return one whose rows keep
 their columns and gain the answer (or the vector) and an `error` column; `requests_per_minute`
-holds for the whole job, on every node; `pending(ds, output, id_column=...)` resumes a job.
+holds for the whole job, on every node; `write_output(ds, folder, mode=...)` runs a job into a
+folder without paying twice (`pending(ds, folder, id_column=...)` gives the rows still to do).
 """
 
 try:
@@ -12,15 +13,18 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess test
 
 from tir_transport import Usage, track_usage
 
-from ._bulk import CHAT_COLUMNS, EMBED_COLUMNS, chat, embed, pending, usage
+from ._bulk import CHAT_COLUMNS, EMBED_COLUMNS, chat, embed
+from ._output import OutputFolderError, pending, usage, write_output
 
 __all__ = [
     "CHAT_COLUMNS",
     "EMBED_COLUMNS",
+    "OutputFolderError",
     "Usage",
     "chat",
     "embed",
     "pending",
     "track_usage",
     "usage",
+    "write_output",
 ]

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 import ray.data
 
@@ -18,7 +16,6 @@ from tir_transport import (
     TIRClient,
     TIRConfig,
     TIRError,
-    Usage,
     build_payload,
 )
 from tir_transport._config import EMBEDDING_MODEL_ENV_VARS, EMBEDDING_MODEL_HINT, env_first
@@ -26,7 +23,7 @@ from tir_transport._embeddings import check_inputs
 from tir_transport._embeddings_client import DEFAULT_EMBED_BATCH_SIZE
 from tir_transport._limits import Limits, RatePacer
 
-__all__ = ["CHAT_COLUMNS", "EMBED_COLUMNS", "chat", "embed", "pending", "usage"]
+__all__ = ["CHAT_COLUMNS", "EMBED_COLUMNS", "chat", "embed"]
 
 CHAT_COLUMNS = ("response", "finish_reason", "input_tokens", "output_tokens", "error")
 EMBED_COLUMNS = ("embedding", "error")
@@ -297,12 +294,6 @@ class _EmbedWorker(_Worker):
         self.secret = client.config.secret()
         self.text_column = text_column
 
-    async def _row(self, text: str) -> list[float] | str:
-        try:
-            return (await self.client.aembed_documents([text]))[0]
-        except Exception as e:
-            return _describe(e, self.secret)
-
     async def _all(self, texts: list[Any]) -> list[list[float] | str]:
         results: list[list[float] | str] = []
         for text in texts:
@@ -312,17 +303,13 @@ class _EmbedWorker(_Worker):
             except TIRError as e:
                 results.append(_describe(e, self.secret))
         good = [i for i, r in enumerate(results) if not isinstance(r, str)]
-        try:
-            vectors = await self.client.aembed_documents([texts[i] for i in good])
-        except TIRError:
-            # One text spoiled a request (too long, say): each row alone, so each good row
-            # still gets its vector and the bad one its own error.
-            singles = await asyncio.gather(*(self._row(texts[i]) for i in good))
-            for i, result in zip(good, singles, strict=True):
-                results[i] = result
-            return results
-        for i, vector in zip(good, vectors, strict=True):
-            results[i] = vector
+        # Each row gets its vector or its own error; only a too-long text makes its batch
+        # be split (see EmbeddingsClient.aembed_each for the bound on requests).
+        answers = await self.client.aembed_each(
+            [texts[i] for i in good], prefix=self.client.document_prefix
+        )
+        for i, answer in zip(good, answers, strict=True):
+            results[i] = _describe(answer, self.secret) if isinstance(answer, TIRError) else answer
         return results
 
     async def __call__(self, batch: pa.Table) -> pa.Table:
@@ -351,7 +338,10 @@ def embed(
 
     Each row gains `embedding` (its own vector, or None) and `error` (None, or the error's
     class and message: an empty text, a text too long for the model, a failure after the
-    retries). A request spoiled by one bad text is sent again row by row.
+    retries). Requests: one per `batch_size` rows (plus the retries of 429s, 5xx and dropped
+    connections); a batch that holds k texts too long for the model is halved until they
+    stand alone (at most 1 + 2k*ceil(log2 batch_size) requests for it); any other failure
+    is the error of its batch's rows, at no extra request.
 
     Args:
         ds: the rows.
@@ -392,64 +382,3 @@ def embed(
         compute=_actors(concurrency),
         num_cpus=num_cpus,
     )
-
-
-def pending(ds: ray.data.Dataset, output: str, *, id_column: str) -> ray.data.Dataset:
-    """The rows of `ds` whose `id_column` is not yet in the Parquet files under `output`.
-
-    For resuming a job that writes its output with `write_parquet(output)`: run the job again
-    over `pending(ds, output, id_column=...)` and write to the same folder, and no row already
-    answered is paid for or written again. A file a killed job left half-written cannot be
-    read: it is removed, and its rows are done again.
-    """
-    done: set[Any] = set()
-    if os.path.isdir(output):
-        for name in sorted(os.listdir(output)):
-            path = os.path.join(output, name)
-            if not name.endswith(".parquet") or not os.path.isfile(path):
-                continue
-            try:
-                done.update(pq.read_table(path, columns=[id_column]).column(0).to_pylist())
-            except (OSError, pa.ArrowException):
-                os.remove(path)
-    if not done:
-        return ds
-    frozen = frozenset(done)
-    return ds.filter(lambda row: row[id_column] not in frozen)
-
-
-def usage(ds: ray.data.Dataset | Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Totals of a finished chat job from its token columns.
-
-    Returns:
-        `usage` (a `Usage`), `rows`, `rows_with_error`, and `rows_without_usage` (answered
-        rows whose server reported no usage: not counted, never as zero).
-
-    Raises:
-        ValueError: rows without the token columns (not the output of `chat`).
-    """
-    rows = ds.iter_rows() if isinstance(ds, ray.data.Dataset) else iter(ds)
-    total, count, errors, unknown = Usage(), 0, 0, 0
-    for row in rows:
-        if "input_tokens" not in row:
-            raise ValueError(
-                "these rows have no token columns: usage() sums the output of ray_tir.chat "
-                "(embedding rows carry none: the server counts tokens per request, not per text)"
-            )
-        count += 1
-        if row.get("error"):
-            errors += 1
-        elif row.get("input_tokens") is None:
-            unknown += 1
-        else:
-            total = total + Usage(
-                row["input_tokens"],
-                row["output_tokens"] or 0,
-                row["input_tokens"] + (row["output_tokens"] or 0),
-            )
-    return {
-        "usage": total,
-        "rows": count,
-        "rows_with_error": errors,
-        "rows_without_usage": unknown,
-    }

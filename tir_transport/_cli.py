@@ -141,10 +141,17 @@ def _batch_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-in-flight", type=int, default=16, help="requests in flight per actor (16)"
     )
     parser.add_argument("--rpm", type=float, help="requests per minute for the whole job")
-    parser.add_argument(
+    folder = parser.add_mutually_exclusive_group()
+    folder.add_argument(
         "--resume",
         action="store_true",
-        help="skip the rows whose --id-column is already in OUTPUT (Parquet output only)",
+        help="OUTPUT holds an earlier run's rows: answer only the rows whose --id-column is "
+        "not in it yet (Parquet output only)",
+    )
+    folder.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="OUTPUT holds an earlier run's rows: replace them, once the new output is complete",
     )
     parser.add_argument("--id-column", default="id", help="the rows' ids, for --resume (id)")
 
@@ -185,6 +192,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     parser.add_argument(
         "--allow-insecure-http", action="store_true", help="allow http:// to a remote host"
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("doctor", help="check the configuration and the endpoint")
     chat_parser = sub.add_parser("chat", help="a streaming chat in the terminal")
@@ -207,6 +215,16 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except ConfigurationError as e:
         print(f"error: {e}", file=out)
         return 2
+    except Exception as e:
+        if args.debug:
+            raise
+        # One line, not a screen of Ray and pyarrow frames; the frames are one flag away.
+        text = " ".join(str(e).split())
+        print(
+            f"error: {type(e).__name__}: {text[:500]} (run again with --debug for the traceback)",
+            file=out,
+        )
+        return 1
 
 
 if __name__ == "__main__":

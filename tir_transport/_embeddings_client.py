@@ -290,6 +290,45 @@ class EmbeddingsClient(HTTPClient):
         results = await _gather_or_cancel([one(start, batch) for start, batch in batches])
         return [v for vectors in results for v in vectors]
 
+    async def aembed_each(
+        self, texts: Sequence[str], *, prefix: str | None = None
+    ) -> list[list[float] | TIRError]:
+        """Embed `texts`, giving each its vector or its own error, never raising for one.
+
+        For bulk jobs, where one bad text must not cost the others their vectors. Batches of
+        `batch_size` go out up to `max_concurrency` at a time. A batch that fails because a
+        text is too long (the only failure the server ties to a text) is halved until each
+        too-long text stands alone: a batch of B texts with k of them too long costs at most
+        1 + 2k*ceil(log2 B) requests, never more than 2B - 1. Any other failure (a bad key, a
+        429 or a 5xx after the retries, a timeout) is every text of that batch's error, at no
+        extra request: sending the texts one by one would multiply the load exactly when the
+        server asks for less.
+
+        Raises:
+            InputError: a text is empty or not a str (check them first: nothing is sent).
+        """
+        batches = self._batches(texts, prefix)
+        limit = asyncio.Semaphore(self.max_concurrency)
+
+        async def one(batch: list[str]) -> list[list[float] | TIRError]:
+            async with limit:
+                return await self._asend_each(batch)
+
+        results = await asyncio.gather(*(one(batch) for _, batch in batches))
+        return [r for batch_results in results for r in batch_results]
+
+    async def _asend_each(self, texts: list[str]) -> list[list[float] | TIRError]:
+        try:
+            return list(await self._asend(texts))
+        except ContextLengthExceededError as e:
+            if len(texts) == 1:
+                return [e]
+            half = len(texts) // 2
+            # One half after the other: the search adds no load beyond its own requests.
+            return [*await self._asend_each(texts[:half]), *await self._asend_each(texts[half:])]
+        except TIRError as e:
+            return [e] * len(texts)
+
     async def aembed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         """Async twin of `embed_documents`."""
         return await self.aembed(texts, prefix=self.document_prefix)

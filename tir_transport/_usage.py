@@ -49,8 +49,7 @@ class UsageTracker:
         self._without_usage_by_model: dict[str, int] = {}
         self._requests = 0
         self._without_usage = 0
-        # Threads alive when tracking began: a thread not among them was started inside.
-        self._threads_before: frozenset[int] = frozenset()
+        # Closed blocks count nothing more (a task started inside may finish after the block).
         self._active = False
 
     def add(self, model: str, usage: Usage | None) -> None:
@@ -137,19 +136,20 @@ class UsageTracker:
 
 
 _current: ContextVar[tuple[UsageTracker, ...]] = ContextVar("tir_usage_trackers")
-_active_lock = threading.Lock()
-_active: list[UsageTracker] = []
 
 
 @contextmanager
 def track_usage() -> Iterator[UsageTracker]:
-    """Total the token usage of every request made inside the block.
+    """Total the token usage of every request made inside the block, and only those.
 
-    Requests of both adapters count, and so do those made in asyncio tasks and context-copying
-    executors started inside (they inherit the block's context), and in plain threads started
-    while the block is open (a new thread has an empty context; it is counted by every open
-    tracker that was entered before the thread started). Blocks nest: an inner block's requests
-    count in the outer one too.
+    Requests of both adapters and of the core count, and so do those made in what inherits
+    the block's context: asyncio tasks (`asyncio.gather`, `create_task`) and context-copying
+    executors (LangChain's `batch`) started inside it. A plain `threading.Thread` or
+    `ThreadPoolExecutor` does not inherit the context, so its requests are not counted (in a
+    server, they may belong to another user); to count them, run the thread's work in a copy
+    of the block's context: `pool.submit(contextvars.copy_context().run, fn, *args)`.
+    Concurrent blocks (two users served at once, in threads or tasks) each see exactly their
+    own requests. Blocks nest: an inner block's requests count in the outer one too.
 
     Example:
         >>> with track_usage() as usage:
@@ -157,30 +157,17 @@ def track_usage() -> Iterator[UsageTracker]:
         >>> usage.total_tokens  # doctest: +SKIP
     """
     tracker = UsageTracker()
-    tracker._threads_before = frozenset(t.ident for t in threading.enumerate() if t.ident)
     tracker._active = True
     token = _current.set((*_current.get(()), tracker))
-    with _active_lock:
-        _active.append(tracker)
     try:
         yield tracker
     finally:
         tracker._active = False
-        with _active_lock:
-            _active.remove(tracker)
         _current.reset(token)
 
 
 def record_usage(model: str, usage: Usage | None) -> None:
-    """Count a finished request in every tracker open for the caller."""
-    trackers = _current.get(None)
-    if trackers is None:
-        # A thread that inherited no context: count it in the trackers it was born inside.
-        if not _active:
-            return
-        ident = threading.get_ident()
-        with _active_lock:
-            trackers = tuple(t for t in _active if ident not in t._threads_before)
-    for tracker in trackers:
+    """Count a finished request in every tracker open in the caller's context."""
+    for tracker in _current.get(()):
         if tracker._active:
             tracker.add(model, usage)

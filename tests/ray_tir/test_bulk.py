@@ -166,17 +166,18 @@ def test_resume_pays_for_nothing_twice(emulator: Emulator, tmp_path: Path) -> No
     output = str(tmp_path / "out")
     ds = dataset(rows(300))
     # A first run that stopped after the first 120 rows were written.
-    ray_tir.chat(ds.filter(lambda r: r["id"] < 120), **options(emulator)).write_parquet(output)
-    # And a file a killed writer left half-written.
-    (tmp_path / "out" / "zz-partial.parquet").write_bytes(b"PAR1 not a finished file")
+    first_run = ray_tir.chat(ds.filter(lambda r: r["id"] < 120), **options(emulator))
+    written = ray_tir.write_output(first_run, output)
+    assert ray_tir.usage(written)["rows"] == 120
     first = len(emulator.requests)
     assert first == 120
     todo = ray_tir.pending(ds, output, id_column="id")
-    ray_tir.chat(todo, **options(emulator)).write_parquet(output)
+    written = ray_tir.write_output(ray_tir.chat(todo, **options(emulator)), output, mode="resume")
     assert len(emulator.requests) - first == 180
+    assert ray_tir.usage(written)["rows"] == 180  # what this run paid for
+    assert ray_tir.usage(output)["rows"] == 300  # what the folder holds
     ids = pq.read_table(output, columns=["id"]).column(0).to_pylist()
     assert sorted(ids) == list(range(300))
-    assert not (tmp_path / "out" / "zz-partial.parquet").exists()
     # Run again when all is done: nothing left, nothing sent.
     assert ray_tir.pending(ds, output, id_column="id").count() == 0
 

@@ -52,8 +52,9 @@ def test_csv_to_parquet_with_usage(
     table = pq.read_table(output)
     assert sorted(table.column("id").to_pylist()) == list(range(60))
     assert set(table.column_names) >= {"id", "prompt", "team", "response", "error"}
-    assert f"{output}: 60 rows, 0 with an error;" in text
-    assert " + 180 output = " in text  # 3 tokens per answer
+    # 15 input tokens per row (3 words + 4, system: 4 words + 4), 3 output tokens per answer
+    assert "this run: 60 rows, 0 with an error; 900 input + 180 output = 1080 tokens" in text
+    assert f"{output} holds: 60 rows, 0 with an error; 900 input + 180 output" in text
     body = emulator.requests[0].json
     assert body["messages"][0] == {"role": "system", "content": "Answer with one word."}
     assert (body["max_tokens"], body["temperature"]) == (3, 0)
@@ -76,7 +77,8 @@ def test_resume_redoes_nothing(
     assert len(emulator.requests) - sent == 15
     ids = pq.read_table(output, columns=["id"]).column(0).to_pylist()
     assert sorted(ids) == list(range(75))
-    assert f"{output}: 75 rows" in text
+    assert "this run: 15 rows, 0 with an error; 105 input + 135 output" in text
+    assert f"{output} holds: 75 rows, 0 with an error; 525 input + 675 output" in text
 
 
 def test_jsonl_in_and_out(
@@ -104,7 +106,7 @@ def test_resume_needs_an_id_and_parquet(
     code, text = batch(
         emulator, str(csv_input), str(tmp_path / "o"), "--resume", "--id-column", "nope"
     )
-    assert code == 2 and "'nope' is not in the input" in text
+    assert code == 2 and "the input has no column 'nope' (it has 'id', 'prompt', 'team')" in text
 
 
 def test_missing_key_is_named_before_any_work(csv_input: Path, tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -44,22 +45,30 @@ def test_nested_blocks_both_count() -> None:
     assert inner.input_tokens == 2
 
 
-def test_plain_threads_started_inside_count() -> None:
+def test_plain_threads_are_not_counted_unless_handed_the_context() -> None:
     with track_usage() as usage:
-        threads = [
-            threading.Thread(target=record_usage, args=("a", Usage(1, 1, 2))) for _ in range(8)
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    assert usage.requests == 8
-    assert usage.total_tokens == 16
+        # A plain thread inherits no context: in a server it may be another user's work.
+        plain = threading.Thread(target=record_usage, args=("a", Usage(1, 1, 2)))
+        plain.start()
+        plain.join()
+        assert usage.requests == 0
+        # Handed the block's context, as the docs show, it counts.
+        handed = threading.Thread(
+            target=contextvars.copy_context().run, args=(record_usage, "a", Usage(1, 1, 2))
+        )
+        handed.start()
+        handed.join()
+    assert (usage.requests, usage.total_tokens) == (1, 2)
 
 
-def test_thread_pool_started_inside_counts() -> None:
+def test_thread_pool_with_copied_context_counts() -> None:
     with track_usage() as usage, ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda _: record_usage("m", Usage(1, 0, 1)), range(20)))
+        futures = [
+            pool.submit(contextvars.copy_context().run, record_usage, "m", Usage(1, 0, 1))
+            for _ in range(20)
+        ]
+        for future in futures:
+            future.result()
     assert usage.requests == 20
 
 
@@ -75,7 +84,7 @@ def test_a_thread_started_before_the_block_does_not_count() -> None:
     thread.start()
     with track_usage() as usage:
         go.set()
-        done.wait(5)
+        assert done.wait(5), "the worker thread never recorded"
     thread.join()
     assert usage.requests == 0
 
