@@ -172,10 +172,13 @@ class StreamConverter:
     on the chunk `last()` returns (marked `chunk_position="last"`).
     """
 
-    __slots__ = ("finish_reason", "id", "model", "stop_reason", "usage")
+    __slots__ = ("finish_reason", "id", "model", "seen_calls", "stop_reason", "usage")
 
     def __init__(self) -> None:
         self.id: str | None = None
+        # Tool-call indices whose name and id went out: LangChain concatenates repeats
+        # ("get_weatherget_weather"), and some servers (llama.cpp) repeat them in every delta.
+        self.seen_calls: dict[int, tuple[bool, bool]] = {}
         self.model: str | None = None
         self.finish_reason: str | None = None
         self.stop_reason: str | int | None = None
@@ -193,20 +196,22 @@ class StreamConverter:
         if chunk.usage is not None:
             self.usage = chunk.usage
         if chunk.tool_calls:
-            return AIMessageChunk(
-                content=chunk.text or "",
-                tool_call_chunks=[
+            pieces = []
+            for d in chunk.tool_calls:
+                named, has_id = self.seen_calls.get(d.index, (False, False))
+                name = None if named else d.name
+                call_id = None if has_id else d.id
+                self.seen_calls[d.index] = (named or bool(d.name), has_id or bool(d.id))
+                pieces.append(
                     ToolCallChunk(
-                        name=d.name,
+                        name=name,
                         args=d.arguments,
-                        id=d.id,
+                        id=call_id,
                         index=d.index,
                         type="tool_call_chunk",
                     )
-                    for d in chunk.tool_calls
-                ],
-                id=self.id,
-            )
+                )
+            return AIMessageChunk(content=chunk.text or "", tool_call_chunks=pieces, id=self.id)
         if not chunk.text:
             return None
         # The hot path: nothing but the text (the last chunk carries the metadata).

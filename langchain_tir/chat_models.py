@@ -16,7 +16,6 @@ from langchain_core.language_models.chat_models import (
 )
 from langchain_core.language_models.model_profile import ModelProfile
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.output_parsers.base import OutputParserLike
 from langchain_core.output_parsers.openai_tools import (
     JsonOutputKeyToolsParser,
@@ -65,6 +64,8 @@ from ._convert import (
     messages_to_wire,
 )
 from ._errors import langchain_errors
+from ._fields import move_unknown_to_model_kwargs, refuse_several_choices
+from ._parsers import WholeJsonOutputParser, WholePydanticOutputParser
 
 __all__ = ["ChatTIRLlama"]
 
@@ -121,8 +122,9 @@ class ChatTIRLlama(BaseChatModel):
     """Set (an int or a str) for a self-deployed TIR model endpoint instead of a GenAI model."""
     base_url: str | None = Field(default_factory=from_env(list(BASE_URL_ENV_VARS), default=None))
     """A full `.../v1` URL that overrides host, project and model path; from `TIR_BASE_URL`."""
-    timeout: float = DEFAULT_TIMEOUT
-    """Seconds to wait for the reply, and between two stream chunks."""
+    timeout: float = Field(default=DEFAULT_TIMEOUT, alias="request_timeout")
+    """Seconds to wait for the reply, and between two stream chunks (alias
+    `request_timeout`, ChatOpenAI's name)."""
     max_retries: int = DEFAULT_MAX_RETRIES
     """Retries for connection errors, timeouts, 408/409/429 and 5xx."""
     allow_insecure_http: bool = False
@@ -149,13 +151,21 @@ class ChatTIRLlama(BaseChatModel):
     stream_usage: bool = True
     """Ask for the usage chunk at the end of a stream."""
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
-    """Other request fields, sent as they are."""
+    """Other request fields, sent as they are. Unknown constructor arguments land here, with
+    a warning that names them (a likely misspelling of a field is an error instead); a field
+    of this class given here too is an error."""
     extra_body: dict[str, Any] | None = None
     """vLLM's extra fields (`top_k`, `repetition_penalty`, ...), merged in last."""
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
 
     _client_cache: ClientCache | None = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _build_model_kwargs(cls, values: Any) -> Any:
+        # As ChatOpenAI does: unknown arguments are request fields, not silently dropped.
+        return move_unknown_to_model_kwargs(cls, values) if isinstance(values, dict) else values
 
     @field_validator("project_id", "endpoint_id", mode="before")
     @classmethod
@@ -270,6 +280,7 @@ class ChatTIRLlama(BaseChatModel):
         params: dict[str, Any] = {**self._sampling_params(), **self.model_kwargs, **kwargs}
         model = params.pop("model", None) or self.model
         extra_body = {**(self.extra_body or {}), **(params.pop("extra_body", None) or {})}
+        refuse_several_choices(params, extra_body)
         params["stop"] = stop or params.get("stop") or self.stop or None
         if "tool_choice" in params:
             params["tool_choice"] = _tool_choice(params["tool_choice"])
@@ -292,6 +303,21 @@ class ChatTIRLlama(BaseChatModel):
             generations=[ChatGeneration(message=message, generation_info=generation_info)],
             llm_output=llm_output,
         )
+
+    def _combine_llm_outputs(self, llm_outputs: list[dict[str, Any] | None]) -> dict[str, Any]:
+        # `generate` over several inputs: the token usage of all of them, and the model.
+        combined: dict[str, Any] = {}
+        usage: dict[str, int] = {}
+        for output in llm_outputs:
+            if not output:
+                continue
+            combined.setdefault("model_name", output.get("model_name"))
+            for key, value in (output.get("token_usage") or {}).items():
+                if isinstance(value, int):
+                    usage[key] = usage.get(key, 0) + value
+        if usage:
+            combined["token_usage"] = usage
+        return combined
 
     def _generate(
         self,
@@ -354,19 +380,15 @@ class ChatTIRLlama(BaseChatModel):
         payload = self._payload(messages, stop, True, kwargs)
         converter = StreamConverter()
         with langchain_errors():
-            stream = self._client.astream(payload)
-            try:
-                async for chunk in stream:
-                    message = converter.convert(chunk)
-                    if message is not None:
-                        generation = ChatGenerationChunk(message=message)
-                        if run_manager:
-                            await run_manager.on_llm_new_token(message.text, chunk=generation)
-                        yield generation
-            finally:
-                # Closed here, not left to the garbage collector: a break or a cancel must
-                # give the connection back at once.
-                await stream.aclose()
+            # Not closed from here (see TIRLlamaLLM._astream_chat): a cancel unwinds through
+            # the client's stream and closes the connection; asyncio closes one left early.
+            async for chunk in self._client.astream(payload):
+                message = converter.convert(chunk)
+                if message is not None:
+                    generation = ChatGenerationChunk(message=message)
+                    if run_manager:
+                        await run_manager.on_llm_new_token(message.text, chunk=generation)
+                    yield generation
         yield self._last(converter)
 
     def _last(self, converter: StreamConverter) -> ChatGenerationChunk:
@@ -445,9 +467,12 @@ class ChatTIRLlama(BaseChatModel):
         if schema is None and method != "json_mode":
             raise ValueError(f"method={method!r} needs a schema")
         is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
-        output_format: dict[str, Any] = {"kwargs": {"method": method, "strict": strict}}
         if schema is not None:
-            output_format["schema"] = convert_to_json_schema(schema)
+            # For tracing; langchain-core reads its "schema", so without one it is left out.
+            kwargs["ls_structured_output_format"] = {
+                "kwargs": {"method": method, "strict": strict},
+                "schema": convert_to_json_schema(schema),
+            }
         llm: Runnable[LanguageModelInput, BaseMessage]
         parser: OutputParserLike[Any]
         if method == "function_calling":
@@ -457,7 +482,6 @@ class ChatTIRLlama(BaseChatModel):
                 [schema],
                 tool_choice=tool_name,
                 strict=strict,
-                ls_structured_output_format=output_format,
                 **kwargs,
             )
             if is_pydantic:
@@ -481,15 +505,11 @@ class ChatTIRLlama(BaseChatModel):
                     response_format["json_schema"]["strict"] = strict
             else:
                 response_format = {"type": "json_object"}
-            llm = self.bind(
-                response_format=response_format,
-                ls_structured_output_format=output_format,
-                **kwargs,
-            )
+            llm = self.bind(response_format=response_format, **kwargs)
             if is_pydantic:
-                parser = PydanticOutputParser(pydantic_object=schema)
+                parser = WholePydanticOutputParser(pydantic_object=schema)
             else:
-                parser = JsonOutputParser()
+                parser = WholeJsonOutputParser()
         if not include_raw:
             return llm | parser
         parsed = RunnablePassthrough.assign(

@@ -143,6 +143,19 @@ class TIRLlamaLLM(FunctionCallingLLM):
 
     _client_cache: ClientCache | None = PrivateAttr(default=None)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_messages_to_prompt(cls, values: Any) -> Any:
+        # Messages go to the server as messages, and the server applies the model's chat
+        # template: a messages_to_prompt would never be called, so it is refused, not ignored.
+        if isinstance(values, dict) and values.get("messages_to_prompt") is not None:
+            raise ValueError(
+                "TIRLlamaLLM sends chat messages as messages (the server applies Llama's chat "
+                "template), so messages_to_prompt would never be used: leave it out, and shape "
+                "the messages before chat(). completion_to_prompt is applied by complete()."
+            )
+        return values
+
     @field_validator("project_id", "endpoint_id", mode="before")
     @classmethod
     def _id_as_text(cls, value: Any, info: ValidationInfo) -> str | None:
@@ -237,17 +250,23 @@ class TIRLlamaLLM(FunctionCallingLLM):
 
         async def gen() -> ChatResponseAsyncGen:
             converter = StreamConverter()
-            stream = self._client.astream(payload)
-            try:
-                async for chunk in stream:
-                    response = converter.convert(chunk)
-                    if response is not None:
-                        yield response
-            finally:
-                # A break or a cancel must give the connection back now, not at collection.
-                await stream.aclose()
+            # A cancel unwinds through the client's stream and closes the connection at once.
+            # A stream left early is closed by asyncio (at collection, or when the loop ends),
+            # each generator by itself: closing the inner one from here as well would race
+            # that close and log "aclose(): asynchronous generator is already running".
+            async for chunk in self._client.astream(payload):
+                response = converter.convert(chunk)
+                if response is not None:
+                    yield response
 
         return gen()
+
+    def _format(self, prompt: str, formatted: bool) -> str:
+        # As LlamaIndex documents (and OpenAILike does): complete() applies
+        # completion_to_prompt unless the prompt is formatted already.
+        if formatted or self.completion_to_prompt is None:
+            return prompt
+        return self.completion_to_prompt(prompt)
 
     # -- the eight entry points: decorated once each, over the undecorated internals ----------
 
@@ -263,14 +282,19 @@ class TIRLlamaLLM(FunctionCallingLLM):
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        """Complete a prompt (sent as one user message)."""
+        """Complete a prompt: `completion_to_prompt(prompt)` sent as one user message.
+
+        `formatted=True` says the prompt is formatted already: it is sent as it is.
+        """
+        prompt = self._format(prompt, formatted)
         return chat_to_completion_decorator(self._chat)(prompt, **kwargs)
 
     @llm_completion_callback()
     def stream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseGen:
-        """Stream the completion of a prompt (sent as one user message)."""
+        """Stream the completion of a prompt (see `complete`)."""
+        prompt = self._format(prompt, formatted)
         return stream_chat_to_completion_decorator(self._stream_chat)(prompt, **kwargs)
 
     @llm_chat_callback()
@@ -290,6 +314,7 @@ class TIRLlamaLLM(FunctionCallingLLM):
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponse:
         """Async twin of `complete`."""
+        prompt = self._format(prompt, formatted)
         return await achat_to_completion_decorator(self._achat)(prompt, **kwargs)
 
     @llm_completion_callback()
@@ -297,6 +322,7 @@ class TIRLlamaLLM(FunctionCallingLLM):
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
         """Async twin of `stream_complete`: await it to get the async generator."""
+        prompt = self._format(prompt, formatted)
         return await astream_chat_to_completion_decorator(self._astream_chat)(prompt, **kwargs)
 
     # -- tools ------------------------------------------------------------------------------

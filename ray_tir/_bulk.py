@@ -17,6 +17,7 @@ from tir_transport import (
     TIRConfig,
     TIRError,
     build_payload,
+    scrub_secret,
 )
 from tir_transport._config import EMBEDDING_MODEL_ENV_VARS, EMBEDDING_MODEL_HINT, env_first
 from tir_transport._embeddings import check_inputs
@@ -99,10 +100,8 @@ def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str
 
 
 def _describe(error: BaseException, secret: str) -> str:
-    text = f"{type(error).__name__}: {error}"
-    # Our errors never carry the key; anything else is scrubbed all the same (a key too
-    # short to be a real token would only mangle the text).
-    return text.replace(secret, "**********") if len(secret) >= 8 else text
+    # Our errors never carry the key; anything else is scrubbed all the same.
+    return scrub_secret(f"{type(error).__name__}: {error}", secret)
 
 
 def _check_columns(names: Sequence[str], reads: str, adds: Sequence[str], option: str) -> None:

@@ -70,6 +70,7 @@ class Reply:
     no_done: bool = False
     no_finish: bool = False
     raw_events: list[str] | None = None  # send exactly these `data:` payloads
+    repeat_tool_names: bool = False  # name and id in every tool-call delta, as llama.cpp does
     # Embedding faults.
     short_by: int = 0  # leave this many vectors out of the reply
     drop_index: bool = False  # the first vector comes without its index
@@ -656,9 +657,11 @@ class Emulator:
             arguments = str(call.get("arguments", "{}"))
             for start in range(0, len(arguments), 7):
                 fragment = arguments[start : start + 7]
-                events.append(
-                    chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
-                )
+                delta: dict[str, Any] = {"index": index, "function": {"arguments": fragment}}
+                if reply.repeat_tool_names:
+                    delta.update(id=call_id, type="function")
+                    delta["function"]["name"] = call["name"]
+                events.append(chunk({"tool_calls": [delta]}))
         if not reply.no_finish:
             events.append(chunk({"content": ""}, finish))
         if include_usage and not reply.no_usage:

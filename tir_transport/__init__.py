@@ -39,6 +39,7 @@ from ._errors import (
     TIRError,
     error_from_event,
     error_from_response,
+    scrub_secret,
 )
 from ._limits import Limits, RatePacer
 from ._negotiate import forget_endpoints
@@ -114,6 +115,7 @@ __all__ = [
     "parse_retry_after",
     "parse_text_tool_calls",
     "record_usage",
+    "scrub_secret",
     "to_prompt_mode",
     "track_usage",
 ]

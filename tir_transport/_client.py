@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncGenerator, Generator, Mapping
+from collections.abc import AsyncGenerator, Generator, Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import httpx
 
 from ._config import TIRConfig
-from ._errors import StreamInterruptedError, TIRError
+from ._errors import StreamInterruptedError, TIRError, scrub_secret
 from ._http import (
     LIMIT_FIELDS,
     ClientCache,
@@ -68,8 +69,9 @@ class _StreamState:
         try:
             chunk = parse_chunk(data, request_id=self.request_id)
         except TIRError as e:
-            if self.secret and self.secret in e.message:
-                e.message = e.message.replace(self.secret, "**********")
+            scrubbed = scrub_secret(e.message, self.secret)
+            if scrubbed != e.message:
+                e.message = scrubbed
                 e.args = (e.message,)
             raise
         if chunk.finish_reason is not None:
@@ -80,15 +82,26 @@ class _StreamState:
             self.model = chunk.model
         return chunk
 
-    def check_end(self, url: str) -> None:
+    def check_end(self, url: str, tools: bool) -> None:
         """Raise if the body ended before the reply did (a truncated stream is an error)."""
         if self.finish_reason is None:
             if not self.events:
-                raise StreamInterruptedError(
-                    f"{url} answered with an empty stream (no event at all): there is no answer. "
-                    "Some servers (llama.cpp's) do this when the prompt does not fit the context.",
+                # Only what is known: no event came. With tools, one known cause is a server
+                # that cannot stream tool calls (llama.cpp's answers so).
+                hint = (
+                    " The request carries tools, and some servers cannot stream tool calls "
+                    "(llama.cpp's answers so): call without streaming, or with "
+                    "tool_mode='prompt'."
+                    if tools
+                    else ""
+                )
+                error = StreamInterruptedError(
+                    f"{url} sent an empty stream (HTTP 200 and no event at all): there is no "
+                    f"answer.{hint}",
                     request_id=self.request_id,
                 )
+                error.empty_stream = True
+                raise error
             how = "sent [DONE]" if self.done else "closed the stream"
             raise StreamInterruptedError(
                 f"{url} {how} before the reply finished (no finish_reason): the answer is "
@@ -150,8 +163,8 @@ class TIRClient(HTTPClient):
         record_usage(completion.model or self.config.model, completion.usage)
         return completion
 
-    def _finish_stream(self, state: _StreamState, url: str) -> None:
-        state.check_end(url)
+    def _finish_stream(self, state: _StreamState, url: str, tools: bool) -> None:
+        state.check_end(url, tools)
         record_usage(state.model or self.config.model, state.usage)
 
     # -- sync -------------------------------------------------------------------------------
@@ -185,14 +198,14 @@ class TIRClient(HTTPClient):
                                     started = True
                                     yield chunk
                         decoder.flush()
-                        self._finish_stream(state, url)
+                        self._finish_stream(state, url, bool(payload.get("tools")))
                         return
             except httpx.HTTPError as e:
                 error = _transport_error(e, url, in_stream=reading)
                 error.__cause__ = e
             except TIRError as e:
                 error = e
-            if started:
+            if started or _second_empty(error, attempt):
                 raise error
             time.sleep(self._backoff(error, attempt, url))
             attempt += 1
@@ -209,33 +222,41 @@ class TIRClient(HTTPClient):
         attempt = 0
         while True:
             started = reading = False
+            request = client.build_request("POST", url, content=body, headers=headers)
             try:
-                async with (
-                    self._aslot(),
-                    client.stream("POST", url, content=body, headers=headers) as response,
-                ):
-                    if response.status_code >= 400:
-                        await response.aread()
-                        error = self._status_error(response)
-                    else:
-                        reading = True
-                        state = _StreamState(_request_id(response.headers), self.config.secret())
-                        decoder = SSEDecoder()
-                        async for raw in response.aiter_bytes():
-                            for event in decoder.feed(raw):
-                                chunk = state.on_event(event)
-                                if chunk is not None:
-                                    started = True
-                                    yield chunk
-                        decoder.flush()
-                        self._finish_stream(state, url)
-                        return
+                async with self._aslot():
+                    # send(stream=True) and aclose(), not `async with client.stream()`: that
+                    # one is an async generator of its own, and when an abandoned stream is
+                    # closed at loop shutdown, asyncio closes every async generator at once;
+                    # closing it from here too then fails ("already running").
+                    response = await client.send(request, stream=True)
+                    try:
+                        if response.status_code >= 400:
+                            await response.aread()
+                            error = self._status_error(response)
+                        else:
+                            reading = True
+                            state = _StreamState(
+                                _request_id(response.headers), self.config.secret()
+                            )
+                            decoder = SSEDecoder()
+                            async for raw in response.aiter_bytes():
+                                for event in decoder.feed(raw):
+                                    chunk = state.on_event(event)
+                                    if chunk is not None:
+                                        started = True
+                                        yield chunk
+                            decoder.flush()
+                            self._finish_stream(state, url, bool(payload.get("tools")))
+                            return
+                    finally:
+                        await response.aclose()
             except httpx.HTTPError as e:
                 error = _transport_error(e, url, in_stream=reading)
                 error.__cause__ = e
             except TIRError as e:
                 error = e
-            if started:
+            if started or _second_empty(error, attempt):
                 raise error
             await asyncio.sleep(self._backoff(error, attempt, url))
             attempt += 1
@@ -279,6 +300,21 @@ class TIRClient(HTTPClient):
         negotiation = self._negotiation(payload)
         body = negotiation.payload()
         while True:
+            if negotiation.checks_replies():
+                stream = self._stream_once(body)
+                try:
+                    chunks = list(stream)
+                except TIRError as e:
+                    body = negotiation.on_error(e)
+                    continue
+                finally:
+                    stream.close()
+                result = negotiation.on_completion(_whole(chunks))
+                if isinstance(result, ChatCompletion):
+                    yield from _checked(chunks, result)
+                    return
+                body = result
+                continue
             started = False
             watch = negotiation.stream_filter()
             try:
@@ -317,23 +353,75 @@ class TIRClient(HTTPClient):
         negotiation = self._negotiation(payload)
         body = negotiation.payload()
         while True:
+            if negotiation.checks_replies():
+                try:
+                    chunks = [chunk async for chunk in self._astream_once(body)]
+                except TIRError as e:
+                    body = negotiation.on_error(e)
+                    continue
+                result = negotiation.on_completion(_whole(chunks))
+                if isinstance(result, ChatCompletion):
+                    for chunk in _checked(chunks, result):
+                        yield chunk
+                    return
+                body = result
+                continue
             started = False
             watch = negotiation.stream_filter()
             try:
-                stream = self._astream_once(body)
-                try:
-                    async for chunk in stream:
-                        out = watch.process(chunk) if watch else chunk
-                        if out is not None:
-                            started = True
-                            yield out
-                finally:
-                    await stream.aclose()
+                # Not closed from here: a cancel or an error unwinds through it (closing the
+                # response at once), and one abandoned is closed by asyncio; closing it here
+                # too would race asyncio's own close at loop shutdown ("already running").
+                async for chunk in self._astream_once(body):
+                    out = watch.process(chunk) if watch else chunk
+                    if out is not None:
+                        started = True
+                        yield out
                 return
             except TIRError as e:
                 if started:
                     raise
                 body = negotiation.on_error(e)
+
+
+def _second_empty(error: TIRError, attempt: int) -> bool:
+    # An empty stream is tried once more (a server restarting may send one), not max_retries
+    # times: a server that cannot answer this request answers it the same way every time.
+    return attempt >= 1 and isinstance(error, StreamInterruptedError) and error.empty_stream
+
+
+def _whole(chunks: list[ChatChunk]) -> ChatCompletion:
+    """The reply a whole stream makes, to be checked as a non-streamed one is."""
+    last = next((c for c in reversed(chunks) if c.finish_reason), None)
+    return ChatCompletion(
+        id=next((c.id for c in chunks if c.id), None),
+        model=next((c.model for c in chunks if c.model), None),
+        text="".join(c.text or "" for c in chunks),
+        tool_calls=(),
+        finish_reason=last.finish_reason if last else None,
+        stop_reason=last.stop_reason if last else None,
+        usage=next((c.usage for c in reversed(chunks) if c.usage is not None), None),
+        raw={},
+    )
+
+
+def _checked(chunks: list[ChatChunk], reply: ChatCompletion) -> Iterator[ChatChunk]:
+    """A checked reply as a stream: its (cleaned) text in one chunk, then the closing ones."""
+    first = chunks[0] if chunks else None
+    yield ChatChunk(
+        id=reply.id,
+        model=reply.model,
+        text=reply.text,
+        role=first.role if first else "assistant",
+        tool_calls=(),
+        finish_reason=None,
+        stop_reason=None,
+        usage=None,
+        raw={},
+    )
+    for chunk in chunks:
+        if chunk.finish_reason or chunk.usage is not None:
+            yield replace(chunk, text=None)
 
 
 def client_for(owner: Any, cached: ClientCache | None) -> tuple[tuple[Any, ...], TIRClient]:

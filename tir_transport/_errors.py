@@ -29,6 +29,7 @@ __all__ = [
     "TIRError",
     "error_from_event",
     "error_from_response",
+    "scrub_secret",
 ]
 
 # An error body can be a whole HTML page from a gateway; quote only its start.
@@ -144,7 +145,12 @@ class APITimeoutError(APIConnectionError):
 
 
 class StreamInterruptedError(TIRError):
-    """A stream broke off before its end, or carried an error event."""
+    """A stream broke off before its end, or carried an error event.
+
+    `empty_stream` is set when the server sent no event at all (tried once more, not more).
+    """
+
+    empty_stream: bool = False
 
 
 class InvalidResponseError(TIRError):
@@ -209,11 +215,29 @@ def _request_id(headers: Mapping[str, str] | None) -> str | None:
     return None
 
 
-def _scrub(text: str, secret: str | None) -> str:
-    # A gateway may echo the Authorization header back in its error page.
-    if secret and secret in text:
+# Shorter than this, a "key" is no real token (TIR's are long JWTs), and replacing each of its
+# occurrences would mangle the text: a key "k" turns "tokens" into "to**********ens".
+MIN_SECRET_CHARS = 8
+
+
+def scrub_secret(text: str, secret: str | None) -> str:
+    """`text` with every occurrence of the API key hidden (a key long enough to be one).
+
+    A gateway may echo the Authorization header back in its error page.
+    """
+    if secret and len(secret) >= MIN_SECRET_CHARS and secret in text:
         return text.replace(secret, "**********")
     return text
+
+
+def _scrub_body(body: Any, secret: str | None) -> Any:
+    if isinstance(body, str):
+        return scrub_secret(body, secret)
+    if secret and len(secret) >= MIN_SECRET_CHARS and body is not None:
+        text = json.dumps(body)
+        if secret in text:
+            return json.loads(scrub_secret(text, secret))
+    return body
 
 
 _GENAI_RE = re.compile(r"/genai/([^/?]+)/v1/")
@@ -275,17 +299,17 @@ def error_from_response(
     except ValueError:
         body = text
     message = _message_from_body(body) or text or f"HTTP {status_code} with an empty body"
-    message = _scrub(_quote(message), secret)
     cls: type[APIStatusError] = _STATUS_TABLE.get(
         status_code, ServerError if status_code >= 500 else APIStatusError
     )
+    # Classified on the server's own words, before anything is hidden in them.
     if cls is BadRequestError and _CONTEXT_RE.search(message):
         cls = ContextLengthExceededError
+    message = scrub_secret(_quote(message), secret)
     hint = _hint(cls, url)
     if hint:
         message = f"{hint} The server said: {message}"
-    if isinstance(body, str):
-        body = _scrub(_quote(body), secret)
+    body = _scrub_body(_quote(body) if isinstance(body, str) else body, secret)
     return cls(message, status_code=status_code, request_id=_request_id(headers), body=body)
 
 
@@ -305,19 +329,21 @@ def error_from_event(
     A context-length complaint keeps its own class; everything else is a
     `StreamInterruptedError`, because the stream stopped short of its end.
     """
-    message = _scrub(_quote(_message_from_body(payload) or json.dumps(payload)), secret)
+    raw = _quote(_message_from_body(payload) or json.dumps(payload))
+    message = scrub_secret(raw, secret)
+    body = _scrub_body(dict(payload), secret)
     code: Any = payload.get("code")
     error = payload.get("error")
     if isinstance(error, Mapping):
         code = error.get("code", code)
     status = code if isinstance(code, int) else None
-    if _CONTEXT_RE.search(message):
+    if _CONTEXT_RE.search(raw):
         return ContextLengthExceededError(
-            message, status_code=status, request_id=request_id, body=dict(payload)
+            message, status_code=status, request_id=request_id, body=body
         )
     return StreamInterruptedError(
         f"the server reported an error mid-stream: {message}",
         status_code=status,
         request_id=request_id,
-        body=dict(payload),
+        body=body,
     )

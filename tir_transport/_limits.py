@@ -10,8 +10,8 @@ import asyncio
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
 
 __all__ = ["Backoff", "Limits", "RatePacer"]
 
@@ -149,9 +149,11 @@ class Limits:
             if self._sync_slots is not None:
                 self._sync_slots.release()
 
-    @asynccontextmanager
-    async def aslot(self) -> AsyncIterator[None]:
+    def aslot(self) -> AbstractAsyncContextManager[None]:
         """Async twin of `slot`."""
+        return _AsyncSlot(self)
+
+    async def _aacquire(self) -> asyncio.Semaphore | None:
         slots = None
         if self.max_in_flight:
             loop = asyncio.get_running_loop()
@@ -167,7 +169,31 @@ class Limits:
             while wait > 0:
                 await asyncio.sleep(wait)
                 wait = self.backoff.wait()
-            yield
-        finally:
+        except BaseException:
             if slots is not None:
                 slots.release()
+            raise
+        return slots
+
+
+class _AsyncSlot:
+    """A held async request slot.
+
+    A class, not an `@asynccontextmanager`: that is an async generator, and a stream left
+    early is closed at loop shutdown while asyncio closes every async generator at once,
+    this one included ("generator didn't stop after athrow()").
+    """
+
+    __slots__ = ("_limits", "_slots")
+
+    def __init__(self, limits: Limits) -> None:
+        self._limits = limits
+        self._slots: asyncio.Semaphore | None = None
+
+    async def __aenter__(self) -> None:
+        self._slots = await self._limits._aacquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._slots is not None:
+            self._slots.release()
+            self._slots = None

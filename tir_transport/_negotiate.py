@@ -146,6 +146,15 @@ class Negotiation:
             " use a model endpoint that does, or method='function_calling'."
         )
 
+    def checks_replies(self) -> bool:
+        """Whether a reply must be read whole before it is handed on.
+
+        True when a JSON schema goes out in a form the endpoint may not hold the reply to
+        (guided_json, an instruction): only the whole reply shows whether it matches, and
+        whether to fall back, so a stream is read to its end first.
+        """
+        return self._schema is not None and self._level != _NATIVE
+
     def stream_filter(self) -> TextToolCallFilter | None:
         """A fresh filter for a stream's text, when tools are in play."""
         return TextToolCallFilter(self._names) if self._watch_text else None

@@ -108,3 +108,26 @@ def test_structured_output_falls_back_to_what_llama_cpp_takes(
     assert len(fallbacks) == 2
     assert "guided_json" in fallbacks[0]
     assert "JSON mode" in fallbacks[1]
+
+
+def test_structured_output_stream_first_falls_back_as_invoke_does(llm: ChatTIRLlama) -> None:
+    # The first call on this endpoint is a stream: it must detect that llama.cpp ignored the
+    # schema, fall back, and give the object (it used to give [] without an error).
+    structured = llm.model_copy(update={"max_tokens": 60}).with_structured_output(City)
+    parsed = list(structured.stream("Name a city in India, as JSON with keys name and country."))
+    assert parsed and isinstance(parsed[-1], City)
+    assert parsed[-1].name and parsed[-1].country
+
+
+def test_function_calling_stream_with_llama_cpp_deltas(llm: ChatTIRLlama) -> None:
+    # llama.cpp repeats the tool's name in every delta; merged, it must read once.
+    structured = llm.model_copy(update={"max_tokens": 60}).with_structured_output(
+        City, method="function_calling"
+    )
+    parsed = list(structured.stream("Name a city in India."))
+    assert parsed and isinstance(parsed[-1], City)
+    bound = llm.model_copy(update={"max_tokens": 60}).bind_tools([City], tool_choice="City")
+    merged: AIMessageChunk | None = None
+    for chunk in bound.stream("Name a city in India."):
+        merged = chunk if merged is None else merged + chunk  # type: ignore[assignment]
+    assert merged is not None and [c["name"] for c in merged.tool_calls] == ["City"]

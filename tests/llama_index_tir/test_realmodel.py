@@ -72,3 +72,20 @@ def test_structured_predict_with_a_forced_tool_call(llm: TIRLlamaLLM) -> None:
     )
     assert isinstance(city, City)
     assert city.name
+
+
+def test_a_streamed_tool_call_llama_cpp_cannot_stream_says_so(llm: TIRLlamaLLM) -> None:
+    from llama_index.core.tools import FunctionTool
+
+    from tir_transport import StreamInterruptedError
+
+    def weather(city: str) -> str:
+        """The weather in a city."""
+        return f"Sunny in {city}"
+
+    tool = FunctionTool.from_defaults(fn=weather)
+    # llama.cpp (0.3.36) answers an empty 200 stream here: said as it is, the tools named.
+    with pytest.raises(StreamInterruptedError) as caught:
+        list(llm.stream_chat_with_tools([tool], user_msg="Weather in Pune?"))
+    assert "empty stream" in str(caught.value) and "cannot stream tool calls" in str(caught.value)
+    assert "context" not in str(caught.value)
