@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from tir_transport import check_single_choice
+
 # Request fields vLLM takes that have no field of their own: passed on via `model_kwargs` (with
 # a warning), never taken for a misspelling of a field (`top_k` is one letter from `top_p`).
 KNOWN_REQUEST_FIELDS = frozenset(
@@ -60,9 +62,8 @@ def move_unknown_to_model_kwargs(cls: type[BaseModel], values: dict[str, Any]) -
     values = dict(values)
     extra = dict(values.get("model_kwargs") or {})
     # Before any warning about `n`: it is refused, not moved.
-    refuse_several_choices(
-        {"n": values.get("n", extra.get("n"))}, dict(values.get("extra_body") or {})
-    )
+    check_single_choice({"n": values.get("n", extra.get("n"))})
+    check_single_choice(values.get("extra_body") or {})
     for key in list(values):
         if key in names:
             continue
@@ -93,20 +94,3 @@ def move_unknown_to_model_kwargs(cls: type[BaseModel], values: dict[str, Any]) -
     if "model_kwargs" in values or extra:
         values["model_kwargs"] = extra
     return values
-
-
-def refuse_several_choices(params: dict[str, Any], extra_body: dict[str, Any]) -> None:
-    """Refuse `n` > 1: the server would make (and bill) n answers, of which one is returned.
-
-    Raises:
-        ValueError: `n` is more than 1.
-    """
-    n = params.pop("n", None)
-    n = extra_body.pop("n", n)
-    if n is None or n == 1:
-        return
-    raise ValueError(
-        f"n={n!r} is not supported: the server would generate and bill {n} answers, and a chat "
-        "model call returns one. For several answers, send the prompt several times "
-        "(llm.batch([prompt] * n), with a temperature above 0)."
-    )

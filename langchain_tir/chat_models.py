@@ -64,7 +64,7 @@ from ._convert import (
     messages_to_wire,
 )
 from ._errors import langchain_errors
-from ._fields import move_unknown_to_model_kwargs, refuse_several_choices
+from ._fields import move_unknown_to_model_kwargs
 from ._parsers import WholeJsonOutputParser, WholePydanticOutputParser
 
 __all__ = ["ChatTIRLlama"]
@@ -280,7 +280,6 @@ class ChatTIRLlama(BaseChatModel):
         params: dict[str, Any] = {**self._sampling_params(), **self.model_kwargs, **kwargs}
         model = params.pop("model", None) or self.model
         extra_body = {**(self.extra_body or {}), **(params.pop("extra_body", None) or {})}
-        refuse_several_choices(params, extra_body)
         params["stop"] = stop or params.get("stop") or self.stop or None
         if "tool_choice" in params:
             params["tool_choice"] = _tool_choice(params["tool_choice"])

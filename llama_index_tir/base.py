@@ -45,6 +45,7 @@ from tir_transport import (
     TIRClient,
     ToolMode,
     build_payload,
+    check_single_choice,
 )
 from tir_transport._client import ClientCache, client_for
 from tir_transport._config import (
@@ -171,6 +172,7 @@ class TIRLlamaLLM(FunctionCallingLLM):
         self.project_id = self.project_id or env_first(PROJECT_ID_ENV_VARS)
         self.host = self.host or env_first(HOST_ENV_VARS) or DEFAULT_HOST
         self.base_url = self.base_url or env_first(BASE_URL_ENV_VARS)
+        check_single_choice(self.additional_kwargs)  # n > 1 would bill answers never returned
         _ = self._client  # bad numbers fail here
         return self
 

@@ -17,6 +17,7 @@ from tir_transport import (
     TIRConfig,
     TIRError,
     build_payload,
+    check_single_choice,
     scrub_secret,
 )
 from tir_transport._config import EMBEDDING_MODEL_ENV_VARS, EMBEDDING_MODEL_HINT, env_first
@@ -255,6 +256,7 @@ def chat(
             this job adds; raised here when the schema is known, else by the job.
     """
     config_args, request = _split_options(options)
+    check_single_choice(request)  # on the driver, not as an error on every row
     config = TIRConfig.from_env(**config_args)
     config.require()
     if messages_column:

@@ -54,6 +54,7 @@ from ._wire import (
     ToolCallAccumulator,
     ToolCallDelta,
     build_payload,
+    check_single_choice,
     parse_chunk,
     parse_completion,
 )
@@ -104,6 +105,7 @@ __all__ = [
     "__version__",
     "build_embeddings_payload",
     "build_payload",
+    "check_single_choice",
     "decode_base64",
     "error_from_event",
     "error_from_response",

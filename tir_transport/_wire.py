@@ -18,6 +18,7 @@ __all__ = [
     "ToolCallAccumulator",
     "ToolCallDelta",
     "build_payload",
+    "check_single_choice",
     "parse_chunk",
     "parse_completion",
 ]
@@ -102,6 +103,9 @@ def build_payload(
 
     Returns:
         The JSON-ready payload.
+
+    Raises:
+        ValueError: no messages, or `n` above 1 (see `check_single_choice`).
     """
     if not messages:
         raise ValueError("messages is empty: a chat request needs at least one message")
@@ -115,7 +119,24 @@ def build_payload(
             payload["stream_options"] = {"include_usage": True}
     if extra_body:
         payload.update(extra_body)
+    check_single_choice(payload)
     return payload
+
+
+def check_single_choice(fields: Mapping[str, Any]) -> None:
+    """Refuse `n` above 1: the server would make (and bill) n answers; one is returned.
+
+    Raises:
+        ValueError: `n` is more than 1.
+    """
+    n = fields.get("n")
+    if n is None or n == 1:
+        return
+    raise ValueError(
+        f"n={n!r} is not supported: the server would generate and bill {n} answers, and a chat "
+        "call returns one. For several answers, send the prompt several times (in LangChain "
+        "llm.batch([prompt] * n), with a temperature above 0)."
+    )
 
 
 def _raise_if_error(data: Mapping[str, Any], request_id: str | None) -> None:

@@ -182,7 +182,7 @@ def test_several_choices_are_refused_before_any_request(emulator: Emulator, mode
         mode.invoke(llm, "hi", extra_body={"n": 4})
     assert emulator.requests == []
     mode.invoke(llm, "hi", n=1)  # one choice is what a call returns anyway
-    assert "n" not in emulator.requests[0].json
+    assert len(emulator.requests) == 1
 
 
 # -- generate(): llm_output --------------------------------------------------------------------

@@ -155,3 +155,11 @@ def test_an_empty_stream_without_tools_claims_no_cause(emulator: Emulator) -> No
     assert "empty stream" in str(caught.value)
     assert "tool" not in str(caught.value) and "context" not in str(caught.value)
     assert len(emulator.requests) == 2
+
+
+def test_several_choices_are_refused_before_any_request(emulator: Emulator) -> None:
+    with pytest.raises(ValidationError, match="n=2 is not supported"):
+        make(emulator, additional_kwargs={"n": 2})
+    with pytest.raises(ValueError, match="n=3 is not supported"):
+        make(emulator).complete("hi", n=3)
+    assert emulator.requests == []
