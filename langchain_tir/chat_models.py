@@ -379,15 +379,19 @@ class ChatTIRLlama(BaseChatModel):
         payload = self._payload(messages, stop, True, kwargs)
         converter = StreamConverter()
         with langchain_errors():
-            # Not closed from here (see TIRLlamaLLM._astream_chat): a cancel unwinds through
-            # the client's stream and closes the connection; asyncio closes one left early.
-            async for chunk in self._client.astream(payload):
-                message = converter.convert(chunk)
-                if message is not None:
-                    generation = ChatGenerationChunk(message=message)
-                    if run_manager:
-                        await run_manager.on_llm_new_token(message.text, chunk=generation)
-                    yield generation
+            stream = self._client.astream(payload)
+            try:
+                async for chunk in stream:
+                    message = converter.convert(chunk)
+                    if message is not None:
+                        generation = ChatGenerationChunk(message=message)
+                        if run_manager:
+                            await run_manager.on_llm_new_token(message.text, chunk=generation)
+                        yield generation
+            finally:
+                # A break or a cancel gives the connection back now (the client's stream is
+                # no async generator: this never races asyncio's closing of them at shutdown).
+                await stream.aclose()
         yield self._last(converter)
 
     def _last(self, converter: StreamConverter) -> ChatGenerationChunk:

@@ -252,14 +252,17 @@ class TIRLlamaLLM(FunctionCallingLLM):
 
         async def gen() -> ChatResponseAsyncGen:
             converter = StreamConverter()
-            # A cancel unwinds through the client's stream and closes the connection at once.
-            # A stream left early is closed by asyncio (at collection, or when the loop ends),
-            # each generator by itself: closing the inner one from here as well would race
-            # that close and log "aclose(): asynchronous generator is already running".
-            async for chunk in self._client.astream(payload):
-                response = converter.convert(chunk)
-                if response is not None:
-                    yield response
+            stream = self._client.astream(payload)
+            try:
+                async for chunk in stream:
+                    response = converter.convert(chunk)
+                    if response is not None:
+                        yield response
+            finally:
+                # A break, a cancel or the loop's end gives the connection back now. (The
+                # client's stream is no async generator, so this never races asyncio's own
+                # closing of generators at shutdown.)
+                await stream.aclose()
 
         return gen()
 

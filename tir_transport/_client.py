@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncGenerator, Generator, Iterator, Mapping
+from collections import deque
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from typing import Any
 
@@ -26,7 +28,7 @@ from ._limits import Limits
 from ._negotiate import Negotiation
 from ._retry import RetryPolicy
 from ._sse import ServerSentEvent, SSEDecoder
-from ._tools import ToolMode
+from ._tools import TextToolCallFilter, ToolMode
 from ._usage import Usage, record_usage
 from ._wire import DONE, ChatChunk, ChatCompletion, parse_chunk, parse_completion
 
@@ -216,51 +218,6 @@ class TIRClient(HTTPClient):
         url, _, body = self._prepare(payload)
         return self._completion(await self._apost(url, body))
 
-    async def _astream_once(self, payload: Mapping[str, Any]) -> AsyncGenerator[ChatChunk, None]:
-        url, headers, body = self._prepare(payload)
-        client = await self._async_client()
-        attempt = 0
-        while True:
-            started = reading = False
-            request = client.build_request("POST", url, content=body, headers=headers)
-            try:
-                async with self._aslot():
-                    # send(stream=True) and aclose(), not `async with client.stream()`: that
-                    # one is an async generator of its own, and when an abandoned stream is
-                    # closed at loop shutdown, asyncio closes every async generator at once;
-                    # closing it from here too then fails ("already running").
-                    response = await client.send(request, stream=True)
-                    try:
-                        if response.status_code >= 400:
-                            await response.aread()
-                            error = self._status_error(response)
-                        else:
-                            reading = True
-                            state = _StreamState(
-                                _request_id(response.headers), self.config.secret()
-                            )
-                            decoder = SSEDecoder()
-                            async for raw in response.aiter_bytes():
-                                for event in decoder.feed(raw):
-                                    chunk = state.on_event(event)
-                                    if chunk is not None:
-                                        started = True
-                                        yield chunk
-                            decoder.flush()
-                            self._finish_stream(state, url, bool(payload.get("tools")))
-                            return
-                    finally:
-                        await response.aclose()
-            except httpx.HTTPError as e:
-                error = _transport_error(e, url, in_stream=reading)
-                error.__cause__ = e
-            except TIRError as e:
-                error = e
-            if started or _second_empty(error, attempt):
-                raise error
-            await asyncio.sleep(self._backoff(error, attempt, url))
-            attempt += 1
-
     # -- public: one request, with the fallbacks the endpoint forces -------------------------
 
     def _negotiation(self, payload: Mapping[str, Any]) -> Negotiation:
@@ -348,40 +305,180 @@ class TIRClient(HTTPClient):
                 return result
             body = result
 
-    async def astream(self, payload: Mapping[str, Any]) -> AsyncGenerator[ChatChunk, None]:
-        """Async twin of `stream`; cancelling the consumer closes the connection."""
-        negotiation = self._negotiation(payload)
-        body = negotiation.payload()
-        while True:
-            if negotiation.checks_replies():
-                try:
-                    chunks = [chunk async for chunk in self._astream_once(body)]
-                except TIRError as e:
-                    body = negotiation.on_error(e)
-                    continue
-                result = negotiation.on_completion(_whole(chunks))
-                if isinstance(result, ChatCompletion):
-                    for chunk in _checked(chunks, result):
-                        yield chunk
-                    return
-                body = result
-                continue
-            started = False
-            watch = negotiation.stream_filter()
-            try:
-                # Not closed from here: a cancel or an error unwinds through it (closing the
-                # response at once), and one abandoned is closed by asyncio; closing it here
-                # too would race asyncio's own close at loop shutdown ("already running").
-                async for chunk in self._astream_once(body):
-                    out = watch.process(chunk) if watch else chunk
-                    if out is not None:
-                        started = True
-                        yield out
+    def astream(self, payload: Mapping[str, Any]) -> AsyncChatStream:
+        """Async twin of `stream`: `async for chunk in client.astream(payload)`.
+
+        Closing it (`await stream.aclose()`), cancelling the task that reads it, or reading
+        it to its end gives the connection back at once.
+        """
+        return AsyncChatStream(self, payload)
+
+
+class AsyncChatStream:
+    """The chunks of one streamed chat request (`TIRClient.astream`): an async iterator.
+
+    Retries and fallbacks happen only before a chunk is handed on, as in `TIRClient.stream`.
+
+    A class rather than an async generator, on purpose: when an event loop ends, asyncio
+    closes every async generator still open, all at once, and a generator that closes another
+    one in its own cleanup races that close ("aclose(): asynchronous generator is already
+    running", logged at shutdown, for every stream a caller left with `break`). Nobody but
+    its owner closes this object, so an adapter's generator may close it in `finally`.
+    """
+
+    def __init__(self, client: TIRClient, payload: Mapping[str, Any]) -> None:
+        self._client = client
+        self._negotiation = client._negotiation(payload)
+        self._body = self._negotiation.payload()
+        self._ready: deque[ChatChunk] = deque()
+        self._handed_on = False  # a chunk reached the caller: no retry, no fallback from here
+        self._finished = False
+        self._error: TIRError | None = None  # raised once the chunks before it are read
+        self._attempt = 0
+        self._url = ""
+        self._tools = False
+        self._slot: AbstractAsyncContextManager[None] | None = None
+        self._response: httpx.Response | None = None
+        self._bytes: AsyncIterator[bytes] | None = None
+        self._state: _StreamState | None = None
+        self._decoder = SSEDecoder()
+        self._received = False  # this attempt has produced a chunk
+        self._watch: TextToolCallFilter | None = None
+        # The whole reply, when the negotiation must check it before anything is handed on.
+        self._whole: list[ChatChunk] | None = None
+
+    def __aiter__(self) -> AsyncChatStream:
+        return self
+
+    async def __anext__(self) -> ChatChunk:
+        try:
+            while not self._ready:
+                if self._error is not None:
+                    error, self._error = self._error, None
+                    raise error
+                if self._finished:
+                    raise StopAsyncIteration
+                await self._advance()
+        except BaseException:
+            await self._release()
+            raise
+        self._handed_on = True
+        return self._ready.popleft()
+
+    async def aclose(self) -> None:
+        """Stop reading and give the connection back now."""
+        self._finished = True
+        self._ready.clear()
+        await self._release()
+
+    # -- steps ------------------------------------------------------------------------------
+
+    async def _advance(self) -> None:
+        if self._bytes is None:
+            await self._open()
+            return
+        try:
+            raw = await anext(self._bytes)
+        except StopAsyncIteration:
+            await self._end()
+            return
+        except httpx.HTTPError as e:
+            error = _transport_error(e, self._url, in_stream=True)
+            error.__cause__ = e
+            await self._failed(error)
+            return
+        assert self._state is not None
+        try:
+            for event in self._decoder.feed(raw):
+                chunk = self._state.on_event(event)
+                if chunk is not None:
+                    self._take(chunk)
+        except TIRError as e:  # an error event, or a chunk that cannot be read
+            await self._failed(e)
+
+    async def _open(self) -> None:
+        client = self._client
+        self._url, headers, body = client._prepare(self._body)
+        self._tools = bool(self._body.get("tools"))
+        checked = self._negotiation.checks_replies()
+        self._whole = [] if checked else None
+        self._watch = None if checked else self._negotiation.stream_filter()
+        self._received = False
+        http = await client._async_client()
+        request = http.build_request("POST", self._url, content=body, headers=headers)
+        self._slot = client._aslot()
+        await self._slot.__aenter__()
+        try:
+            response = await http.send(request, stream=True)
+        except httpx.HTTPError as e:
+            error = _transport_error(e, self._url)
+            error.__cause__ = e
+            await self._failed(error)
+            return
+        self._response = response
+        if response.status_code >= 400:
+            await response.aread()
+            await self._failed(client._status_error(response))
+            return
+        self._state = _StreamState(_request_id(response.headers), client.config.secret())
+        self._decoder = SSEDecoder()
+        self._bytes = response.aiter_bytes()
+
+    def _take(self, chunk: ChatChunk) -> None:
+        self._received = True
+        if self._whole is not None:
+            self._whole.append(chunk)
+            return
+        out = self._watch.process(chunk) if self._watch else chunk
+        if out is not None:
+            self._ready.append(out)
+
+    async def _end(self) -> None:
+        assert self._state is not None
+        self._decoder.flush()
+        try:
+            self._client._finish_stream(self._state, self._url, self._tools)
+        except TIRError as e:
+            await self._failed(e)
+            return
+        await self._release()
+        if self._whole is None:
+            self._finished = True
+            return
+        result = self._negotiation.on_completion(_whole(self._whole))
+        if isinstance(result, ChatCompletion):
+            self._ready.extend(_checked(self._whole, result))
+            self._finished = True
+        else:
+            self._body, self._attempt = result, 0  # one more request first (a fallback)
+
+    async def _failed(self, error: TIRError) -> None:
+        """Retry, fall back, or raise `error`; the connection is given back first."""
+        await self._release()
+        if self._handed_on or self._ready:
+            # Chunks are out (or waiting to be read): the caller gets them, then the error.
+            self._error, self._finished = error, True
+            return
+        if not self._received and not _second_empty(error, self._attempt):
+            delay = self._client.retry.delay(error, self._attempt)
+            if delay is not None:
+                self._client._log_retry(self._url, delay, self._attempt, error)
+                await asyncio.sleep(delay)
+                self._attempt += 1
                 return
-            except TIRError as e:
-                if started:
-                    raise
-                body = negotiation.on_error(e)
+        # Not (or no longer) retried: the negotiation may send it another way, or raises.
+        self._body, self._attempt = self._negotiation.on_error(error), 0
+
+    async def _release(self) -> None:
+        self._bytes, self._state = None, None
+        response, self._response = self._response, None
+        slot, self._slot = self._slot, None
+        try:
+            if response is not None:
+                await response.aclose()
+        finally:
+            if slot is not None:
+                await slot.__aexit__(None, None, None)
 
 
 def _second_empty(error: TIRError, attempt: int) -> bool:

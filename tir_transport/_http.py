@@ -242,6 +242,10 @@ class HTTPClient:
         delay = self.retry.delay(error, attempt)
         if delay is None:
             raise error
+        self._log_retry(url, delay, attempt, error)
+        return delay
+
+    def _log_retry(self, url: str, delay: float, attempt: int, error: TIRError) -> None:
         logger.info(
             "retrying %s in %.2fs (retry %d of %d) after: %s",
             url,
@@ -250,7 +254,6 @@ class HTTPClient:
             self.retry.max_retries,
             error,
         )
-        return delay
 
     @staticmethod
     def _json(response: httpx.Response) -> Any:
