@@ -47,6 +47,7 @@ from tir_transport import (
     TIRClient,
     ToolMode,
     build_payload,
+    move_unknown_arguments,
 )
 from tir_transport._client import ClientCache, client_for
 from tir_transport._config import (
@@ -64,7 +65,6 @@ from ._convert import (
     messages_to_wire,
 )
 from ._errors import langchain_errors
-from ._fields import move_unknown_to_model_kwargs
 from ._parsers import WholeJsonOutputParser, WholePydanticOutputParser
 
 __all__ = ["ChatTIRLlama"]
@@ -157,7 +157,10 @@ class ChatTIRLlama(BaseChatModel):
     extra_body: dict[str, Any] | None = None
     """vLLM's extra fields (`top_k`, `repetition_penalty`, ...), merged in last."""
 
-    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
+    # hide_input_in_errors: a validation error would otherwise quote every argument, the key too.
+    model_config = ConfigDict(
+        populate_by_name=True, arbitrary_types_allowed=True, hide_input_in_errors=True
+    )
 
     _client_cache: ClientCache | None = PrivateAttr(default=None)
 
@@ -165,7 +168,7 @@ class ChatTIRLlama(BaseChatModel):
     @classmethod
     def _build_model_kwargs(cls, values: Any) -> Any:
         # As ChatOpenAI does: unknown arguments are request fields, not silently dropped.
-        return move_unknown_to_model_kwargs(cls, values) if isinstance(values, dict) else values
+        return move_unknown_arguments(cls, values) if isinstance(values, dict) else values
 
     @field_validator("project_id", "endpoint_id", mode="before")
     @classmethod

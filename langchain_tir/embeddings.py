@@ -105,7 +105,10 @@ class TIREmbeddings(BaseModel, Embeddings):
     document_prefix: str | None = None
     """Put before every document: e5 models want `"passage: "`."""
 
-    model_config = ConfigDict(populate_by_name=True, protected_namespaces=())
+    # hide_input_in_errors: a validation error would otherwise quote every argument, the key too.
+    model_config = ConfigDict(
+        populate_by_name=True, protected_namespaces=(), hide_input_in_errors=True
+    )
 
     _client_cache: ClientCache | None = PrivateAttr(default=None)
 

@@ -11,6 +11,9 @@ from llama_index.core.base.llms.generic_utils import (
     chat_to_completion_decorator,
     stream_chat_to_completion_decorator,
 )
+from llama_index.core.base.llms.generic_utils import (
+    messages_to_prompt as generic_messages_to_prompt,
+)
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
@@ -24,6 +27,7 @@ from llama_index.core.base.llms.types import (
     ToolCallBlock,
 )
 from llama_index.core.bridge.pydantic import (
+    ConfigDict,
     Field,
     PrivateAttr,
     SecretStr,
@@ -46,6 +50,7 @@ from tir_transport import (
     ToolMode,
     build_payload,
     check_single_choice,
+    move_unknown_arguments,
 )
 from tir_transport._client import ClientCache, client_for
 from tir_transport._config import (
@@ -144,18 +149,25 @@ class TIRLlamaLLM(FunctionCallingLLM):
 
     _client_cache: ClientCache | None = PrivateAttr(default=None)
 
+    # A validation error would otherwise quote every argument, the key too.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
     @model_validator(mode="before")
     @classmethod
-    def _refuse_messages_to_prompt(cls, values: Any) -> Any:
+    def _sort_arguments(cls, values: Any) -> Any:
+        if not isinstance(values, dict):
+            return values
         # Messages go to the server as messages, and the server applies the model's chat
-        # template: a messages_to_prompt would never be called, so it is refused, not ignored.
-        if isinstance(values, dict) and values.get("messages_to_prompt") is not None:
+        # template: a messages_to_prompt would never be called, so it is refused, not ignored
+        # (LlamaIndex's own default, which `dict(llm)` carries, is no choice of the user's).
+        if values.get("messages_to_prompt") not in (None, generic_messages_to_prompt):
             raise ValueError(
                 "TIRLlamaLLM sends chat messages as messages (the server applies Llama's chat "
                 "template), so messages_to_prompt would never be used: leave it out, and shape "
                 "the messages before chat(). completion_to_prompt is applied by complete()."
             )
-        return values
+        # Unknown arguments are request fields (or misspellings), as in ChatTIRLlama.
+        return move_unknown_arguments(cls, values, into="additional_kwargs")
 
     @field_validator("project_id", "endpoint_id", mode="before")
     @classmethod

@@ -7,6 +7,7 @@ from typing import Any, Literal
 import llama_index.core.instrumentation as instrument
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import (
+    ConfigDict,
     Field,
     PrivateAttr,
     SecretStr,
@@ -113,6 +114,9 @@ class TIREmbedding(BaseEmbedding):
     document_prefix: str | None = Field(
         default=None, description="Put before every document (e5 models want 'passage: ')."
     )
+
+    # A validation error would otherwise quote every argument, the key too.
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     _client_cache: ClientCache | None = PrivateAttr(default=None)
 

@@ -25,7 +25,15 @@ import ray.data
 from tir_transport import TIRConfig, Usage
 
 from ._bulk import CHAT_COLUMNS, _check_columns, chat
-from ._output import WriteMode, check_output, done_ids, pending, usage, write_output
+from ._output import (
+    OutputFolderError,
+    WriteMode,
+    check_output,
+    done_ids,
+    pending,
+    usage,
+    write_output,
+)
 
 __all__ = ["run"]
 
@@ -38,7 +46,9 @@ class _Refused(Exception):
     """A bad input or output, said in one line (exit status 2)."""
 
 
-def _format(path: Path) -> str:
+def _format(path: Path, given: str) -> str:
+    if "://" in given:
+        raise _Refused(f"the input {given} is not a local file: copy it here first")
     if not path.exists():
         raise _Refused(f"the input {path} does not exist")
     if path.is_dir():
@@ -88,7 +98,8 @@ def _columns(path: Path, fmt: str) -> list[str]:
             return list(pq.read_schema(first).names)
         except (OSError, pa.ArrowException) as e:
             raise _Refused(f"{first} cannot be read as Parquet: {e}") from None
-    with path.open(encoding="utf-8", newline="") as f:
+    # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which is no column name.
+    with path.open(encoding="utf-8-sig", newline="") as f:
         if fmt == "csv":
             header = next(csv.reader(f), None)
             if not header:
@@ -106,7 +117,12 @@ def _columns(path: Path, fmt: str) -> list[str]:
     raise _Refused(f"{path} is empty: it holds no rows")
 
 
-def _check_output_place(output: Path, source: Path) -> None:
+def _check_output_place(output: Path, source: Path, given: str) -> None:
+    if "://" in given:
+        raise _Refused(
+            f"the output {given} is not a local folder: tir-llama batch writes to a local "
+            "folder (or one every Ray node mounts)"
+        )
     here = Path(os.path.abspath(output))
     if source.is_dir() and here.resolve().is_relative_to(source.resolve()):
         raise _Refused(
@@ -150,14 +166,14 @@ def _validate(args: argparse.Namespace, config: dict[str, Any]) -> tuple[str, in
     """Every check that needs no Ray; returns the input format, block size and write mode."""
     source, output = Path(args.input), Path(args.output)
     mode: WriteMode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
-    fmt = _format(source)
+    fmt = _format(source, args.input)
     block = max(_MIN_BLOCK, 2 * _scan_text(source) + 1) if fmt != "parquet" else _MIN_BLOCK
     names = _columns(source, fmt)
     try:
         _check_columns(names, args.prompt_column, CHAT_COLUMNS, "--prompt-column")
     except ValueError as e:
         raise _Refused(str(e)) from None
-    _check_output_place(output, source)
+    _check_output_place(output, source, args.output)
     if args.resume:
         if args.output.rstrip("/").endswith(".jsonl"):
             raise _Refused("--resume needs Parquet output (a folder not ending in .jsonl)")
@@ -209,7 +225,11 @@ def run(args: argparse.Namespace, config: dict[str, Any], out: TextIO) -> int:
         **config,
         **request,
     )
-    written = write_output(result, args.output, mode=mode)
+    try:
+        written = write_output(result, args.output, mode=mode)
+    except OutputFolderError as e:  # e.g. --overwrite with no rows: nothing replaced
+        print(f"error: {e}", file=out)
+        return 2
     print(_line("this run", usage(written)), file=out)
     print(_line(f"{args.output} holds", usage(args.output)), file=out)
     return 0

@@ -220,7 +220,7 @@ def pending(ds: ray.data.Dataset, output: str, *, id_column: str) -> ray.data.Da
 
 def write_output(
     ds: ray.data.Dataset,
-    output: str,
+    output: str | os.PathLike[str],
     *,
     mode: WriteMode = "new",
     format: Literal["parquet", "json"] | None = None,
@@ -241,6 +241,12 @@ def write_output(
     Raises:
         OutputFolderError: see `check_output`; nothing is sent when it is raised.
     """
+    output = os.fspath(output)
+    if "://" in output:
+        raise OutputFolderError(
+            f"{output}: write_output takes a local folder (or one every node mounts); for "
+            "object stores, use Ray's own write_parquet"
+        )
     fmt = format or ("json" if output.rstrip("/").endswith(".jsonl") else "parquet")
     if mode == "resume" and fmt != "parquet":
         raise OutputFolderError("resuming needs Parquet output (a folder not ending in .jsonl)")
@@ -265,6 +271,11 @@ def write_output(
         raise
     written = [p for p in _row_files(target) if p.name not in before]
     if target is not folder:
+        if not written:
+            # No rows to put in their place: the earlier output stays as it was.
+            if target.is_dir():
+                shutil.rmtree(target)
+            raise OutputFolderError(f"the new output has no rows: nothing in {folder} was replaced")
         moved = []
         for path in written:
             # Ray names every file after its write: no name is taken by an earlier run.

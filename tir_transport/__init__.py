@@ -3,6 +3,7 @@
 Importing this package imports neither LangChain nor LlamaIndex.
 """
 
+from ._arguments import move_unknown_arguments
 from ._client import TIRClient
 from ._config import (
     DEFAULT_HOST,
@@ -111,6 +112,7 @@ __all__ = [
     "error_from_response",
     "forget_endpoints",
     "is_retryable",
+    "move_unknown_arguments",
     "parse_chunk",
     "parse_completion",
     "parse_embeddings",

@@ -154,6 +154,10 @@ def _batch_arguments(parser: argparse.ArgumentParser) -> None:
         help="OUTPUT holds an earlier run's rows: replace them, once the new output is complete",
     )
     parser.add_argument("--id-column", default="id", help="the rows' ids, for --resume (id)")
+    # Also here, so that `batch ... --debug` works as the error hint suggests.
+    parser.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+    )
 
 
 def batch(args: argparse.Namespace, out: TextIO) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import deque
@@ -24,7 +25,7 @@ from ._http import (
     cached_client,
     limits_of,
 )
-from ._limits import Limits
+from ._limits import Limits, _AsyncSlot
 from ._negotiate import Negotiation
 from ._retry import RetryPolicy
 from ._sse import ServerSentEvent, SSEDecoder
@@ -346,6 +347,7 @@ class AsyncChatStream:
         self._watch: TextToolCallFilter | None = None
         # The whole reply, when the negotiation must check it before anything is handed on.
         self._whole: list[ChatChunk] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __aiter__(self) -> AsyncChatStream:
         return self
@@ -360,6 +362,8 @@ class AsyncChatStream:
                     raise StopAsyncIteration
                 await self._advance()
         except BaseException:
+            # Ended (an error, a cancel, the end): reading on must not send it again.
+            self._finished = True
             await self._release()
             raise
         self._handed_on = True
@@ -370,6 +374,24 @@ class AsyncChatStream:
         self._finished = True
         self._ready.clear()
         await self._release()
+
+    async def __aenter__(self) -> AsyncChatStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        # Left without aclose() (a `break`): the slot goes back now, so later requests of the
+        # client do not wait for it forever, and the response is closed on its loop.
+        slot, self._slot = self._slot, None
+        if isinstance(slot, _AsyncSlot):
+            slot.release()
+        response, self._response = self._response, None
+        loop = self._loop
+        if response is not None and loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(_close_later, loop, response)
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -405,6 +427,7 @@ class AsyncChatStream:
         self._watch = None if checked else self._negotiation.stream_filter()
         self._received = False
         http = await client._async_client()
+        self._loop = asyncio.get_running_loop()
         request = http.build_request("POST", self._url, content=body, headers=headers)
         self._slot = client._aslot()
         await self._slot.__aenter__()
@@ -479,6 +502,15 @@ class AsyncChatStream:
         finally:
             if slot is not None:
                 await slot.__aexit__(None, None, None)
+
+
+def _close_later(loop: asyncio.AbstractEventLoop, response: httpx.Response) -> None:
+    task = loop.create_task(response.aclose())
+    _closing.add(task)  # held until done: the loop keeps only weak references to tasks
+    task.add_done_callback(_closing.discard)
+
+
+_closing: set[asyncio.Task[None]] = set()
 
 
 def _second_empty(error: TIRError, attempt: int) -> bool:

@@ -194,6 +194,10 @@ class _AsyncSlot:
         self._slots = await self._limits._aacquire()
 
     async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Give the slot back (synchronous: usable from a finalizer)."""
         if self._slots is not None:
             self._slots.release()
             self._slots = None

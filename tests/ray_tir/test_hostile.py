@@ -430,3 +430,66 @@ def test_a_too_long_text_is_found_within_the_bound(emulator: Emulator) -> None:
     assert all(r["embedding"] is not None for i, r in by_id.items() if i != 37)
     # 4 batches; the one holding the long text is halved down to it: 1 + 2 * log2(16) = 9.
     assert len(emulator.requests) <= 3 + 9
+
+
+def test_overwrite_with_no_rows_replaces_nothing(emulator: Emulator, answered: Path) -> None:
+    before = hashes(answered)
+    header_only = answered.parent / "header.csv"
+    header_only.write_text("id,prompt\n")
+    code, text = batch(emulator, str(header_only), str(answered), "--overwrite")
+    assert code == 2 and "has no rows: nothing in" in text and "replaced" in text
+    empty = ray.data.from_items(rows(3)).filter(lambda r: False)
+    with pytest.raises(ray_tir.OutputFolderError, match="has no rows"):
+        ray_tir.write_output(ray_tir.chat(empty, **options(emulator)), answered, mode="overwrite")
+    assert hashes(answered) == before and emulator.requests == []
+
+
+def test_a_csv_with_a_byte_order_mark_is_read(emulator: Emulator, tmp_path: Path) -> None:
+    source = tmp_path / "excel.csv"
+    source.write_bytes("id,prompt\n1,hello\n".encode("utf-8-sig"))  # Excel's "CSV UTF-8"
+    code, text = batch(emulator, str(source), str(tmp_path / "out"))
+    assert code == 0 and "this run: 1 rows, 0 with an error" in text, text
+
+
+def test_a_remote_output_is_refused_before_any_request(
+    emulator: Emulator, tickets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, text = batch(emulator, str(tickets), "s3://bucket/answers")
+    assert code == 2 and "not a local folder" in text
+    with pytest.raises(ray_tir.OutputFolderError, match="local folder"):
+        ray_tir.write_output(
+            ray_tir.chat(ray.data.from_items(rows(1)), **options(emulator)), "s3://bucket/answers"
+        )
+    assert emulator.requests == [] and not (tmp_path / "s3:").exists()
+
+
+def test_debug_after_the_subcommand_shows_the_traceback(
+    emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"id": [1], "prompt": ["q"]}), source)
+    from ray_tir import _cli
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(_cli, "chat", broken)
+    with pytest.raises(RuntimeError, match="boom"):
+        batch(emulator, str(source), str(tmp_path / "out"), "--debug")
+
+
+def test_json_lines_output_is_overwritten_whole(emulator: Emulator, tmp_path: Path) -> None:
+    output = tmp_path / "out.jsonl"
+    first = ray_tir.write_output(
+        ray_tir.chat(ray.data.from_items(rows(4)), **options(emulator)), output
+    )
+    with pytest.raises(ray_tir.OutputFolderError, match="already holds rows"):
+        ray_tir.write_output(
+            ray_tir.chat(ray.data.from_items(rows(2)), **options(emulator)), output
+        )
+    second = ray_tir.write_output(
+        ray_tir.chat(ray.data.from_items(rows(2)), **options(emulator)), output, mode="overwrite"
+    )
+    assert not set(first) & set(second) and all(not Path(p).exists() for p in first)
+    assert ray_tir.usage(output)["rows"] == 2

@@ -28,6 +28,7 @@ from tir_transport import (
     ConfigurationError,
     ContextLengthExceededError,
     InvalidResponseError,
+    Limits,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
@@ -508,4 +509,36 @@ def test_empty_stream_is_an_error_that_says_so(
 ) -> None:
     emulator.queue(*[Reply(raw_events=[], no_done=True)] * 3)
     with pytest.raises(StreamInterruptedError, match="empty stream"):
-        call.stream(make_client(), payload(stream=True))
+        call.stream(make_client(max_retries=2), payload(stream=True))
+    assert len(emulator.requests) == 2  # tried once more, not once per retry allowed
+
+
+def test_an_async_stream_left_with_break_frees_its_slot(emulator: Emulator) -> None:
+    config = TIRConfig.from_env(api_key=TEST_KEY, base_url=emulator.base_url, timeout=5)
+    client = TIRClient(config, limits=Limits(max_in_flight=1))
+
+    async def main() -> str | None:
+        emulator.queue(Reply(delay=0.05))
+        async for _ in client.astream(payload(stream=True)):
+            break  # no aclose(): the stream is dropped here
+        # With its one slot still held, this would wait forever.
+        return (await asyncio.wait_for(client.acreate(payload()), 5)).text
+
+    assert asyncio.run(main()) == SEED_TEXT
+
+
+def test_a_failed_async_stream_is_not_sent_again(
+    make_client: MakeClient, emulator: Emulator
+) -> None:
+    emulator.queue(Reply(status=401, message="no"))
+    client = make_client(max_retries=0)
+
+    async def main() -> None:
+        stream = client.astream(payload(stream=True))
+        with pytest.raises(AuthenticationError):
+            await anext(stream)
+        with pytest.raises(StopAsyncIteration):
+            await anext(stream)
+
+    asyncio.run(main())
+    assert len(emulator.requests) == 1

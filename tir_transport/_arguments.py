@@ -1,4 +1,4 @@
-"""Constructor arguments the class has no field for, and request fields it refuses."""
+"""Constructor arguments an adapter class has no field for: request fields, or mistakes."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tir_transport import check_single_choice
+from ._wire import check_single_choice
 
-# Request fields vLLM takes that have no field of their own: passed on via `model_kwargs` (with
+__all__ = ["KNOWN_REQUEST_FIELDS", "move_unknown_arguments"]
+
+# Request fields vLLM takes that have no field of their own: passed on with every request (with
 # a warning), never taken for a misspelling of a field (`top_k` is one letter from `top_p`).
 KNOWN_REQUEST_FIELDS = frozenset(
     {
@@ -43,16 +45,20 @@ KNOWN_REQUEST_FIELDS = frozenset(
 )
 
 
-def move_unknown_to_model_kwargs(cls: type[BaseModel], values: dict[str, Any]) -> dict[str, Any]:
-    """Sort a model's constructor arguments as ChatOpenAI does.
+def move_unknown_arguments(
+    cls: type[BaseModel], values: dict[str, Any], into: str = "model_kwargs"
+) -> dict[str, Any]:
+    """Sort an adapter's constructor arguments as ChatOpenAI does.
 
-    An argument that is no field (nor alias) of `cls` goes into `model_kwargs`, with a
+    An argument that is no field (nor alias) of `cls` goes into the dict field `into`
+    (`model_kwargs`, LlamaIndex's `additional_kwargs`) and is sent with every request, with a
     warning that names it, unless it looks like a misspelt field (then an error says which).
-    A field given both as an argument and in `model_kwargs` is an error; a field given only
-    in `model_kwargs` becomes the argument (the request is the same; the field is validated).
+    A field given both as an argument and in `into` is an error; a field given only in
+    `into` becomes the argument (the request is the same; the field is validated). `n` above
+    1 is refused wherever it is given.
 
     Raises:
-        ValueError: a likely misspelling, or a field given twice.
+        ValueError: a likely misspelling, a field given twice, or `n` above 1.
     """
     names: set[str] = set()
     for name, info in cls.model_fields.items():
@@ -60,7 +66,7 @@ def move_unknown_to_model_kwargs(cls: type[BaseModel], values: dict[str, Any]) -
         if info.alias:
             names.add(info.alias)
     values = dict(values)
-    extra = dict(values.get("model_kwargs") or {})
+    extra = dict(values.get(into) or {})
     # Before any warning about `n`: it is refused, not moved.
     check_single_choice({"n": values.get("n", extra.get("n"))})
     check_single_choice(values.get("extra_body") or {})
@@ -72,14 +78,14 @@ def move_unknown_to_model_kwargs(cls: type[BaseModel], values: dict[str, Any]) -
             if close:
                 raise ValueError(
                     f"{cls.__name__} has no argument {key!r}: did you mean {close[0]!r}? (A "
-                    f"request field of that name goes in model_kwargs={{{key!r}: ...}}.)"
+                    f"request field of that name goes in {into}={{{key!r}: ...}}.)"
                 )
         if key in extra:
-            raise ValueError(f"{key!r} is given twice: as an argument and in model_kwargs")
+            raise ValueError(f"{key!r} is given twice: as an argument and in {into}")
         extra[key] = values.pop(key)
         warnings.warn(
             f"{key!r} is not an argument of {cls.__name__}: it is sent with every request as "
-            f"a request field. Pass it in model_kwargs={{{key!r}: ...}} to say so and silence "
+            f"a request field. Pass it in {into}={{{key!r}: ...}} to say so and silence "
             "this warning.",
             UserWarning,
             stacklevel=5,
@@ -87,10 +93,10 @@ def move_unknown_to_model_kwargs(cls: type[BaseModel], values: dict[str, Any]) -
     for key in [k for k in extra if k in names]:
         if values.get(key) is not None:
             raise ValueError(
-                f"{key!r} is given twice: as {key}={values[key]!r} and in model_kwargs "
+                f"{key!r} is given twice: as {key}={values[key]!r} and in {into} "
                 f"({extra[key]!r}); give it once, as {key}=..."
             )
         values[key] = extra.pop(key)
-    if "model_kwargs" in values or extra:
-        values["model_kwargs"] = extra
+    if into in values or extra:
+        values[into] = extra
     return values
