@@ -384,11 +384,12 @@ class AsyncChatStream:
     def __del__(self) -> None:
         # Left without aclose() (a `break`): the slot goes back now, so later requests of the
         # client do not wait for it forever, and the response is closed on its loop.
-        slot, self._slot = self._slot, None
+        # getattr: __init__ may have failed (a bad payload) before these were set.
+        slot, self._slot = getattr(self, "_slot", None), None
         if isinstance(slot, _AsyncSlot):
             slot.release()
-        response, self._response = self._response, None
-        loop = self._loop
+        response, self._response = getattr(self, "_response", None), None
+        loop = getattr(self, "_loop", None)
         if response is not None and loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(_close_later, loop, response)
