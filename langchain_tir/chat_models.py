@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from functools import partial
 from operator import itemgetter
 from typing import Any, Literal, Self
 
@@ -24,39 +25,20 @@ from langchain_core.output_parsers.openai_tools import (
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
-from langchain_core.utils import from_env, secret_from_env
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    SecretStr,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tir_transport import (
-    DEFAULT_HOST,
-    DEFAULT_MAX_RETRIES,
     DEFAULT_MODEL,
-    DEFAULT_TIMEOUT,
     ChatCompletion,
     TIRClient,
+    TIRConnection,
     ToolMode,
     build_payload,
+    context_window,
     move_unknown_arguments,
 )
-from tir_transport._client import ClientCache, client_for
-from tir_transport._config import (
-    API_KEY_ENV_VARS,
-    BASE_URL_ENV_VARS,
-    PROJECT_ID_ENV_VARS,
-    id_text,
-)
-from tir_transport._models import context_window
 
 from ._convert import (
     PROVIDER,
@@ -88,7 +70,7 @@ def _tool_choice(tool_choice: Any) -> Any:
     )
 
 
-class ChatTIRLlama(BaseChatModel):
+class ChatTIRLlama(TIRConnection, BaseChatModel):
     """A chat model served by E2E Networks TIR (GenAI API or a model endpoint).
 
     Setup:
@@ -107,33 +89,6 @@ class ChatTIRLlama(BaseChatModel):
 
     model: str = Field(default=DEFAULT_MODEL, alias="model_name")
     """The model: a TIR GenAI model name (the body's `model`, and part of the GenAI path)."""
-    api_key: SecretStr | None = Field(
-        default_factory=secret_from_env(list(API_KEY_ENV_VARS), default=None)
-    )
-    """The TIR API token; read from `TIR_API_KEY` or `E2E_TIR_ACCESS_TOKEN` when not given."""
-    project_id: str | None = Field(
-        default_factory=from_env(list(PROJECT_ID_ENV_VARS), default=None)
-    )
-    """The TIR project id, an int or a str (with or without `p-`); from `TIR_PROJECT_ID`,
-    `E2E_TIR_PROJECT_ID`."""
-    host: str = Field(default_factory=from_env("TIR_HOST", default=DEFAULT_HOST))
-    """The TIR inference host; from `TIR_HOST`."""
-    endpoint_id: str | None = None
-    """Set (an int or a str) for a self-deployed TIR model endpoint instead of a GenAI model."""
-    base_url: str | None = Field(default_factory=from_env(list(BASE_URL_ENV_VARS), default=None))
-    """A full `.../v1` URL that overrides host, project and model path; from `TIR_BASE_URL`."""
-    timeout: float = Field(default=DEFAULT_TIMEOUT, alias="request_timeout")
-    """Seconds to wait for the reply, and between two stream chunks (alias
-    `request_timeout`, ChatOpenAI's name)."""
-    max_retries: int = DEFAULT_MAX_RETRIES
-    """Retries for connection errors, timeouts, 408/409/429 and 5xx."""
-    allow_insecure_http: bool = False
-    """Allow plain `http://` to a host that is not loopback (the key travels in clear)."""
-    max_in_flight: int | None = Field(default=None, ge=1)
-    """Requests in flight at once for this instance (threads; and per event loop, async)."""
-    requests_per_minute: float | None = Field(default=None, gt=0)
-    """Requests per minute for this instance, paced evenly (retries count). A 429 with
-    `Retry-After` pauses every request of the instance, with or without these limits."""
     tool_mode: ToolMode = "auto"
     """How tools are sent: `"auto"` (native, and in the prompt if the endpoint rejects them),
     `"native"` or `"prompt"` (Llama 3.1's JSON tool-call format in the prompt)."""
@@ -157,24 +112,16 @@ class ChatTIRLlama(BaseChatModel):
     extra_body: dict[str, Any] | None = None
     """vLLM's extra fields (`top_k`, `repetition_penalty`, ...), merged in last."""
 
-    # hide_input_in_errors: a validation error would otherwise quote every argument, the key too.
+    # As TIRConnection's (a validation error must never quote the key).
     model_config = ConfigDict(
         populate_by_name=True, arbitrary_types_allowed=True, hide_input_in_errors=True
     )
-
-    _client_cache: ClientCache | None = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
     def _build_model_kwargs(cls, values: Any) -> Any:
         # As ChatOpenAI does: unknown arguments are request fields, not silently dropped.
         return move_unknown_arguments(cls, values) if isinstance(values, dict) else values
-
-    @field_validator("project_id", "endpoint_id", mode="before")
-    @classmethod
-    def _id_as_text(cls, value: Any, info: ValidationInfo) -> str | None:
-        # TIR's API reference types ids as integers: 4242 and "4242" both work.
-        return id_text(value, info.field_name or "id")
 
     @model_validator(mode="after")
     def _check_config(self) -> Self:
@@ -184,8 +131,9 @@ class ChatTIRLlama(BaseChatModel):
 
     @property
     def _client(self) -> TIRClient:
-        self._client_cache = client_for(self, self._client_cache)
-        return self._client_cache[1]
+        return self.cached_client(
+            self.model, (self.tool_mode,), partial(TIRClient, tool_mode=self.tool_mode)
+        )
 
     # -- LangChain plumbing ----------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from llama_index.core.base.llms.generic_utils import (
@@ -26,15 +27,7 @@ from llama_index.core.base.llms.types import (
     MessageRole,
     ToolCallBlock,
 )
-from llama_index.core.bridge.pydantic import (
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    SecretStr,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from llama_index.core.bridge.pydantic import ConfigDict, Field, model_validator
 from llama_index.core.constants import DEFAULT_NUM_OUTPUTS
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
@@ -42,24 +35,13 @@ from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.llms.utils import parse_partial_json
 
 from tir_transport import (
-    DEFAULT_HOST,
-    DEFAULT_MAX_RETRIES,
     DEFAULT_MODEL,
-    DEFAULT_TIMEOUT,
     TIRClient,
+    TIRConnection,
     ToolMode,
     build_payload,
     check_single_choice,
     move_unknown_arguments,
-)
-from tir_transport._client import ClientCache, client_for
-from tir_transport._config import (
-    API_KEY_ENV_VARS,
-    BASE_URL_ENV_VARS,
-    HOST_ENV_VARS,
-    PROJECT_ID_ENV_VARS,
-    env_first,
-    id_text,
 )
 
 from ._convert import StreamConverter, completion_to_response, messages_to_wire
@@ -85,7 +67,7 @@ def _tool_choice(tool_choice: str | dict[str, Any] | None, tool_required: bool) 
     return {"type": "function", "function": {"name": tool_choice}}
 
 
-class TIRLlamaLLM(FunctionCallingLLM):
+class TIRLlamaLLM(TIRConnection, FunctionCallingLLM):
     """A chat model served by E2E Networks TIR (GenAI API or a model endpoint), for LlamaIndex.
 
     Example:
@@ -99,33 +81,6 @@ class TIRLlamaLLM(FunctionCallingLLM):
     """
 
     model: str = Field(default=DEFAULT_MODEL, description="The TIR model name.")
-    api_key: SecretStr | None = Field(
-        default=None,
-        exclude=True,
-        description="TIR API token; from TIR_API_KEY or E2E_TIR_ACCESS_TOKEN when not given.",
-    )
-    project_id: str | None = Field(
-        default=None,
-        description="TIR project id, an int or a str; from TIR_PROJECT_ID or E2E_TIR_PROJECT_ID.",
-    )
-    host: str | None = Field(default=None, description="Inference host; from TIR_HOST.")
-    endpoint_id: str | None = Field(
-        default=None, description="A self-deployed TIR model endpoint instead of a GenAI model."
-    )
-    base_url: str | None = Field(
-        default=None, description="A full .../v1 URL overriding host, project and model path."
-    )
-    timeout: float = Field(default=DEFAULT_TIMEOUT, gt=0, description="Seconds per request.")
-    max_retries: int = Field(default=DEFAULT_MAX_RETRIES, ge=0, description="Retries.")
-    allow_insecure_http: bool = Field(
-        default=False, description="Allow plain http:// to a host that is not loopback."
-    )
-    max_in_flight: int | None = Field(
-        default=None, ge=1, description="Requests in flight at once (per event loop, async)."
-    )
-    requests_per_minute: float | None = Field(
-        default=None, gt=0, description="Requests per minute, paced evenly (retries count)."
-    )
     tool_mode: ToolMode = Field(
         default="auto",
         description="How tools are sent: 'auto' (native, and in the prompt if the endpoint "
@@ -147,10 +102,10 @@ class TIRLlamaLLM(FunctionCallingLLM):
         default_factory=dict, description="Other request fields (e.g. vLLM's top_k)."
     )
 
-    _client_cache: ClientCache | None = PrivateAttr(default=None)
-
-    # A validation error would otherwise quote every argument, the key too.
-    model_config = ConfigDict(hide_input_in_errors=True)
+    # As TIRConnection's (a validation error must never quote the key).
+    model_config = ConfigDict(
+        populate_by_name=True, arbitrary_types_allowed=True, hide_input_in_errors=True
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -169,29 +124,17 @@ class TIRLlamaLLM(FunctionCallingLLM):
         # Unknown arguments are request fields (or misspellings), as in ChatTIRLlama.
         return move_unknown_arguments(cls, values, into="additional_kwargs")
 
-    @field_validator("project_id", "endpoint_id", mode="before")
-    @classmethod
-    def _id_as_text(cls, value: Any, info: ValidationInfo) -> str | None:
-        # TIR's API reference types ids as integers: 4242 and "4242" both work.
-        return id_text(value, info.field_name or "id")
-
     @model_validator(mode="after")
-    def _read_environment(self) -> TIRLlamaLLM:
-        # Read the environment once, here: construction still needs no key and does no I/O.
-        if self.api_key is None:
-            found = env_first(API_KEY_ENV_VARS)
-            self.api_key = SecretStr(found) if found else None
-        self.project_id = self.project_id or env_first(PROJECT_ID_ENV_VARS)
-        self.host = self.host or env_first(HOST_ENV_VARS) or DEFAULT_HOST
-        self.base_url = self.base_url or env_first(BASE_URL_ENV_VARS)
+    def _check_config(self) -> TIRLlamaLLM:
         check_single_choice(self.additional_kwargs)  # n > 1 would bill answers never returned
-        _ = self._client  # bad numbers fail here
+        _ = self._client  # bad numbers fail here; no I/O, no key needed until a request
         return self
 
     @property
     def _client(self) -> TIRClient:
-        self._client_cache = client_for(self, self._client_cache)
-        return self._client_cache[1]
+        return self.cached_client(
+            self.model, (self.tool_mode,), partial(TIRClient, tool_mode=self.tool_mode)
+        )
 
     @classmethod
     def class_name(cls) -> str:

@@ -2,41 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import llama_index.core.instrumentation as instrument
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
-from llama_index.core.bridge.pydantic import (
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    SecretStr,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from llama_index.core.bridge.pydantic import ConfigDict, Field, model_validator
 from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.instrumentation.events.embedding import (
     EmbeddingEndEvent,
     EmbeddingStartEvent,
 )
 
-from tir_transport import DEFAULT_HOST, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, EmbeddingsClient
-from tir_transport._config import (
-    API_KEY_ENV_VARS,
-    BASE_URL_ENV_VARS,
-    EMBEDDING_MODEL_ENV_VARS,
-    HOST_ENV_VARS,
-    PROJECT_ID_ENV_VARS,
-    env_first,
-    id_text,
-)
-from tir_transport._embeddings_client import (
-    DEFAULT_EMBED_BATCH_SIZE,
-    DEFAULT_EMBED_CONCURRENCY,
-    embeddings_client_for,
-)
-from tir_transport._http import ClientCache
+from tir_transport import DEFAULT_EMBED_BATCH_SIZE, EmbeddingsClient, TIREmbeddingsConnection
 
 __all__ = ["TIREmbedding"]
 
@@ -44,7 +21,7 @@ __all__ = ["TIREmbedding"]
 dispatcher = instrument.get_dispatcher(__name__)  # type: ignore[attr-defined]
 
 
-class TIREmbedding(BaseEmbedding):
+class TIREmbedding(TIREmbeddingsConnection, BaseEmbedding):
     """Embeddings from an E2E Networks TIR embedding model, for LlamaIndex.
 
     Example:
@@ -62,93 +39,28 @@ class TIREmbedding(BaseEmbedding):
     `TokenCountingHandler` counts embedding tokens with its own tokenizer.
     """
 
-    model: str | None = Field(
-        default=None,
-        description="The embedding model's API name; from TIR_EMBEDDING_MODEL. Required.",
-    )
-    api_key: SecretStr | None = Field(
-        default=None,
-        exclude=True,
-        description="TIR API token; from TIR_API_KEY or E2E_TIR_ACCESS_TOKEN when not given.",
-    )
-    project_id: str | None = Field(
-        default=None,
-        description="TIR project id, an int or a str; from TIR_PROJECT_ID or E2E_TIR_PROJECT_ID.",
-    )
-    host: str | None = Field(default=None, description="Inference host; from TIR_HOST.")
-    endpoint_id: str | None = Field(
-        default=None, description="A self-deployed TIR model endpoint instead of a GenAI model."
-    )
-    base_url: str | None = Field(
-        default=None, description="A full .../v1 URL overriding host, project and model path."
-    )
-    timeout: float = Field(default=DEFAULT_TIMEOUT, gt=0, description="Seconds per request.")
-    max_retries: int = Field(default=DEFAULT_MAX_RETRIES, ge=0, description="Retries.")
-    allow_insecure_http: bool = Field(
-        default=False, description="Allow plain http:// to a host that is not loopback."
-    )
-    max_in_flight: int | None = Field(
-        default=None, ge=1, description="Requests in flight at once (per event loop, async)."
-    )
-    requests_per_minute: float | None = Field(
-        default=None, gt=0, description="Requests per minute, paced evenly (retries count)."
-    )
     embed_batch_size: int = Field(
         default=DEFAULT_EMBED_BATCH_SIZE, gt=0, le=2048, description="Texts per request."
     )
-    max_concurrency: int = Field(
-        default=DEFAULT_EMBED_CONCURRENCY, ge=1, description="Requests in flight at once."
-    )
-    encoding_format: Literal["base64", "float"] = Field(
-        default="base64", description="How vectors travel (base64: a third of the bytes)."
-    )
-    dimensions: int | None = Field(default=None, description="Shorter vectors, if supported.")
-    truncate_prompt_tokens: int | None = Field(
-        default=None,
-        description="Let the server (vLLM) cut each text to this many tokens (-1: the model's "
-        "maximum, on recent vLLM) instead of failing on a text that is too long.",
-    )
-    query_prefix: str | None = Field(
-        default=None, description="Put before every query (e5 models want 'query: ')."
-    )
-    document_prefix: str | None = Field(
-        default=None, description="Put before every document (e5 models want 'passage: ')."
-    )
 
-    # A validation error would otherwise quote every argument, the key too.
-    model_config = ConfigDict(hide_input_in_errors=True)
-
-    _client_cache: ClientCache | None = PrivateAttr(default=None)
-
-    @field_validator("project_id", "endpoint_id", mode="before")
-    @classmethod
-    def _id_as_text(cls, value: Any, info: ValidationInfo) -> str | None:
-        # TIR's API reference types ids as integers: 4242 and "4242" both work.
-        return id_text(value, info.field_name or "id")
+    # As TIRConnection's (a validation error must never quote the key); `model_` fields
+    # are ours, not pydantic's.
+    model_config = ConfigDict(
+        populate_by_name=True,
+        arbitrary_types_allowed=True,
+        protected_namespaces=(),
+        hide_input_in_errors=True,
+    )
 
     @model_validator(mode="after")
-    def _read_environment(self) -> TIREmbedding:
-        # Read the environment once, here: construction still needs no key and does no I/O.
-        if self.api_key is None:
-            found = env_first(API_KEY_ENV_VARS)
-            self.api_key = SecretStr(found) if found else None
-        self.model = self.model or env_first(EMBEDDING_MODEL_ENV_VARS)
-        self.model_name = self.model or "unknown"
-        self.project_id = self.project_id or env_first(PROJECT_ID_ENV_VARS)
-        self.host = self.host or env_first(HOST_ENV_VARS) or DEFAULT_HOST
-        self.base_url = self.base_url or env_first(BASE_URL_ENV_VARS)
-        _ = self._client  # bad numbers fail here
+    def _check_config(self) -> TIREmbedding:
+        self.model_name = self.model or "unknown"  # LlamaIndex's name for it
+        _ = self._client  # bad numbers fail here; no I/O, no key or model needed yet
         return self
 
     @property
     def _client(self) -> EmbeddingsClient:
-        self._client_cache = embeddings_client_for(self, self._client_cache)
-        return self._client_cache[1]
-
-    @property
-    def batch_size(self) -> int:
-        """Texts per request: `embed_batch_size`, under the name the core client reads."""
-        return self.embed_batch_size
+        return self.embeddings_client(self.embed_batch_size)
 
     @classmethod
     def class_name(cls) -> str:

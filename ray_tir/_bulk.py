@@ -12,38 +12,32 @@ import ray
 import ray.data
 
 from tir_transport import (
+    CONNECTION_FIELDS,
+    DEFAULT_EMBED_BATCH_SIZE,
+    DEFAULT_MODEL,
+    EMBEDDING_MODEL_HINT,
     EmbeddingsClient,
+    Limits,
+    RatePacer,
     TIRClient,
     TIRConfig,
+    TIRConnection,
+    TIREmbeddingsConnection,
     TIRError,
     build_payload,
+    check_inputs,
     check_single_choice,
     scrub_secret,
 )
-from tir_transport._config import EMBEDDING_MODEL_ENV_VARS, EMBEDDING_MODEL_HINT, env_first
-from tir_transport._embeddings import check_inputs
-from tir_transport._embeddings_client import DEFAULT_EMBED_BATCH_SIZE
-from tir_transport._limits import Limits, RatePacer
 
 __all__ = ["CHAT_COLUMNS", "EMBED_COLUMNS", "chat", "embed"]
 
 CHAT_COLUMNS = ("response", "finish_reason", "input_tokens", "output_tokens", "error")
 EMBED_COLUMNS = ("embedding", "error")
 
-# TIRConfig.from_env's arguments; everything else a caller passes to `chat` is a request field.
-_CONFIG_ARGS = frozenset(
-    {
-        "api_key",
-        "project_id",
-        "model",
-        "host",
-        "endpoint_id",
-        "base_url",
-        "timeout",
-        "max_retries",
-        "allow_insecure_http",
-    }
-)
+# The connection's settings, and `model`; everything else a caller passes to `chat` is a
+# request field.
+_CONFIG_ARGS = frozenset({*CONNECTION_FIELDS, "request_timeout", "model"})
 
 
 # Ray Data restarts an actor whose process died and retries its batches (max_restarts and
@@ -105,7 +99,7 @@ def _describe(error: BaseException, secret: str) -> str:
     return scrub_secret(f"{type(error).__name__}: {error}", secret)
 
 
-def _check_columns(names: Sequence[str], reads: str, adds: Sequence[str], option: str) -> None:
+def check_columns(names: Sequence[str], reads: str, adds: Sequence[str], option: str) -> None:
     """Fail with what to do, before any request, when the rows do not fit the job.
 
     Without this, a missing input column is a KeyError deep inside pyarrow, and an output
@@ -130,7 +124,7 @@ def _check_schema(ds: ray.data.Dataset, reads: str, adds: Sequence[str], option:
     # workers check every batch anyway.
     schema = ds.schema(fetch_if_missing=False)
     if schema is not None:
-        _check_columns(list(schema.names), reads, adds, option)
+        check_columns(list(schema.names), reads, adds, option)
 
 
 def _pacer(requests_per_minute: float | None) -> Any:
@@ -209,7 +203,7 @@ class _ChatWorker(_Worker):
         column = self.messages_column or self.prompt_column
         assert column is not None
         option = "messages_column" if self.messages_column else "prompt_column"
-        _check_columns(batch.column_names, column, CHAT_COLUMNS, option)
+        check_columns(batch.column_names, column, CHAT_COLUMNS, option)
         results = await self._all(batch.column(column).to_pylist())
         types = (pa.string(), pa.string(), pa.int64(), pa.int64(), pa.string())
         for index, (name, kind) in enumerate(zip(CHAT_COLUMNS, types, strict=True)):
@@ -257,7 +251,8 @@ def chat(
     """
     config_args, request = _split_options(options)
     check_single_choice(request)  # on the driver, not as an error on every row
-    config = TIRConfig.from_env(**config_args)
+    model = config_args.pop("model", None) or DEFAULT_MODEL
+    config = TIRConnection(**config_args).tir_config(model)
     config.require()
     if messages_column:
         _check_schema(ds, messages_column, CHAT_COLUMNS, "messages_column")
@@ -314,7 +309,7 @@ class _EmbedWorker(_Worker):
         return results
 
     async def __call__(self, batch: pa.Table) -> pa.Table:
-        _check_columns(batch.column_names, self.text_column, EMBED_COLUMNS, "text_column")
+        check_columns(batch.column_names, self.text_column, EMBED_COLUMNS, "text_column")
         texts = batch.column(self.text_column).to_pylist()
         results = await self._all(texts)
         vectors = [None if isinstance(r, str) else r for r in results]
@@ -361,15 +356,13 @@ def embed(
         ValueError: the rows lack `text_column`, or already have `embedding` or `error`;
             raised here when the schema is known, else by the job.
     """
-    config_args, client_args = _split_options(options)
-    config = TIRConfig.from_env(**config_args).replace(
-        model=model or env_first(EMBEDDING_MODEL_ENV_VARS) or ""
-    )
-    config.require(model_hint=EMBEDDING_MODEL_HINT)
+    unknown = set(options) - set(TIREmbeddingsConnection.model_fields) - {"request_timeout"}
+    if unknown:
+        raise TypeError(f"embed() got unknown option(s): {', '.join(sorted(unknown))}")
+    settings = TIREmbeddingsConnection(model=model, max_concurrency=max_in_flight, **options)
+    client = settings.embeddings_client(batch_size)
+    client.config.require(model_hint=EMBEDDING_MODEL_HINT)
     _check_schema(ds, text_column, EMBED_COLUMNS, "text_column")
-    client = EmbeddingsClient(
-        config, batch_size=batch_size, max_concurrency=max_in_flight, **client_args
-    )
     return ds.map_batches(
         _EmbedWorker,
         fn_constructor_kwargs={

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import TEST_KEY
 from tests.emulator import Emulator, Reply
-from tir_transport._cli import main
+from tir_llama.cli import main
 
 
 def run(

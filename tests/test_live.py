@@ -10,8 +10,8 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 
 from langchain_tir import ChatTIRLlama
 from llama_index_tir import TIRLlamaLLM
+from tir_llama.cli import main
 from tir_transport import track_usage
-from tir_transport._cli import main
 
 pytestmark = [pytest.mark.live, pytest.mark.usefixtures("live_env")]
 

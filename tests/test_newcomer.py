@@ -85,7 +85,7 @@ def test_other_id_types_get_an_error_naming_the_parameter(kind: str, name: str, 
 def test_numeric_ids_from_the_cli(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
     import io
 
-    from tir_transport._cli import main
+    from tir_llama.cli import main
 
     monkeypatch.setenv("TIR_API_KEY", TEST_KEY)
     out = io.StringIO()
@@ -119,7 +119,7 @@ def test_only_what_is_missing_is_named(emulator: Emulator, kind: str) -> None:
 def test_doctor_names_every_missing_setting() -> None:
     import io
 
-    from tir_transport._cli import main
+    from tir_llama.cli import main
 
     out = io.StringIO()
     assert main(["doctor"], out) == 2
@@ -182,7 +182,7 @@ def test_cli_chat_says_when_usage_is_unknown(
     import io
     import sys
 
-    from tir_transport._cli import main
+    from tir_llama.cli import main
 
     monkeypatch.setenv("TIR_API_KEY", TEST_KEY)
     monkeypatch.setattr(sys, "stdin", io.StringIO("hello\nagain\n\n"))

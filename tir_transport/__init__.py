@@ -10,15 +10,22 @@ from ._config import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_MODEL,
     DEFAULT_TIMEOUT,
+    EMBEDDING_MODEL_HINT,
     TIRConfig,
 )
+from ._connection import CONNECTION_FIELDS, TIRConnection, TIREmbeddingsConnection
 from ._embeddings import (
     EmbeddingsReply,
     build_embeddings_payload,
+    check_inputs,
     decode_base64,
     parse_embeddings,
 )
-from ._embeddings_client import EmbeddingsClient
+from ._embeddings_client import (
+    DEFAULT_EMBED_BATCH_SIZE,
+    DEFAULT_EMBED_CONCURRENCY,
+    EmbeddingsClient,
+)
 from ._errors import (
     APIConnectionError,
     APIStatusError,
@@ -43,6 +50,7 @@ from ._errors import (
     scrub_secret,
 )
 from ._limits import Limits, RatePacer
+from ._models import KNOWN_CONTEXT_WINDOWS, context_window
 from ._negotiate import forget_endpoints
 from ._retry import RetryPolicy, is_retryable, parse_retry_after
 from ._sse import ServerSentEvent, SSEDecoder
@@ -63,10 +71,15 @@ from ._wire import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "CONNECTION_FIELDS",
+    "DEFAULT_EMBED_BATCH_SIZE",
+    "DEFAULT_EMBED_CONCURRENCY",
     "DEFAULT_HOST",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_MODEL",
     "DEFAULT_TIMEOUT",
+    "EMBEDDING_MODEL_HINT",
+    "KNOWN_CONTEXT_WINDOWS",
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
@@ -95,6 +108,8 @@ __all__ = [
     "StructuredOutputError",
     "TIRClient",
     "TIRConfig",
+    "TIRConnection",
+    "TIREmbeddingsConnection",
     "TIRError",
     "TextToolCallFilter",
     "ToolCall",
@@ -106,7 +121,9 @@ __all__ = [
     "__version__",
     "build_embeddings_payload",
     "build_payload",
+    "check_inputs",
     "check_single_choice",
+    "context_window",
     "decode_base64",
     "error_from_event",
     "error_from_response",

@@ -17,13 +17,9 @@ import httpx
 from ._config import TIRConfig
 from ._errors import StreamInterruptedError, TIRError, scrub_secret
 from ._http import (
-    LIMIT_FIELDS,
-    ClientCache,
     HTTPClient,
     _request_id,
     _transport_error,
-    cached_client,
-    limits_of,
 )
 from ._limits import Limits, _AsyncSlot
 from ._negotiate import Negotiation
@@ -33,7 +29,7 @@ from ._tools import TextToolCallFilter, ToolMode
 from ._usage import Usage, record_usage
 from ._wire import DONE, ChatChunk, ChatCompletion, parse_chunk, parse_completion
 
-__all__ = ["ClientCache", "TIRClient", "client_for"]
+__all__ = ["AsyncChatStream", "TIRClient"]
 
 
 class _StreamState:
@@ -127,6 +123,8 @@ class TIRClient(HTTPClient):
         retry: RetryPolicy | None = None,
         tool_mode: ToolMode = "auto",
         limits: Limits | None = None,
+        http_client: httpx.Client | None = None,
+        http_async_client: httpx.AsyncClient | None = None,
     ) -> None:
         """Create a client; no I/O happens here.
 
@@ -137,10 +135,18 @@ class TIRClient(HTTPClient):
                 rejects them (vLLM without tool parsing), in the prompt, remembering that for
                 the endpoint; `"native"` and `"prompt"` force one way.
             limits: requests in flight and per minute (see `Limits`).
+            http_client: your own `httpx.Client` (see `HTTPClient`).
+            http_async_client: your own `httpx.AsyncClient` (see `HTTPClient`).
         """
         if tool_mode not in ("auto", "native", "prompt"):
             raise ValueError(f"tool_mode must be 'auto', 'native' or 'prompt', got {tool_mode!r}")
-        super().__init__(config, retry=retry, limits=limits)
+        super().__init__(
+            config,
+            retry=retry,
+            limits=limits,
+            http_client=http_client,
+            http_async_client=http_async_client,
+        )
         self.tool_mode: ToolMode = tool_mode
 
     # -- chat steps -------------------------------------------------------------------------
@@ -185,7 +191,9 @@ class TIRClient(HTTPClient):
             try:
                 with (
                     self._slot(),
-                    client.stream("POST", url, content=body, headers=headers) as response,
+                    client.stream(
+                        "POST", url, content=body, headers=headers, timeout=self._timeout
+                    ) as response,
                 ):
                     if response.status_code >= 400:
                         response.read()
@@ -429,7 +437,9 @@ class AsyncChatStream:
         self._received = False
         http = await client._async_client()
         self._loop = asyncio.get_running_loop()
-        request = http.build_request("POST", self._url, content=body, headers=headers)
+        request = http.build_request(
+            "POST", self._url, content=body, headers=headers, timeout=client._timeout
+        )
         self._slot = client._aslot()
         await self._slot.__aenter__()
         try:
@@ -552,16 +562,3 @@ def _checked(chunks: list[ChatChunk], reply: ChatCompletion) -> Iterator[ChatChu
     for chunk in chunks:
         if chunk.finish_reason or chunk.usage is not None:
             yield replace(chunk, text=None)
-
-
-def client_for(owner: Any, cached: ClientCache | None) -> tuple[tuple[Any, ...], TIRClient]:
-    """The chat client for an adapter's current settings (see `cached_client`).
-
-    `owner` carries the fields of `CONFIG_FIELDS` and `tool_mode`.
-    """
-    return cached_client(
-        owner,
-        cached,
-        ("tool_mode", *LIMIT_FIELDS),
-        lambda config: TIRClient(config, tool_mode=owner.tool_mode, limits=limits_of(owner)),
-    )

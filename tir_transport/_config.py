@@ -16,7 +16,6 @@ from ._errors import ConfigurationError
 __all__ = [
     "API_KEY_ENV_VARS",
     "BASE_URL_ENV_VARS",
-    "CONFIG_FIELDS",
     "DEFAULT_HOST",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_MODEL",
@@ -45,20 +44,6 @@ EMBEDDING_MODEL_ENV_VARS = ("TIR_EMBEDDING_MODEL",)
 EMBEDDING_MODEL_HINT = (
     "an embedding model: pass model=... or set TIR_EMBEDDING_MODEL (the model's API name on "
     "its page in TIR; TIR has no default embedding model)"
-)
-
-
-# The fields every adapter carries under these names and hands to TIRConfig as they are.
-CONFIG_FIELDS = (
-    "api_key",
-    "project_id",
-    "model",
-    "host",
-    "endpoint_id",
-    "base_url",
-    "timeout",
-    "max_retries",
-    "allow_insecure_http",
 )
 
 

@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import httpx
+
 from ._config import EMBEDDING_MODEL_ENV_VARS, EMBEDDING_MODEL_HINT, TIRConfig, env_first
 from ._embeddings import (
     EmbeddingsReply,
@@ -19,7 +21,7 @@ from ._embeddings import (
     parse_embeddings,
 )
 from ._errors import ContextLengthExceededError, TIRError
-from ._http import LIMIT_FIELDS, ClientCache, HTTPClient, _request_id, cached_client, limits_of
+from ._http import HTTPClient, _request_id
 from ._limits import Limits
 from ._retry import RetryPolicy
 from ._usage import record_usage
@@ -27,9 +29,7 @@ from ._usage import record_usage
 __all__ = [
     "DEFAULT_EMBED_BATCH_SIZE",
     "DEFAULT_EMBED_CONCURRENCY",
-    "EMBEDDINGS_FIELDS",
     "EmbeddingsClient",
-    "embeddings_client_for",
 ]
 
 # vLLM batches inputs itself; 64 texts keep a request well under any body limit and give a
@@ -37,8 +37,8 @@ __all__ = [
 DEFAULT_EMBED_BATCH_SIZE = 64
 DEFAULT_EMBED_CONCURRENCY = 8
 
-# The adapters' fields (beside CONFIG_FIELDS) that shape an EmbeddingsClient.
-EMBEDDINGS_FIELDS = (
+# The keyword arguments of EmbeddingsClient that from_env takes beside TIRConfig's.
+_CLIENT_OPTIONS = (
     "batch_size",
     "max_concurrency",
     "encoding_format",
@@ -69,6 +69,8 @@ class EmbeddingsClient(HTTPClient):
         document_prefix: str | None = None,
         retry: RetryPolicy | None = None,
         limits: Limits | None = None,
+        http_client: httpx.Client | None = None,
+        http_async_client: httpx.AsyncClient | None = None,
     ) -> None:
         """Create a client; no I/O happens here.
 
@@ -88,6 +90,8 @@ class EmbeddingsClient(HTTPClient):
             retry: the retry policy (default: `config.max_retries` with backoff).
             limits: requests in flight and per minute for the whole client (see `Limits`);
                 `max_concurrency` is per call.
+            http_client: your own `httpx.Client` (see `HTTPClient`).
+            http_async_client: your own `httpx.AsyncClient` (see `HTTPClient`).
 
         Raises:
             ValueError: a batch size or concurrency below 1, an unknown encoding format.
@@ -100,7 +104,13 @@ class EmbeddingsClient(HTTPClient):
             raise ValueError(
                 f"encoding_format must be 'base64' or 'float', got {encoding_format!r}"
             )
-        super().__init__(config, retry=retry, limits=limits)
+        super().__init__(
+            config,
+            retry=retry,
+            limits=limits,
+            http_client=http_client,
+            http_async_client=http_async_client,
+        )
         self.batch_size = batch_size
         self.max_concurrency = max_concurrency
         self.encoding_format: EncodingFormat = encoding_format
@@ -116,7 +126,7 @@ class EmbeddingsClient(HTTPClient):
         `options` are `TIRConfig.from_env`'s arguments and this class's keyword arguments.
         A missing model is reported at the first request, with every other missing setting.
         """
-        fields = {k: options.pop(k) for k in list(options) if k in EMBEDDINGS_FIELDS}
+        fields = {k: options.pop(k) for k in list(options) if k in _CLIENT_OPTIONS}
         config = TIRConfig.from_env(**options).replace(
             model=model or env_first(EMBEDDING_MODEL_ENV_VARS) or ""
         )
@@ -350,21 +360,3 @@ async def _gather_or_cancel(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-
-
-def embeddings_client_for(
-    owner: Any, cached: ClientCache | None
-) -> tuple[tuple[Any, ...], EmbeddingsClient]:
-    """The embeddings client for an adapter's current settings (see `cached_client`).
-
-    `owner` carries `CONFIG_FIELDS` (its `model` already read from the environment) and
-    `EMBEDDINGS_FIELDS`.
-    """
-
-    def build(config: TIRConfig) -> EmbeddingsClient:
-        options = {name: getattr(owner, name) for name in EMBEDDINGS_FIELDS}
-        return EmbeddingsClient(
-            config.replace(model=config.model or ""), limits=limits_of(owner), **options
-        )
-
-    return cached_client(owner, cached, (*EMBEDDINGS_FIELDS, *LIMIT_FIELDS), build)

@@ -16,13 +16,13 @@ import ssl
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, TypeVar
 
 import httpx
 
-from ._config import CONFIG_FIELDS, TIRConfig
+from ._config import TIRConfig
 from ._errors import (
     APIConnectionError,
     APITimeoutError,
@@ -35,7 +35,7 @@ from ._errors import (
 from ._limits import Limits
 from ._retry import RetryPolicy, parse_retry_after
 
-__all__ = ["LIMIT_FIELDS", "HTTPClient", "cached_client", "limits_of"]
+__all__ = ["HTTPClient"]
 
 logger = logging.getLogger("tir_transport")
 
@@ -93,6 +93,8 @@ class HTTPClient:
         *,
         retry: RetryPolicy | None = None,
         limits: Limits | None = None,
+        http_client: httpx.Client | None = None,
+        http_async_client: httpx.AsyncClient | None = None,
     ) -> None:
         """Create a client; no I/O happens here.
 
@@ -101,10 +103,17 @@ class HTTPClient:
             retry: the retry policy (default: `config.max_retries` with backoff).
             limits: requests in flight and per minute (default: none), and the back-off that
                 a 429 with `Retry-After` imposes on every request of this client.
+            http_client: your own `httpx.Client` (a proxy, a custom CA, mTLS) for sync calls,
+                used as given and never closed here; `config.timeout` still applies.
+            http_async_client: the same for async calls (an httpx async client belongs to
+                the event loop it was first used in).
         """
         self.config = config
         self.retry = retry or RetryPolicy(max_retries=config.max_retries)
         self.limits = limits or Limits()
+        self.http_client = http_client
+        self.http_async_client = http_async_client
+        self._timeout = _timeout(config.timeout)
         self._init_pools()
 
     def _init_pools(self) -> None:
@@ -120,11 +129,18 @@ class HTTPClient:
         ] = weakref.WeakKeyDictionary()
 
     def __getstate__(self) -> dict[str, Any]:
+        if self.http_client is not None or self.http_async_client is not None:
+            # A copy without them would quietly skip the proxy or CA they carry.
+            raise TypeError(
+                "a client with your own http_client / http_async_client cannot be pickled "
+                "(an httpx client cannot): build it where it is used (in the Ray actor, say)"
+            )
         # Pools, locks and caches stay behind: the copy makes its own.
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._timeout = _timeout(self.config.timeout)
         self._init_pools()
 
     def __repr__(self) -> str:
@@ -140,6 +156,8 @@ class HTTPClient:
             self._init_pools()
 
     def _sync_client(self) -> httpx.Client:
+        if self.http_client is not None:
+            return self.http_client
         self._check_fork()
         client = self._sync
         if client is None:
@@ -156,6 +174,8 @@ class HTTPClient:
         return client
 
     async def _async_client(self) -> httpx.AsyncClient:
+        if self.http_async_client is not None:
+            return self.http_async_client
         self._check_fork()
         loop = asyncio.get_running_loop()
         entry = self._async.get(loop)
@@ -274,7 +294,9 @@ class HTTPClient:
         while True:
             try:
                 with self._slot():
-                    response = client.post(url, content=body, headers=headers)
+                    response = client.post(
+                        url, content=body, headers=headers, timeout=self._timeout
+                    )
             except httpx.HTTPError as e:
                 error = _transport_error(e, url)
                 error.__cause__ = e
@@ -293,7 +315,9 @@ class HTTPClient:
         while True:
             try:
                 async with self._aslot():
-                    response = await client.post(url, content=body, headers=headers)
+                    response = await client.post(
+                        url, content=body, headers=headers, timeout=self._timeout
+                    )
             except httpx.HTTPError as e:
                 error = _transport_error(e, url)
                 error.__cause__ = e
@@ -306,37 +330,6 @@ class HTTPClient:
 
 
 _C = TypeVar("_C", bound=HTTPClient)
-
-# The adapters' fields that become a client's `Limits`.
-LIMIT_FIELDS = ("max_in_flight", "requests_per_minute")
-
-
-def limits_of(owner: Any) -> Limits:
-    """The `Limits` of an adapter's `max_in_flight` and `requests_per_minute` fields."""
-    return Limits(max_in_flight=owner.max_in_flight, requests_per_minute=owner.requests_per_minute)
-
-
-ClientCache = tuple[tuple[Any, ...], Any]
-
-
-def cached_client(
-    owner: Any,
-    cached: ClientCache | None,
-    extra: tuple[str, ...],
-    build: Callable[[TIRConfig], _C],
-) -> tuple[tuple[Any, ...], _C]:
-    """The client for an adapter's current settings, reusing `cached` while they are unchanged.
-
-    `owner` carries the fields of `CONFIG_FIELDS` and the names in `extra`. Built from the
-    fields as they are now, so that a changed field or a `model_copy(update=...)` takes effect
-    instead of silently using the old settings; the adapter keeps the returned pair.
-    """
-    key = tuple(getattr(owner, name) for name in (*CONFIG_FIELDS, *extra))
-    if cached is not None and cached[0] == key:
-        client: _C = cached[1]
-        return key, client
-    config = TIRConfig(**dict(zip(CONFIG_FIELDS, key, strict=False)))
-    return key, build(config)
 
 
 async def _close_on_loop_shutdown(client: httpx.AsyncClient) -> AsyncGenerator[None, None]:

@@ -92,7 +92,11 @@ def test_rows_that_do_not_fit_the_job_are_refused_before_any_request(emulator: E
     with pytest.raises(ValueError, match=r"already have the column\(s\) 'response', 'error'"):
         ray_tir.chat(dataset(earlier), **options(emulator))
     with pytest.raises(ValueError, match=r"no column 'text'.*text_column"):
-        ray_tir.embed(dataset([{"body": "a"}]), **options(emulator, model="e5"))
+        ray_tir.embed(
+            dataset([{"body": "a"}]), api_key=TEST_KEY, base_url=emulator.base_url, model="e5"
+        )
+    with pytest.raises(TypeError, match="unknown option"):
+        ray_tir.embed(dataset([{"text": "a"}]), **options(emulator, model="e5"))  # max_tokens
     # A schema known only once the job runs: the workers refuse the batch, still before sending
     # (Ray Data wraps the ValueError; its message is kept).
     later = dataset([{"question": "hi"}]).map(lambda row: row)

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import TEST_KEY
 from tests.emulator import Emulator
-from tir_transport._cli import main
+from tir_llama.cli import main
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 

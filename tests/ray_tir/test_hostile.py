@@ -22,7 +22,7 @@ import ray.exceptions
 import ray_tir
 from tests.conftest import ROOT, TEST_KEY
 from tests.emulator import Emulator, Reply
-from tir_transport._cli import main
+from tir_llama.cli import main
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -311,7 +311,7 @@ def test_bad_cli_input_is_one_line_before_ray_starts(case: str, tmp_path: Path) 
         "RAY_ADDRESS": "127.0.0.1:9",
     }
     result = subprocess.run(
-        [sys.executable, "-m", "tir_transport._cli", "batch", str(source), str(output)],
+        [sys.executable, "-m", "tir_llama", "batch", str(source), str(output)],
         capture_output=True,
         text=True,
         env=env,
@@ -333,7 +333,7 @@ def test_missing_settings_are_named_before_ray_starts(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "tir_transport._cli",
+            "tir_llama",
             "batch",
             str(tmp_path / "in.csv"),
             str(tmp_path / "out"),
@@ -354,7 +354,7 @@ def test_an_unexpected_failure_is_one_line_with_a_hint(
 ) -> None:
     source = tmp_path / "in.parquet"
     pq.write_table(pa.table({"id": [1], "prompt": ["q"]}), source)
-    from ray_tir import _cli
+    from tir_llama import _batch as _cli
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("the object store is full\nmore detail")
@@ -469,7 +469,7 @@ def test_debug_after_the_subcommand_shows_the_traceback(
 ) -> None:
     source = tmp_path / "in.parquet"
     pq.write_table(pa.table({"id": [1], "prompt": ["q"]}), source)
-    from ray_tir import _cli
+    from tir_llama import _batch as _cli
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("boom")

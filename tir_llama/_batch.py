@@ -1,4 +1,4 @@
-"""`tir-llama batch INPUT OUTPUT` on Ray (its arguments are parsed in tir_transport._cli).
+"""`tir-llama batch INPUT OUTPUT` on Ray (its arguments are parsed in tir_llama.cli).
 
 Everything that can be checked without Ray is checked before Ray starts, and said in one
 line: the input (exists, a known format, UTF-8, the columns), the output folder (not a file,
@@ -22,18 +22,10 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 
-from tir_transport import TIRConfig, Usage
-
-from ._bulk import CHAT_COLUMNS, _check_columns, chat
-from ._output import (
-    OutputFolderError,
-    WriteMode,
-    check_output,
-    done_ids,
-    pending,
-    usage,
-    write_output,
-)
+from ray_tir import CHAT_COLUMNS, OutputFolderError, chat, pending, usage, write_output
+from ray_tir._bulk import check_columns
+from ray_tir._output import WriteMode, check_output, done_ids
+from tir_transport import DEFAULT_MODEL, TIRConnection, Usage
 
 __all__ = ["run"]
 
@@ -170,7 +162,7 @@ def _validate(args: argparse.Namespace, config: dict[str, Any]) -> tuple[str, in
     block = max(_MIN_BLOCK, 2 * _scan_text(source) + 1) if fmt != "parquet" else _MIN_BLOCK
     names = _columns(source, fmt)
     try:
-        _check_columns(names, args.prompt_column, CHAT_COLUMNS, "--prompt-column")
+        check_columns(names, args.prompt_column, CHAT_COLUMNS, "--prompt-column")
     except ValueError as e:
         raise _Refused(str(e)) from None
     _check_output_place(output, source, args.output)
@@ -184,7 +176,9 @@ def _validate(args: argparse.Namespace, config: dict[str, Any]) -> tuple[str, in
             )
         done_ids(output, args.id_column)  # the folder is readable and has that column
     check_output(output, mode)
-    TIRConfig.from_env(**config).require()  # every missing setting, named at once
+    settings = {k: v for k, v in config.items() if k != "model"}
+    model = config.get("model") or DEFAULT_MODEL
+    TIRConnection(**settings).tir_config(model).require()  # every missing setting, at once
     return fmt, block, mode
 
 

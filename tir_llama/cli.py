@@ -8,12 +8,20 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from ._client import TIRClient
-from ._config import API_KEY_ENV_VARS, TIRConfig, env_first
-from ._errors import ConfigurationError, TIRError
-from ._tools import is_tools_rejection
-from ._usage import track_usage
-from ._wire import build_payload
+from tir_transport import (
+    DEFAULT_MODEL,
+    ConfigurationError,
+    TIRClient,
+    TIRConfig,
+    TIRConnection,
+    TIRError,
+    build_payload,
+    track_usage,
+)
+
+# Not for adapters: which variable the key came from, and the no-tool-parser 400, for doctor.
+from tir_transport._config import API_KEY_ENV_VARS, env_first
+from tir_transport._tools import is_tools_rejection
 
 _PROBE_TOOL = {
     "type": "function",
@@ -25,16 +33,25 @@ _PROBE_TOOL = {
 }
 
 
+def _connection(args: argparse.Namespace) -> dict[str, Any]:
+    """The connection settings given as flags (the rest comes from the environment)."""
+    given = {
+        "project_id": args.project_id,
+        "host": args.host,
+        "endpoint_id": args.endpoint_id,
+        "base_url": args.base_url,
+        "timeout": args.timeout,
+        "allow_insecure_http": args.allow_insecure_http or None,
+    }
+    return {name: value for name, value in given.items() if value is not None}
+
+
 def _config(args: argparse.Namespace) -> TIRConfig:
-    return TIRConfig.from_env(
-        project_id=args.project_id,
-        model=args.model,
-        host=args.host,
-        endpoint_id=args.endpoint_id,
-        base_url=args.base_url,
-        timeout=args.timeout,
-        allow_insecure_http=args.allow_insecure_http,
-    )
+    try:
+        connection = TIRConnection(**_connection(args))
+    except ValueError as e:  # pydantic's, for a bad flag value: said in one line
+        raise ConfigurationError(" ".join(str(e).split())) from None
+    return connection.tir_config(args.model or DEFAULT_MODEL)
 
 
 def doctor(args: argparse.Namespace, out: TextIO) -> int:
@@ -163,23 +180,13 @@ def _batch_arguments(parser: argparse.ArgumentParser) -> None:
 def batch(args: argparse.Namespace, out: TextIO) -> int:
     """Run a chat job over a table on Ray (`ray_tir`), imported only for this command."""
     try:
-        from ray_tir._cli import run
+        from tir_llama._batch import run
     except ImportError as e:
         print(f"error: {e}", file=out)
         return 2
-    config = {
-        name: value
-        for name, value in {
-            "project_id": args.project_id,
-            "model": args.model,
-            "host": args.host,
-            "endpoint_id": args.endpoint_id,
-            "base_url": args.base_url,
-            "timeout": args.timeout,
-            "allow_insecure_http": args.allow_insecure_http or None,
-        }.items()
-        if value is not None
-    }
+    config = _connection(args)
+    if args.model:
+        config["model"] = args.model
     return run(args, config, out)
 
 

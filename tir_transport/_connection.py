@@ -1,0 +1,229 @@
+"""The connection settings every adapter class shares, declared once (a pydantic mixin).
+
+`ChatTIRLlama`, `TIREmbeddings`, `TIRLlamaLLM`, `TIREmbedding` (and any class added later)
+inherit `TIRConnection`: the fields, their environment variables, defaults, validation and
+docs live here, and so does the cached core client built from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Literal, TypeVar
+
+import httpx
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from ._config import (
+    API_KEY_ENV_VARS,
+    BASE_URL_ENV_VARS,
+    DEFAULT_HOST,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    EMBEDDING_MODEL_ENV_VARS,
+    HOST_ENV_VARS,
+    PROJECT_ID_ENV_VARS,
+    TIRConfig,
+    env_first,
+    id_text,
+)
+from ._embeddings_client import DEFAULT_EMBED_CONCURRENCY, EmbeddingsClient
+from ._http import HTTPClient
+from ._limits import Limits
+
+__all__ = ["CONNECTION_FIELDS", "TIRConnection", "TIREmbeddingsConnection"]
+
+_C = TypeVar("_C", bound=HTTPClient)
+
+
+class TIRConnection(BaseModel):
+    """Where and how to reach TIR, and how much to send at once; shared by every adapter.
+
+    Each setting falls back to its environment variable when not given; construction needs
+    no key and does no I/O (a missing key or project is reported, all at once, by the first
+    request).
+    """
+
+    api_key: SecretStr | None = Field(default=None, exclude=True)
+    """The TIR API token; from `TIR_API_KEY` or `E2E_TIR_ACCESS_TOKEN` when not given. Never
+    shown, logged or serialised."""
+    project_id: str | None = None
+    """The TIR project id, an int or a str (with or without `p-`); from `TIR_PROJECT_ID` or
+    `E2E_TIR_PROJECT_ID`."""
+    host: str | None = None
+    """The TIR inference host; from `TIR_HOST`, else `https://infer.e2enetworks.net`."""
+    endpoint_id: str | None = None
+    """Set (an int or a str) for a self-deployed TIR model endpoint instead of a GenAI model."""
+    base_url: str | None = None
+    """A full `.../v1` URL that overrides host, project and model path; from `TIR_BASE_URL`."""
+    timeout: float = Field(default=DEFAULT_TIMEOUT, gt=0, alias="request_timeout")
+    """Seconds to wait for a reply, and between two stream chunks (alias `request_timeout`)."""
+    max_retries: int = Field(default=DEFAULT_MAX_RETRIES, ge=0)
+    """Retries for connection errors, timeouts, 408/409/429 and 5xx."""
+    allow_insecure_http: bool = False
+    """Allow plain `http://` to a host that is not loopback (the key travels in clear)."""
+    max_in_flight: int | None = Field(default=None, ge=1)
+    """Requests in flight at once for this instance (threads; and per event loop, async)."""
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    """Requests per minute for this instance, paced evenly (retries count). A 429 with
+    `Retry-After` pauses every request of the instance, with or without these limits."""
+    default_headers: dict[str, str] | None = None
+    """Headers sent with every request (a gateway's, a tracing id); `Authorization` is ours."""
+    http_client: httpx.Client | None = Field(default=None, exclude=True)
+    """Your own `httpx.Client` for sync calls (a proxy, a custom CA, mTLS): used as given,
+    never closed by us."""
+    http_async_client: httpx.AsyncClient | None = Field(default=None, exclude=True)
+    """Your own `httpx.AsyncClient` for async calls; used as given, never closed by us. An
+    httpx async client belongs to one event loop: use it from that loop only."""
+
+    # populate_by_name: `timeout` and its alias both work. hide_input_in_errors: a validation
+    # error would otherwise quote every argument, the key too.
+    model_config = ConfigDict(
+        populate_by_name=True, arbitrary_types_allowed=True, hide_input_in_errors=True
+    )
+
+    _client_cache: tuple[tuple[Any, ...], Any] | None = PrivateAttr(default=None)
+
+    @field_validator("project_id", "endpoint_id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: Any, info: ValidationInfo) -> str | None:
+        # TIR's API reference types ids as integers: 4242 and "4242" both work.
+        return id_text(value, info.field_name or "id")
+
+    @model_validator(mode="after")
+    def _read_environment(self) -> Any:
+        # Once, here: what was given wins, then the environment, then the defaults.
+        if self.api_key is None or not self.api_key.get_secret_value():
+            found = env_first(API_KEY_ENV_VARS)
+            self.api_key = SecretStr(found) if found else None
+        self.project_id = self.project_id or env_first(PROJECT_ID_ENV_VARS)
+        self.host = self.host or env_first(HOST_ENV_VARS) or DEFAULT_HOST
+        self.base_url = self.base_url or env_first(BASE_URL_ENV_VARS)
+        return self
+
+    def tir_config(self, model: str) -> TIRConfig:
+        """The core's configuration for `model` (bad numbers and ids raise here).
+
+        Raises:
+            ConfigurationError: a setting that cannot work (a negative timeout, say).
+        """
+        return TIRConfig(
+            api_key=self.api_key,
+            project_id=self.project_id,
+            model=model,
+            host=self.host or DEFAULT_HOST,
+            endpoint_id=self.endpoint_id,
+            base_url=self.base_url,
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+            allow_insecure_http=self.allow_insecure_http,
+            default_headers=dict(self.default_headers or {}),
+        )
+
+    def limits(self) -> Limits:
+        """The `Limits` of `max_in_flight` and `requests_per_minute`."""
+        return Limits(
+            max_in_flight=self.max_in_flight, requests_per_minute=self.requests_per_minute
+        )
+
+    def cached_client(self, model: str, options: tuple[Any, ...], build: Callable[..., _C]) -> _C:
+        """The core client for the settings as they are now, reused while they stay the same.
+
+        Built again when a field changed (`model_copy(update=...)`, an assignment), so a
+        change takes effect instead of silently keeping the old settings.
+
+        Args:
+            model: the model the client is for.
+            options: the adapter's own settings that shape the client (part of the key).
+            build: called as `build(config, limits=..., http_client=..., http_async_client=...)`.
+        """
+        key = (
+            *(getattr(self, name) for name in CONNECTION_FIELDS),
+            model,
+            options,
+        )
+        cached = self._client_cache
+        if cached is not None and cached[0] == key:
+            client: _C = cached[1]
+            return client
+        client = build(
+            self.tir_config(model),
+            limits=self.limits(),
+            http_client=self.http_client,
+            http_async_client=self.http_async_client,
+        )
+        self._client_cache = (key, client)
+        return client
+
+
+# Every field of the connection, in order (also the names `ray_tir` and the CLI accept).
+CONNECTION_FIELDS: tuple[str, ...] = tuple(TIRConnection.model_fields)
+
+
+class TIREmbeddingsConnection(TIRConnection):
+    """The connection plus what every embeddings adapter shares: the model and the wire.
+
+    The batch size stays with each adapter, under its framework's name (`batch_size`,
+    LlamaIndex's `embed_batch_size`).
+    """
+
+    model: str | None = None
+    """The embedding model's API name; from `TIR_EMBEDDING_MODEL`. Required: TIR documents
+    no default embedding model."""
+    max_concurrency: int = Field(default=DEFAULT_EMBED_CONCURRENCY, ge=1)
+    """Requests in flight at once for one call (for the sync API too, on threads)."""
+    encoding_format: Literal["base64", "float"] = "base64"
+    """How vectors travel; base64 is a third of the bytes (floats are asked for by itself from
+    a server that refuses base64)."""
+    dimensions: int | None = None
+    """Shorter vectors, for models that support it."""
+    truncate_prompt_tokens: int | None = None
+    """Let the server (vLLM) cut each text to this many tokens instead of failing on one that
+    is too long; recent vLLM takes -1 for the model's own maximum."""
+    query_prefix: str | None = None
+    """Put before every query: e5 models want `"query: "`."""
+    document_prefix: str | None = None
+    """Put before every document: e5 models want `"passage: "`."""
+
+    @model_validator(mode="after")
+    def _read_model(self) -> Any:
+        self.model = self.model or env_first(EMBEDDING_MODEL_ENV_VARS)
+        return self
+
+    def embeddings_client(self, batch_size: int) -> EmbeddingsClient:
+        """The core client for these settings (cached; see `TIRConnection.cached_client`).
+
+        A missing model is reported by the first request, with every other missing setting.
+        """
+        options = (
+            batch_size,
+            self.max_concurrency,
+            self.encoding_format,
+            self.dimensions,
+            self.truncate_prompt_tokens,
+            self.query_prefix,
+            self.document_prefix,
+        )
+        return self.cached_client(
+            self.model or "",
+            options,
+            partial(
+                EmbeddingsClient,
+                batch_size=batch_size,
+                max_concurrency=self.max_concurrency,
+                encoding_format=self.encoding_format,
+                dimensions=self.dimensions,
+                truncate_prompt_tokens=self.truncate_prompt_tokens,
+                query_prefix=self.query_prefix,
+                document_prefix=self.document_prefix,
+            ),
+        )
