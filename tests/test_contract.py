@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import pickle
 from typing import Any
 
+import httpx
 import pytest
 from pydantic import ValidationError
 
 from langchain_tir import ChatTIRLlama, TIREmbeddings
 from llama_index_tir import TIREmbedding, TIRLlamaLLM
+from tests.conftest import TEST_KEY
+from tests.emulator import Emulator
+from tir_transport import CONNECTION_FIELDS, TIRConnection
 
 CLASSES: list[type[Any]] = [ChatTIRLlama, TIREmbeddings, TIRLlamaLLM, TIREmbedding]
 IDS = [c.__name__ for c in CLASSES]
@@ -45,3 +52,119 @@ def test_unknown_arguments_are_request_fields_or_errors(cls: type[Any]) -> None:
     assert getattr(llm, extra) == {"top_k": 5}
     with pytest.raises(ValidationError, match="did you mean 'temperature'"):
         cls(temprature=0)
+
+
+# -- one connection model: the same settings, read the same way, by every class -----------------
+
+
+def build(cls: type[Any], emulator: Emulator, **kwargs: Any) -> Any:
+    extra = {"model": "e5"} if cls in (TIREmbeddings, TIREmbedding) else {}
+    return cls(api_key=TEST_KEY, base_url=emulator.base_url, **extra, **kwargs)
+
+
+def call(instance: Any) -> None:
+    """One request through the class's own sync API."""
+    if isinstance(instance, ChatTIRLlama):
+        instance.invoke("hi")
+    elif isinstance(instance, TIRLlamaLLM):
+        instance.complete("hi")
+    elif isinstance(instance, TIREmbeddings):
+        instance.embed_documents(["hi"])
+    else:
+        instance.get_text_embedding_batch(["hi"])
+
+
+async def acall(instance: Any) -> None:
+    if isinstance(instance, ChatTIRLlama):
+        await instance.ainvoke("hi")
+    elif isinstance(instance, TIRLlamaLLM):
+        await instance.acomplete("hi")
+    elif isinstance(instance, TIREmbeddings):
+        await instance.aembed_documents(["hi"])
+    else:
+        await instance.aget_text_embedding_batch(["hi"])
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=IDS)
+def test_every_class_has_the_whole_connection(cls: type[Any]) -> None:
+    assert issubclass(cls, TIRConnection)
+    assert set(CONNECTION_FIELDS) <= set(cls.model_fields)
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=IDS)
+def test_the_environment_is_read_the_same_way(
+    cls: type[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("E2E_TIR_ACCESS_TOKEN", "from-the-sdk-variable-123")
+    monkeypatch.setenv("TIR_PROJECT_ID", "4242")
+    monkeypatch.setenv("TIR_HOST", "https://tir.example.com")
+    monkeypatch.setenv("TIR_EMBEDDING_MODEL", "e5")
+    instance = cls(request_timeout=7)
+    assert instance.api_key.get_secret_value() == "from-the-sdk-variable-123"
+    assert (instance.project_id, instance.host, instance.timeout) == (
+        "4242",
+        "https://tir.example.com",
+        7,
+    )
+    assert cls(project_id=7).project_id == "7"  # given wins, ints welcome
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=IDS)
+def test_bad_settings_fail_alike(cls: type[Any]) -> None:
+    for bad in ({"timeout": 0}, {"max_retries": -1}, {"requests_per_minute": 0}):
+        with pytest.raises(ValidationError):
+            cls(**bad)
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=IDS)
+def test_default_headers_go_with_every_request(cls: type[Any], emulator: Emulator) -> None:
+    instance = build(cls, emulator, default_headers={"X-Team": "search", "X-Trace": "t-1"})
+    call(instance)
+    asyncio.run(acall(instance))
+    assert len(emulator.requests) == 2
+    for request in emulator.requests:
+        assert request.headers["x-team"] == "search" and request.headers["x-trace"] == "t-1"
+        assert request.headers["authorization"] == f"Bearer {TEST_KEY}"
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=IDS)
+def test_your_own_http_clients_are_used_and_never_closed(
+    cls: type[Any], emulator: Emulator
+) -> None:
+    seen: list[str] = []
+
+    def hook(request: httpx.Request) -> None:
+        seen.append("sync")
+
+    async def ahook(request: httpx.Request) -> None:
+        seen.append("async")
+
+    sync_client = httpx.Client(event_hooks={"request": [hook]})
+
+    async def main() -> None:
+        async_client = httpx.AsyncClient(event_hooks={"request": [ahook]})
+        instance = build(cls, emulator, http_client=sync_client, http_async_client=async_client)
+        call(instance)
+        await acall(instance)
+        del instance
+        gc.collect()
+        assert not async_client.is_closed
+        await async_client.aclose()
+
+    asyncio.run(main())
+    assert seen == ["sync", "async"]
+    assert not sync_client.is_closed  # ours to close, not the library's
+    sync_client.close()
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=IDS)
+def test_pickling_with_your_own_client_says_why_it_cannot(
+    cls: type[Any], emulator: Emulator
+) -> None:
+    with httpx.Client() as client:
+        instance = build(cls, emulator, http_client=client)
+        with pytest.raises(TypeError, match="own http_client"):
+            pickle.dumps(instance)
+    plain = pickle.loads(pickle.dumps(build(cls, emulator)))
+    call(plain)
+    assert len(emulator.requests) == 1

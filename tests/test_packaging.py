@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tarfile
 import tomllib
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("tir_transport", "langchain_tir", "llama_index_tir", "ray_tir", "tir_llama")
 
 # Makes the named top-level packages unimportable, as if their extra were not installed.
 _BLOCKER = """
@@ -69,7 +72,7 @@ def test_adapters_do_not_import_each_other(package: str) -> None:
 
 
 def test_every_package_is_typed() -> None:
-    for package in ("tir_transport", "langchain_tir", "llama_index_tir", "ray_tir"):
+    for package in PACKAGES:
         assert (ROOT / package / "py.typed").exists()
 
 
@@ -104,3 +107,75 @@ def test_public_names() -> None:
     ):
         assert name in tir_transport.__all__
         assert hasattr(tir_transport, name)
+
+
+def test_the_core_imports_nothing_above_it() -> None:
+    # Read, not run: no module of tir_transport names a package above it.
+    above = ("langchain_tir", "llama_index_tir", "ray_tir", "tir_llama", "langchain", "llama_index")
+    for path in (ROOT / "tir_transport").glob("*.py"):
+        for line in path.read_text().splitlines():
+            words = line.split()
+            if words[:1] in (["import"], ["from"]) and len(words) > 1:
+                assert not words[1].startswith(above), f"{path.name}: {line}"
+
+
+@pytest.mark.timeout(600)
+def test_the_built_wheel_installs_and_imports(tmp_path: Path) -> None:
+    """Build the sdist, the wheel from it, install the wheel, import everything from it.
+
+    An editable install reads the checkout, so a file the sdist or the wheel leaves out would
+    go unnoticed; here every package and the console script come from the installed wheel.
+    """
+    dist = tmp_path / "dist"
+    built = subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    wheels = list(dist.glob("tir_llama-*.whl"))
+    sdists = list(dist.glob("tir_llama-*.tar.gz"))
+    assert len(wheels) == 1 and len(sdists) == 1
+    site = tmp_path / "site"
+    installed = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), *wheels],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    # PYTHONPATH comes before site-packages (whose editable-install path file points at the
+    # checkout): our packages come from the wheel, their dependencies from this venv.
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    code = (
+        "import importlib, pathlib, sys\n"
+        f"for name in {PACKAGES!r}:\n"
+        "    module = importlib.import_module(name)\n"
+        f"    assert pathlib.Path(module.__file__).is_relative_to({str(site)!r}), module\n"
+        f"    assert (pathlib.Path(module.__file__).parent / 'py.typed').exists(), name\n"
+        "from tir_llama.cli import main\n"
+        "sys.exit(main(['--help']))\n"
+    )
+    imported = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert imported.returncode == 0, imported.stderr[-3000:]
+    assert "tir-llama" in imported.stdout
+    script = subprocess.run(
+        [str(site / "bin" / "tir-llama"), "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert script.returncode == 0 and "doctor" in script.stdout, script.stderr[-2000:]
+    with tarfile.open(sdists[0]) as sdist:
+        names = {Path(n).name for n in sdist.getnames()}
+    assert {"LICENSE", "CHANGELOG.md", "README.md", "pyproject.toml"} <= names

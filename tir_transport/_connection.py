@@ -110,6 +110,17 @@ class TIRConnection(BaseModel):
         self.base_url = self.base_url or env_first(BASE_URL_ENV_VARS)
         return self
 
+    def __getstate__(self) -> dict[Any, Any]:
+        if self.http_client is not None or self.http_async_client is not None:
+            # A copy without them would quietly skip the proxy or CA they carry.
+            raise TypeError(
+                f"a {type(self).__name__} with your own http_client / http_async_client "
+                "cannot be pickled (an httpx client cannot): build it where it is used (in "
+                "the Ray actor, say)"
+            )
+        state: dict[Any, Any] = super().__getstate__()
+        return state
+
     def tir_config(self, model: str) -> TIRConfig:
         """The core's configuration for `model` (bad numbers and ids raise here).
 
