@@ -31,8 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tir_transport import (
     DEFAULT_MODEL,
+    ChatClient,
     ChatCompletion,
-    TIRClient,
     TIRConnection,
     ToolMode,
     build_payload,
@@ -130,9 +130,9 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
         return self
 
     @property
-    def _client(self) -> TIRClient:
+    def _client(self) -> ChatClient:
         return self.cached_client(
-            self.model, (self.tool_mode,), partial(TIRClient, tool_mode=self.tool_mode)
+            self.model, (self.tool_mode,), partial(ChatClient, tool_mode=self.tool_mode)
         )
 
     # -- LangChain plumbing ----------------------------------------------------------------

@@ -36,7 +36,7 @@ from llama_index.core.llms.utils import parse_partial_json
 
 from tir_transport import (
     DEFAULT_MODEL,
-    TIRClient,
+    ChatClient,
     TIRConnection,
     ToolMode,
     build_payload,
@@ -131,9 +131,9 @@ class TIRLlamaLLM(TIRConnection, FunctionCallingLLM):
         return self
 
     @property
-    def _client(self) -> TIRClient:
+    def _client(self) -> ChatClient:
         return self.cached_client(
-            self.model, (self.tool_mode,), partial(TIRClient, tool_mode=self.tool_mode)
+            self.model, (self.tool_mode,), partial(ChatClient, tool_mode=self.tool_mode)
         )
 
     @classmethod

@@ -16,10 +16,10 @@ from tir_transport import (
     DEFAULT_EMBED_BATCH_SIZE,
     DEFAULT_MODEL,
     EMBEDDING_MODEL_HINT,
+    ChatClient,
     EmbeddingsClient,
     Limits,
     RatePacer,
-    TIRClient,
     TIRConfig,
     TIRConnection,
     TIREmbeddingsConnection,
@@ -161,7 +161,7 @@ class _ChatWorker(_Worker):
         pacer: Any,
     ) -> None:
         super().__init__(max_in_flight, pacer)
-        self.client = TIRClient(config, limits=self.limits)
+        self.client = ChatClient(config, limits=self.limits)
         self.secret = config.secret()
         self.request = request
         self.prompt_column = prompt_column

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.emulator import Emulator
-from tir_transport import ChatChunk, ChatCompletion, TIRClient, TIRConfig, forget_endpoints
+from tir_transport import ChatChunk, ChatClient, ChatCompletion, TIRConfig, forget_endpoints
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -65,10 +65,10 @@ def emulator(_emulator_server: Emulator) -> Iterator[Emulator]:
 
 
 @pytest.fixture
-def make_client(emulator: Emulator) -> Callable[..., TIRClient]:
+def make_client(emulator: Emulator) -> Callable[..., ChatClient]:
     """A client aimed at the emulator (through `base_url`, with a project id)."""
 
-    def make(tool_mode: Any = "auto", **overrides: Any) -> TIRClient:
+    def make(tool_mode: Any = "auto", **overrides: Any) -> ChatClient:
         options: dict[str, Any] = {
             "api_key": TEST_KEY,
             "project_id": "1234",
@@ -77,7 +77,7 @@ def make_client(emulator: Emulator) -> Callable[..., TIRClient]:
             "max_retries": 2,
         }
         options.update(overrides)
-        return TIRClient(TIRConfig.from_env(**options), tool_mode=tool_mode)
+        return ChatClient(TIRConfig.from_env(**options), tool_mode=tool_mode)
 
     return make
 
@@ -88,12 +88,12 @@ class Caller:
     def __init__(self, mode: str) -> None:
         self.mode = mode
 
-    def create(self, client: TIRClient, payload: dict[str, Any]) -> ChatCompletion:
+    def create(self, client: ChatClient, payload: dict[str, Any]) -> ChatCompletion:
         if self.mode == "sync":
             return client.create(payload)
         return asyncio.run(client.acreate(payload))
 
-    def stream(self, client: TIRClient, payload: dict[str, Any]) -> list[ChatChunk]:
+    def stream(self, client: ChatClient, payload: dict[str, Any]) -> list[ChatChunk]:
         if self.mode == "sync":
             return list(client.stream(payload))
 

@@ -21,9 +21,9 @@ from tests.conftest import TEST_KEY
 from tests.emulator import Emulator, Reply
 from tir_transport import (
     AuthenticationError,
+    ChatClient,
     ConfigurationError,
     NotFoundError,
-    TIRClient,
     TIRConfig,
     build_payload,
     track_usage,
@@ -35,7 +35,7 @@ KINDS = ["core", "langchain", "llamaindex"]
 def ask(kind: str, mode: str, **options: Any) -> str:
     """One chat request through `kind` (sync or async); returns the reply's text."""
     if kind == "core":
-        client = TIRClient(TIRConfig.from_env(**options))
+        client = ChatClient(TIRConfig.from_env(**options))
         body = build_payload([{"role": "user", "content": "hi"}], client.config.model)
         if mode == "sync":
             return client.create(body).text or ""
@@ -132,7 +132,7 @@ def test_doctor_names_every_missing_setting() -> None:
 
 
 def test_tracker_counts_requests_without_usage(emulator: Emulator) -> None:
-    client = TIRClient(TIRConfig.from_env(api_key=TEST_KEY, base_url=emulator.base_url))
+    client = ChatClient(TIRConfig.from_env(api_key=TEST_KEY, base_url=emulator.base_url))
     body = build_payload([{"role": "user", "content": "hi"}], "m1")
     emulator.queue(Reply(prompt_tokens=5, completion_tokens=2), Reply(no_usage=True))
     with track_usage() as usage:

@@ -10,8 +10,8 @@ from typing import Any, TextIO
 
 from tir_transport import (
     DEFAULT_MODEL,
+    ChatClient,
     ConfigurationError,
-    TIRClient,
     TIRConfig,
     TIRConnection,
     TIRError,
@@ -74,7 +74,7 @@ def doctor(args: argparse.Namespace, out: TextIO) -> int:
     print(f"url:         {url}", file=out)
     print(f"api key:     set (from {key_source or 'the command line'}; never shown)", file=out)
     # Tools are probed explicitly below; the plain request must not fall back by itself.
-    client = TIRClient(config, tool_mode="native")
+    client = ChatClient(config, tool_mode="native")
     messages = [{"role": "user", "content": "Reply with one word: ready"}]
     try:
         started = time.perf_counter()
@@ -107,7 +107,7 @@ def doctor(args: argparse.Namespace, out: TextIO) -> int:
 def chat(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
     """A streaming chat; usage is printed after each turn. An empty line or EOF ends it."""
     config = _config(args)
-    client = TIRClient(config)
+    client = ChatClient(config)
     history: list[dict[str, Any]] = []
     if args.system:
         history.append({"role": "system", "content": args.system})

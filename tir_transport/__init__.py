@@ -4,7 +4,16 @@ Importing this package imports neither LangChain nor LlamaIndex.
 """
 
 from ._arguments import move_unknown_arguments
-from ._client import TIRClient
+from ._chat import AsyncChatStream, ChatClient
+from ._chat_wire import (
+    ChatChunk,
+    ChatCompletion,
+    ToolCall,
+    ToolCallAccumulator,
+    ToolCallDelta,
+    build_payload,
+    check_single_choice,
+)
 from ._config import (
     DEFAULT_HOST,
     DEFAULT_MAX_RETRIES,
@@ -15,15 +24,10 @@ from ._config import (
 )
 from ._connection import CONNECTION_FIELDS, TIRConnection, TIREmbeddingsConnection
 from ._embeddings import (
-    EmbeddingsReply,
-    build_embeddings_payload,
     check_inputs,
-    decode_base64,
-    parse_embeddings,
 )
 from ._embeddings_client import (
     DEFAULT_EMBED_BATCH_SIZE,
-    DEFAULT_EMBED_CONCURRENCY,
     EmbeddingsClient,
 )
 from ._errors import (
@@ -45,53 +49,41 @@ from ._errors import (
     StreamInterruptedError,
     StructuredOutputError,
     TIRError,
-    error_from_event,
-    error_from_response,
     scrub_secret,
 )
 from ._limits import Limits, RatePacer
-from ._models import KNOWN_CONTEXT_WINDOWS, context_window
+from ._models import context_window
 from ._negotiate import forget_endpoints
-from ._retry import RetryPolicy, is_retryable, parse_retry_after
-from ._sse import ServerSentEvent, SSEDecoder
-from ._tools import TextToolCallFilter, ToolMode, parse_text_tool_calls, to_prompt_mode
-from ._usage import Usage, UsageTracker, record_usage, track_usage
-from ._wire import (
-    ChatChunk,
-    ChatCompletion,
-    ToolCall,
-    ToolCallAccumulator,
-    ToolCallDelta,
-    build_payload,
-    check_single_choice,
-    parse_chunk,
-    parse_completion,
-)
+from ._retry import RetryPolicy
+from ._tools import ToolMode
+from ._usage import Usage, UsageTracker, track_usage
 
 __version__ = "0.1.0"
+
+# The chat client's name in 0.1.0, kept so that code written for it still runs.
+TIRClient = ChatClient
 
 __all__ = [
     "CONNECTION_FIELDS",
     "DEFAULT_EMBED_BATCH_SIZE",
-    "DEFAULT_EMBED_CONCURRENCY",
     "DEFAULT_HOST",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_MODEL",
     "DEFAULT_TIMEOUT",
     "EMBEDDING_MODEL_HINT",
-    "KNOWN_CONTEXT_WINDOWS",
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
+    "AsyncChatStream",
     "AuthenticationError",
     "BadRequestError",
     "ChatChunk",
+    "ChatClient",
     "ChatCompletion",
     "ConfigurationError",
     "ConflictError",
     "ContextLengthExceededError",
     "EmbeddingsClient",
-    "EmbeddingsReply",
     "InputError",
     "InvalidResponseError",
     "Limits",
@@ -101,17 +93,13 @@ __all__ = [
     "RatePacer",
     "RequestTimeoutError",
     "RetryPolicy",
-    "SSEDecoder",
     "ServerError",
-    "ServerSentEvent",
     "StreamInterruptedError",
     "StructuredOutputError",
-    "TIRClient",
     "TIRConfig",
     "TIRConnection",
     "TIREmbeddingsConnection",
     "TIRError",
-    "TextToolCallFilter",
     "ToolCall",
     "ToolCallAccumulator",
     "ToolCallDelta",
@@ -119,24 +107,12 @@ __all__ = [
     "Usage",
     "UsageTracker",
     "__version__",
-    "build_embeddings_payload",
     "build_payload",
     "check_inputs",
     "check_single_choice",
     "context_window",
-    "decode_base64",
-    "error_from_event",
-    "error_from_response",
     "forget_endpoints",
-    "is_retryable",
     "move_unknown_arguments",
-    "parse_chunk",
-    "parse_completion",
-    "parse_embeddings",
-    "parse_retry_after",
-    "parse_text_tool_calls",
-    "record_usage",
     "scrub_secret",
-    "to_prompt_mode",
     "track_usage",
 ]

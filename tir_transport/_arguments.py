@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ._wire import check_single_choice
+from ._chat_wire import check_single_choice
 
 __all__ = ["KNOWN_REQUEST_FIELDS", "move_unknown_arguments"]
 

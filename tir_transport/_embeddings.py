@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ._errors import InputError, InvalidResponseError, TIRError
+from ._errors import InputError, InvalidResponseError, TIRError, quote
 from ._usage import Usage
 
 __all__ = [
@@ -100,10 +100,7 @@ class EmbeddingsReply:
 
 
 def _bad(message: str, data: Any) -> InvalidResponseError:
-    shown = repr(data)
-    if len(shown) > 200:
-        shown = shown[:200] + "..."
-    return InvalidResponseError(f"{message}; the reply began: {shown}")
+    return InvalidResponseError(f"{message}; the reply began: {quote(repr(data), 200)}")
 
 
 def parse_embeddings(data: Any, count: int) -> EmbeddingsReply:

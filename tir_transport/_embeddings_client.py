@@ -20,8 +20,8 @@ from ._embeddings import (
     is_encoding_rejection,
     parse_embeddings,
 )
-from ._errors import ContextLengthExceededError, TIRError
-from ._http import HTTPClient, _request_id
+from ._errors import ContextLengthExceededError, TIRError, request_id_of
+from ._http import HTTPClient
 from ._limits import Limits
 from ._retry import RetryPolicy
 from ._usage import record_usage
@@ -159,7 +159,7 @@ class EmbeddingsClient(HTTPClient):
         try:
             reply: EmbeddingsReply = parse_embeddings(self._json(response), count)
         except TIRError as e:
-            e.request_id = _request_id(response.headers)
+            e.request_id = request_id_of(response.headers)
             raise
         record_usage(reply.model or self.config.model, reply.usage)
         return reply.vectors

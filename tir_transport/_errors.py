@@ -29,6 +29,8 @@ __all__ = [
     "TIRError",
     "error_from_event",
     "error_from_response",
+    "quote",
+    "request_id_of",
     "scrub_secret",
 ]
 
@@ -174,10 +176,11 @@ _STATUS_TABLE: dict[int, type[APIStatusError]] = {
 }
 
 
-def _quote(text: str) -> str:
+def quote(text: str, limit: int = MAX_QUOTED_CHARS) -> str:
+    """The start of a server's text, for an error message (a gateway may send a whole page)."""
     text = text.strip()
-    if len(text) > MAX_QUOTED_CHARS:
-        return text[:MAX_QUOTED_CHARS] + f"... [{len(text) - MAX_QUOTED_CHARS} more characters]"
+    if len(text) > limit:
+        return text[:limit] + f"... [{len(text) - limit} more characters]"
     return text
 
 
@@ -205,7 +208,8 @@ def _message_from_body(body: Any) -> str | None:
     return None
 
 
-def _request_id(headers: Mapping[str, str] | None) -> str | None:
+def request_id_of(headers: Mapping[str, str] | None) -> str | None:
+    """The request id a server or gateway put in its reply's headers, if any."""
     if not headers:
         return None
     for name in _REQUEST_ID_HEADERS:
@@ -305,12 +309,12 @@ def error_from_response(
     # Classified on the server's own words, before anything is hidden in them.
     if cls is BadRequestError and _CONTEXT_RE.search(message):
         cls = ContextLengthExceededError
-    message = scrub_secret(_quote(message), secret)
+    message = scrub_secret(quote(message), secret)
     hint = _hint(cls, url)
     if hint:
         message = f"{hint} The server said: {message}"
-    body = _scrub_body(_quote(body) if isinstance(body, str) else body, secret)
-    return cls(message, status_code=status_code, request_id=_request_id(headers), body=body)
+    body = _scrub_body(quote(body) if isinstance(body, str) else body, secret)
+    return cls(message, status_code=status_code, request_id=request_id_of(headers), body=body)
 
 
 def is_error_event(payload: Mapping[str, Any]) -> bool:
@@ -329,7 +333,7 @@ def error_from_event(
     A context-length complaint keeps its own class; everything else is a
     `StreamInterruptedError`, because the stream stopped short of its end.
     """
-    raw = _quote(_message_from_body(payload) or json.dumps(payload))
+    raw = quote(_message_from_body(payload) or json.dumps(payload))
     message = scrub_secret(raw, secret)
     body = _scrub_body(dict(payload), secret)
     code: Any = payload.get("code")

@@ -31,6 +31,8 @@ from ._errors import (
     StreamInterruptedError,
     TIRError,
     error_from_response,
+    quote,
+    request_id_of,
 )
 from ._limits import Limits
 from ._retry import RetryPolicy, parse_retry_after
@@ -72,11 +74,6 @@ def _transport_error(exc: httpx.HTTPError, url: str, *, in_stream: bool = False)
     if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
         return APIConnectionError(f"the connection to {url} failed: {exc}")
     return APIConnectionError(f"could not connect to {url}: {exc}")
-
-
-def _request_id(headers: httpx.Headers) -> str | None:
-    value: str | None = headers.get("x-request-id") or headers.get("request-id")
-    return value
 
 
 class HTTPClient:
@@ -280,10 +277,10 @@ class HTTPClient:
         try:
             return json.loads(response.content)
         except ValueError as e:
-            text = response.content[:200].decode("utf-8", "replace")
+            text = response.content[:400].decode("utf-8", "replace")
             raise InvalidResponseError(
-                f"the server's reply is not JSON: {text!r}",
-                request_id=_request_id(response.headers),
+                f"the server's reply is not JSON: {quote(text, 200)!r}",
+                request_id=request_id_of(response.headers),
             ) from e
 
     def _post(self, url: str, body: bytes) -> httpx.Response:

@@ -10,19 +10,15 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from ._chat_wire import ChatCompletion
 from ._errors import StructuredOutputError, TIRError
-from ._tools import (
+from ._structured import (
     SchemaInstruction,
-    TextToolCallFilter,
-    ToolMode,
     is_guided_json_rejection,
     is_response_format_rejection,
-    is_tools_rejection,
-    read_text_calls,
-    to_prompt_mode,
-    tool_names,
 )
-from ._wire import ChatCompletion
+from ._tool_stream import TextToolCallFilter
+from ._tools import ToolMode, is_tools_rejection, read_text_calls, to_prompt_mode, tool_names
 
 logger = logging.getLogger("tir_transport")
 

@@ -1,10 +1,10 @@
-"""Tool calling and structured output on every endpoint, as pure functions.
+"""Tools in the prompt (Llama 3.1's JSON tool-call format), as pure functions.
 
 An endpoint whose vLLM runs without tool parsing answers `tools` with HTTP 400. There the tools
 go into the prompt in Meta's JSON-based format for Llama 3.1, and the reply
 `{"name": ..., "parameters": {...}}` is read back as a tool call ("prompt mode"). The same
-reader also catches a call that a native endpoint left in the text. Structured output falls
-back from `response_format` to vLLM's `guided_json`, then to an instruction plus parsing.
+reader also catches a call that a native endpoint left in the text. Streams are watched by
+`_tool_stream.TextToolCallFilter`; structured output's fallbacks are in `_structured`.
 """
 
 from __future__ import annotations
@@ -12,20 +12,24 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Literal
 
+from ._chat_wire import ChatCompletion, ToolCall
 from ._errors import BadRequestError, ContextLengthExceededError, ServerError, TIRError
-from ._wire import ChatChunk, ChatCompletion, ToolCall, ToolCallDelta
 
 __all__ = [
-    "TextToolCallFilter",
+    "PYTHON_TAG",
     "ToolMode",
-    "is_guided_json_rejection",
-    "is_response_format_rejection",
     "is_tools_rejection",
+    "message_text",
     "parse_text_tool_calls",
+    "read_text_calls",
+    "rejection_text",
+    "scan_objects",
+    "strip_wrapping",
     "to_prompt_mode",
+    "tool_names",
 ]
 
 ToolMode = Literal["auto", "native", "prompt"]
@@ -47,7 +51,7 @@ TOOLS_PREAMBLE = (
 )
 
 
-def _message_text(content: Any) -> str:
+def message_text(content: Any) -> str:
     if content is None:
         return ""
     if isinstance(content, str):
@@ -100,10 +104,10 @@ def to_prompt_mode(payload: Mapping[str, Any]) -> dict[str, Any]:
         message = dict(message)
         if message.get("role") == "assistant" and message.get("tool_calls"):
             calls = [_render_call(c) for c in message.pop("tool_calls")]
-            text = _message_text(message.get("content"))
+            text = message_text(message.get("content"))
             message["content"] = (text + "\n" if text else "") + "; ".join(calls)
         elif message.get("role") == "tool":
-            message["content"] = json.dumps({"output": _message_text(message.get("content"))})
+            message["content"] = json.dumps({"output": message_text(message.get("content"))})
         messages.append(message)
     if tools and choice != "none":
         definitions = "".join(json.dumps(t.get("function", t), indent=4) + "\n\n" for t in tools)
@@ -112,14 +116,14 @@ def to_prompt_mode(payload: Mapping[str, Any]) -> dict[str, Any]:
         if first_user is None:
             messages.append({"role": "user", "content": preamble.rstrip()})
         else:
-            first_user["content"] = preamble + _message_text(first_user.get("content"))
+            first_user["content"] = preamble + message_text(first_user.get("content"))
         if not messages or messages[0].get("role") != "system":
             messages.insert(0, {"role": "system", "content": DEFAULT_SYSTEM})
     body["messages"] = messages
     return body
 
 
-def _strip_wrapping(text: str) -> str:
+def strip_wrapping(text: str) -> str:
     text = text.strip()
     if text.startswith(PYTHON_TAG):
         text = text[len(PYTHON_TAG) :].strip()
@@ -134,7 +138,7 @@ def _strip_wrapping(text: str) -> str:
     return text
 
 
-def _scan_objects(text: str) -> tuple[list[str], bool, bool]:
+def scan_objects(text: str) -> tuple[list[str], bool, bool]:
     """The complete top-level `{...}` objects of `text`, in order.
 
     Also says whether anything outside them is more than whitespace and `;` separators
@@ -187,10 +191,10 @@ def parse_text_tool_calls(text: str, names: Collection[str] | None = None) -> li
     Returns:
         The calls, with generated ids, or None when the text is not (only) calls.
     """
-    body = _strip_wrapping(text)
+    body = strip_wrapping(text)
     if not body.startswith("{"):
         return None
-    parts, stray, unfinished = _scan_objects(body)
+    parts, stray, unfinished = scan_objects(body)
     if not parts or stray or unfinished:
         return None
     calls = []
@@ -227,81 +231,7 @@ def read_text_calls(completion: ChatCompletion, names: Collection[str]) -> ChatC
     return replace(completion, text=None, tool_calls=tuple(calls), finish_reason="tool_calls")
 
 
-def _could_become_call(held: str, names: Collection[str]) -> bool:
-    """Whether text seen so far may still turn out to be a tool call."""
-    text = held.lstrip()
-    if not text or PYTHON_TAG.startswith(text) or "```".startswith(text):
-        return True  # too little to tell
-    if text.startswith(PYTHON_TAG):
-        return _could_become_call(text[len(PYTHON_TAG) :].removesuffix("<|eom_id|>"), names)
-    if text.startswith("```"):
-        tag, newline, body = text.partition("\n")
-        if not newline:
-            return "```json".startswith(tag.rstrip().lower())
-        if tag.strip("`").strip().lower() not in ("", "json"):
-            return False  # a fenced program or table, not a call
-        return _could_become_call(body.rstrip().rstrip("`"), names)
-    if not text.startswith("{"):
-        return False
-    # Decided as soon as each top-level object closes: a call, or plain text after all.
-    objects, stray, _ = _scan_objects(text)
-    return not stray and all(parse_text_tool_calls(o, names) is not None for o in objects)
-
-
-class TextToolCallFilter:
-    """Holds back streamed text only while it may still be a tool call.
-
-    Text that cannot be a call (it does not start like one) is released at once, and every
-    later delta passes straight through. Text that stays call-shaped is held to the end of the
-    reply, where it becomes tool-call deltas, or is released as text if it was not a call.
-    """
-
-    __slots__ = ("_held", "_names", "_text_mode")
-
-    def __init__(self, names: Collection[str]) -> None:
-        self._names = names
-        self._held: list[str] = []
-        self._text_mode = False
-
-    def process(self, chunk: ChatChunk) -> ChatChunk | None:
-        """The chunk to hand on (its text maybe held back), or None to hand on nothing yet."""
-        if self._text_mode:
-            return chunk
-        if chunk.tool_calls:
-            # The server parsed a call natively: stop watching the text.
-            self._text_mode = True
-            held = self._release()
-            return replace(chunk, text=held + (chunk.text or "")) if held else chunk
-        if chunk.text:
-            self._held.append(chunk.text)
-            if not _could_become_call("".join(self._held), self._names):
-                self._text_mode = True
-                return replace(chunk, text=self._release())
-            chunk = replace(chunk, text=None)
-        if chunk.finish_reason:
-            return self._finish(chunk)
-        if chunk.text is None and chunk.role is None and chunk.usage is None:
-            return None
-        return chunk
-
-    def _release(self) -> str:
-        text = "".join(self._held)
-        self._held.clear()
-        return text
-
-    def _finish(self, chunk: ChatChunk) -> ChatChunk:
-        held = self._release()
-        calls = parse_text_tool_calls(held, self._names) if held else None
-        if calls:
-            deltas = tuple(
-                ToolCallDelta(index=i, id=c.id, name=c.name, arguments=c.arguments)
-                for i, c in enumerate(calls)
-            )
-            return replace(chunk, text=None, tool_calls=deltas, finish_reason="tool_calls")
-        return replace(chunk, text=(held + (chunk.text or "")) or None)
-
-
-def _rejection_text(error: TIRError) -> str | None:
+def rejection_text(error: TIRError) -> str | None:
     """The lower-cased message of an error that says "this request is not acceptable".
 
     A 400 or 422; or a 5xx that reports a validation error, as llama.cpp's server does.
@@ -318,88 +248,10 @@ def _rejection_text(error: TIRError) -> str | None:
 
 def is_tools_rejection(error: TIRError) -> bool:
     """Whether the endpoint says it cannot take native `tools` (vLLM without tool parsing)."""
-    message = _rejection_text(error)
+    message = rejection_text(error)
     return message is not None and (
         "enable-auto-tool-choice" in message
         or "tool-call-parser" in message
         or "tool_choice" in message
         or ("tools" in message and "not supported" in message)
     )
-
-
-def is_response_format_rejection(error: TIRError) -> bool:
-    """Whether the endpoint says it cannot take `response_format` json_schema."""
-    message = _rejection_text(error)
-    return message is not None and ("response_format" in message or "json_schema" in message)
-
-
-def is_guided_json_rejection(error: TIRError) -> bool:
-    """Whether the endpoint says it cannot take vLLM's `guided_json` either."""
-    message = _rejection_text(error)
-    return message is not None and (
-        "guided" in message or "extra" in message or "not permitted" in message
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class SchemaInstruction:
-    """The last structured-output fallback: ask in words, then check the reply.
-
-    With `json_object`, the request also asks for JSON mode carrying the schema: vLLM then
-    holds the reply to JSON, and llama.cpp's server to the schema itself.
-    """
-
-    schema: Mapping[str, Any]
-    json_object: bool = True
-
-    def apply(self, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """The request with the schema as an instruction instead of a constraint."""
-        body = {k: v for k, v in payload.items() if k not in ("response_format", "guided_json")}
-        if self.json_object:
-            body["response_format"] = {"type": "json_object", "schema": dict(self.schema)}
-        instruction = (
-            "Reply with only a JSON object that matches this JSON schema, with no other text "
-            "and no code fence:\n" + json.dumps(self.schema)
-        )
-        messages = [dict(m) for m in payload.get("messages", ())]
-        if messages and messages[0].get("role") == "system":
-            messages[0]["content"] = (
-                _message_text(messages[0].get("content")) + "\n\n" + instruction
-            )
-        else:
-            messages.insert(0, {"role": "system", "content": instruction})
-        body["messages"] = messages
-        return body
-
-    def problem(self, text: str | None) -> str | None:
-        """What is wrong with a reply, or None when it is a JSON object the schema asks for."""
-        body = _strip_wrapping(text or "")
-        try:
-            value = json.loads(body)
-        except ValueError as e:
-            return f"it is not JSON ({e})"
-        if self.schema.get("type", "object") == "object":
-            if not isinstance(value, dict):
-                return "it is not a JSON object"
-            missing = [k for k in self.schema.get("required", ()) if k not in value]
-            if missing:
-                return f"it lacks the required keys {missing}"
-        return None
-
-    def repair(self, payload: Mapping[str, Any], reply: str | None, problem: str) -> dict[str, Any]:
-        """One more request that shows the model its reply and what is wrong with it."""
-        body = dict(payload)
-        body["messages"] = [
-            *payload.get("messages", ()),
-            {"role": "assistant", "content": reply or ""},
-            {
-                "role": "user",
-                "content": f"That reply cannot be used: {problem}. Reply with only the "
-                "corrected JSON object.",
-            },
-        ]
-        return body
-
-    def clean(self, completion: ChatCompletion) -> ChatCompletion:
-        """The reply with any code fence around the JSON taken off."""
-        return replace(completion, text=_strip_wrapping(completion.text or ""))

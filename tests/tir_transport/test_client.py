@@ -25,6 +25,7 @@ from tir_transport import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    ChatClient,
     ConfigurationError,
     ContextLengthExceededError,
     InvalidResponseError,
@@ -34,7 +35,6 @@ from tir_transport import (
     RateLimitError,
     ServerError,
     StreamInterruptedError,
-    TIRClient,
     TIRConfig,
     ToolCall,
     ToolCallAccumulator,
@@ -43,7 +43,7 @@ from tir_transport import (
     track_usage,
 )
 
-MakeClient = Callable[..., TIRClient]
+MakeClient = Callable[..., ChatClient]
 SEED_TEXT = "Hello. How can I assist you today?"
 
 
@@ -77,7 +77,7 @@ def test_stream(make_client: MakeClient, call: Caller) -> None:
 
 
 def test_genai_url_form(emulator: Emulator, call: Caller) -> None:
-    client = TIRClient(
+    client = ChatClient(
         TIRConfig.from_env(
             api_key=TEST_KEY, project_id="p-77", host=emulator.url, model="llama3_1_8b_instruct"
         )
@@ -90,7 +90,7 @@ def test_genai_url_form(emulator: Emulator, call: Caller) -> None:
 
 
 def test_endpoint_url_form(emulator: Emulator, call: Caller) -> None:
-    client = TIRClient(
+    client = ChatClient(
         TIRConfig.from_env(api_key=TEST_KEY, project_id="77", host=emulator.url, endpoint_id="is-9")
     )
     call.stream(client, payload(stream=True))
@@ -103,14 +103,14 @@ def test_environment_configuration(
     monkeypatch.setenv("E2E_TIR_ACCESS_TOKEN", "sdk-token")
     monkeypatch.setenv("E2E_TIR_PROJECT_ID", "5")
     monkeypatch.setenv("TIR_HOST", emulator.url)
-    call.create(TIRClient(TIRConfig.from_env()), payload())
+    call.create(ChatClient(TIRConfig.from_env()), payload())
     request = emulator.requests[0]
     assert request.headers["authorization"] == "Bearer sdk-token"
     assert request.path.startswith("/project/p-5/genai/")
 
 
 def test_missing_key_fails_before_any_connection(emulator: Emulator, call: Caller) -> None:
-    client = TIRClient(TIRConfig.from_env(project_id="1", base_url=emulator.base_url))
+    client = ChatClient(TIRConfig.from_env(project_id="1", base_url=emulator.base_url))
     with pytest.raises(ConfigurationError, match="TIR_API_KEY"):
         call.create(client, payload())
     with pytest.raises(ConfigurationError, match="TIR_API_KEY"):
@@ -119,7 +119,7 @@ def test_missing_key_fails_before_any_connection(emulator: Emulator, call: Calle
 
 
 def test_insecure_http_refused_before_connecting(call: Caller) -> None:
-    client = TIRClient(TIRConfig.from_env(api_key=TEST_KEY, base_url="http://example.com/v1"))
+    client = ChatClient(TIRConfig.from_env(api_key=TEST_KEY, base_url="http://example.com/v1"))
     with pytest.raises(ConfigurationError, match="clear text"):
         call.create(client, payload())
 
@@ -252,7 +252,7 @@ def test_connection_refused(call: Caller) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    client = TIRClient(
+    client = ChatClient(
         TIRConfig.from_env(api_key=TEST_KEY, base_url=f"http://127.0.0.1:{port}/v1", max_retries=1)
     )
     with pytest.raises(APIConnectionError, match="could not connect"):
@@ -515,7 +515,7 @@ def test_empty_stream_is_an_error_that_says_so(
 
 def test_an_async_stream_left_with_break_frees_its_slot(emulator: Emulator) -> None:
     config = TIRConfig.from_env(api_key=TEST_KEY, base_url=emulator.base_url, timeout=5)
-    client = TIRClient(config, limits=Limits(max_in_flight=1))
+    client = ChatClient(config, limits=Limits(max_in_flight=1))
 
     async def main() -> str | None:
         emulator.queue(Reply(delay=0.05))

@@ -22,12 +22,14 @@ from tir_transport import (
     InvalidResponseError,
     RateLimitError,
     TIRConfig,
-    build_embeddings_payload,
-    decode_base64,
-    parse_embeddings,
     track_usage,
 )
-from tir_transport._embeddings import is_encoding_rejection
+from tir_transport._embeddings import (
+    build_embeddings_payload,
+    decode_base64,
+    is_encoding_rejection,
+    parse_embeddings,
+)
 from tir_transport._errors import error_from_response
 
 MODEL = "e5_small"

@@ -18,8 +18,8 @@ from tir_transport import (
     ServerError,
     StreamInterruptedError,
     TIRError,
-    error_from_response,
 )
+from tir_transport._errors import error_from_response
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tir_transport import ChatChunk, SSEDecoder, TIRError, parse_chunk
+from tir_transport import ChatChunk, TIRError
+from tir_transport._chat_wire import parse_chunk
+from tir_transport._sse import SSEDecoder
 
 _text = st.text(
     alphabet=st.characters(exclude_categories=["Cs"]),  # any character a model may write

@@ -15,7 +15,7 @@ from langchain_tir import ChatTIRLlama, TIREmbeddings
 from llama_index_tir import TIREmbedding, TIRLlamaLLM
 from tests.conftest import TEST_KEY
 from tests.emulator import Emulator, Reply
-from tir_transport import TIRClient, TIRConfig, build_payload
+from tir_transport import ChatClient, TIRConfig, build_payload
 from tir_transport._limits import Backoff, Limits, RatePacer
 
 # -- pure -------------------------------------------------------------------------------------
@@ -67,9 +67,9 @@ def test_limits_pickle_to_fresh_state() -> None:
 # -- at the emulator --------------------------------------------------------------------------
 
 
-def client(emulator: Emulator, **limits: Any) -> TIRClient:
+def client(emulator: Emulator, **limits: Any) -> ChatClient:
     config = TIRConfig.from_env(api_key=TEST_KEY, base_url=emulator.base_url, timeout=10)
-    return TIRClient(config, limits=Limits(**limits))
+    return ChatClient(config, limits=Limits(**limits))
 
 
 BODY = build_payload([{"role": "user", "content": "hi"}], "m")

@@ -6,8 +6,8 @@ import pytest
 
 from tests.conftest import Caller
 from tir_transport import (
+    ChatClient,
     ContextLengthExceededError,
-    TIRClient,
     TIRConfig,
     ToolCallAccumulator,
     build_payload,
@@ -19,9 +19,9 @@ pytestmark = pytest.mark.realmodel
 MODEL = "SmolLM2-135M-Instruct"
 
 
-def client(base_url: str) -> TIRClient:
+def client(base_url: str) -> ChatClient:
     # llama.cpp ignores the key and the project query, as a local server should.
-    return TIRClient(TIRConfig.from_env(api_key="local", base_url=base_url, timeout=60))
+    return ChatClient(TIRConfig.from_env(api_key="local", base_url=base_url, timeout=60))
 
 
 def messages(text: str) -> list[dict[str, str]]:

@@ -11,10 +11,9 @@ from tir_transport import (
     RetryPolicy,
     StreamInterruptedError,
     TIRError,
-    error_from_response,
-    is_retryable,
-    parse_retry_after,
 )
+from tir_transport._errors import error_from_response
+from tir_transport._retry import is_retryable, parse_retry_after
 
 
 def status_error(status: int, retry_after: float | None = None) -> TIRError:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tir_transport import ServerSentEvent, SSEDecoder
+from tir_transport._sse import ServerSentEvent, SSEDecoder
 
 SEED = (Path(__file__).resolve().parent.parent / "fixtures" / "seed_stream.txt").read_bytes()
 

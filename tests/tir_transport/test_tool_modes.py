@@ -14,13 +14,13 @@ from tests.emulator import TOOLS_REJECTED, Emulator, Reply
 from tir_transport import (
     BadRequestError,
     ChatChunk,
+    ChatClient,
     StructuredOutputError,
-    TIRClient,
     ToolCallAccumulator,
     build_payload,
 )
 
-MakeClient = Callable[..., TIRClient]
+MakeClient = Callable[..., ChatClient]
 
 TOOL = {
     "type": "function",
@@ -56,7 +56,9 @@ def schema_payload(stream: bool = False) -> dict[str, Any]:
     )
 
 
-def call_of(call: Caller, client: TIRClient, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def call_of(
+    call: Caller, client: ChatClient, payload: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
     """The one tool call of a reply, streamed or not."""
     if payload.get("stream"):
         chunks: list[ChatChunk] = call.stream(client, payload)
@@ -179,13 +181,13 @@ def test_invalid_mode() -> None:
     from tir_transport import TIRConfig
 
     with pytest.raises(ValueError, match="tool_mode"):
-        TIRClient(TIRConfig(), tool_mode="magic")  # type: ignore[arg-type]
+        ChatClient(TIRConfig(), tool_mode="magic")  # type: ignore[arg-type]
 
 
 # -- structured output fallbacks -------------------------------------------------------------
 
 
-def parsed(call: Caller, client: TIRClient, payload: dict[str, Any]) -> Any:
+def parsed(call: Caller, client: ChatClient, payload: dict[str, Any]) -> Any:
     if payload.get("stream"):
         return json.loads("".join(c.text or "" for c in call.stream(client, payload)))
     return json.loads(call.create(client, payload).text or "")

@@ -7,15 +7,20 @@ from typing import Any
 
 import pytest
 
-from tir_transport import ChatChunk, TextToolCallFilter, parse_text_tool_calls, to_prompt_mode
+from tir_transport import ChatChunk
 from tir_transport._errors import BadRequestError, ContextLengthExceededError, ServerError
 from tir_transport._retry import is_retryable
-from tir_transport._tools import (
-    DEFAULT_SYSTEM,
+from tir_transport._structured import (
     SchemaInstruction,
     is_guided_json_rejection,
     is_response_format_rejection,
+)
+from tir_transport._tool_stream import TextToolCallFilter
+from tir_transport._tools import (
+    DEFAULT_SYSTEM,
     is_tools_rejection,
+    parse_text_tool_calls,
+    to_prompt_mode,
 )
 
 NAMES = {"get_weather", "search"}

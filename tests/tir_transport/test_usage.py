@@ -5,7 +5,8 @@ import contextvars
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from tir_transport import Usage, record_usage, track_usage
+from tir_transport import Usage, track_usage
+from tir_transport._usage import record_usage
 
 
 def test_usage_adds() -> None:

@@ -11,17 +11,15 @@ from hypothesis import strategies as st
 from tir_transport import (
     ContextLengthExceededError,
     InvalidResponseError,
-    SSEDecoder,
     StreamInterruptedError,
     TIRError,
     ToolCall,
-    ToolCallAccumulator,
     ToolCallDelta,
     Usage,
     build_payload,
-    parse_chunk,
-    parse_completion,
 )
+from tir_transport._chat_wire import ToolCallAccumulator, parse_chunk, parse_completion
+from tir_transport._sse import SSEDecoder
 
 SEED = (Path(__file__).resolve().parent.parent / "fixtures" / "seed_stream.txt").read_bytes()
 MESSAGES = [{"role": "user", "content": "hi"}]

@@ -14,22 +14,22 @@ from typing import Any
 
 import httpx
 
+from ._chat_wire import DONE, ChatChunk, ChatCompletion, parse_chunk, parse_completion
 from ._config import TIRConfig
-from ._errors import StreamInterruptedError, TIRError, scrub_secret
+from ._errors import StreamInterruptedError, TIRError, request_id_of, scrub_secret
 from ._http import (
     HTTPClient,
-    _request_id,
     _transport_error,
 )
 from ._limits import Limits, _AsyncSlot
 from ._negotiate import Negotiation
 from ._retry import RetryPolicy
 from ._sse import ServerSentEvent, SSEDecoder
-from ._tools import TextToolCallFilter, ToolMode
+from ._tool_stream import TextToolCallFilter
+from ._tools import ToolMode
 from ._usage import Usage, record_usage
-from ._wire import DONE, ChatChunk, ChatCompletion, parse_chunk, parse_completion
 
-__all__ = ["AsyncChatStream", "TIRClient"]
+__all__ = ["AsyncChatStream", "ChatClient"]
 
 
 class _StreamState:
@@ -109,7 +109,7 @@ class _StreamState:
             )
 
 
-class TIRClient(HTTPClient):
+class ChatClient(HTTPClient):
     """Sends chat requests for one configuration, sync or async, with retries and pooling.
 
     The pools, retries and error mapping are `HTTPClient`'s: one sync pool per process, one
@@ -167,7 +167,7 @@ class TIRClient(HTTPClient):
             completion = parse_completion(data)
         except TIRError as e:
             # The request id is looked up only when there is an error to attach it to.
-            e.request_id = _request_id(response.headers)
+            e.request_id = request_id_of(response.headers)
             raise
         record_usage(completion.model or self.config.model, completion.usage)
         return completion
@@ -200,7 +200,7 @@ class TIRClient(HTTPClient):
                         error = self._status_error(response)
                     else:
                         reading = True
-                        state = _StreamState(_request_id(response.headers), self.config.secret())
+                        state = _StreamState(request_id_of(response.headers), self.config.secret())
                         decoder = SSEDecoder()
                         for raw in response.iter_bytes():
                             for event in decoder.feed(raw):
@@ -324,9 +324,9 @@ class TIRClient(HTTPClient):
 
 
 class AsyncChatStream:
-    """The chunks of one streamed chat request (`TIRClient.astream`): an async iterator.
+    """The chunks of one streamed chat request (`ChatClient.astream`): an async iterator.
 
-    Retries and fallbacks happen only before a chunk is handed on, as in `TIRClient.stream`.
+    Retries and fallbacks happen only before a chunk is handed on, as in `ChatClient.stream`.
 
     A class rather than an async generator, on purpose: when an event loop ends, asyncio
     closes every async generator still open, all at once, and a generator that closes another
@@ -335,7 +335,7 @@ class AsyncChatStream:
     its owner closes this object, so an adapter's generator may close it in `finally`.
     """
 
-    def __init__(self, client: TIRClient, payload: Mapping[str, Any]) -> None:
+    def __init__(self, client: ChatClient, payload: Mapping[str, Any]) -> None:
         self._client = client
         self._negotiation = client._negotiation(payload)
         self._body = self._negotiation.payload()
@@ -454,7 +454,7 @@ class AsyncChatStream:
             await response.aread()
             await self._failed(client._status_error(response))
             return
-        self._state = _StreamState(_request_id(response.headers), client.config.secret())
+        self._state = _StreamState(request_id_of(response.headers), client.config.secret())
         self._decoder = SSEDecoder()
         self._bytes = response.aiter_bytes()
 

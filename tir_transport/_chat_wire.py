@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import InvalidResponseError, error_from_event, is_error_event
+from ._errors import InvalidResponseError, error_from_event, is_error_event, quote
 from ._usage import Usage
 
 __all__ = [
@@ -171,7 +171,7 @@ def _tool_calls(raw: Any) -> tuple[ToolCall, ...]:
 
 def _malformed(what: str, data: Any, request_id: str | None, e: Exception) -> InvalidResponseError:
     error = InvalidResponseError(
-        f"the server sent a malformed {what}: {json.dumps(data, default=str)[:_QUOTE_CHARS]}",
+        f"the server sent a malformed {what}: {quote(json.dumps(data, default=str), _QUOTE_CHARS)}",
         request_id=request_id,
     )
     error.__cause__ = e
@@ -186,14 +186,15 @@ def parse_completion(data: Any, *, request_id: str | None = None) -> ChatComplet
     """
     if not isinstance(data, dict):
         raise InvalidResponseError(
-            f"expected a JSON object, got: {json.dumps(data)[:_QUOTE_CHARS]}",
+            f"expected a JSON object, got: {quote(json.dumps(data), _QUOTE_CHARS)}",
             request_id=request_id,
         )
     _raise_if_error(data, request_id)
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise InvalidResponseError(
-            f"the reply has no choices: {json.dumps(data)[:_QUOTE_CHARS]}", request_id=request_id
+            f"the reply has no choices: {quote(json.dumps(data), _QUOTE_CHARS)}",
+            request_id=request_id,
         )
     try:
         return _completion(data, choices[0])
@@ -226,12 +227,12 @@ def parse_chunk(text: str, *, request_id: str | None = None) -> ChatChunk:
         data = json.loads(text)
     except ValueError as e:
         raise InvalidResponseError(
-            f"the server sent a stream chunk that is not JSON: {text[:_QUOTE_CHARS]!r}",
+            f"the server sent a stream chunk that is not JSON: {quote(text, _QUOTE_CHARS)!r}",
             request_id=request_id,
         ) from e
     if not isinstance(data, dict):
         raise InvalidResponseError(
-            f"the server sent a stream chunk that is not an object: {text[:_QUOTE_CHARS]!r}",
+            f"the server sent a stream chunk that is not an object: {quote(text, _QUOTE_CHARS)!r}",
             request_id=request_id,
         )
     try:
