@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from tests.emulator import Emulator
+from tests.support.emulator import Emulator
 from tir_transport import ChatChunk, ChatClient, ChatCompletion, TIRConfig, forget_endpoints
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "support" / "fixtures"
 TEST_KEY = "sk-test-3f9a7c1e5d2b"
 
 _ENV_VARS = (

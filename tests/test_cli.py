@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TEST_KEY
-from tests.emulator import Emulator, Reply
+from tests.support.emulator import Emulator, Reply
 from tir_llama.cli import main
 
 

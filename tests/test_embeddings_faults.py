@@ -10,7 +10,7 @@ import pytest
 from langchain_tir import TIREmbeddings
 from llama_index_tir import TIREmbedding
 from tests.conftest import TEST_KEY
-from tests.emulator import Emulator, Reply, embed_vector
+from tests.support.emulator import Emulator, Reply, embed_vector
 from tir_transport import (
     ContextLengthExceededError,
     InputError,

@@ -26,7 +26,7 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from langchain_tir import ChatTIRLlama
 from llama_index_tir import TIRLlamaLLM
 from tests.conftest import TEST_KEY
-from tests.emulator import Emulator, Reply
+from tests.support.emulator import Emulator, Reply
 from tir_transport import (
     APIConnectionError,
     APITimeoutError,

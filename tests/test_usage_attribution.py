@@ -10,7 +10,7 @@ from typing import Any
 from langchain_tir import ChatTIRLlama
 from llama_index_tir import TIRLlamaLLM
 from tests.conftest import TEST_KEY
-from tests.emulator import Emulator
+from tests.support.emulator import Emulator
 from tir_transport import UsageTracker, track_usage
 
 

@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field
 
 from langchain_tir import ChatTIRLlama, UnsupportedContentError
 from tests.conftest import TEST_KEY
-from tests.emulator import Emulator, Reply
+from tests.support.emulator import Emulator, Reply
 from tir_transport import (
     AuthenticationError,
     ConfigurationError,

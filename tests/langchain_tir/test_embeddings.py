@@ -23,7 +23,7 @@ from langchain_tests.unit_tests import EmbeddingsUnitTests
 
 from langchain_tir import ChatTIRLlama, TIREmbeddings
 from tests.conftest import TEST_KEY
-from tests.emulator import Emulator, Reply, embed_vector
+from tests.support.emulator import Emulator, Reply, embed_vector
 from tir_transport import ConfigurationError, InputError, track_usage
 
 

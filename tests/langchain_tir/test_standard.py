@@ -21,7 +21,7 @@ from langchain_tests.unit_tests import ChatModelUnitTests
 
 from langchain_tir import ChatTIRLlama
 from tests.conftest import TEST_KEY
-from tests.emulator import Emulator
+from tests.support.emulator import Emulator
 
 NEEDS_A_MODEL = (
     "the emulator is not a model: its tool arguments come from the schema, not from reading "

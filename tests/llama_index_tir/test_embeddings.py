@@ -24,7 +24,7 @@ from llama_index_instrumentation import get_dispatcher
 
 from llama_index_tir import TIREmbedding, TIRLlamaLLM
 from tests.conftest import TEST_KEY
-from tests.emulator import Emulator, Reply, embed_tokens, embed_vector
+from tests.support.emulator import Emulator, Reply, embed_tokens, embed_vector
 from tir_transport import ConfigurationError, ContextLengthExceededError, track_usage
 
 

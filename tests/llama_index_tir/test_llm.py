@@ -33,7 +33,7 @@ from pydantic import BaseModel
 
 from llama_index_tir import DEFAULT_CONTEXT_WINDOW, TIRLlamaLLM, UnsupportedContentError
 from tests.conftest import TEST_KEY
-from tests.emulator import Emulator, Reply
+from tests.support.emulator import Emulator, Reply
 from tir_transport import ConfigurationError, RateLimitError, StreamInterruptedError, track_usage
 
 SEED_TEXT = "Hello. How can I assist you today?"

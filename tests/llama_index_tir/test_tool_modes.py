@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from llama_index_tir import TIRLlamaLLM
 from tests.conftest import TEST_KEY
-from tests.emulator import Emulator, Reply, ToolEndpoint
+from tests.support.emulator import Emulator, Reply, ToolEndpoint
 
 
 def get_weather(city: str) -> str:

@@ -18,7 +18,7 @@ import ray.exceptions
 
 import ray_tir
 from tests.conftest import TEST_KEY
-from tests.emulator import Emulator, embed_vector
+from tests.support.emulator import Emulator, embed_vector
 from tir_transport import ConfigurationError
 
 pytestmark = pytest.mark.usefixtures("ray_local")

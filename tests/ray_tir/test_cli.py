@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import TEST_KEY
-from tests.emulator import Emulator
+from tests.support.emulator import Emulator
 from tir_llama.cli import main
 
 pytestmark = pytest.mark.usefixtures("ray_local")

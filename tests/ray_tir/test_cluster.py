@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from tests.conftest import ROOT, TEST_KEY
-from tests.emulator import Emulator
+from tests.support.emulator import Emulator
 
 DRIVER = """
 import json, sys

@@ -10,7 +10,7 @@ import ray.data
 
 import ray_tir
 from tests.conftest import TEST_KEY
-from tests.emulator import Emulator
+from tests.support.emulator import Emulator
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 

@@ -21,7 +21,7 @@ import ray.exceptions
 
 import ray_tir
 from tests.conftest import ROOT, TEST_KEY
-from tests.emulator import Emulator, Reply
+from tests.support.emulator import Emulator, Reply
 from tir_llama.cli import main
 
 pytestmark = pytest.mark.usefixtures("ray_local")

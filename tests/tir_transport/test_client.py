@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import TEST_KEY, Caller
-from tests.emulator import Emulator, Reply
+from tests.support.emulator import Emulator, Reply
 from tir_transport import (
     APIConnectionError,
     APITimeoutError,

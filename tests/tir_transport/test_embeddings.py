@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import TEST_KEY
-from tests.emulator import Emulator, Reply, embed_tokens, embed_vector
+from tests.support.emulator import Emulator, Reply, embed_tokens, embed_vector
 from tir_transport import (
     ConfigurationError,
     ContextLengthExceededError,

@@ -7,7 +7,7 @@ import json
 import httpx
 
 from tests.conftest import FIXTURES
-from tests.emulator import TOOLS_REJECTED, Emulator, Reply
+from tests.support.emulator import TOOLS_REJECTED, Emulator, Reply
 
 BODY = {"model": "llama3_1_8b_instruct", "messages": [{"role": "user", "content": "Hi"}]}
 

@@ -14,7 +14,7 @@ from langchain_core.rate_limiters import InMemoryRateLimiter
 from langchain_tir import ChatTIRLlama, TIREmbeddings
 from llama_index_tir import TIREmbedding, TIRLlamaLLM
 from tests.conftest import TEST_KEY
-from tests.emulator import Emulator, Reply
+from tests.support.emulator import Emulator, Reply
 from tir_transport import ChatClient, TIRConfig, build_payload
 from tir_transport._limits import Backoff, Limits, RatePacer
 

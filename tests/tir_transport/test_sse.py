@@ -8,7 +8,9 @@ from hypothesis import strategies as st
 
 from tir_transport._sse import ServerSentEvent, SSEDecoder
 
-SEED = (Path(__file__).resolve().parent.parent / "fixtures" / "seed_stream.txt").read_bytes()
+SEED = (
+    Path(__file__).resolve().parent.parent / "support" / "fixtures" / "seed_stream.txt"
+).read_bytes()
 
 
 def decode(pieces: list[bytes]) -> list[ServerSentEvent]:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Caller
-from tests.emulator import TOOLS_REJECTED, Emulator, Reply
+from tests.support.emulator import TOOLS_REJECTED, Emulator, Reply
 from tir_transport import (
     BadRequestError,
     ChatChunk,

@@ -21,7 +21,9 @@ from tir_transport import (
 from tir_transport._chat_wire import ToolCallAccumulator, parse_chunk, parse_completion
 from tir_transport._sse import SSEDecoder
 
-SEED = (Path(__file__).resolve().parent.parent / "fixtures" / "seed_stream.txt").read_bytes()
+SEED = (
+    Path(__file__).resolve().parent.parent / "support" / "fixtures" / "seed_stream.txt"
+).read_bytes()
 MESSAGES = [{"role": "user", "content": "hi"}]
 
 

@@ -1,4 +1,4 @@
-"""The corners OpenAILike gets right, for TIRLlamaLLM: each reproduced, then fixed (issue 17)."""
+"""Where OpenAILike gets a corner right, TIRLlamaLLM does too (each reproduced, then fixed)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from llama_index_tir import TIRLlamaLLM
 from tests.conftest import TEST_KEY
-from tests.emulator import Emulator, Reply
+from tests.support.emulator import Emulator, Reply
 from tir_transport import StreamInterruptedError
 
 

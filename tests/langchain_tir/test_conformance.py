@@ -1,4 +1,4 @@
-"""The corners ChatOpenAI gets right, for ChatTIRLlama: each reproduced, then fixed (issue 17)."""
+"""Where ChatOpenAI gets a corner right, ChatTIRLlama does too (each reproduced, then fixed)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from langchain_tir import ChatTIRLlama
 from tests.conftest import TEST_KEY
-from tests.emulator import Emulator, Reply
+from tests.support.emulator import Emulator, Reply
 from tir_transport import APITimeoutError
 
 

@@ -1,4 +1,4 @@
-"""What a newcomer meets first, through the core and both adapters (issue 11).
+"""What a user meets first, through the core and both adapters.
 
 Numeric ids, every missing setting named at once, usage that is never counted as zero when
 unknown, 401/404 errors that say what to do, any GenAI model by its API name.
@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from langchain_tir import ChatTIRLlama
 from llama_index_tir import TIRLlamaLLM
 from tests.conftest import TEST_KEY
-from tests.emulator import Emulator, Reply
+from tests.support.emulator import Emulator, Reply
 from tir_transport import (
     AuthenticationError,
     ChatClient,

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from langchain_tir import ChatTIRLlama, TIREmbeddings
 from llama_index_tir import TIREmbedding, TIRLlamaLLM
 from tests.conftest import TEST_KEY
-from tests.emulator import Emulator
+from tests.support.emulator import Emulator
 from tir_transport import CONNECTION_FIELDS, TIRConnection
 
 CLASSES: list[type[Any]] = [ChatTIRLlama, TIREmbeddings, TIRLlamaLLM, TIREmbedding]

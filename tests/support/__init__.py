@@ -1,0 +1,1 @@
+"""What the tests stand on: the emulator of the TIR endpoint and its recorded replies."""
