@@ -283,6 +283,10 @@ class HTTPClient:
                 request_id=request_id_of(response.headers),
             ) from e
 
+    # TODO(issue 18, next step): one request loop. The stream attempt (send with the slot
+    # held, status -> error, retry only while nothing was handed on) lives in
+    # `_chat.AsyncChatStream` and `_chat.ChatClient._stream_once`; move it here as one sync and
+    # one async iterator over raw bytes that chat (and rerank, embeddings) parse, beside these.
     def _post(self, url: str, body: bytes) -> httpx.Response:
         """POST with retries; the successful response, or the error after the last try."""
         headers = self._request_headers()
