@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from functools import partial
 from operator import itemgetter
 from typing import Any, Literal, Self
 
@@ -131,9 +130,7 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
 
     @property
     def _client(self) -> ChatClient:
-        return self.cached_client(
-            self.model, (self.tool_mode,), partial(ChatClient, tool_mode=self.tool_mode)
-        )
+        return self.chat_client(self.model, self.tool_mode)
 
     # -- LangChain plumbing ----------------------------------------------------------------
 

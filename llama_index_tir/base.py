@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from llama_index.core.base.llms.generic_utils import (
@@ -132,9 +131,7 @@ class TIRLlamaLLM(TIRConnection, FunctionCallingLLM):
 
     @property
     def _client(self) -> ChatClient:
-        return self.cached_client(
-            self.model, (self.tool_mode,), partial(ChatClient, tool_mode=self.tool_mode)
-        )
+        return self.chat_client(self.model, self.tool_mode)
 
     @classmethod
     def class_name(cls) -> str:

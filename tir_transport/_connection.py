@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from ._chat import ChatClient
 from ._config import (
     API_KEY_ENV_VARS,
     BASE_URL_ENV_VARS,
@@ -39,6 +40,7 @@ from ._config import (
 from ._embeddings_client import DEFAULT_EMBED_CONCURRENCY, EmbeddingsClient
 from ._http import HTTPClient
 from ._limits import Limits
+from ._tools import ToolMode
 
 __all__ = ["CONNECTION_FIELDS", "TIRConnection", "TIREmbeddingsConnection"]
 
@@ -140,6 +142,10 @@ class TIRConnection(BaseModel):
             default_headers=dict(self.default_headers or {}),
         )
 
+    def chat_client(self, model: str, tool_mode: ToolMode = "auto") -> ChatClient:
+        """The chat client for `model` (cached; see `cached_client`)."""
+        return self.cached_client(model, (tool_mode,), partial(ChatClient, tool_mode=tool_mode))
+
     def limits(self) -> Limits:
         """The `Limits` of `max_in_flight` and `requests_per_minute`."""
         return Limits(
@@ -214,26 +220,15 @@ class TIREmbeddingsConnection(TIRConnection):
 
         A missing model is reported by the first request, with every other missing setting.
         """
-        options = (
-            batch_size,
-            self.max_concurrency,
-            self.encoding_format,
-            self.dimensions,
-            self.truncate_prompt_tokens,
-            self.query_prefix,
-            self.document_prefix,
-        )
+        options: dict[str, Any] = {
+            "batch_size": batch_size,
+            "max_concurrency": self.max_concurrency,
+            "encoding_format": self.encoding_format,
+            "dimensions": self.dimensions,
+            "truncate_prompt_tokens": self.truncate_prompt_tokens,
+            "query_prefix": self.query_prefix,
+            "document_prefix": self.document_prefix,
+        }
         return self.cached_client(
-            self.model or "",
-            options,
-            partial(
-                EmbeddingsClient,
-                batch_size=batch_size,
-                max_concurrency=self.max_concurrency,
-                encoding_format=self.encoding_format,
-                dimensions=self.dimensions,
-                truncate_prompt_tokens=self.truncate_prompt_tokens,
-                query_prefix=self.query_prefix,
-                document_prefix=self.document_prefix,
-            ),
+            self.model or "", tuple(options.values()), partial(EmbeddingsClient, **options)
         )

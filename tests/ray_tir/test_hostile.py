@@ -375,39 +375,31 @@ def test_an_unexpected_failure_is_one_line_with_a_hint(
             ],
             io.StringIO(),
         )
+    with pytest.raises(RuntimeError):  # --debug after the subcommand too, as the hint says
+        batch(emulator, str(source), str(tmp_path / "out"), "--debug")
 
 
 # -- embeddings: per-text fallback only for per-text errors -------------------------------------
 
 
+def embed_64(emulator: Emulator, items: list[dict[str, Any]] | None = None, **extra: Any) -> Any:
+    """64 texts in 4 batches of 16, one actor: the requests are easy to count."""
+    items = items or [{"id": i, "text": f"text {i}"} for i in range(64)]
+    ds = ray.data.from_items(items, override_num_blocks=1)
+    options = {"api_key": TEST_KEY, "base_url": emulator.base_url, "model": "e5", **extra}
+    return ray_tir.embed(ds, batch_size=16, concurrency=1, **options).take_all()
+
+
 def test_a_bad_key_costs_one_request_per_batch(emulator: Emulator) -> None:
     emulator.require_key = "the-right-key"
-    ds = ray.data.from_items([{"text": f"text {i}"} for i in range(64)], override_num_blocks=1)
-    result = ray_tir.embed(
-        ds,
-        api_key=TEST_KEY,
-        base_url=emulator.base_url,
-        model="e5",
-        batch_size=16,
-        concurrency=1,
-    ).take_all()
+    result = embed_64(emulator)
     assert len(emulator.requests) == 4  # was 68: every text sent again on its own
     assert all(r["error"].startswith("AuthenticationError") for r in result)
 
 
 def test_a_429_storm_is_not_multiplied(emulator: Emulator) -> None:
-    storm = Reply(status=429, headers={"retry-after": "0"})
-    emulator.queue_embeddings(*[storm] * 100)
-    ds = ray.data.from_items([{"text": f"text {i}"} for i in range(64)], override_num_blocks=1)
-    result = ray_tir.embed(
-        ds,
-        api_key=TEST_KEY,
-        base_url=emulator.base_url,
-        model="e5",
-        batch_size=16,
-        max_retries=1,
-        concurrency=1,
-    ).take_all()
+    emulator.queue_embeddings(*[Reply(status=429, headers={"retry-after": "0"})] * 100)
+    result = embed_64(emulator, max_retries=1)
     assert len(emulator.requests) == 4 * 2  # each batch once and its one retry, no more
     assert all(r["error"].startswith("RateLimitError") for r in result)
 
@@ -416,16 +408,7 @@ def test_a_too_long_text_is_found_within_the_bound(emulator: Emulator) -> None:
     emulator.embed_max_tokens = 8
     items = [{"id": i, "text": f"text {i}"} for i in range(64)]
     items[37]["text"] = "far too many words for this tiny model"
-    ds = ray.data.from_items(items, override_num_blocks=1)
-    result = ray_tir.embed(
-        ds,
-        api_key=TEST_KEY,
-        base_url=emulator.base_url,
-        model="e5",
-        batch_size=16,
-        concurrency=1,
-    ).take_all()
-    by_id = {r["id"]: r for r in result}
+    by_id = {r["id"]: r for r in embed_64(emulator, items)}
     assert by_id[37]["error"].startswith("ContextLengthExceededError")
     assert all(r["embedding"] is not None for i, r in by_id.items() if i != 37)
     # 4 batches; the one holding the long text is halved down to it: 1 + 2 * log2(16) = 9.
@@ -462,21 +445,6 @@ def test_a_remote_output_is_refused_before_any_request(
             ray_tir.chat(ray.data.from_items(rows(1)), **options(emulator)), "s3://bucket/answers"
         )
     assert emulator.requests == [] and not (tmp_path / "s3:").exists()
-
-
-def test_debug_after_the_subcommand_shows_the_traceback(
-    emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    source = tmp_path / "in.parquet"
-    pq.write_table(pa.table({"id": [1], "prompt": ["q"]}), source)
-    from tir_llama import _batch as _cli
-
-    def broken(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("boom")
-
-    monkeypatch.setattr(_cli, "chat", broken)
-    with pytest.raises(RuntimeError, match="boom"):
-        batch(emulator, str(source), str(tmp_path / "out"), "--debug")
 
 
 def test_json_lines_output_is_overwritten_whole(emulator: Emulator, tmp_path: Path) -> None:
