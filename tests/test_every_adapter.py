@@ -168,3 +168,15 @@ def test_pickling_with_your_own_client_says_why_it_cannot(
     plain = pickle.loads(pickle.dumps(build(cls, emulator)))
     call(plain)
     assert len(emulator.requests) == 1
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=IDS)
+def test_a_short_key_leaves_error_text_alone(cls: type[Any], emulator: Emulator) -> None:
+    # A key "k" scrubbed everywhere would turn the server's "Invalid API key" into
+    # "Invalid API **********ey" (and "tokens" into "to**********ens").
+    emulator.require_key = "the-real-key-0123456789"
+    extra = {"model": "e5"} if cls in (TIREmbeddings, TIREmbedding) else {}
+    instance = cls(api_key="k", base_url=emulator.base_url, max_retries=0, **extra)
+    with pytest.raises(Exception, match="Invalid API key") as caught:
+        call(instance)
+    assert "*" not in str(caught.value)

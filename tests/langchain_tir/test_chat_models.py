@@ -27,7 +27,6 @@ from langchain_core.messages import (
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.rate_limiters import InMemoryRateLimiter
-from langchain_core.runnables import Runnable
 from langchain_core.tools import tool
 from langchain_core.utils.function_calling import convert_to_json_schema
 from pydantic import BaseModel, Field
@@ -35,6 +34,7 @@ from pydantic import BaseModel, Field
 from langchain_tir import ChatTIRLlama, UnsupportedContentError
 from tests.conftest import TEST_KEY
 from tests.support.emulator import Emulator, Reply
+from tests.support.runnables import Mode
 from tir_transport import (
     AuthenticationError,
     ConfigurationError,
@@ -45,27 +45,6 @@ from tir_transport import (
 )
 
 SEED_TEXT = "Hello. How can I assist you today?"
-
-
-class Mode:
-    """Runs a runnable sync or async, so that one test body covers both."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def invoke(self, runnable: Runnable[Any, Any], value: Any, **kwargs: Any) -> Any:
-        if self.name == "sync":
-            return runnable.invoke(value, **kwargs)
-        return asyncio.run(runnable.ainvoke(value, **kwargs))
-
-    def stream(self, runnable: Runnable[Any, Any], value: Any, **kwargs: Any) -> list[Any]:
-        if self.name == "sync":
-            return list(runnable.stream(value, **kwargs))
-
-        async def collect() -> list[Any]:
-            return [c async for c in runnable.astream(value, **kwargs)]
-
-        return asyncio.run(collect())
 
 
 @pytest.fixture(params=["sync", "async"])

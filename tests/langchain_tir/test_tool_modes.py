@@ -9,8 +9,8 @@ from pydantic import BaseModel
 
 from langchain_tir import ChatTIRLlama
 from tests.conftest import TEST_KEY
-from tests.langchain_tir.test_chat_models import Mode
 from tests.support.emulator import Emulator, Reply, ToolEndpoint
+from tests.support.runnables import Mode
 
 
 @tool

@@ -282,6 +282,25 @@ def test_an_output_folder_inside_the_input_folder_is_refused(
 
 # -- the CLI checks everything before Ray starts ------------------------------------------------
 
+
+def batch_before_ray(
+    source: Path, output: Path, settings: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """`tir-llama batch` in a process of its own, with only `settings` for TIR."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIR_", "E2E_"))}
+    # Were Ray started (or joined), this address would fail: the checks must come first.
+    env.update(settings, RAY_ADDRESS="127.0.0.1:9")
+    return subprocess.run(
+        [sys.executable, "-m", "tir_llama", "batch", str(source), str(output)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+
+
 Case = tuple[Callable[[Path], tuple[Path, Path]], str]
 BAD_INPUTS: dict[str, Case] = {
     "missing input": (lambda d: (d / "nope.csv", d / "out"), "does not exist"),
@@ -303,22 +322,8 @@ def test_bad_cli_input_is_one_line_before_ray_starts(case: str, tmp_path: Path) 
     (tmp_path / "empty.csv").write_text("")
     make, expected = BAD_INPUTS[case]
     source, output = make(tmp_path)
-    env = {
-        **os.environ,
-        "TIR_API_KEY": TEST_KEY,
-        "TIR_BASE_URL": "http://127.0.0.1:9/v1",
-        # Were Ray started (or joined), this address would fail: the checks come first.
-        "RAY_ADDRESS": "127.0.0.1:9",
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "tir_llama", "batch", str(source), str(output)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
+    settings = {"TIR_API_KEY": TEST_KEY, "TIR_BASE_URL": "http://127.0.0.1:9/v1"}
+    result = batch_before_ray(source, output, settings)
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stdout.count("\n") == 1 and expected in result.stdout, result.stdout
     assert "Traceback" not in result.stdout + result.stderr
@@ -327,24 +332,7 @@ def test_bad_cli_input_is_one_line_before_ray_starts(case: str, tmp_path: Path) 
 
 def test_missing_settings_are_named_before_ray_starts(tmp_path: Path) -> None:
     (tmp_path / "in.csv").write_text("id,prompt\n1,hi\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIR_", "E2E_"))}
-    env["RAY_ADDRESS"] = "127.0.0.1:9"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tir_llama",
-            "batch",
-            str(tmp_path / "in.csv"),
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
+    result = batch_before_ray(tmp_path / "in.csv", tmp_path / "out", {})
     assert result.returncode == 2 and "TIR_API_KEY" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
 
