@@ -28,6 +28,7 @@ __all__ = [
     "done_ids",
     "pending",
     "usage",
+    "without_done",
     "write_output",
 ]
 
@@ -210,7 +211,11 @@ def pending(ds: ray.data.Dataset, output: str, *, id_column: str) -> ray.data.Da
         ValueError: the input has no `id_column`, or ids that are null or repeated (those
             rows could not be told apart), or ids of another type than the output's.
     """
-    done = done_ids(output, id_column)
+    return without_done(ds, done_ids(output, id_column), id_column)
+
+
+def without_done(ds: ray.data.Dataset, done: set[Any], id_column: str) -> ray.data.Dataset:
+    """`pending` once the folder's ids are read (the CLI reads them before Ray starts)."""
     _check_input_ids(ds, id_column, done)
     if not done:
         return ds

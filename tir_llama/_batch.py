@@ -22,9 +22,9 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 
-from ray_tir import CHAT_COLUMNS, OutputFolderError, chat, pending, usage, write_output
+from ray_tir import CHAT_COLUMNS, OutputFolderError, chat, usage, write_output
 from ray_tir._bulk import check_columns
-from ray_tir._output import WriteMode, check_output, done_ids
+from ray_tir._output import WriteMode, check_output, done_ids, without_done
 from tir_transport import DEFAULT_MODEL, TIRConnection, Usage
 
 __all__ = ["run"]
@@ -154,8 +154,13 @@ def _line(what: str, totals: dict[str, Any]) -> str:
     return text
 
 
-def _validate(args: argparse.Namespace, config: dict[str, Any]) -> tuple[str, int, WriteMode]:
-    """Every check that needs no Ray; returns the input format, block size and write mode."""
+def _validate(
+    args: argparse.Namespace, config: dict[str, Any]
+) -> tuple[str, int, WriteMode, set[Any]]:
+    """Every check that needs no Ray.
+
+    Returns the input format, block size, write mode and (resuming) the ids already answered.
+    """
     source, output = Path(args.input), Path(args.output)
     mode: WriteMode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
     fmt = _format(source, args.input)
@@ -166,6 +171,7 @@ def _validate(args: argparse.Namespace, config: dict[str, Any]) -> tuple[str, in
     except ValueError as e:
         raise _Refused(str(e)) from None
     _check_output_place(output, source, args.output)
+    done: set[Any] = set()
     if args.resume:
         if args.output.rstrip("/").endswith(".jsonl"):
             raise _Refused("--resume needs Parquet output (a folder not ending in .jsonl)")
@@ -174,18 +180,19 @@ def _validate(args: argparse.Namespace, config: dict[str, Any]) -> tuple[str, in
                 f"--resume needs an id per row: the input has no column {args.id_column!r} "
                 f"(it has {', '.join(map(repr, names))}); name it with --id-column"
             )
-        done_ids(output, args.id_column)  # the folder is readable and has that column
+        # The folder is readable and has that column; its ids are read once, here.
+        done = done_ids(output, args.id_column)
     check_output(output, mode)
     settings = {k: v for k, v in config.items() if k != "model"}
     model = config.get("model") or DEFAULT_MODEL
     TIRConnection(**settings).tir_config(model).require()  # every missing setting, at once
-    return fmt, block, mode
+    return fmt, block, mode, done
 
 
 def run(args: argparse.Namespace, config: dict[str, Any], out: TextIO) -> int:
     """Run the job: check, read, answer every (pending) row, write, print the usage."""
     try:
-        fmt, block, mode = _validate(args, config)
+        fmt, block, mode, done = _validate(args, config)
     except (_Refused, ValueError) as e:  # ConfigurationError and OutputFolderError included
         print(f"error: {e}", file=out)
         return 2
@@ -195,7 +202,7 @@ def run(args: argparse.Namespace, config: dict[str, Any], out: TextIO) -> int:
     ds = _read(Path(args.input), fmt, block, args.prompt_column)
     if args.resume:
         try:
-            ds = pending(ds, args.output, id_column=args.id_column)
+            ds = without_done(ds, done, args.id_column)
         except ValueError as e:  # duplicate or missing ids: nothing has been sent
             print(f"error: {e}", file=out)
             return 2

@@ -17,12 +17,9 @@ import httpx
 from ._chat_wire import DONE, ChatChunk, ChatCompletion, parse_chunk, parse_completion
 from ._config import TIRConfig
 from ._errors import StreamInterruptedError, TIRError, request_id_of, scrub_secret
-from ._http import (
-    HTTPClient,
-    _transport_error,
-)
+from ._http import HTTPClient, _transport_error
 from ._limits import Limits, _AsyncSlot
-from ._negotiate import Negotiation
+from ._negotiate import Negotiation, negotiates
 from ._retry import RetryPolicy
 from ._sse import ServerSentEvent, SSEDecoder
 from ._tool_stream import TextToolCallFilter
@@ -240,8 +237,8 @@ class ChatClient(HTTPClient):
         Raises:
             TIRError: a subclass for each kind of failure, after the retries the policy allows.
         """
-        if "tools" not in payload and "response_format" not in payload:
-            return self._create_once(payload)  # nothing to negotiate: the common case
+        if not negotiates(payload):
+            return self._create_once(payload)  # the common case: no Negotiation to build
         negotiation = self._negotiation(payload)
         body = negotiation.payload()
         while True:
@@ -303,7 +300,7 @@ class ChatClient(HTTPClient):
 
     async def acreate(self, payload: Mapping[str, Any]) -> ChatCompletion:
         """Async twin of `create`."""
-        if "tools" not in payload and "response_format" not in payload:
+        if not negotiates(payload):
             return await self._acreate_once(payload)
         negotiation = self._negotiation(payload)
         body = negotiation.payload()

@@ -51,6 +51,13 @@ def _json_schema(response_format: Any) -> Mapping[str, Any] | None:
     return schema if isinstance(schema, Mapping) else None
 
 
+def negotiates(payload: Mapping[str, Any]) -> bool:
+    """Whether a request has anything to negotiate (tools, or a JSON schema)."""
+    return bool(tool_names(payload.get("tools"))) or (
+        _json_schema(payload.get("response_format")) is not None
+    )
+
+
 class Negotiation:
     """How one request is sent, and what to do when the endpoint says no.
 
