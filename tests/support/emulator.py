@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import math
 import struct
@@ -19,6 +20,7 @@ import time
 import uuid
 import zlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -28,6 +30,12 @@ SEED_ID = "chat-b3b5ae1d266c428f894f05e33a39ea5b"
 SEED_CREATED = 1738752367
 SEED_PIECES = ["Hello", ".", " How", " can", " I", " assist", " you", " today", "?"]
 DEFAULT_MODEL = "llama3_1_8b_instruct"
+
+# The longest a test waits for something the emulator reports, and the longest a held reply
+# waits for its company: generous, so that a busy machine is slow, not wrong. Neither is a
+# measurement; a test that reaches one has failed (or lost a held reply's company for good).
+WAIT_SECONDS = 60.0
+HOLD_SECONDS = 60.0
 
 TOOLS_REJECTED = (
     '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
@@ -74,6 +82,10 @@ class Reply:
     # Embedding faults.
     short_by: int = 0  # leave this many vectors out of the reply
     drop_index: bool = False  # the first vector comes without its index
+    # Concurrency: answer only once this many requests are being answered at once (or after
+    # HOLD_SECONDS). Queued for the first N requests, it makes a peak of N certain when the
+    # client allows N, without relying on how fast a busy machine sends them.
+    hold_until_in_flight: int | None = None
 
 
 @dataclass
@@ -202,6 +214,16 @@ class Emulator:
         self.in_flight = 0
         self.max_in_flight = 0
         self.spans: list[tuple[float, float]] = []
+        # (time, status) of every response head sent, in order; a dropped connection is 0.
+        self.sent: list[tuple[float, int]] = []
+        # Notified whenever a request arrives, a response goes out or one ends (`wait_until`).
+        self._changed = threading.Condition()
+        # Held replies: how many in flight each waits for, and its future (on the server's loop).
+        self._holds: list[tuple[int, asyncio.Future[None]]] = []
+        # A chat reply that names the tool result it was given, for samples whose outcome is
+        # "the answer used the tool's result": the last message, when it is a tool result, is
+        # quoted back (native `tool` role, or Llama's `ipython` role in prompt mode).
+        self.answer_from_tool_results = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
@@ -263,6 +285,49 @@ class Emulator:
         self.in_flight = 0
         self.max_in_flight = 0
         self.spans = []
+        self.sent = []
+        self.answer_from_tool_results = False
+        self._notify()
+        if self._server is not None:  # held replies of the test that ended let go
+            self._loop.call_soon_threadsafe(self._release_holds, True)
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_until(
+        self, predicate: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS
+    ) -> None:
+        """Block until `predicate()` holds (checked on every request, response and end).
+
+        The test's way to know that "the other request has happened" without sleeping. Fails
+        with `what` when it does not hold within `timeout`.
+        """
+        with self._changed:
+            if not self._changed.wait_for(predicate, timeout):
+                raise AssertionError(f"the emulator never saw {what} within {timeout} s")
+
+    def statuses(self) -> list[int]:
+        """The status of every response sent so far, in order (0: a dropped connection)."""
+        return [status for _, status in self.sent]
+
+    async def _hold(self, reply: Reply) -> None:
+        if reply.hold_until_in_flight is None:
+            return
+        if self.in_flight >= reply.hold_until_in_flight:
+            return
+        waiter = self._loop.create_future()
+        self._holds.append((reply.hold_until_in_flight, waiter))
+        with contextlib.suppress(TimeoutError):  # then answer all the same: the peak tells
+            await asyncio.wait_for(waiter, HOLD_SECONDS)
+
+    def _release_holds(self, everyone: bool = False) -> None:
+        for hold in list(self._holds):
+            wanted, waiter = hold
+            if everyone or self.in_flight >= wanted:
+                self._holds.remove(hold)
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def queue(self, *replies: Reply) -> None:
         """Script the next chat replies."""
@@ -312,12 +377,15 @@ class Emulator:
                 self.in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
                 started = time.monotonic()
+                self._notify()
+                self._release_holds()
                 try:
                     keep_open = await self._respond(request, writer)
                 finally:
                     if generation == self._generation:
                         self.in_flight -= 1
                         self.spans.append((started, time.monotonic()))
+                    self._notify()
                 if not keep_open:
                     break
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
@@ -343,6 +411,11 @@ class Emulator:
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
         await writer.drain()
+        self._sent(status)
+
+    def _sent(self, status: int) -> None:
+        self.sent.append((time.monotonic(), status))
+        self._notify()
 
     async def _respond(self, request: RecordedRequest, writer: asyncio.StreamWriter) -> bool:
         if request.path.endswith("/models"):
@@ -362,6 +435,7 @@ class Emulator:
                 self.faults_sent += 1
                 if kind == 2:
                     writer.transport.abort()
+                    self._sent(0)
                     return False
                 status = 429 if kind == 0 else 503
                 fault = _dumps(_error_body("nested", "injected fault", status)).encode()
@@ -385,6 +459,7 @@ class Emulator:
             await self._send(writer, 400, _dumps(rejection).encode())
             return True
         reply = self._queue.popleft() if self._queue else self._default_reply(payload)
+        await self._hold(reply)
         if reply.status >= 400 or reply.body is not None:
             body = reply.body
             if body is None:
@@ -439,6 +514,7 @@ class Emulator:
                 await self._send(writer, 400, _dumps(_error_body("flat", message, 400)).encode())
                 return True
         reply = self._embed_queue.popleft() if self._embed_queue else Reply()
+        await self._hold(reply)
         if reply.status >= 400 or reply.body is not None:
             body = reply.body or _error_body(reply.error_format, reply.message, reply.status)
             raw = body.encode() if isinstance(body, str) else _dumps(body).encode()
@@ -483,6 +559,10 @@ class Emulator:
             function = tool["function"]
             arguments = instance_of(function.get("parameters") or {"type": "object"})
             return Reply(tool_calls=[{"name": function["name"], "arguments": _dumps(arguments)}])
+        messages = payload.get("messages") or [{}]
+        last = messages[-1]
+        if self.answer_from_tool_results and last.get("role") in ("tool", "ipython"):
+            return Reply(text=f"The tool says: {last.get('content')}")
         response_format = payload.get("response_format") or {}
         if response_format.get("type") == "json_schema":
             schema = response_format.get("json_schema", {}).get("schema", {})
@@ -680,6 +760,7 @@ class Emulator:
             f"x-request-id: req-{uuid.uuid4().hex[:12]}\r\ntransfer-encoding: chunked\r\n\r\n"
         )
         writer.write(head.encode())
+        self._sent(200)
         end = "\r\n" if reply.crlf else "\n"
         for number, data in enumerate(self._events(payload, reply)):
             if reply.cut_after is not None and number >= reply.cut_after:

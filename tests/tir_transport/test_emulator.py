@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import httpx
+import pytest
 
 from tests.conftest import FIXTURES
 from tests.support.emulator import TOOLS_REJECTED, Emulator, Reply
@@ -63,3 +65,55 @@ def test_tool_call_deltas(emulator: Emulator) -> None:
     fragments = [call[0]["function"].get("arguments", "") for call in calls if call]
     assert "".join(fragments) == '{"city": "Paris"}'
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+# -- what tests wait on instead of sleeping ---------------------------------------------------
+
+
+def test_held_replies_wait_for_their_company(emulator: Emulator) -> None:
+    emulator.queue(*[Reply(hold_until_in_flight=3)] * 3)
+    url = f"{emulator.base_url}/chat/completions"
+    done: list[int] = []
+
+    def post() -> None:
+        done.append(httpx.post(url, json=BODY, timeout=30).status_code)
+
+    threads = [threading.Thread(target=post) for _ in range(3)]
+    for thread in threads[:2]:
+        thread.start()
+    emulator.wait_until(lambda: emulator.in_flight == 2, "two requests in flight")
+    assert done == []  # held: a third has not come
+    threads[2].start()
+    for thread in threads:
+        thread.join()
+    assert done == [200] * 3
+    assert emulator.max_in_flight == 3
+    assert emulator.statuses() == [200] * 3
+
+
+def test_wait_until_fails_with_what_it_waited_for(emulator: Emulator) -> None:
+    with pytest.raises(AssertionError, match=r"never saw a request within 0\.05 s"):
+        emulator.wait_until(lambda: bool(emulator.requests), "a request", timeout=0.05)
+
+
+def test_statuses_record_faults_in_order(emulator: Emulator) -> None:
+    emulator.fault_every = 1
+    url = f"{emulator.base_url}/chat/completions"
+    assert httpx.post(url, json=BODY).status_code == 429
+    assert httpx.post(url, json=BODY).status_code == 503
+    with pytest.raises(httpx.TransportError):
+        httpx.post(url, json=BODY)
+    assert emulator.statuses() == [429, 503, 0]
+
+
+def test_answer_from_tool_results(emulator: Emulator) -> None:
+    emulator.answer_from_tool_results = True
+    messages = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "tool", "tool_call_id": "c1", "content": "It is sunny in Pune."},
+    ]
+    data = httpx.post(f"{emulator.base_url}/chat/completions", json={**BODY, "messages": messages})
+    assert data.json()["choices"][0]["message"]["content"] == "The tool says: It is sunny in Pune."
+    # Without a tool result last, the recorded reply as always.
+    plain = httpx.post(f"{emulator.base_url}/chat/completions", json=BODY).json()
+    assert plain["choices"][0]["message"]["content"] == "Hello. How can I assist you today?"
