@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import time
 from collections import deque
-from collections.abc import AsyncIterator, Generator, Iterator, Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -16,9 +12,9 @@ import httpx
 
 from ._chat_wire import DONE, ChatChunk, ChatCompletion, parse_chunk, parse_completion
 from ._config import TIRConfig
-from ._errors import StreamInterruptedError, TIRError, request_id_of, scrub_secret
-from ._http import HTTPClient, _transport_error
-from ._limits import Limits, _AsyncSlot
+from ._errors import StreamInterruptedError, TIRError, request_id_of
+from ._http import AsyncStream, HTTPClient, ParserFactory
+from ._limits import Limits
 from ._negotiate import Negotiation, negotiates
 from ._retry import RetryPolicy
 from ._sse import ServerSentEvent, SSEDecoder
@@ -29,19 +25,48 @@ from ._usage import Usage, record_usage
 __all__ = ["AsyncChatStream", "ChatClient"]
 
 
-class _StreamState:
-    """What a stream has shown so far; decides whether its end was a real end."""
+class _ChatStreamParser:
+    """Reads one streamed chat reply: its chunks, and whether its end was a real end."""
 
-    __slots__ = ("done", "events", "finish_reason", "model", "request_id", "secret", "usage")
+    __slots__ = (
+        "decoder",
+        "default_model",
+        "done",
+        "events",
+        "finish_reason",
+        "model",
+        "request_id",
+        "secret",
+        "tools",
+        "url",
+        "usage",
+    )
 
-    def __init__(self, request_id: str | None, secret: str) -> None:
-        self.request_id = request_id
-        self.secret = secret
+    def __init__(self, response: httpx.Response, url: str, config: TIRConfig, tools: bool) -> None:
+        self.request_id = request_id_of(response.headers)
+        self.url = url
+        self.secret = config.secret()
+        self.default_model = config.model
+        self.tools = tools
+        self.decoder = SSEDecoder()
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
         self.model: str | None = None
         self.done = False
         self.events = 0
+
+    def feed(self, raw: bytes) -> Iterator[ChatChunk]:
+        """The chunks these bytes complete (none for `[DONE]` and for events after it)."""
+        for event in self.decoder.feed(raw):
+            chunk = self.on_event(event)
+            if chunk is not None:
+                yield chunk
+
+    def end(self) -> None:
+        """Raise if the body ended before the reply did; record the reply's usage."""
+        self.decoder.flush()
+        self.check_end()
+        record_usage(self.model or self.default_model, self.usage)
 
     def on_event(self, event: ServerSentEvent) -> ChatChunk | None:
         """The chunk of one event, or None for `[DONE]` and for events after it."""
@@ -62,14 +87,7 @@ class _StreamState:
                 payload = {"message": data}
             payload.setdefault("object", "error")
             data = json.dumps(payload)
-        try:
-            chunk = parse_chunk(data, request_id=self.request_id)
-        except TIRError as e:
-            scrubbed = scrub_secret(e.message, self.secret)
-            if scrubbed != e.message:
-                e.message = scrubbed
-                e.args = (e.message,)
-            raise
+        chunk = parse_chunk(data, request_id=self.request_id, secret=self.secret)
         if chunk.finish_reason is not None:
             self.finish_reason = chunk.finish_reason
         if chunk.usage is not None:
@@ -78,7 +96,7 @@ class _StreamState:
             self.model = chunk.model
         return chunk
 
-    def check_end(self, url: str, tools: bool) -> None:
+    def check_end(self) -> None:
         """Raise if the body ended before the reply did (a truncated stream is an error)."""
         if self.finish_reason is None:
             if not self.events:
@@ -88,11 +106,11 @@ class _StreamState:
                     " The request carries tools, and some servers cannot stream tool calls "
                     "(llama.cpp's answers so): call without streaming, or with "
                     "tool_mode='prompt'."
-                    if tools
+                    if self.tools
                     else ""
                 )
                 error = StreamInterruptedError(
-                    f"{url} sent an empty stream (HTTP 200 and no event at all): there is no "
+                    f"{self.url} sent an empty stream (HTTP 200 and no event at all): there is no "
                     f"answer.{hint}",
                     request_id=self.request_id,
                 )
@@ -100,7 +118,7 @@ class _StreamState:
                 raise error
             how = "sent [DONE]" if self.done else "closed the stream"
             raise StreamInterruptedError(
-                f"{url} {how} before the reply finished (no finish_reason): the answer is "
+                f"{self.url} {how} before the reply finished (no finish_reason): the answer is "
                 "incomplete",
                 request_id=self.request_id,
             )
@@ -161,7 +179,7 @@ class ChatClient(HTTPClient):
     def _completion(self, response: httpx.Response) -> ChatCompletion:
         data = self._json(response)
         try:
-            completion = parse_completion(data)
+            completion = parse_completion(data, secret=self.config.secret())
         except TIRError as e:
             # The request id is looked up only when there is an error to attach it to.
             e.request_id = request_id_of(response.headers)
@@ -169,60 +187,27 @@ class ChatClient(HTTPClient):
         record_usage(completion.model or self.config.model, completion.usage)
         return completion
 
-    def _finish_stream(self, state: _StreamState, url: str, tools: bool) -> None:
-        state.check_end(url, tools)
-        record_usage(state.model or self.config.model, state.usage)
+    def _parser(self, url: str, payload: Mapping[str, Any]) -> ParserFactory[ChatChunk]:
+        tools = bool(payload.get("tools"))
+        return lambda response: _ChatStreamParser(response, url, self.config, tools)
 
-    # -- sync -------------------------------------------------------------------------------
+    # -- one request, sent as it is -------------------------------------------------------
 
     def _create_once(self, payload: Mapping[str, Any]) -> ChatCompletion:
         url, _, body = self._prepare(payload)
         return self._completion(self._post(url, body))
 
-    def _stream_once(self, payload: Mapping[str, Any]) -> Generator[ChatChunk, None, None]:
-        url, headers, body = self._prepare(payload)
-        client = self._sync_client()
-        attempt = 0
-        while True:
-            started = reading = False
-            try:
-                with (
-                    self._slot(),
-                    client.stream(
-                        "POST", url, content=body, headers=headers, timeout=self._timeout
-                    ) as response,
-                ):
-                    if response.status_code >= 400:
-                        response.read()
-                        error = self._status_error(response)
-                    else:
-                        reading = True
-                        state = _StreamState(request_id_of(response.headers), self.config.secret())
-                        decoder = SSEDecoder()
-                        for raw in response.iter_bytes():
-                            for event in decoder.feed(raw):
-                                chunk = state.on_event(event)
-                                if chunk is not None:
-                                    started = True
-                                    yield chunk
-                        decoder.flush()
-                        self._finish_stream(state, url, bool(payload.get("tools")))
-                        return
-            except httpx.HTTPError as e:
-                error = _transport_error(e, url, in_stream=reading)
-                error.__cause__ = e
-            except TIRError as e:
-                error = e
-            if started or _second_empty(error, attempt):
-                raise error
-            time.sleep(self._backoff(error, attempt, url))
-            attempt += 1
-
-    # -- async ------------------------------------------------------------------------------
-
     async def _acreate_once(self, payload: Mapping[str, Any]) -> ChatCompletion:
         url, _, body = self._prepare(payload)
         return self._completion(await self._apost(url, body))
+
+    def _stream_once(self, payload: Mapping[str, Any]) -> Generator[ChatChunk, None, None]:
+        url, _, body = self._prepare(payload)
+        return self._stream(url, body, self._parser(url, payload))
+
+    def _astream_once(self, payload: Mapping[str, Any]) -> AsyncStream[ChatChunk]:
+        url, _, body = self._prepare(payload)
+        return self._astream(url, body, self._parser(url, payload))
 
     # -- public: one request, with the fallbacks the endpoint forces -------------------------
 
@@ -327,62 +312,43 @@ class ChatClient(HTTPClient):
 class AsyncChatStream:
     """The chunks of one streamed chat request (`ChatClient.astream`): an async iterator.
 
-    Retries and fallbacks happen only before a chunk is handed on, as in `ChatClient.stream`.
-
-    A class rather than an async generator, on purpose: when an event loop ends, asyncio
-    closes every async generator still open, all at once, and a generator that closes another
-    one in its own cleanup races that close ("aclose(): asynchronous generator is already
-    running", logged at shutdown, for every stream a caller left with `break`). Nobody but
-    its owner closes this object, so an adapter's generator may close it in `finally`.
+    Async twin of `ChatClient.stream`: retries (the HTTP layer's) and fallbacks (the
+    negotiation's) happen only before a chunk is handed on. A class, not an async generator,
+    for the reason `AsyncStream` gives: an adapter's generator may close it in `finally`.
     """
 
     def __init__(self, client: ChatClient, payload: Mapping[str, Any]) -> None:
         self._client = client
         self._negotiation = client._negotiation(payload)
         self._body = self._negotiation.payload()
-        self._ready: deque[ChatChunk] = deque()
-        self._handed_on = False  # a chunk reached the caller: no retry, no fallback from here
+        self._attempt: AsyncStream[ChatChunk] | None = None
+        self._ready: deque[ChatChunk] = deque()  # a checked reply, to be handed on
+        self._handed_on = False
         self._finished = False
-        self._error: TIRError | None = None  # raised once the chunks before it are read
-        self._attempt = 0
-        self._url = ""
-        self._tools = False
-        self._slot: AbstractAsyncContextManager[None] | None = None
-        self._response: httpx.Response | None = None
-        self._bytes: AsyncIterator[bytes] | None = None
-        self._state: _StreamState | None = None
-        self._decoder = SSEDecoder()
-        self._received = False  # this attempt has produced a chunk
         self._watch: TextToolCallFilter | None = None
         # The whole reply, when the negotiation must check it before anything is handed on.
         self._whole: list[ChatChunk] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __aiter__(self) -> AsyncChatStream:
         return self
 
     async def __anext__(self) -> ChatChunk:
         try:
-            while not self._ready:
-                if self._error is not None:
-                    error, self._error = self._error, None
-                    raise error
-                if self._finished:
-                    raise StopAsyncIteration
-                await self._advance()
+            chunk = await self._next()
         except BaseException:
             # Ended (an error, a cancel, the end): reading on must not send it again.
-            self._finished = True
-            await self._release()
+            await self.aclose()
             raise
         self._handed_on = True
-        return self._ready.popleft()
+        return chunk
 
     async def aclose(self) -> None:
         """Stop reading and give the connection back now."""
         self._finished = True
         self._ready.clear()
-        await self._release()
+        attempt, self._attempt = self._attempt, None
+        if attempt is not None:
+            await attempt.aclose()
 
     async def __aenter__(self) -> AsyncChatStream:
         return self
@@ -390,145 +356,44 @@ class AsyncChatStream:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def __del__(self) -> None:
-        # Left without aclose() (a `break`): the slot goes back now, so later requests of the
-        # client do not wait for it forever, and the response is closed on its loop.
-        # getattr: __init__ may have failed (a bad payload) before these were set.
-        slot, self._slot = getattr(self, "_slot", None), None
-        if isinstance(slot, _AsyncSlot):
-            slot.release()
-        response, self._response = getattr(self, "_response", None), None
-        loop = getattr(self, "_loop", None)
-        if response is not None and loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(_close_later, loop, response)
-
-    # -- steps ------------------------------------------------------------------------------
-
-    async def _advance(self) -> None:
-        if self._bytes is None:
-            await self._open()
-            return
-        try:
-            raw = await anext(self._bytes)
-        except StopAsyncIteration:
-            await self._end()
-            return
-        except httpx.HTTPError as e:
-            error = _transport_error(e, self._url, in_stream=True)
-            error.__cause__ = e
-            await self._failed(error)
-            return
-        assert self._state is not None
-        try:
-            for event in self._decoder.feed(raw):
-                chunk = self._state.on_event(event)
-                if chunk is not None:
-                    self._take(chunk)
-        except TIRError as e:  # an error event, or a chunk that cannot be read
-            await self._failed(e)
-
-    async def _open(self) -> None:
-        client = self._client
-        self._url, headers, body = client._prepare(self._body)
-        self._tools = bool(self._body.get("tools"))
-        checked = self._negotiation.checks_replies()
-        self._whole = [] if checked else None
-        self._watch = None if checked else self._negotiation.stream_filter()
-        self._received = False
-        http = await client._async_client()
-        self._loop = asyncio.get_running_loop()
-        request = http.build_request(
-            "POST", self._url, content=body, headers=headers, timeout=client._timeout
-        )
-        self._slot = client._aslot()
-        await self._slot.__aenter__()
-        try:
-            response = await http.send(request, stream=True)
-        except httpx.HTTPError as e:
-            error = _transport_error(e, self._url)
-            error.__cause__ = e
-            await self._failed(error)
-            return
-        self._response = response
-        if response.status_code >= 400:
-            await response.aread()
-            await self._failed(client._status_error(response))
-            return
-        self._state = _StreamState(request_id_of(response.headers), client.config.secret())
-        self._decoder = SSEDecoder()
-        self._bytes = response.aiter_bytes()
-
-    def _take(self, chunk: ChatChunk) -> None:
-        self._received = True
-        if self._whole is not None:
-            self._whole.append(chunk)
-            return
-        out = self._watch.process(chunk) if self._watch else chunk
-        if out is not None:
-            self._ready.append(out)
-
-    async def _end(self) -> None:
-        assert self._state is not None
-        self._decoder.flush()
-        try:
-            self._client._finish_stream(self._state, self._url, self._tools)
-        except TIRError as e:
-            await self._failed(e)
-            return
-        await self._release()
-        if self._whole is None:
-            self._finished = True
-            return
-        result = self._negotiation.on_completion(_whole(self._whole))
-        if isinstance(result, ChatCompletion):
-            self._ready.extend(_checked(self._whole, result))
-            self._finished = True
-        else:
-            self._body, self._attempt = result, 0  # one more request first (a fallback)
-
-    async def _failed(self, error: TIRError) -> None:
-        """Retry, fall back, or raise `error`; the connection is given back first."""
-        await self._release()
-        if self._handed_on or self._ready:
-            # Chunks are out (or waiting to be read): the caller gets them, then the error.
-            self._error, self._finished = error, True
-            return
-        if not self._received and not _second_empty(error, self._attempt):
-            delay = self._client.retry.delay(error, self._attempt)
-            if delay is not None:
-                self._client._log_retry(self._url, delay, self._attempt, error)
-                await asyncio.sleep(delay)
-                self._attempt += 1
-                return
-        # Not (or no longer) retried: the negotiation may send it another way, or raises.
-        self._body, self._attempt = self._negotiation.on_error(error), 0
-
-    async def _release(self) -> None:
-        self._bytes, self._state = None, None
-        response, self._response = self._response, None
-        slot, self._slot = self._slot, None
-        try:
-            if response is not None:
-                await response.aclose()
-        finally:
-            if slot is not None:
-                await slot.__aexit__(None, None, None)
-
-
-def _close_later(loop: asyncio.AbstractEventLoop, response: httpx.Response) -> None:
-    task = loop.create_task(response.aclose())
-    _closing.add(task)  # held until done: the loop keeps only weak references to tasks
-    task.add_done_callback(_closing.discard)
-
-
-_closing: set[asyncio.Task[None]] = set()
-
-
-def _second_empty(error: TIRError, attempt: int) -> bool:
-    # An empty stream is tried once more (a server restarting may send one), not max_retries
-    # times: a server that cannot answer this request answers it the same way every time.
-    return attempt >= 1 and isinstance(error, StreamInterruptedError) and error.empty_stream
+    async def _next(self) -> ChatChunk:
+        while True:
+            if self._ready:
+                return self._ready.popleft()
+            if self._finished:
+                raise StopAsyncIteration
+            if self._attempt is None:
+                checked = self._negotiation.checks_replies()
+                self._whole = [] if checked else None
+                self._watch = None if checked else self._negotiation.stream_filter()
+                self._attempt = self._client._astream_once(self._body)
+            try:
+                chunk = await anext(self._attempt)
+            except StopAsyncIteration:
+                self._attempt = None
+                if self._whole is None:
+                    self._finished = True
+                    continue
+                result = self._negotiation.on_completion(_whole(self._whole))
+                if isinstance(result, ChatCompletion):
+                    self._ready.extend(_checked(self._whole, result))
+                    self._finished = True
+                else:
+                    self._body = result  # one more request first (a fallback)
+                continue
+            except TIRError as e:
+                self._attempt = None
+                if self._handed_on:
+                    raise
+                # Not retried by the HTTP layer: the negotiation may send it another way.
+                self._body = self._negotiation.on_error(e)
+                continue
+            if self._whole is not None:
+                self._whole.append(chunk)
+                continue
+            out = self._watch.process(chunk) if self._watch else chunk
+            if out is not None:
+                return out
 
 
 def _whole(chunks: list[ChatChunk]) -> ChatCompletion:

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import InvalidResponseError, error_from_event, is_error_event, quote
+from ._errors import InvalidResponseError, error_from_event, is_error_event, quote, scrub_secret
 from ._usage import Usage
 
 __all__ = [
@@ -139,9 +139,9 @@ def check_single_choice(fields: Mapping[str, Any]) -> None:
     )
 
 
-def _raise_if_error(data: Mapping[str, Any], request_id: str | None) -> None:
+def _raise_if_error(data: Mapping[str, Any], request_id: str | None, secret: str | None) -> None:
     if is_error_event(data):
-        raise error_from_event(data, request_id=request_id)
+        raise error_from_event(data, request_id=request_id, secret=secret)
 
 
 def _usage(data: Mapping[str, Any]) -> Usage | None:
@@ -178,8 +178,12 @@ def _malformed(what: str, data: Any, request_id: str | None, e: Exception) -> In
     return error
 
 
-def parse_completion(data: Any, *, request_id: str | None = None) -> ChatCompletion:
+def parse_completion(
+    data: Any, *, request_id: str | None = None, secret: str | None = None
+) -> ChatCompletion:
     """Read a non-streamed reply (already JSON-decoded).
+
+    `secret` (the API key) is hidden from an error object's message and body.
 
     Raises:
         TIRError: the body is an error object, or not a chat completion.
@@ -189,7 +193,7 @@ def parse_completion(data: Any, *, request_id: str | None = None) -> ChatComplet
             f"expected a JSON object, got: {quote(json.dumps(data), _QUOTE_CHARS)}",
             request_id=request_id,
         )
-    _raise_if_error(data, request_id)
+    _raise_if_error(data, request_id, secret)
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise InvalidResponseError(
@@ -216,8 +220,13 @@ def _completion(data: dict[str, Any], choice: dict[str, Any]) -> ChatCompletion:
     )
 
 
-def parse_chunk(text: str, *, request_id: str | None = None) -> ChatChunk:
+def parse_chunk(
+    text: str, *, request_id: str | None = None, secret: str | None = None
+) -> ChatChunk:
     """Read one stream event's `data` (not `[DONE]`).
+
+    `secret` (the API key) is hidden from any error's message and body: a gateway may echo
+    the request's headers back.
 
     Raises:
         InvalidResponseError: the data is not JSON or not a chunk; the message quotes its start.
@@ -227,25 +236,30 @@ def parse_chunk(text: str, *, request_id: str | None = None) -> ChatChunk:
         data = json.loads(text)
     except ValueError as e:
         raise InvalidResponseError(
-            f"the server sent a stream chunk that is not JSON: {quote(text, _QUOTE_CHARS)!r}",
+            "the server sent a stream chunk that is not JSON: "
+            f"{quote(scrub_secret(text, secret), _QUOTE_CHARS)!r}",
             request_id=request_id,
         ) from e
     if not isinstance(data, dict):
         raise InvalidResponseError(
-            f"the server sent a stream chunk that is not an object: {quote(text, _QUOTE_CHARS)!r}",
+            "the server sent a stream chunk that is not an object: "
+            f"{quote(scrub_secret(text, secret), _QUOTE_CHARS)!r}",
             request_id=request_id,
         )
     try:
-        return _chunk(data, request_id)
+        return _chunk(data, request_id, secret)
     except (AttributeError, TypeError, ValueError, KeyError) as e:
-        raise _malformed("stream chunk", data, request_id, e) from e
+        error = _malformed("stream chunk", data, request_id, e)
+        error.message = scrub_secret(error.message, secret)
+        error.args = (error.message,)
+        raise error from e
 
 
-def _chunk(data: dict[str, Any], request_id: str | None) -> ChatChunk:
+def _chunk(data: dict[str, Any], request_id: str | None, secret: str | None) -> ChatChunk:
     choices = data.get("choices")
     if not choices:
         if is_error_event(data):
-            raise error_from_event(data, request_id=request_id)
+            raise error_from_event(data, request_id=request_id, secret=secret)
         return ChatChunk(
             id=data.get("id"),
             model=data.get("model"),

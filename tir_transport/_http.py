@@ -16,9 +16,10 @@ import ssl
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterable
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import httpx
 
@@ -34,12 +35,15 @@ from ._errors import (
     quote,
     request_id_of,
 )
-from ._limits import Limits
+from ._limits import Limits, _AsyncSlot
 from ._retry import RetryPolicy, parse_retry_after
 
-__all__ = ["HTTPClient"]
+__all__ = ["AsyncStream", "HTTPClient", "ParserFactory", "StreamParser"]
 
 logger = logging.getLogger("tir_transport")
+
+_T = TypeVar("_T")
+_T_co = TypeVar("_T_co", covariant=True)
 
 # Reusable, sync and async: what a request holds when no limit applies.
 _NO_LIMIT = contextlib.nullcontext()
@@ -283,10 +287,11 @@ class HTTPClient:
                 request_id=request_id_of(response.headers),
             ) from e
 
-    # TODO(issue 18, next step): one request loop. The stream attempt (send with the slot
-    # held, status -> error, retry only while nothing was handed on) lives in
-    # `_chat.AsyncChatStream` and `_chat.ChatClient._stream_once`; move it here as one sync and
-    # one async iterator over raw bytes that chat (and rerank, embeddings) parse, beside these.
+    # -- the request loop: send, retry, back off, map errors, respect limits -----------------
+    # A reply read whole is retried until its headers arrive; a stream also while it has
+    # handed nothing on (after that a retry would repeat what the caller has seen). The APIs
+    # (chat, embeddings) build bodies and read replies; they never loop themselves.
+
     def _post(self, url: str, body: bytes) -> httpx.Response:
         """POST with retries; the successful response, or the error after the last try."""
         headers = self._request_headers()
@@ -329,8 +334,224 @@ class HTTPClient:
             await asyncio.sleep(self._backoff(error, attempt, url))
             attempt += 1
 
+    def _stream(
+        self, url: str, body: bytes, parser: ParserFactory[_T]
+    ) -> Generator[_T, None, None]:
+        """POST for a streamed reply and yield what `parser` reads from its bytes.
+
+        Retried while nothing has been yielded. The response and the slot are given back on
+        every exit: the end, an error, `close()` (a caller's `break`), garbage collection.
+        """
+        headers = self._request_headers(stream=True)
+        client = self._sync_client()
+        attempt = 0
+        while True:
+            handed_on = reading = False
+            try:
+                with (
+                    self._slot(),
+                    client.stream(
+                        "POST", url, content=body, headers=headers, timeout=self._timeout
+                    ) as response,
+                ):
+                    if response.status_code >= 400:
+                        response.read()
+                        error = self._status_error(response)
+                    else:
+                        reading = True
+                        parse = parser(response)
+                        for raw in response.iter_bytes():
+                            for item in parse.feed(raw):
+                                handed_on = True
+                                yield item
+                        parse.end()
+                        return
+            except httpx.HTTPError as e:
+                error = _transport_error(e, url, in_stream=reading)
+                error.__cause__ = e
+            except TIRError as e:  # the parser's: an error event, a truncated stream
+                error = e
+            if handed_on:
+                raise error
+            time.sleep(self._backoff(error, attempt, url))
+            attempt += 1
+
+    def _astream(self, url: str, body: bytes, parser: ParserFactory[_T]) -> AsyncStream[_T]:
+        """Async twin of `_stream`."""
+        return AsyncStream(self, url, body, parser)
+
 
 _C = TypeVar("_C", bound=HTTPClient)
+
+
+class StreamParser(Protocol[_T_co]):
+    """Reads one streamed reply: made per attempt from its response (`ParserFactory`)."""
+
+    def feed(self, raw: bytes) -> Iterable[_T_co]:
+        """The items these bytes complete; may raise `TIRError` part way (an error event)."""
+        ...
+
+    def end(self) -> None:
+        """The body ended: raise `TIRError` if the reply had not (a truncated stream)."""
+        ...
+
+
+ParserFactory = Callable[[httpx.Response], StreamParser[_T]]
+
+
+class AsyncStream(Generic[_T]):
+    """The items of one streamed POST (`HTTPClient._astream`): an async iterator.
+
+    Retried while nothing has been handed on, as `HTTPClient._stream` is. A class rather than
+    an async generator, on purpose: when an event loop ends, asyncio closes every async
+    generator still open, all at once, and a generator that closes another one in its own
+    cleanup races that close ("aclose(): asynchronous generator is already running", logged
+    at shutdown for every stream a caller left with `break`). Nobody but its owner closes
+    this object, so an adapter's generator may close it in `finally`.
+    """
+
+    def __init__(
+        self, client: HTTPClient, url: str, body: bytes, parser: ParserFactory[_T]
+    ) -> None:
+        self._client = client
+        self._url = url
+        self._body = body
+        self._parser = parser
+        self._ready: deque[_T] = deque()
+        self._handed_on = False  # an item was read: no retry from here
+        self._finished = False
+        self._error: TIRError | None = None  # raised once the items before it are read
+        self._attempt = 0
+        self._slot: AbstractAsyncContextManager[None] | None = None
+        self._response: httpx.Response | None = None
+        self._bytes: AsyncIterator[bytes] | None = None
+        self._parse: StreamParser[_T] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __aiter__(self) -> AsyncStream[_T]:
+        return self
+
+    async def __anext__(self) -> _T:
+        try:
+            while not self._ready:
+                if self._error is not None:
+                    error, self._error = self._error, None
+                    raise error
+                if self._finished:
+                    raise StopAsyncIteration
+                await self._advance()
+        except BaseException:
+            # Ended (an error, a cancel, the end): reading on must not send it again.
+            self._finished = True
+            await self._release()
+            raise
+        self._handed_on = True
+        return self._ready.popleft()
+
+    async def aclose(self) -> None:
+        """Stop reading and give the connection back now."""
+        self._finished = True
+        self._ready.clear()
+        await self._release()
+
+    def __del__(self) -> None:
+        # Left without aclose() (a `break`): the slot goes back now, so later requests of the
+        # client do not wait for it forever, and the response is closed on its loop.
+        # getattr: __init__ may have failed before these were set.
+        slot, self._slot = getattr(self, "_slot", None), None
+        if isinstance(slot, _AsyncSlot):
+            slot.release()
+        response, self._response = getattr(self, "_response", None), None
+        loop = getattr(self, "_loop", None)
+        if response is not None and loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(_close_later, loop, response)
+
+    async def _advance(self) -> None:
+        if self._bytes is None:
+            await self._open()
+            return
+        assert self._parse is not None
+        try:
+            raw = await anext(self._bytes)
+        except StopAsyncIteration:
+            try:
+                self._parse.end()
+            except TIRError as e:
+                await self._failed(e)
+                return
+            self._finished = True
+            await self._release()
+            return
+        except httpx.HTTPError as e:
+            error = _transport_error(e, self._url, in_stream=True)
+            error.__cause__ = e
+            await self._failed(error)
+            return
+        try:
+            self._ready.extend(self._parse.feed(raw))
+        except TIRError as e:  # an error event, or a chunk that cannot be read
+            await self._failed(e)
+
+    async def _open(self) -> None:
+        client = self._client
+        http = await client._async_client()
+        self._loop = asyncio.get_running_loop()
+        request = http.build_request(
+            "POST",
+            self._url,
+            content=self._body,
+            headers=client._request_headers(stream=True),
+            timeout=client._timeout,
+        )
+        self._slot = client._aslot()
+        await self._slot.__aenter__()
+        try:
+            response = await http.send(request, stream=True)
+        except httpx.HTTPError as e:
+            error = _transport_error(e, self._url)
+            error.__cause__ = e
+            await self._failed(error)
+            return
+        self._response = response
+        if response.status_code >= 400:
+            await response.aread()
+            await self._failed(client._status_error(response))
+            return
+        self._parse = self._parser(response)
+        self._bytes = response.aiter_bytes()
+
+    async def _failed(self, error: TIRError) -> None:
+        """Retry, or raise `error` once the items before it are read."""
+        await self._release()
+        if not self._handed_on and not self._ready:
+            delay = self._client.retry.delay(error, self._attempt)
+            if delay is not None:
+                self._client._log_retry(self._url, delay, self._attempt, error)
+                await asyncio.sleep(delay)
+                self._attempt += 1
+                return
+        self._error, self._finished = error, True
+
+    async def _release(self) -> None:
+        self._bytes, self._parse = None, None
+        response, self._response = self._response, None
+        slot, self._slot = self._slot, None
+        try:
+            if response is not None:
+                await response.aclose()
+        finally:
+            if slot is not None:
+                await slot.__aexit__(None, None, None)
+
+
+def _close_later(loop: asyncio.AbstractEventLoop, response: httpx.Response) -> None:
+    task = loop.create_task(response.aclose())
+    _closing.add(task)  # held until done: the loop keeps only weak references to tasks
+    task.add_done_callback(_closing.discard)
+
+
+_closing: set[asyncio.Task[None]] = set()
 
 
 async def _close_on_loop_shutdown(client: httpx.AsyncClient) -> AsyncGenerator[None, None]:

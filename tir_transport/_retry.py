@@ -86,6 +86,11 @@ class RetryPolicy:
         """
         if attempt >= self.max_retries or not is_retryable(error):
             return None
+        if attempt >= 1 and isinstance(error, StreamInterruptedError) and error.empty_stream:
+            # An empty stream is tried once more (a server restarting may send one), not
+            # max_retries times: a server that cannot answer this request answers it the
+            # same way every time.
+            return None
         retry_after = getattr(error, "retry_after", None)
         if isinstance(retry_after, float | int):
             if retry_after > self.max_retry_after:
