@@ -55,6 +55,12 @@ from ._limits import Limits, RatePacer
 from ._models import context_window
 from ._negotiate import forget_endpoints
 from ._retry import RetryPolicy
+from ._tokens import (
+    ApproximateTokenCountWarning,
+    Tokenizer,
+    count_message_tokens,
+    tokenizer_for,
+)
 from ._tools import ToolMode
 from ._usage import Usage, UsageTracker, track_usage
 
@@ -74,6 +80,7 @@ __all__ = [
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
+    "ApproximateTokenCountWarning",
     "AsyncChatStream",
     "AuthenticationError",
     "BadRequestError",
@@ -100,6 +107,7 @@ __all__ = [
     "TIRConnection",
     "TIREmbeddingsConnection",
     "TIRError",
+    "Tokenizer",
     "ToolCall",
     "ToolCallAccumulator",
     "ToolCallDelta",
@@ -111,8 +119,10 @@ __all__ = [
     "check_inputs",
     "check_single_choice",
     "context_window",
+    "count_message_tokens",
     "forget_endpoints",
     "move_unknown_arguments",
     "scrub_secret",
+    "tokenizer_for",
     "track_usage",
 ]
