@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv test lint typecheck pytest docs demo model-server bench clean
+.PHONY: venv test lint typecheck pytest test-stress docs demo model-server bench clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,11 @@ docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 test: lint typecheck pytest
+
+# The concurrency-, limit- and timing-sensitive tests (marker `timing`), three rounds with two
+# busy processes beside them; every round must pass (tests/README.md).
+test-stress: $(STAMP)
+	$(PY) scripts/stress.py --rounds 3 --busy 2
 
 # Until the main-job issue fills it in: a plain streamed chat against the real local model server.
 demo: $(STAMP)
