@@ -36,13 +36,16 @@ from tir_transport import (
     ToolMode,
     build_payload,
     context_window,
+    count_message_tokens,
     move_unknown_arguments,
+    tokenizer_for,
 )
 
 from ._convert import (
     PROVIDER,
     StreamConverter,
     completion_to_message,
+    message_to_wire,
     messages_to_wire,
 )
 from ._errors import langchain_errors
@@ -110,6 +113,10 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
     of this class given here too is an error."""
     extra_body: dict[str, Any] | None = None
     """vLLM's extra fields (`top_k`, `repetition_penalty`, ...), merged in last."""
+    context_window: int | None = Field(default=None, gt=0)
+    """Tokens the endpoint serves (the profile's `max_input_tokens`); by default the model's
+    own window from the core's table. Set it for a deployment that serves less (vLLM's
+    `max_model_len`: `tir-llama doctor` prints it)."""
 
     # As TIRConnection's (a validation error must never quote the key).
     model_config = ConfigDict(
@@ -199,11 +206,59 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
             temperature=True,
         )
         # Unknown models work too; their window is left unset rather than guessed.
-        window = context_window(self.model)
+        known = context_window(self.model)
+        if known is not None:
+            profile["open_weights"] = True
+        window = self.context_window or known
         if window is not None:
             profile["max_input_tokens"] = window
-            profile["open_weights"] = True
         return profile
+
+    # -- token counting (offline: the model's own tokenizer, see docs/tokens.md) -------------
+
+    def get_token_ids(self, text: str) -> list[int]:
+        """The model's token ids for a text (special-token look-alikes count as text).
+
+        Exact for Llama 3.x and 4 with `pip install "tir-llama[tokens]"`; without it, or for
+        another model, approximate (placeholder ids), with one warning per process.
+        """
+        if self.custom_get_token_ids is not None:
+            return self.custom_get_token_ids(text)
+        return tokenizer_for(self.model).encode(text)
+
+    def get_num_tokens(self, text: str) -> int:
+        """How many tokens the model's tokenizer makes of a text."""
+        if self.custom_get_token_ids is not None:
+            return len(self.custom_get_token_ids(text))
+        return tokenizer_for(self.model).count(text)
+
+    def get_num_tokens_from_messages(
+        self,
+        messages: list[BaseMessage],
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool] | None = None,
+    ) -> int:
+        """The prompt tokens these messages take: what the server reports as `prompt_tokens`.
+
+        Counts Llama 3.1's chat template as vLLM applies it (begin-of-text, the system turn
+        with its date preamble, role headers, end-of-turn markers, tool definitions, tool
+        calls and results, the generation prompt). `trim_messages(..., token_counter=llm)`
+        uses this.
+
+        Args:
+            messages: the conversation (an empty one counts the template's frame alone).
+            tools: tools sent with the request (as for `bind_tools`), whose definitions the
+                template puts into the first user message.
+
+        Returns:
+            The number of prompt tokens.
+
+        Raises:
+            UnsupportedContentError: a message carries an image, audio or a file (a request
+                with it would be refused the same way).
+        """
+        wire = [message_to_wire(m) for m in messages]
+        specs = None if tools is None else [convert_to_openai_tool(t) for t in tools]
+        return count_message_tokens(self.model, wire, specs, tool_mode=self.tool_mode)
 
     # -- requests --------------------------------------------------------------------------
 

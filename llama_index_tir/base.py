@@ -37,23 +37,36 @@ from tir_transport import (
     DEFAULT_MODEL,
     ChatClient,
     TIRConnection,
+    Tokenizer,
     ToolMode,
     build_payload,
     check_single_choice,
+    context_window,
+    count_message_tokens,
     move_unknown_arguments,
+    tokenizer_for,
 )
 
-from ._convert import StreamConverter, completion_to_response, messages_to_wire
+from ._convert import (
+    StreamConverter,
+    completion_to_response,
+    message_to_wire,
+    messages_to_wire,
+)
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
 
-__all__ = ["DEFAULT_CONTEXT_WINDOW", "TIRLlamaLLM"]
+__all__ = ["DEFAULT_CONTEXT_WINDOW", "UNKNOWN_MODEL_CONTEXT_WINDOW", "TIRLlamaLLM"]
 
-# Llama 3.1 reads 128K tokens, but a TIR deployment may serve a shorter window (vLLM's
-# max_model_len). LlamaIndex packs prompts up to context_window, so a window larger than the
-# server's turns into context-length errors: start safe, raise it for endpoints that allow it.
-DEFAULT_CONTEXT_WINDOW = 8192
+# The window LlamaIndex sees is the one LangChain's profile reports: the model's own, from the
+# core's table (Llama 3.1: 131,072), unless `context_window` says the deployment serves less
+# (vLLM's max_model_len, which `tir-llama doctor` prints). A served window smaller than the
+# setting shows up as ContextLengthExceededError naming the server's limit.
+DEFAULT_CONTEXT_WINDOW: int = context_window(DEFAULT_MODEL) or 131_072
+# LlamaIndex needs some number for a model the table does not know (LangChain leaves its
+# profile unset): a small one, since LlamaIndex packs prompts up to it.
+UNKNOWN_MODEL_CONTEXT_WINDOW = 8192
 
 
 def _tool_choice(tool_choice: str | dict[str, Any] | None, tool_required: bool) -> Any:
@@ -92,10 +105,12 @@ class TIRLlamaLLM(TIRConnection, FunctionCallingLLM):
     presence_penalty: float | None = None
     stop: list[str] | None = None
     seed: int | None = None
-    context_window: int = Field(
-        default=DEFAULT_CONTEXT_WINDOW,
+    context_window: int | None = Field(
+        default=None,
         gt=0,
-        description="Tokens LlamaIndex may pack into a prompt (the server's window or less).",
+        description="Tokens the endpoint serves, which LlamaIndex packs prompts up to; by "
+        "default the model's own window (the same as LangChain's profile). Set it for a "
+        "deployment that serves less.",
     )
     additional_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Other request fields (e.g. vLLM's top_k)."
@@ -142,13 +157,50 @@ class TIRLlamaLLM(TIRConnection, FunctionCallingLLM):
     def metadata(self) -> LLMMetadata:
         """Context window, output budget and capabilities; no I/O."""
         return LLMMetadata(
-            context_window=self.context_window,
+            context_window=self._window(),
             num_output=self.max_tokens or DEFAULT_NUM_OUTPUTS,
             is_chat_model=True,
             is_function_calling_model=True,
             model_name=self.model,
             system_role=MessageRole.SYSTEM,
         )
+
+    def _window(self) -> int:
+        # The setting, else the model's window from the core's table (as LangChain's profile).
+        return self.context_window or context_window(self.model) or UNKNOWN_MODEL_CONTEXT_WINDOW
+
+    # -- token counting (offline: the model's own tokenizer, see docs/tokens.md) -------------
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The model's tokenizer as a callable, `text -> list[int]`.
+
+        For `Settings.tokenizer`, `TokenCountingHandler(tokenizer=...)` and chat memory
+        (`ChatMemoryBuffer.from_defaults(llm=llm, tokenizer_fn=llm.tokenizer)`). Exact for
+        Llama 3.x and 4 with `pip install "tir-llama[tokens]"`; approximate otherwise, with
+        one warning per process. Shared and loaded once: no I/O beyond reading its file.
+        """
+        return tokenizer_for(self.model)
+
+    def count_message_tokens(
+        self, messages: Sequence[ChatMessage], tools: Sequence[BaseTool] | None = None
+    ) -> int:
+        """The prompt tokens a chat request with these messages takes (vLLM's `prompt_tokens`).
+
+        Args:
+            messages: the conversation.
+            tools: tools sent with it (as for `chat_with_tools`).
+
+        Returns:
+            The number of prompt tokens, chat template included.
+        """
+        wire = [message_to_wire(m) for m in messages]
+        specs = (
+            None
+            if tools is None
+            else [t.metadata.to_openai_tool(skip_length_check=True) for t in tools]
+        )
+        return count_message_tokens(self.model, wire, specs, tool_mode=self.tool_mode)
 
     # -- requests --------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._models import TokenizerFamily, tokenizer_family
-from ._tools import message_text
+from ._tools import ToolMode, message_text, to_prompt_mode, tool_names
 
 if TYPE_CHECKING:
     import tiktoken
@@ -477,6 +477,8 @@ def count_message_tokens(
     model: str,
     messages: Sequence[Mapping[str, Any]],
     tools: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    tool_mode: ToolMode = "native",
 ) -> int:
     """The prompt tokens a chat request takes: what vLLM reports as `prompt_tokens`.
 
@@ -489,10 +491,16 @@ def count_message_tokens(
         messages: OpenAI-style message dicts, as sent on the wire (an empty list counts the
             frame alone).
         tools: OpenAI-style tool definitions sent with the request, if any.
+        tool_mode: `"prompt"` counts the request as prompt mode sends it (tools and calls
+            rewritten into the messages); `"auto"` and `"native"` count native tools (an
+            endpoint that `"auto"` has switched to prompt mode takes a few tokens more).
 
     Returns:
         The number of prompt tokens.
     """
+    if tool_mode == "prompt" and tools and tool_names(tools):
+        body = to_prompt_mode({"messages": list(messages), "tools": list(tools)})
+        messages, tools = body["messages"], None
     tokenizer = tokenizer_for(model)
     # As vLLM: an empty list is still "tools given" to the template (None is not).
     tool_list = None if tools is None else list(tools)
