@@ -107,15 +107,18 @@ def documents(model: TIREmbeddings, mode: str, texts: list[str]) -> list[list[fl
 TEXTS = [f"document {i} on subject {i % 4}" for i in range(18)]
 
 
+@pytest.mark.timing
 def test_documents_in_order_with_requests_in_flight_together(
     embeddings: TIREmbeddings, emulator: Emulator, mode: str
 ) -> None:
-    emulator.embed_delay = 0.02
+    # Every batch at once (5, fewer than max_concurrency, 8): they answer only together.
+    emulator.queue_embeddings(*[Reply(hold_until_in_flight=5)] * 5)
     assert documents(embeddings, mode, TEXTS) == [embed_vector(t) for t in TEXTS]
     assert len(emulator.requests) == 5
-    assert emulator.max_in_flight == 5  # every batch at once: fewer than max_concurrency (8)
+    assert emulator.max_in_flight == 5
     emulator.reset()
     emulator.embed_delay = 0.02
+    emulator.queue_embeddings(*[Reply(hold_until_in_flight=2)] * 2)
     documents(embeddings.model_copy(update={"max_concurrency": 2}), mode, TEXTS)
     assert emulator.max_in_flight == 2
 

@@ -86,10 +86,10 @@ def test_a_stream_closed_early_gives_its_connection_back(emulator: Emulator) -> 
         await stream.aclose()  # LlamaIndex's wrapper: it leaves ours to be collected
         del stream
         gc.collect()
-        for _ in range(200):  # ours, collected, is closed by asyncio right away
-            if emulator.open_connections == 0:
-                break
-            await asyncio.sleep(0.01)
+        # Ours, collected, is closed by asyncio right away (on this loop: wait in a thread).
+        await asyncio.to_thread(
+            emulator.wait_until, lambda: emulator.open_connections == 0, "the connection closed"
+        )
         return emulator.open_connections
 
     assert asyncio.run(main()) == 0

@@ -42,11 +42,13 @@ def model(emulator: Emulator) -> TIREmbedding:
 TEXTS = [f"passage {i} about topic {i % 5}" for i in range(18)]
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_batch_in_order_with_requests_in_flight_together(
     model: TIREmbedding, emulator: Emulator, mode: str
 ) -> None:
     emulator.embed_delay = 0.02
+    emulator.queue_embeddings(*[Reply(hold_until_in_flight=3)] * 3)  # a certain peak of 3
     if mode == "sync":
         vectors = model.get_text_embedding_batch(TEXTS)
     else:

@@ -393,6 +393,7 @@ class Emulator:
         finally:
             writer.close()
             self._tasks.discard(task)
+            self._notify()
 
     async def _send(
         self,

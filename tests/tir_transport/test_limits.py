@@ -15,6 +15,7 @@ from langchain_tir import ChatTIRLlama, TIREmbeddings
 from llama_index_tir import TIREmbedding, TIRLlamaLLM
 from tests.conftest import TEST_KEY
 from tests.support.emulator import WAIT_SECONDS, Emulator, Reply
+from tests.support.timing import CLOCK_EPSILON, assert_token_bucket
 from tir_transport import ChatClient, TIRConfig, build_payload
 from tir_transport._limits import Backoff, Limits, RatePacer
 
@@ -70,8 +71,6 @@ def test_limits_pickle_to_fresh_state() -> None:
 # send times, a pause of at least Retry-After) rather than how long a busy machine takes.
 
 timing = pytest.mark.timing
-# time.monotonic() of the test and of the emulator's records may differ by float rounding only.
-CLOCK_EPSILON = 0.005
 
 
 def client(emulator: Emulator, **limits: Any) -> ChatClient:
@@ -109,14 +108,6 @@ def test_max_in_flight_sync_threads_and_streams(emulator: Emulator) -> None:
         thread.join()
     assert emulator.max_in_flight == 2
     assert len(emulator.requests) == 8
-
-
-def assert_token_bucket(starts: list[float], since: float, burst: int, per_second: float) -> None:
-    """No request came before the token bucket allowed it: the k-th (after the burst) no
-    earlier than (k - burst) / rate after `since`. A busy machine only makes them later."""
-    for k, start in enumerate(sorted(starts), 1):
-        earliest = since + max(0, k - burst) / per_second
-        assert start >= earliest - CLOCK_EPSILON, (k, start - since)
 
 
 @timing
