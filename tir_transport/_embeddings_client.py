@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -36,6 +36,11 @@ __all__ = [
 # 10,000-text job enough requests to overlap.
 DEFAULT_EMBED_BATCH_SIZE = 64
 DEFAULT_EMBED_CONCURRENCY = 8
+
+# A batch's plan (`EmbeddingsClient._plan`): yields texts to send, is sent their outcome,
+# returns each text's vector or error.
+_Outcome = list[list[float]] | TIRError
+_Plan = Generator[list[str], _Outcome, list[list[float] | TIRError]]
 
 # The keyword arguments of EmbeddingsClient that from_env takes beside TIRConfig's.
 _CLIENT_OPTIONS = (
@@ -164,13 +169,6 @@ class EmbeddingsClient(HTTPClient):
         record_usage(reply.model or self.config.model, reply.usage)
         return reply.vectors
 
-    def _on_error(self, error: TIRError) -> bool:
-        """Whether to send the same texts again, as floats (the server refused base64)."""
-        if self.encoding_format == "base64" and is_encoding_rejection(error):
-            self.encoding_format = "float"  # for every later request of this client too
-            return True
-        return False
-
     @staticmethod
     def _too_long(error: ContextLengthExceededError, index: int, total: int) -> TIRError:
         located = ContextLengthExceededError(
@@ -185,35 +183,93 @@ class EmbeddingsClient(HTTPClient):
         located.__cause__ = error
         return located
 
+    def _plan(self, texts: list[str], *, each: bool, known: TIRError | None = None) -> _Plan:
+        """The requests one batch needs, as a plan the sync and async drivers both run.
+
+        Yields the texts to send and receives their vectors or the error; returns each
+        text's vector or error. A server that refuses base64 is asked for floats (once, for
+        the client). A context-length failure (the only failure the server ties to a text,
+        without naming it) halves the batch until each too-long text stands alone; any
+        other failure is every text's error, at no extra request. `each`: every too-long text
+        is found (bulk jobs); otherwise the search stops at the first (it is raised).
+        `known`: these texts' outcome is already known (a failed batch whose first half
+        passed), so they are not sent as a whole.
+        """
+        outcome: _Outcome
+        if known is not None:
+            outcome = known
+        else:
+            outcome = yield texts
+            if (
+                isinstance(outcome, TIRError)
+                and self.encoding_format == "base64"
+                and is_encoding_rejection(outcome)
+            ):
+                self.encoding_format = "float"  # for every later request of this client too
+                outcome = yield texts
+        if not isinstance(outcome, TIRError):
+            return list(outcome)
+        if not isinstance(outcome, ContextLengthExceededError) or len(texts) == 1:
+            return [outcome] * len(texts)
+        # One half after the other: the search adds no load beyond its own requests.
+        half = len(texts) // 2
+        first = yield from self._plan(texts[:half], each=each)
+        clean = not any(isinstance(r, TIRError) for r in first)
+        if not clean and not each:
+            return first
+        # The whole failed and its first half did not: the second half fails, unsent.
+        second = yield from self._plan(texts[half:], each=each, known=outcome if clean else None)
+        return [*first, *second]
+
+    def _run(self, plan: _Plan) -> list[list[float] | TIRError]:
+        """Drive a plan with sync requests."""
+        url = self._api_url("embeddings", None)
+        texts = next(plan)  # a plan sends its texts before anything else
+        while True:
+            outcome: _Outcome
+            try:
+                outcome = self._reply(self._post(url, self._body(texts)), len(texts))
+            except TIRError as e:
+                outcome = e
+            try:
+                texts = plan.send(outcome)
+            except StopIteration as done:
+                results: list[list[float] | TIRError] = done.value
+                return results
+
+    async def _arun(self, plan: _Plan) -> list[list[float] | TIRError]:
+        """Async twin of `_run`."""
+        url = self._api_url("embeddings", None)
+        texts = next(plan)  # a plan sends its texts before anything else
+        while True:
+            outcome: _Outcome
+            try:
+                outcome = self._reply(await self._apost(url, self._body(texts)), len(texts))
+            except TIRError as e:
+                outcome = e
+            try:
+                texts = plan.send(outcome)
+            except StopIteration as done:
+                results: list[list[float] | TIRError] = done.value
+                return results
+
+    def _vectors(
+        self, results: list[list[float] | TIRError], start: int, total: int
+    ) -> list[list[float]]:
+        """The vectors of a batch, or the first error (a too-long text named by its index)."""
+        vectors: list[list[float]] = []
+        for offset, result in enumerate(results):
+            if isinstance(result, ContextLengthExceededError):
+                raise self._too_long(result, start + offset, total)
+            if isinstance(result, TIRError):
+                raise result
+            vectors.append(result)
+        return vectors
+
     # -- sync ------------------------------------------------------------------------------
 
-    def _send(self, texts: list[str]) -> list[list[float]]:
-        url = self._api_url("embeddings", None)
-        while True:
-            try:
-                return self._reply(self._post(url, self._body(texts)), len(texts))
-            except TIRError as e:
-                if not self._on_error(e):
-                    raise
-
     def _send_batch(self, start: int, texts: list[str], total: int) -> list[list[float]]:
-        try:
-            return self._send(texts)
-        except ContextLengthExceededError as e:
-            # The server says one text is too long, not which: halve until it is found.
-            index = self._find_too_long(start, texts)
-            raise self._too_long(e, index, total) from None
-
-    def _find_too_long(self, start: int, texts: list[str]) -> int:
-        while len(texts) > 1:
-            half = len(texts) // 2
-            try:
-                self._send(texts[:half])
-            except ContextLengthExceededError:
-                texts = texts[:half]
-                continue
-            start, texts = start + half, texts[half:]
-        return start
+        return self._vectors(self._run(self._plan(texts, each=False)), start, total)
 
     def embed(self, texts: Sequence[str], *, prefix: str | None = None) -> list[list[float]]:
         """Embed `texts`, one vector per text in the same order.
@@ -258,32 +314,8 @@ class EmbeddingsClient(HTTPClient):
 
     # -- async -----------------------------------------------------------------------------
 
-    async def _asend(self, texts: list[str]) -> list[list[float]]:
-        url = self._api_url("embeddings", None)
-        while True:
-            try:
-                return self._reply(await self._apost(url, self._body(texts)), len(texts))
-            except TIRError as e:
-                if not self._on_error(e):
-                    raise
-
     async def _asend_batch(self, start: int, texts: list[str], total: int) -> list[list[float]]:
-        try:
-            return await self._asend(texts)
-        except ContextLengthExceededError as e:
-            index = await self._afind_too_long(start, texts)
-            raise self._too_long(e, index, total) from None
-
-    async def _afind_too_long(self, start: int, texts: list[str]) -> int:
-        while len(texts) > 1:
-            half = len(texts) // 2
-            try:
-                await self._asend(texts[:half])
-            except ContextLengthExceededError:
-                texts = texts[:half]
-                continue
-            start, texts = start + half, texts[half:]
-        return start
+        return self._vectors(await self._arun(self._plan(texts, each=False)), start, total)
 
     async def aembed(self, texts: Sequence[str], *, prefix: str | None = None) -> list[list[float]]:
         """Async twin of `embed`: batches go out up to `max_concurrency` at a time."""
@@ -322,22 +354,10 @@ class EmbeddingsClient(HTTPClient):
 
         async def one(batch: list[str]) -> list[list[float] | TIRError]:
             async with limit:
-                return await self._asend_each(batch)
+                return await self._arun(self._plan(batch, each=True))
 
         results = await asyncio.gather(*(one(batch) for _, batch in batches))
         return [r for batch_results in results for r in batch_results]
-
-    async def _asend_each(self, texts: list[str]) -> list[list[float] | TIRError]:
-        try:
-            return list(await self._asend(texts))
-        except ContextLengthExceededError as e:
-            if len(texts) == 1:
-                return [e]
-            half = len(texts) // 2
-            # One half after the other: the search adds no load beyond its own requests.
-            return [*await self._asend_each(texts[:half]), *await self._asend_each(texts[half:])]
-        except TIRError as e:
-            return [e] * len(texts)
 
     async def aembed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         """Async twin of `embed_documents`."""
