@@ -8,6 +8,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+import httpx
+
 from tir_transport import (
     DEFAULT_MODEL,
     ChatClient,
@@ -16,6 +18,7 @@ from tir_transport import (
     TIRConnection,
     TIRError,
     build_payload,
+    context_window,
     track_usage,
 )
 
@@ -101,7 +104,46 @@ def doctor(args: argparse.Namespace, out: TextIO) -> int:
         return 1
     finally:
         client.close()
+    _check_window(config, args.context_window, out)
     return 0
+
+
+def _served_window(config: TIRConfig) -> int | None:
+    """The served window (vLLM's `max_model_len`, `GET {base}/models`), or None if unreported."""
+    try:
+        response = httpx.get(config.url("models"), headers=config.headers(), timeout=config.timeout)
+        response.raise_for_status()
+        models = response.json().get("data") or []
+    except (httpx.HTTPError, ValueError, AttributeError):
+        # Not every gateway serves /models, and none has to report a window: nothing to check.
+        return None
+    if not isinstance(models, list):
+        return None
+    entries = [m for m in models if isinstance(m, dict)]
+    # The served model by name if listed (TIR's GenAI names may differ), else the first.
+    entry = next((m for m in entries if m.get("id") == config.model), entries[0] if entries else {})
+    window = entry.get("max_model_len")
+    return window if isinstance(window, int) and window > 0 else None
+
+
+def _check_window(config: TIRConfig, setting: int | None, out: TextIO) -> None:
+    """Print the served context window and warn when the one in use disagrees with it."""
+    known = context_window(config.model)
+    in_use = setting or known
+    source = "--context-window" if setting else "the model's, from tir-llama's table"
+    served = _served_window(config)
+    if served is None:
+        said = f"{in_use:,} tokens ({source})" if in_use else "unknown"
+        print(f"window:      {said}; the endpoint does not report the one it serves", file=out)
+        return
+    print(f"window:      {served:,} tokens served (the endpoint's max_model_len)", file=out)
+    if in_use != served:
+        print(
+            f"warning:     the context window in use is {in_use or 'unknown'} ({source}) but "
+            f"the endpoint serves {served:,}: pass context_window={served} to ChatTIRLlama / "
+            "TIRLlamaLLM so that trimming and LlamaIndex's prompt packing fit",
+            file=out,
+        )
 
 
 def chat(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
@@ -205,7 +247,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     )
     parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("doctor", help="check the configuration and the endpoint")
+    doctor_parser = sub.add_parser("doctor", help="check the configuration and the endpoint")
+    doctor_parser.add_argument(
+        "--context-window",
+        type=int,
+        help="the context_window you set on ChatTIRLlama / TIRLlamaLLM, to check against the "
+        "endpoint's (default: the model's known window)",
+    )
     chat_parser = sub.add_parser("chat", help="a streaming chat in the terminal")
     chat_parser.add_argument("--system", help="a system prompt")
     chat_parser.add_argument("--max-tokens", type=int, default=512)
