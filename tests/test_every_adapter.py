@@ -15,7 +15,7 @@ from langchain_tir import ChatTIRLlama, TIREmbeddings
 from llama_index_tir import TIREmbedding, TIRLlamaLLM
 from tests.conftest import TEST_KEY
 from tests.support.emulator import Emulator
-from tir_transport import CONNECTION_FIELDS, TIRConnection
+from tir_transport import CONNECTION_FIELDS, AuthenticationError, TIRConnection
 
 CLASSES: list[type[Any]] = [ChatTIRLlama, TIREmbeddings, TIRLlamaLLM, TIREmbedding]
 IDS = [c.__name__ for c in CLASSES]
@@ -177,6 +177,6 @@ def test_a_short_key_leaves_error_text_alone(cls: type[Any], emulator: Emulator)
     emulator.require_key = "the-real-key-0123456789"
     extra = {"model": "e5"} if cls in (TIREmbeddings, TIREmbedding) else {}
     instance = cls(api_key="k", base_url=emulator.base_url, max_retries=0, **extra)
-    with pytest.raises(Exception, match="Invalid API key") as caught:
+    with pytest.raises(AuthenticationError, match="Invalid API key") as caught:
         call(instance)
     assert "*" not in str(caught.value)

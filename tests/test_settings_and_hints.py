@@ -25,6 +25,7 @@ from tir_transport import (
     ConfigurationError,
     NotFoundError,
     TIRConfig,
+    TIRError,
     build_payload,
     track_usage,
 )
@@ -199,8 +200,8 @@ def test_cli_chat_says_when_usage_is_unknown(
 # -- 4. errors that say what to do ----------------------------------------------------------
 
 
-def _raise_with(kind: str, mode: str, **options: Any) -> Exception:
-    with pytest.raises(Exception) as info:
+def _raise_with(kind: str, mode: str, **options: Any) -> TIRError:
+    with pytest.raises(TIRError) as info:  # each test names the class it expects
         ask(kind, mode, api_key=TEST_KEY, project_id=42, timeout=5, max_retries=0, **options)
     return info.value
 

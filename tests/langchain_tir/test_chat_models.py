@@ -530,13 +530,19 @@ def test_langgraph_agent_finishes_a_tool_loop(
     }
 
 
-def test_batch_with_max_concurrency(llm: ChatTIRLlama, mode: Mode) -> None:
+@pytest.mark.timing
+def test_batch_with_max_concurrency(llm: ChatTIRLlama, mode: Mode, emulator: Emulator) -> None:
     inputs: list[Any] = [f"question {i}" for i in range(6)]
+    # The first two answer only together: a peak of 2 is certain when the batch allows 2.
+    emulator.queue(*[Reply(hold_until_in_flight=2)] * 2, *[Reply(delay=0.02)] * 4)
     if mode.name == "sync":
         results = llm.batch(inputs, config={"max_concurrency": 2})
     else:
         results = asyncio.run(llm.abatch(inputs, config={"max_concurrency": 2}))
     assert [r.content for r in results] == [SEED_TEXT] * 6
+    assert emulator.max_in_flight == 2
+    asked = sorted(r.json["messages"][-1]["content"] for r in emulator.requests)
+    assert asked == sorted(inputs)  # each once
 
 
 def test_usage_callbacks_and_track_usage(llm: ChatTIRLlama, mode: Mode) -> None:

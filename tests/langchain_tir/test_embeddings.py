@@ -24,7 +24,7 @@ from langchain_tests.unit_tests import EmbeddingsUnitTests
 from langchain_tir import ChatTIRLlama, TIREmbeddings
 from tests.conftest import TEST_KEY
 from tests.support.emulator import Emulator, Reply, embed_vector
-from tir_transport import ConfigurationError, InputError, track_usage
+from tir_transport import ConfigurationError, InputError, InvalidResponseError, track_usage
 
 
 class TestTIREmbeddingsUnit(EmbeddingsUnitTests):
@@ -183,7 +183,7 @@ def test_short_reply_is_an_error_not_a_short_list(
     embeddings: TIREmbeddings, emulator: Emulator, mode: str
 ) -> None:
     emulator.queue_embeddings(Reply(short_by=1))
-    with pytest.raises(Exception, match="2 vectors for 3 texts"):
+    with pytest.raises(InvalidResponseError, match="2 vectors for 3 texts"):
         documents(embeddings, mode, ["a", "b", "c"])
 
 

@@ -19,6 +19,7 @@ from llama_index.core.instrumentation.events.embedding import (
     EmbeddingStartEvent,
 )
 from llama_index.core.node_parser import SentenceSplitter
+from llama_index.core.rate_limiter import TokenBucketRateLimiter
 from llama_index.core.storage.kvstore import SimpleKVStore
 from llama_index_instrumentation import get_dispatcher
 
@@ -130,7 +131,7 @@ def test_token_counting_handler_sees_every_batch(model: TIREmbedding) -> None:
     assert usage.input_tokens == sum(embed_tokens(t) for t in TEXTS)
 
 
-def test_cache_and_rate_limiter_are_honoured(emulator: Emulator) -> None:
+def test_cache_is_honoured(emulator: Emulator) -> None:
     model = TIREmbedding(
         api_key=TEST_KEY,
         base_url=emulator.base_url,
@@ -141,6 +142,54 @@ def test_cache_and_rate_limiter_are_honoured(emulator: Emulator) -> None:
     again = model.get_text_embedding_batch(["a", "b"])
     assert first == again == [embed_vector("a"), embed_vector("b")]
     assert len(emulator.requests) == 1  # the second call came from the cache
+
+
+class CountingLimiter(TokenBucketRateLimiter):
+    """LlamaIndex's own token bucket, counting the requests it let through."""
+
+    acquired: int = 0
+
+    def acquire(self, num_tokens: int = 0) -> None:
+        super().acquire(num_tokens)
+        self.acquired += 1
+
+    async def async_acquire(self, num_tokens: int = 0) -> None:
+        await super().async_acquire(num_tokens)
+        self.acquired += 1
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_rate_limiter_is_asked_before_every_request(emulator: Emulator, mode: str) -> None:
+    # With a rate_limiter LlamaIndex's own loop sends the batches, asking it before each.
+    limiter = CountingLimiter(requests_per_minute=600)
+    model = TIREmbedding(
+        api_key=TEST_KEY,
+        base_url=emulator.base_url,
+        model="e5",
+        embed_batch_size=4,
+        rate_limiter=limiter,
+    )
+    if mode == "sync":
+        vectors = model.get_text_embedding_batch(TEXTS[:10])
+    else:
+        vectors = asyncio.run(model.aget_text_embedding_batch(TEXTS[:10]))
+    assert vectors == [embed_vector(t) for t in TEXTS[:10]]
+    batches = sorted(r.json["input"] for r in emulator.requests)  # async: in any order
+    assert batches == [TEXTS[0:4], TEXTS[4:8], TEXTS[8:10]]
+    assert limiter.acquired == 3 == len(emulator.requests)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_show_progress_runs_llama_index_loop(
+    model: TIREmbedding, emulator: Emulator, mode: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if mode == "sync":
+        vectors = model.get_text_embedding_batch(TEXTS[:10], show_progress=True)
+    else:
+        vectors = asyncio.run(model.aget_text_embedding_batch(TEXTS[:10], show_progress=True))
+    assert vectors == [embed_vector(t) for t in TEXTS[:10]]
+    assert sorted(len(r.json["input"]) for r in emulator.requests) == [2, 4, 4]
+    assert "it/s" in capsys.readouterr().err  # the progress bar was drawn
 
 
 @pytest.mark.usefixtures("emulator")
@@ -209,7 +258,9 @@ def settings(emulator: Emulator) -> Iterator[None]:
 @pytest.mark.usefixtures("settings")
 def test_as_the_settings_default(emulator: Emulator) -> None:
     index = VectorStoreIndex.from_documents([Document(text="one"), Document(text="two")])
-    assert len(index.as_retriever(similarity_top_k=1).retrieve("two")) == 1
+    hits = index.as_retriever(similarity_top_k=1).retrieve("two")
+    assert [hit.node.get_content() for hit in hits] == ["two"]
+    assert hits[0].score == pytest.approx(1.0)  # the same words: the same vector
     assert all(r.path.endswith("/embeddings") for r in emulator.requests)
 
 

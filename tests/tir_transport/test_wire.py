@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-import contextlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -9,6 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tir_transport import (
+    ChatChunk,
+    ChatCompletion,
     ContextLengthExceededError,
     InvalidResponseError,
     StreamInterruptedError,
@@ -201,8 +203,20 @@ def test_full_response_without_choices(body: object) -> None:
 
 @given(st.text(max_size=200))
 def test_random_chunk_text_raises_only_tir_errors(text: str) -> None:
-    with contextlib.suppress(TIRError):
-        parse_chunk(text)
+    try:
+        value = json.loads(text)
+    except ValueError:
+        # Not JSON: always an InvalidResponseError that says so (anything else fails here).
+        with pytest.raises(InvalidResponseError, match="JSON"):
+            parse_chunk(text)
+        return
+    try:
+        chunk = parse_chunk(text)
+    except (InvalidResponseError, StreamInterruptedError) as error:
+        assert str(error)
+        return
+    # Only a JSON object can be a chunk.
+    assert isinstance(value, dict) and isinstance(chunk, ChatChunk)
 
 
 _json = st.recursive(
@@ -238,6 +252,17 @@ _json = st.recursive(
 
 @given(_json)
 def test_random_json_shapes_raise_only_tir_errors(value: object) -> None:
-    for parse in (lambda: parse_chunk(json.dumps(value)), lambda: parse_completion(value)):
-        with contextlib.suppress(TIRError):
-            parse()
+    parsers: list[tuple[Callable[[], object], type]] = [
+        (lambda: parse_chunk(json.dumps(value)), ChatChunk),
+        (lambda: parse_completion(value), ChatCompletion),
+    ]
+    for parse, kind in parsers:
+        try:
+            result = parse()
+        except TIRError as error:  # anything else escapes and fails the test
+            assert str(error), "an error that says nothing"
+            continue
+        # What parses is an object with choices (a chunk may have none: the usage chunk).
+        assert isinstance(result, kind) and isinstance(value, dict)
+        if kind is ChatCompletion:
+            assert value.get("choices"), value
