@@ -77,7 +77,8 @@ def test_forced_tool_call(llm: ChatTIRLlama) -> None:
     assert isinstance(message, AIMessage)
     (call,) = message.tool_calls
     assert call["name"] == "get_weather"
-    assert isinstance(call["args"], dict)
+    # Greedy decoding held to the tool's schema: SmolLM2 names the city it was asked about.
+    assert call["args"] == {"city": "Paris"}
 
 
 def test_context_overflow(llm: ChatTIRLlama) -> None:

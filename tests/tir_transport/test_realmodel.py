@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.conftest import Caller
@@ -83,7 +85,8 @@ def test_forced_tool_call(local_model: str, call: Caller) -> None:
         acc.add(chunk.tool_calls)
     (tool_call,) = acc.result()
     assert tool_call.name == "get_weather"
-    assert tool_call.arguments.strip().startswith("{")
+    # Greedy decoding held to the tool's schema: SmolLM2 names the city it was asked about.
+    assert json.loads(tool_call.arguments) == {"city": "Paris"}
 
 
 def test_context_overflow(local_model: str, call: Caller) -> None:
