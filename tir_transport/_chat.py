@@ -6,17 +6,15 @@ import json
 from collections import deque
 from collections.abc import Generator, Iterator, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 
 from ._chat_wire import DONE, ChatChunk, ChatCompletion, parse_chunk, parse_completion
 from ._config import TIRConfig
 from ._errors import StreamInterruptedError, TIRError, request_id_of
-from ._http import AsyncStream, HTTPClient, ParserFactory
-from ._limits import Limits
+from ._http import AsyncStream, HTTPClient, HTTPOptions, ParserFactory, adrive, drive
 from ._negotiate import Negotiation, negotiates
-from ._retry import RetryPolicy
 from ._sse import ServerSentEvent, SSEDecoder
 from ._tool_stream import TextToolCallFilter
 from ._tools import ToolMode
@@ -135,33 +133,22 @@ class ChatClient(HTTPClient):
         self,
         config: TIRConfig,
         *,
-        retry: RetryPolicy | None = None,
         tool_mode: ToolMode = "auto",
-        limits: Limits | None = None,
-        http_client: httpx.Client | None = None,
-        http_async_client: httpx.AsyncClient | None = None,
+        **options: Unpack[HTTPOptions],
     ) -> None:
         """Create a client; no I/O happens here.
 
         Args:
             config: where and how to connect.
-            retry: the retry policy (default: `config.max_retries` with backoff).
             tool_mode: how tools are sent. `"auto"` sends them natively and, if the endpoint
                 rejects them (vLLM without tool parsing), in the prompt, remembering that for
                 the endpoint; `"native"` and `"prompt"` force one way.
-            limits: requests in flight and per minute (see `Limits`).
-            http_client: your own `httpx.Client` (see `HTTPClient`).
-            http_async_client: your own `httpx.AsyncClient` (see `HTTPClient`).
+            **options: `retry`, `limits`, `http_client`, `http_async_client` (see
+                `HTTPClient`).
         """
         if tool_mode not in ("auto", "native", "prompt"):
             raise ValueError(f"tool_mode must be 'auto', 'native' or 'prompt', got {tool_mode!r}")
-        super().__init__(
-            config,
-            retry=retry,
-            limits=limits,
-            http_client=http_client,
-            http_async_client=http_async_client,
-        )
+        super().__init__(config, **options)
         self.tool_mode: ToolMode = tool_mode
 
     # -- chat steps -------------------------------------------------------------------------
@@ -224,18 +211,7 @@ class ChatClient(HTTPClient):
         """
         if not negotiates(payload):
             return self._create_once(payload)  # the common case: no Negotiation to build
-        negotiation = self._negotiation(payload)
-        body = negotiation.payload()
-        while True:
-            try:
-                completion = self._create_once(body)
-            except TIRError as e:
-                body = negotiation.on_error(e)
-                continue
-            result = negotiation.on_completion(completion)
-            if isinstance(result, ChatCompletion):
-                return result
-            body = result
+        return drive(self._negotiation(payload).exchange(), self._create_once)
 
     def stream(self, payload: Mapping[str, Any]) -> Generator[ChatChunk, None, None]:
         """Send a streamed request and yield its chunks.
@@ -287,18 +263,7 @@ class ChatClient(HTTPClient):
         """Async twin of `create`."""
         if not negotiates(payload):
             return await self._acreate_once(payload)
-        negotiation = self._negotiation(payload)
-        body = negotiation.payload()
-        while True:
-            try:
-                completion = await self._acreate_once(body)
-            except TIRError as e:
-                body = negotiation.on_error(e)
-                continue
-            result = negotiation.on_completion(completion)
-            if isinstance(result, ChatCompletion):
-                return result
-            body = result
+        return await adrive(self._negotiation(payload).exchange(), self._acreate_once)
 
     def astream(self, payload: Mapping[str, Any]) -> AsyncChatStream:
         """Async twin of `stream`: `async for chunk in client.astream(payload)`.

@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
-from collections.abc import Awaitable, Generator, Sequence
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
-
-import httpx
+from typing import Any, Unpack
 
 from ._config import EMBEDDING_MODEL_ENV_VARS, EMBEDDING_MODEL_HINT, TIRConfig, env_first
 from ._embeddings import (
@@ -21,9 +19,7 @@ from ._embeddings import (
     parse_embeddings,
 )
 from ._errors import ContextLengthExceededError, TIRError, request_id_of
-from ._http import HTTPClient
-from ._limits import Limits
-from ._retry import RetryPolicy
+from ._http import HTTPClient, HTTPOptions, Plan, adrive, drive
 from ._usage import record_usage
 
 __all__ = [
@@ -39,8 +35,7 @@ DEFAULT_EMBED_CONCURRENCY = 8
 
 # A batch's plan (`EmbeddingsClient._plan`): yields texts to send, is sent their outcome,
 # returns each text's vector or error.
-_Outcome = list[list[float]] | TIRError
-_Plan = Generator[list[str], _Outcome, list[list[float] | TIRError]]
+_Plan = Plan[list[str], list[list[float]], list[list[float] | TIRError]]
 
 # The keyword arguments of EmbeddingsClient that from_env takes beside TIRConfig's.
 _CLIENT_OPTIONS = (
@@ -72,10 +67,7 @@ class EmbeddingsClient(HTTPClient):
         truncate_prompt_tokens: int | None = None,
         query_prefix: str | None = None,
         document_prefix: str | None = None,
-        retry: RetryPolicy | None = None,
-        limits: Limits | None = None,
-        http_client: httpx.Client | None = None,
-        http_async_client: httpx.AsyncClient | None = None,
+        **options: Unpack[HTTPOptions],
     ) -> None:
         """Create a client; no I/O happens here.
 
@@ -92,11 +84,8 @@ class EmbeddingsClient(HTTPClient):
                 takes -1 for "the model's own maximum".
             query_prefix: put before every query (e5 models want `"query: "`).
             document_prefix: put before every document (e5 models want `"passage: "`).
-            retry: the retry policy (default: `config.max_retries` with backoff).
-            limits: requests in flight and per minute for the whole client (see `Limits`);
-                `max_concurrency` is per call.
-            http_client: your own `httpx.Client` (see `HTTPClient`).
-            http_async_client: your own `httpx.AsyncClient` (see `HTTPClient`).
+            **options: `retry`, `limits`, `http_client`, `http_async_client` (see
+                `HTTPClient`); `limits` hold for the whole client, `max_concurrency` per call.
 
         Raises:
             ValueError: a batch size or concurrency below 1, an unknown encoding format.
@@ -109,13 +98,7 @@ class EmbeddingsClient(HTTPClient):
             raise ValueError(
                 f"encoding_format must be 'base64' or 'float', got {encoding_format!r}"
             )
-        super().__init__(
-            config,
-            retry=retry,
-            limits=limits,
-            http_client=http_client,
-            http_async_client=http_async_client,
-        )
+        super().__init__(config, **options)
         self.batch_size = batch_size
         self.max_concurrency = max_concurrency
         self.encoding_format: EncodingFormat = encoding_format
@@ -195,7 +178,7 @@ class EmbeddingsClient(HTTPClient):
         `known`: these texts' outcome is already known (a failed batch whose first half
         passed), so they are not sent as a whole.
         """
-        outcome: _Outcome
+        outcome: list[list[float]] | TIRError
         if known is not None:
             outcome = known
         else:
@@ -221,37 +204,13 @@ class EmbeddingsClient(HTTPClient):
         second = yield from self._plan(texts[half:], each=each, known=outcome if clean else None)
         return [*first, *second]
 
-    def _run(self, plan: _Plan) -> list[list[float] | TIRError]:
-        """Drive a plan with sync requests."""
+    def _send(self, texts: list[str]) -> list[list[float]]:
         url = self._api_url("embeddings", None)
-        texts = next(plan)  # a plan sends its texts before anything else
-        while True:
-            outcome: _Outcome
-            try:
-                outcome = self._reply(self._post(url, self._body(texts)), len(texts))
-            except TIRError as e:
-                outcome = e
-            try:
-                texts = plan.send(outcome)
-            except StopIteration as done:
-                results: list[list[float] | TIRError] = done.value
-                return results
+        return self._reply(self._post(url, self._body(texts)), len(texts))
 
-    async def _arun(self, plan: _Plan) -> list[list[float] | TIRError]:
-        """Async twin of `_run`."""
+    async def _asend(self, texts: list[str]) -> list[list[float]]:
         url = self._api_url("embeddings", None)
-        texts = next(plan)  # a plan sends its texts before anything else
-        while True:
-            outcome: _Outcome
-            try:
-                outcome = self._reply(await self._apost(url, self._body(texts)), len(texts))
-            except TIRError as e:
-                outcome = e
-            try:
-                texts = plan.send(outcome)
-            except StopIteration as done:
-                results: list[list[float] | TIRError] = done.value
-                return results
+        return self._reply(await self._apost(url, self._body(texts)), len(texts))
 
     def _vectors(
         self, results: list[list[float] | TIRError], start: int, total: int
@@ -269,7 +228,7 @@ class EmbeddingsClient(HTTPClient):
     # -- sync ------------------------------------------------------------------------------
 
     def _send_batch(self, start: int, texts: list[str], total: int) -> list[list[float]]:
-        return self._vectors(self._run(self._plan(texts, each=False)), start, total)
+        return self._vectors(drive(self._plan(texts, each=False), self._send), start, total)
 
     def embed(self, texts: Sequence[str], *, prefix: str | None = None) -> list[list[float]]:
         """Embed `texts`, one vector per text in the same order.
@@ -315,7 +274,7 @@ class EmbeddingsClient(HTTPClient):
     # -- async -----------------------------------------------------------------------------
 
     async def _asend_batch(self, start: int, texts: list[str], total: int) -> list[list[float]]:
-        return self._vectors(await self._arun(self._plan(texts, each=False)), start, total)
+        return self._vectors(await adrive(self._plan(texts, each=False), self._asend), start, total)
 
     async def aembed(self, texts: Sequence[str], *, prefix: str | None = None) -> list[list[float]]:
         """Async twin of `embed`: batches go out up to `max_concurrency` at a time."""
@@ -354,7 +313,7 @@ class EmbeddingsClient(HTTPClient):
 
         async def one(batch: list[str]) -> list[list[float] | TIRError]:
             async with limit:
-                return await self._arun(self._plan(batch, each=True))
+                return await adrive(self._plan(batch, each=True), self._asend)
 
         results = await asyncio.gather(*(one(batch) for _, batch in batches))
         return [r for batch_results in results for r in batch_results]

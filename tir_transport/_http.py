@@ -17,9 +17,16 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+)
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypedDict, TypeVar
 
 import httpx
 
@@ -38,7 +45,16 @@ from ._errors import (
 from ._limits import Limits, _AsyncSlot
 from ._retry import RetryPolicy, parse_retry_after
 
-__all__ = ["AsyncStream", "HTTPClient", "ParserFactory", "StreamParser"]
+__all__ = [
+    "AsyncStream",
+    "HTTPClient",
+    "HTTPOptions",
+    "ParserFactory",
+    "Plan",
+    "StreamParser",
+    "adrive",
+    "drive",
+]
 
 logger = logging.getLogger("tir_transport")
 
@@ -78,6 +94,15 @@ def _transport_error(exc: httpx.HTTPError, url: str, *, in_stream: bool = False)
     if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
         return APIConnectionError(f"the connection to {url} failed: {exc}")
     return APIConnectionError(f"could not connect to {url}: {exc}")
+
+
+class HTTPOptions(TypedDict, total=False):
+    """What every API client takes beside its config (see `HTTPClient.__init__`)."""
+
+    retry: RetryPolicy | None
+    limits: Limits | None
+    http_client: httpx.Client | None
+    http_async_client: httpx.AsyncClient | None
 
 
 class HTTPClient:
@@ -382,6 +407,47 @@ class HTTPClient:
 
 
 _C = TypeVar("_C", bound=HTTPClient)
+_Request = TypeVar("_Request")
+_Reply = TypeVar("_Reply")
+_Result = TypeVar("_Result")
+
+# A sans-IO plan of requests (a fallback, a search): yields each request, is sent its reply or
+# its error, returns the result. `drive` and `adrive` run one; the API modules write none.
+Plan = Generator[_Request, _Reply | TIRError, _Result]
+
+
+def drive(plan: Plan[_Request, _Reply, _Result], send: Callable[[_Request], _Reply]) -> _Result:
+    """Run `plan`, sending each of its requests with `send` (which raises `TIRError`)."""
+    request = next(plan)
+    while True:
+        outcome: _Reply | TIRError
+        try:
+            outcome = send(request)
+        except TIRError as e:
+            outcome = e
+        try:
+            request = plan.send(outcome)
+        except StopIteration as done:
+            result: _Result = done.value
+            return result
+
+
+async def adrive(
+    plan: Plan[_Request, _Reply, _Result], send: Callable[[_Request], Awaitable[_Reply]]
+) -> _Result:
+    """Async twin of `drive`."""
+    request = next(plan)
+    while True:
+        outcome: _Reply | TIRError
+        try:
+            outcome = await send(request)
+        except TIRError as e:
+            outcome = e
+        try:
+            request = plan.send(outcome)
+        except StopIteration as done:
+            result: _Result = done.value
+            return result
 
 
 class StreamParser(Protocol[_T_co]):

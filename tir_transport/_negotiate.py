@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from typing import Any
 
 from ._chat_wire import ChatCompletion
@@ -148,6 +148,23 @@ class Negotiation:
             f"{problem}. The endpoint takes neither response_format json_schema nor guided_json;"
             " use a model endpoint that does, or method='function_calling'."
         )
+
+    def exchange(self) -> Generator[Mapping[str, Any], ChatCompletion | TIRError, ChatCompletion]:
+        """The requests of a non-streamed call, as a plan a sync or async driver runs.
+
+        Yields each body to send and is sent its reply or its error (after the HTTP layer's
+        retries); returns the reply to hand on, or raises when there is no other way to ask.
+        """
+        body = self.payload()
+        while True:
+            outcome = yield body
+            if isinstance(outcome, TIRError):
+                body = self.on_error(outcome)
+                continue
+            result = self.on_completion(outcome)
+            if isinstance(result, ChatCompletion):
+                return result
+            body = result
 
     def checks_replies(self) -> bool:
         """Whether a reply must be read whole before it is handed on.
