@@ -22,7 +22,12 @@ from ._config import (
     EMBEDDING_MODEL_HINT,
     TIRConfig,
 )
-from ._connection import CONNECTION_FIELDS, TIRConnection, TIREmbeddingsConnection
+from ._connection import (
+    CONNECTION_FIELDS,
+    TIRConnection,
+    TIREmbeddingsConnection,
+    TIRRerankConnection,
+)
 from ._embeddings import (
     check_inputs,
 )
@@ -54,6 +59,12 @@ from ._errors import (
 from ._limits import Limits, RatePacer
 from ._models import context_window
 from ._negotiate import forget_endpoints
+from ._rerank import (
+    DEFAULT_RERANK_BATCH_SIZE,
+    DEFAULT_RERANK_TOP_N,
+    RerankClient,
+    RerankResult,
+)
 from ._retry import RetryPolicy
 from ._tokens import (
     ApproximateTokenCountWarning,
@@ -75,6 +86,8 @@ __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_MODEL",
+    "DEFAULT_RERANK_BATCH_SIZE",
+    "DEFAULT_RERANK_TOP_N",
     "DEFAULT_TIMEOUT",
     "EMBEDDING_MODEL_HINT",
     "APIConnectionError",
@@ -99,6 +112,8 @@ __all__ = [
     "RateLimitError",
     "RatePacer",
     "RequestTimeoutError",
+    "RerankClient",
+    "RerankResult",
     "RetryPolicy",
     "ServerError",
     "StreamInterruptedError",
@@ -107,6 +122,7 @@ __all__ = [
     "TIRConnection",
     "TIREmbeddingsConnection",
     "TIRError",
+    "TIRRerankConnection",
     "Tokenizer",
     "ToolCall",
     "ToolCallAccumulator",

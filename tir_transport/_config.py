@@ -24,6 +24,8 @@ __all__ = [
     "EMBEDDING_MODEL_HINT",
     "HOST_ENV_VARS",
     "PROJECT_ID_ENV_VARS",
+    "RERANK_MODEL_ENV_VARS",
+    "RERANK_MODEL_HINT",
     "TIRConfig",
     "coerce_id",
     "env_first",
@@ -44,6 +46,11 @@ EMBEDDING_MODEL_ENV_VARS = ("TIR_EMBEDDING_MODEL",)
 EMBEDDING_MODEL_HINT = (
     "an embedding model: pass model=... or set TIR_EMBEDDING_MODEL (the model's API name on "
     "its page in TIR; TIR has no default embedding model)"
+)
+RERANK_MODEL_ENV_VARS = ("TIR_RERANK_MODEL",)
+RERANK_MODEL_HINT = (
+    "a rerank model: pass model=... or set TIR_RERANK_MODEL (the model's API name on its page "
+    "in TIR, under Rerank; TIR has no default rerank model)"
 )
 
 
@@ -216,7 +223,7 @@ class TIRConfig:
             )
 
     def url(self, api: str, model: str | None = None) -> str:
-        """The URL of one API (`"chat/completions"`, `"embeddings"`) of the configured model.
+        """The URL of one API (`"chat/completions"`, `"embeddings"`, `"rerank"`) of the model.
 
         Args:
             api: the path after `/v1/`.

@@ -1,8 +1,8 @@
 """The connection settings every adapter class shares, declared once (a pydantic mixin).
 
-`ChatTIRLlama`, `TIREmbeddings`, `TIRLlamaLLM`, `TIREmbedding` (and any class added later)
-inherit `TIRConnection`: the fields, their environment variables, defaults, validation and
-docs live here, and so does the cached core client built from them.
+`ChatTIRLlama`, `TIREmbeddings`, `TIRLlamaLLM`, `TIREmbedding`, both `TIRRerank` classes (and
+any class added later) inherit `TIRConnection`: the fields, their environment variables, defaults,
+validation and docs live here, and so does the cached core client built from them.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from ._config import (
     EMBEDDING_MODEL_ENV_VARS,
     HOST_ENV_VARS,
     PROJECT_ID_ENV_VARS,
+    RERANK_MODEL_ENV_VARS,
     TIRConfig,
     env_first,
     id_text,
@@ -40,9 +41,20 @@ from ._config import (
 from ._embeddings_client import DEFAULT_EMBED_CONCURRENCY, EmbeddingsClient
 from ._http import HTTPClient
 from ._limits import Limits
+from ._rerank import (
+    DEFAULT_RERANK_BATCH_SIZE,
+    DEFAULT_RERANK_CONCURRENCY,
+    DEFAULT_RERANK_TOP_N,
+    RerankClient,
+)
 from ._tools import ToolMode
 
-__all__ = ["CONNECTION_FIELDS", "TIRConnection", "TIREmbeddingsConnection"]
+__all__ = [
+    "CONNECTION_FIELDS",
+    "TIRConnection",
+    "TIREmbeddingsConnection",
+    "TIRRerankConnection",
+]
 
 _C = TypeVar("_C", bound=HTTPClient)
 
@@ -231,4 +243,40 @@ class TIREmbeddingsConnection(TIRConnection):
         }
         return self.cached_client(
             self.model or "", tuple(options.values()), partial(EmbeddingsClient, **options)
+        )
+
+
+class TIRRerankConnection(TIRConnection):
+    """The connection plus what every rerank adapter shares: the model, `top_n`, the batches."""
+
+    model: str | None = None
+    """The rerank model's API name; from `TIR_RERANK_MODEL`. Required: TIR documents no
+    default rerank model."""
+    top_n: int | None = Field(default=DEFAULT_RERANK_TOP_N, ge=1)
+    """How many documents (the best) to keep; None keeps them all, reordered."""
+    batch_size: int = Field(default=DEFAULT_RERANK_BATCH_SIZE, ge=1)
+    """Documents per request; more than this go in several requests, merged by score."""
+    max_concurrency: int = Field(default=DEFAULT_RERANK_CONCURRENCY, ge=1)
+    """Requests in flight at once for one call (for the sync API too, on threads)."""
+    truncate_prompt_tokens: int | None = None
+    """Let the server (vLLM) cut each (query, document) pair to this many tokens instead of
+    failing on one that is too long; recent vLLM takes -1 for the model's own maximum."""
+
+    @model_validator(mode="after")
+    def _read_model(self) -> Any:
+        self.model = self.model or env_first(RERANK_MODEL_ENV_VARS)
+        return self
+
+    def rerank_client(self) -> RerankClient:
+        """The core client for these settings (cached; see `TIRConnection.cached_client`).
+
+        A missing model is reported by the first request, with every other missing setting.
+        """
+        options: dict[str, Any] = {
+            "batch_size": self.batch_size,
+            "max_concurrency": self.max_concurrency,
+            "truncate_prompt_tokens": self.truncate_prompt_tokens,
+        }
+        return self.cached_client(
+            self.model or "", tuple(options.values()), partial(RerankClient, **options)
         )
