@@ -1,16 +1,22 @@
-"""Every Python sample in the docs (and the README) runs, against the emulator."""
+"""Every Python sample in the docs (and the README) runs against the emulator, and shows its
+outcome: each asserts what it promises (the tool was called with the right arguments and the
+answer used its result, a vector per text, the right passage retrieved), and where the
+outcome is on the wire, the test checks what the emulator received.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import TEST_KEY
-from tests.support.emulator import Emulator
+from tests.support.emulator import Emulator, Reply
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -32,6 +38,83 @@ def test_there_are_samples() -> None:
     assert len(SAMPLES) >= 15
 
 
+def test_every_sample_asserts_its_outcome() -> None:
+    # Printing is not showing: a sample that broke would print something else and pass.
+    silent = [where for where, code in SAMPLES if not re.search(r"^\s*(assert|raise) ", code, re.M)]
+    assert silent == [], "these samples assert nothing about their outcome"
+
+
+def test_setups_and_checks_name_samples_that_exist() -> None:
+    names = {where for where, _ in SAMPLES}
+    assert set(SETUP) | set(CHECK) | OFFLINE <= names
+
+
+def _weather_tool_call(emulator: Emulator) -> None:
+    # What the model does when asked about Pune's weather with get_weather at hand; the
+    # emulator then answers from the tool result it is sent back (it must be sent back).
+    call = {"id": "call-1", "name": "get_weather", "arguments": '{"city": "Pune"}'}
+    emulator.queue(Reply(tool_calls=[call]))
+    emulator.answer_from_tool_results = True
+
+
+def _add_tool_call(emulator: Emulator) -> None:
+    emulator.queue(Reply(tool_calls=[{"name": "add", "arguments": '{"a": 2, "b": 3}'}]))
+    emulator.answer_from_tool_results = True
+
+
+def _window(emulator: Emulator) -> None:
+    emulator.max_context = 131_072  # Llama 3.1 8B's window: vLLM refuses a longer prompt
+
+
+# What the emulator is told before a sample, so that the outcome the sample promises can come
+# about (a model that calls the tool; a window to overflow).
+SETUP: dict[str, Callable[[Emulator], None]] = {
+    "tools.md#1": _weather_tool_call,
+    "tools.md#2": _weather_tool_call,
+    "tools.md#3": _weather_tool_call,
+    "usage.md#3": _add_tool_call,
+    "errors.md#1": _window,
+}
+
+
+def _tool_result_sent_back(result: str) -> Callable[[Emulator], None]:
+    def check(emulator: Emulator) -> None:
+        sent = [m for r in emulator.requests for m in r.json["messages"]]
+        assert [m["content"] for m in sent if m["role"] == "tool"] == [result]
+
+    return check
+
+
+def _sent_in_one_request(*texts: str) -> Callable[[Emulator], None]:
+    def check(emulator: Emulator) -> None:
+        assert [r.json["input"] for r in emulator.requests] == [list(texts)]
+
+    return check
+
+
+def _context_in_prompt(passage: str) -> Callable[[Emulator], None]:
+    def check(emulator: Emulator) -> None:
+        chats = [r for r in emulator.requests if r.path.endswith("/chat/completions")]
+        assert chats and all(passage in json.dumps(r.json["messages"]) for r in chats)
+
+    return check
+
+
+# What a sample's outcome is on the wire, checked at the emulator after it ran.
+CHECK: dict[str, Callable[[Emulator], None]] = {
+    "tools.md#2": _tool_result_sent_back("It is sunny in Pune."),
+    "tools.md#3": _tool_result_sent_back("It is sunny in Pune."),
+    "usage.md#3": _tool_result_sent_back("5"),
+    "migrating.md#2": _sent_in_one_request("first text", "second text"),
+    "rag.md#1": _context_in_prompt("Llama 3.1 8B Instruct is served on TIR's GenAI API."),
+    "rag.md#2": _context_in_prompt("TIR is the AI platform of E2E Networks."),
+    "llama-index.md#1": _context_in_prompt("TIR is E2E Networks' AI platform."),
+}
+
+# Samples that make no request: they run without TIR_BASE_URL (it would change their URLs).
+OFFLINE = {"configuration.md#1"}
+
+
 @pytest.mark.parametrize(("where", "code"), SAMPLES, ids=[w for w, _ in SAMPLES])
 def test_sample_runs(
     where: str,
@@ -49,11 +132,19 @@ def test_sample_runs(
     # The environment a reader sets, aimed at the emulator instead of TIR.
     monkeypatch.setenv("TIR_API_KEY", TEST_KEY)
     monkeypatch.setenv("TIR_PROJECT_ID", "1234")
-    monkeypatch.setenv("TIR_BASE_URL", emulator.base_url)
+    if where not in OFFLINE:
+        monkeypatch.setenv("TIR_BASE_URL", emulator.base_url)
     monkeypatch.setenv("TIR_EMBEDDING_MODEL", "test-embedding-model")
+    # Vectors as wide as a real model's (multilingual-e5-small): at the emulator's default 32,
+    # two words of a short text can share a dimension and rank the wrong passage first.
+    emulator.embed_dim = 384
+    if where in SETUP:
+        SETUP[where](emulator)
     namespace: dict[str, object] = {"__name__": f"sample_{where}"}
-    exec(compile(code, where, "exec"), namespace)
-    assert emulator.requests or "TIRConfig" in code
+    exec(compile(code, where, "exec"), namespace)  # its own asserts check its outcome
+    assert bool(emulator.requests) == (where not in OFFLINE)
+    if where in CHECK:
+        CHECK[where](emulator)
 
 
 @pytest.mark.timeout(300)
