@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import pickle
+import time
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ from langchain_tir import ChatTIRLlama, TIREmbeddings
 from llama_index_tir import TIREmbedding, TIRLlamaLLM
 from tests.conftest import TEST_KEY
 from tests.support.emulator import Emulator
+from tests.support.timing import assert_token_bucket
 from tir_transport import CONNECTION_FIELDS, AuthenticationError, TIRConnection
 
 CLASSES: list[type[Any]] = [ChatTIRLlama, TIREmbeddings, TIRLlamaLLM, TIREmbedding]
@@ -180,3 +182,26 @@ def test_a_short_key_leaves_error_text_alone(cls: type[Any], emulator: Emulator)
     with pytest.raises(AuthenticationError, match="Invalid API key") as caught:
         call(instance)
     assert "*" not in str(caught.value)
+
+
+@pytest.mark.timing
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("cls", CLASSES, ids=IDS)
+def test_requests_per_minute_paces_every_class(
+    cls: type[Any], emulator: Emulator, mode: str
+) -> None:
+    instance = build(cls, emulator, requests_per_minute=600)  # 10 per second, bursts of 10
+    started = time.monotonic()
+    if mode == "sync":
+        for _ in range(15):
+            call(instance)
+    else:
+
+        async def run() -> None:
+            await asyncio.gather(*(acall(instance) for _ in range(15)))
+
+        asyncio.run(run())
+    starts = emulator.starts(15)
+    assert len(starts) == 15
+    # The 10 of the burst at once, then one every 100 ms: the 15th no sooner than 0.5 s in.
+    assert_token_bucket(starts, started, burst=10, per_second=10.0)

@@ -162,7 +162,7 @@ def test_requests_per_minute_hold_across_actors(emulator: Emulator) -> None:
         max_in_flight=8,
         requests_per_minute=1200,  # 20 per second for the whole job, bursts of 20
     ).take_all()
-    starts = [start for start, _ in emulator.spans]
+    starts = emulator.starts(40)
     assert len(starts) == 40
     # 20 at once, then 20 more 50 ms apart: one pacer for the job. A pacer per actor would
     # let 40 go at once (a burst each) and end at once.

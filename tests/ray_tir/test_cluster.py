@@ -63,7 +63,7 @@ def test_two_nodes_hold_one_rate(emulator: Emulator) -> None:
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["nodes"] == 2
     assert report["ids"] == list(range(60)) and report["errors"] == []
-    starts = [start for start, _ in emulator.spans]
+    starts = emulator.starts(60)
     assert len(starts) == 60
     # One pace for both nodes: 20 at once, then 40 more 50 ms apart (2 s). One pacer per node
     # instead would let 40 go at once and the rest at twice the rate (0.5 s).

@@ -307,6 +307,15 @@ class Emulator:
             if not self._changed.wait_for(predicate, timeout):
                 raise AssertionError(f"the emulator never saw {what} within {timeout} s")
 
+    def starts(self, count: int) -> list[float]:
+        """When each of `count` requests arrived, in order, once all of them have ended.
+
+        A span is recorded as the emulator finishes a reply, which may be just after the client
+        has read it: waiting here, not reading `spans` at once, counts the last one too.
+        """
+        self.wait_until(lambda: len(self.spans) >= count, f"{count} requests answered")
+        return sorted(start for start, _ in self.spans)
+
     def statuses(self) -> list[int]:
         """The status of every response sent so far, in order (0: a dropped connection)."""
         return [status for _, status in self.sent]

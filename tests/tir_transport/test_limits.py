@@ -121,10 +121,11 @@ def test_requests_per_minute_are_paced(emulator: Emulator) -> None:
 
     started = time.monotonic()
     asyncio.run(run())
-    assert len(emulator.spans) == 50
+    starts = emulator.starts(50)
+    assert len(starts) == 50
     assert emulator.max_in_flight >= 20
     # Then one every 50 ms: the 50th no earlier than 1.5 s after the start.
-    assert_token_bucket([start for start, _ in emulator.spans], started, 20, 20.0)
+    assert_token_bucket(starts, started, 20, 20.0)
 
 
 def paused(tir: ChatClient) -> bool:
@@ -159,7 +160,7 @@ def test_a_429_pauses_every_request_of_the_client(emulator: Emulator) -> None:
     assert emulator.statuses() == [429] + [200] * 6
     # The five later requests (and the retry) were sent only after the pause, not into the
     # wall: no earlier than Retry-After past the moment the 429 left the emulator.
-    later = sorted(start for start, _ in emulator.spans)[1:]
+    later = emulator.starts(7)[1:]
     assert min(later) >= the_429_went_out_at(emulator) + 0.6 - CLOCK_EPSILON
 
 
@@ -177,7 +178,7 @@ def test_sync_429_pause_is_shared_too(emulator: Emulator) -> None:
     tir.create(BODY)
     first.join()
     assert emulator.statuses() == [429, 200, 200]
-    later = sorted(start for start, _ in emulator.spans)[1:]
+    later = emulator.starts(3)[1:]
     assert min(later) >= the_429_went_out_at(emulator) + 0.5 - CLOCK_EPSILON
 
 
@@ -222,5 +223,5 @@ def test_langchain_rate_limiter_still_works_beside(emulator: Emulator) -> None:
     llm.batch(["hi"] * 6)
     assert len(emulator.requests) == 6
     # LangChain's limiter spaced them: it starts empty and lets one through every 50 ms.
-    starts = [start for start, _ in emulator.spans]
+    starts = emulator.starts(6)
     assert_token_bucket(starts, started, 0, 20.0)
