@@ -31,15 +31,18 @@ from tests.conftest import TEST_KEY
 from tests.support.emulator import WAIT_SECONDS, Emulator, Reply
 from tir_transport import (
     APIConnectionError,
+    APIStatusError,
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
     ConfigurationError,
+    ConflictError,
     ContextLengthExceededError,
     InvalidResponseError,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
+    RequestTimeoutError,
     ServerError,
     StreamInterruptedError,
     TIRError,
@@ -394,3 +397,14 @@ def test_tls_verification_stays_on(framework: str) -> None:
     context = client._transport._pool._ssl_context
     assert context.verify_mode == ssl.CERT_REQUIRED
     assert context.check_hostname is True
+
+
+@pytest.mark.parametrize(("status", "cls"), [(408, RequestTimeoutError), (409, ConflictError)])
+def test_408_and_409_reach_the_caller_as_their_classes(
+    framework: str, kind: str, emulator: Emulator, status: int, cls: type[APIStatusError]
+) -> None:
+    emulator.queue(Reply(status=status, message="emulated"))
+    with pytest.raises(cls) as info:
+        driver(framework, emulator, max_retries=0).run(kind)
+    assert info.value.status_code == status
+    assert type(info.value) is cls  # the exported class itself, not only a parent
