@@ -1,4 +1,4 @@
-"""LangChain integration for E2E Networks TIR chat and embedding models.
+"""LangChain integration for E2E Networks TIR chat, embedding and rerank models.
 
 Needs `pip install "tir-llama[langchain]"`.
 """
@@ -13,5 +13,13 @@ from tir_transport import Usage, track_usage
 from ._convert import UnsupportedContentError
 from .chat_models import ChatTIRLlama
 from .embeddings import TIREmbeddings
+from .rerank import TIRRerank
 
-__all__ = ["ChatTIRLlama", "TIREmbeddings", "UnsupportedContentError", "Usage", "track_usage"]
+__all__ = [
+    "ChatTIRLlama",
+    "TIREmbeddings",
+    "TIRRerank",
+    "UnsupportedContentError",
+    "Usage",
+    "track_usage",
+]

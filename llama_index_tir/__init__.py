@@ -1,4 +1,4 @@
-"""LlamaIndex integration for E2E Networks TIR chat and embedding models.
+"""LlamaIndex integration for E2E Networks TIR chat, embedding and rerank models.
 
 Needs `pip install "tir-llama[llama-index]"`.
 """
@@ -15,11 +15,13 @@ from tir_transport import Usage, track_usage
 from ._convert import UnsupportedContentError
 from .base import DEFAULT_CONTEXT_WINDOW, TIRLlamaLLM
 from .embeddings import TIREmbedding
+from .rerank import TIRRerank
 
 __all__ = [
     "DEFAULT_CONTEXT_WINDOW",
     "TIREmbedding",
     "TIRLlamaLLM",
+    "TIRRerank",
     "UnsupportedContentError",
     "Usage",
     "track_usage",
