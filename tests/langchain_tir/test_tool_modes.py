@@ -102,3 +102,19 @@ def test_structured_output_on_every_endpoint(
     expected = "Pune" if rejections == 2 else "emulated"
     assert isinstance(city, City)
     assert city.name == expected
+
+
+def test_non_ascii_arguments_on_every_endpoint_kind(
+    llm: ChatTIRLlama, endpoint: ToolEndpoint, mode: Mode
+) -> None:
+    bound = llm.bind_tools([get_weather])
+    wanted = ToolEndpoint.NON_ASCII
+    endpoint.emulator.queue(*[endpoint.call("get_weather", wanted)] * 2)
+    (tool_call,) = mode.invoke(bound, "Weather in Pune?").tool_calls
+    assert (tool_call["name"], tool_call["args"]) == ("get_weather", wanted)
+    chunks = mode.stream(bound, "Weather in Pune?")
+    full = chunks[0]
+    for chunk in chunks[1:]:
+        full = full + chunk
+    assert isinstance(full, AIMessageChunk)
+    assert [(c["name"], c["args"]) for c in full.tool_calls] == [("get_weather", wanted)]

@@ -85,3 +85,17 @@ def test_structured_predict_on_every_endpoint(llm: TIRLlamaLLM, endpoint: ToolEn
     endpoint.emulator.queue(endpoint.call("City", {"name": "Pune", "country": "India"}))
     city = llm.structured_predict(City, PromptTemplate("A city in {country}"), country="India")
     assert city == City(name="Pune", country="India")
+
+
+def test_non_ascii_arguments_on_every_endpoint_kind(
+    llm: TIRLlamaLLM, endpoint: ToolEndpoint
+) -> None:
+    wanted = ToolEndpoint.NON_ASCII
+    endpoint.emulator.queue(*[endpoint.call("get_weather", wanted)] * 2)
+    responses = [
+        llm.chat_with_tools([WEATHER], user_msg="Weather in Pune?"),
+        list(llm.stream_chat_with_tools([WEATHER], user_msg="Weather in Pune?"))[-1],
+    ]
+    for response in responses:
+        (selection,) = llm.get_tool_calls_from_response(response)  # type: ignore[arg-type]
+        assert (selection.tool_name, selection.tool_kwargs) == ("get_weather", wanted)

@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 SEED_ID = "chat-b3b5ae1d266c428f894f05e33a39ea5b"
@@ -811,6 +811,9 @@ class ToolEndpoint:
     """One of the three ways an endpoint can treat tools, for parametrized adapter tests."""
 
     KINDS = ("native", "rejected", "text-in-native")
+    # Arguments beyond ASCII: Devanagari, accents, CJK and an emoji (outside the BMP: a
+    # surrogate pair when \u-escaped), cut anywhere by the 7- and 9-character stream pieces.
+    NON_ASCII: ClassVar[dict[str, str]] = {"city": "पुणे", "note": "São Paulo, 東京 🌧"}
 
     def __init__(self, emulator: Emulator, kind: str) -> None:
         self.emulator = emulator
@@ -821,7 +824,8 @@ class ToolEndpoint:
         """The reply in which the model calls `name`, as this kind of endpoint sends it."""
         if self.kind == "native":
             return Reply(tool_calls=[{"id": call_id, "name": name, "arguments": _dumps(arguments)}])
-        text = json.dumps({"name": name, "parameters": arguments})
+        # The characters themselves, as a model writes them (not \u escapes).
+        text = json.dumps({"name": name, "parameters": arguments}, ensure_ascii=False)
         # Streamed in pieces, as a model writes it.
         return Reply(pieces=[text[i : i + 9] for i in range(0, len(text), 9)])
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Caller
-from tests.support.emulator import TOOLS_REJECTED, Emulator, Reply
+from tests.support.emulator import TOOLS_REJECTED, Emulator, Reply, ToolEndpoint
 from tir_transport import (
     BadRequestError,
     ChatChunk,
@@ -283,3 +283,14 @@ def test_guided_json_ignored_by_the_server_is_noticed(
     assert len(emulator.requests) == 3
     assert "guided_json" not in emulator.requests[2].json
     assert emulator.requests[2].json["response_format"]["type"] == "json_object"
+
+
+@pytest.mark.parametrize("kind", ToolEndpoint.KINDS)
+def test_non_ascii_arguments_on_every_endpoint_kind(
+    make_client: MakeClient, emulator: Emulator, call: Caller, streaming: bool, kind: str
+) -> None:
+    endpoint = ToolEndpoint(emulator, kind)
+    emulator.queue(endpoint.call("get_weather", ToolEndpoint.NON_ASCII))
+    result = call_of(call, make_client(), tools_payload(streaming))
+    assert result == ("get_weather", ToolEndpoint.NON_ASCII)
+    assert endpoint.tools_were_native() is (kind != "rejected")
