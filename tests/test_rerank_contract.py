@@ -46,9 +46,8 @@ def call(instance: Any) -> list[Any]:
     """One request through the class's own sync API."""
     if isinstance(instance, LangChainRerank):
         return list(instance.compress_documents([Document(page_content="hi there")], "hi"))
-    return instance.postprocess_nodes(
-        [NodeWithScore(node=TextNode(text="hi there"))], query_str="hi"
-    )
+    given = [NodeWithScore(node=TextNode(text="hi there"))]
+    return list(instance.postprocess_nodes(given, query_str="hi"))
 
 
 async def acall(instance: Any) -> list[Any]:
