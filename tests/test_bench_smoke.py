@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+FRAMEWORKS = ("langchain", "llama_index")
 
 
 @pytest.mark.timeout(600)
@@ -24,11 +25,25 @@ def test_bench_smoke(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert len(report["cases"]) == 6
-    for times in report["cases"].values():
-        assert set(times) == {"ours", "peer", "floor"}
-        assert all(t > 0 for t in times.values())
-    assert len(report["import_seconds"]) == 4
+    # Every case of both frameworks, at the smoke sizes (50 chunks, 10 streams at once), each
+    # timed for ours, the peer and the floor, and each printed in the table.
+    cases = ("invoke", "stream 50 chunks", "10 concurrent astreams")
+    assert set(report["cases"]) == {f"{fw}: {c}" for fw in FRAMEWORKS for c in cases}
+    for case, times in report["cases"].items():
+        assert set(times) == {"ours", "peer", "floor"}, case
+        assert all(t > 0 for t in times.values()), case
+        assert case in result.stdout
+    # Import cost of ours and of the peer, over each framework's own base.
+    assert set(report["import_seconds"]) == {
+        "langchain_tir over langchain_core BaseChatModel",
+        "langchain_openai over langchain_core BaseChatModel",
+        "llama_index_tir over llama_index.core",
+        "llama_index.llms.openai_like over llama_index.core",
+    }
+    assert all(0 < t < 60 for t in report["import_seconds"].values())
+    # Peak memory while streaming, at both smoke lengths.
+    assert set(report["memory_mib"]) == {"500", "2000"}
+    assert all(mib > 0 for peaks in report["memory_mib"].values() for mib in peaks.values())
     assert "ours/floor" in result.stdout
 
 
@@ -54,7 +69,15 @@ def test_bench_embeddings_smoke(tmp_path: Path) -> None:
         f"{f} {k}" for f in ("langchain", "llama_index") for k in ("sync", "async")
     }
     assert all(t > 0 for times in report["wall_seconds"].values() for t in times.values())
-    assert len(report["cpu"]) == 5 and all(us > 0 for us in report["cpu"].values())
+    # CPU per text: the floor (alone and in 8 threads) and ours in the core and both adapters.
+    assert set(report["cpu"]) == {
+        "floor",
+        "floor, 8 threads",
+        "core ours, 1 in flight",
+        "langchain ours (8 in flight)",
+        "llama_index ours (8 in flight)",
+    }
+    assert all(us > 0 for us in report["cpu"].values())
 
 
 @pytest.mark.timeout(300)
@@ -69,6 +92,14 @@ def test_bench_bulk_smoke(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert len(report["cases"]) == 2
-    assert all(case["rows_per_s"] > 0 for case in report["cases"].values())
-    assert report["peer"]["rows_per_s"] > 0
+    # The smoke shapes: one actor with one request in flight, two actors with eight each; the
+    # ideal rate is what that many in flight could do at the server's latency.
+    shapes = {"1 actor(s) x 1 in flight": 1, "2 actor(s) x 8 in flight": 16}
+    assert set(report["cases"]) == set(shapes)
+    latency = report["latency_ms"] / 1000
+    for name, in_flight in shapes.items():
+        case = report["cases"][name]
+        assert case["ideal"] == pytest.approx(in_flight / latency), name
+        assert case["rows"] >= 10 and case["rows_per_s"] > 0, name
+    assert report["peer"]["rows"] == 64 and report["peer"]["rows_per_s"] > 0
+    assert report["peer"]["ideal"] == pytest.approx(32 / latency)
