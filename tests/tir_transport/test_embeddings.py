@@ -248,6 +248,28 @@ def test_too_long_input_is_named_by_its_index(
     assert pickle.loads(pickle.dumps(error)).input_index == 13
 
 
+@pytest.mark.parametrize("way", ["raise", "each"])
+def test_the_halving_search_sends_no_batch_it_can_infer(emulator: Emulator, way: str) -> None:
+    # One too-long text last in a batch of 8: the batch fails; each first half passes, so
+    # each second half is known to fail without being sent. 8 -> [0:4] ok -> [4:6] ok ->
+    # [6] ok -> [7] inferred: 4 requests (sending the second halves too would be 7).
+    emulator.embed_max_tokens = 10
+    texts = [f"short {i}" for i in range(7)] + ["word " * 30]
+    client = EmbeddingsClient(
+        TIRConfig(api_key=TEST_KEY, base_url=emulator.base_url, model=MODEL), batch_size=8
+    )
+    if way == "raise":
+        with pytest.raises(ContextLengthExceededError) as info:
+            client.embed(texts)
+        assert info.value.input_index == 7
+    else:
+        results = asyncio.run(client.aembed_each(texts))
+        assert [isinstance(r, ContextLengthExceededError) for r in results] == [False] * 7 + [True]
+        assert results[:7] == [embed_vector(t) for t in texts[:7]]
+    sent = [len(r.json["input"]) for r in emulator.requests]
+    assert sent == [8, 4, 2, 1]
+
+
 def test_truncation_lets_the_server_cut(
     emulator: Emulator, make: Callable[..., EmbeddingsClient], embed: Embed
 ) -> None:
