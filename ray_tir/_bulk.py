@@ -48,7 +48,7 @@ def _actors(concurrency: int) -> ray.data.ActorPoolStrategy:
     return ray.data.ActorPoolStrategy(size=concurrency)
 
 
-class _Pacer:
+class _JobPacer:
     """One pace for a whole job: every actor, on every node, reserves its requests here."""
 
     def __init__(self, requests_per_minute: float) -> None:
@@ -64,12 +64,12 @@ class _Pacer:
         return time.time() + self.pacer.reserve()
 
 
-# A Ray actor class (typed Any: Ray's decorator is not typed for mypy).
-_JobPacer: Any = ray.remote(num_cpus=0)(_Pacer)
+# The Ray actor class of `_JobPacer` (typed Any: Ray's decorator is not typed for mypy).
+_JobPacerActor: Any = ray.remote(num_cpus=0)(_JobPacer)
 
 
-class _RemoteReserve:
-    """The async pacer hook of `Limits`, answered by the job's pacer actor."""
+class _JobPacerClient:
+    """An actor's `RemotePacer` for its `Limits`: asks the job's pacer actor."""
 
     # A send time that reaches the actor later than this is not used: the actor's event loop
     # was busy (a first request's setup, a pause), and sending at once would squeeze the pace
@@ -79,7 +79,8 @@ class _RemoteReserve:
     def __init__(self, pacer: Any) -> None:
         self.pacer = pacer
 
-    async def __call__(self) -> float:
+    async def reserve(self) -> float:
+        """Seconds to wait before sending, from a send time the job's pacer gave."""
         while True:
             when: float = await self.pacer.reserve.remote()
             wait = when - time.time()
@@ -127,11 +128,11 @@ def _check_schema(ds: ray.data.Dataset, reads: str, adds: Sequence[str], option:
         check_columns(list(schema.names), reads, adds, option)
 
 
-def _pacer(requests_per_minute: float | None) -> Any:
+def _job_pacer(requests_per_minute: float | None) -> Any:
     if requests_per_minute is None:
         return None
     RatePacer(requests_per_minute)  # a bad rate fails here, on the driver
-    return _JobPacer.remote(requests_per_minute)
+    return _JobPacerActor.remote(requests_per_minute)
 
 
 class _Worker:
@@ -145,7 +146,7 @@ class _Worker:
     def __init__(self, max_in_flight: int, pacer: Any) -> None:
         self.limits = Limits(
             max_in_flight=max_in_flight,
-            async_reserve=_RemoteReserve(pacer) if pacer is not None else None,
+            remote_pacer=_JobPacerClient(pacer) if pacer is not None else None,
         )
 
 
@@ -267,7 +268,7 @@ def chat(
             "messages_column": messages_column,
             "system": system,
             "max_in_flight": max_in_flight,
-            "pacer": _pacer(requests_per_minute),
+            "pacer": _job_pacer(requests_per_minute),
         },
         batch_size=batch_size or 4 * max_in_flight,
         batch_format="pyarrow",
@@ -369,7 +370,7 @@ def embed(
             "client": client,
             "text_column": text_column,
             "max_in_flight": max_in_flight,
-            "pacer": _pacer(requests_per_minute),
+            "pacer": _job_pacer(requests_per_minute),
         },
         batch_size=batch_size * max_in_flight,
         batch_format="pyarrow",

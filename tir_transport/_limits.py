@@ -10,10 +10,11 @@ import asyncio
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
+from typing import Protocol
 
-__all__ = ["Backoff", "Limits", "RatePacer"]
+__all__ = ["Backoff", "Limits", "RatePacer", "RemotePacer"]
 
 
 class RatePacer:
@@ -67,8 +68,12 @@ class Backoff:
         return max(0.0, self._until - now)
 
 
-# A pacer that lives elsewhere (a Ray actor shared by a whole job): returns seconds to wait.
-AsyncReserve = Callable[[], Awaitable[float]]
+class RemotePacer(Protocol):
+    """A pacer that lives elsewhere (Ray's, shared by every actor of a job); async only."""
+
+    async def reserve(self) -> float:
+        """Seconds to wait before sending (0 to send now)."""
+        ...
 
 
 class Limits:
@@ -85,7 +90,7 @@ class Limits:
         max_in_flight: int | None = None,
         requests_per_minute: float | None = None,
         pacer: RatePacer | None = None,
-        async_reserve: AsyncReserve | None = None,
+        remote_pacer: RemotePacer | None = None,
     ) -> None:
         """Create the limits; None means no limit.
 
@@ -93,7 +98,7 @@ class Limits:
             max_in_flight: requests in flight at once.
             requests_per_minute: the average rate, paced evenly.
             pacer: a pacer to share with other clients (instead of `requests_per_minute`).
-            async_reserve: an async pacer kept elsewhere (Ray's job-wide one); async only.
+            remote_pacer: a pacer kept elsewhere (Ray's job-wide one); async requests only.
 
         Raises:
             ValueError: a limit below 1.
@@ -102,7 +107,7 @@ class Limits:
             raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight!r}")
         self.max_in_flight = max_in_flight
         self.pacer = pacer or (RatePacer(requests_per_minute) if requests_per_minute else None)
-        self.async_reserve = async_reserve
+        self.remote_pacer = remote_pacer
         self.backoff = Backoff()
         self._sync_slots = threading.BoundedSemaphore(max_in_flight) if max_in_flight else None
         self._async_slots: weakref.WeakKeyDictionary[
@@ -123,7 +128,7 @@ class Limits:
         return (
             self.max_in_flight is not None
             or self.pacer is not None
-            or self.async_reserve is not None
+            or self.remote_pacer is not None
             or self.backoff.wait() > 0
         )
 
@@ -164,8 +169,8 @@ class Limits:
             await slots.acquire()
         try:
             wait = self._wait()
-            if self.async_reserve is not None:
-                wait = max(wait, await self.async_reserve())
+            if self.remote_pacer is not None:
+                wait = max(wait, await self.remote_pacer.reserve())
             while wait > 0:
                 await asyncio.sleep(wait)
                 wait = self.backoff.wait()

@@ -37,7 +37,7 @@ def rows(count: int, start: int = 0) -> list[dict[str, Any]]:
 # The longest a job may take after an actor was killed (Ray restarts it); not a measurement.
 JOB_SECONDS = 120
 # How long the event loop is kept busy, so that an answer is read after its send time: past
-# the late limit (_RemoteReserve.LATE, 0.05 s) by far, and past the next send time (1 s).
+# the late limit (_JobPacerClient.LATE, 0.05 s) by far, and past the next send time (1 s).
 BUSY_LOOP_SECONDS = 1.3
 
 
@@ -226,14 +226,14 @@ def test_arrow_types_are_stable(emulator: Emulator) -> None:
 
 @pytest.mark.timing
 def test_a_send_time_that_arrives_late_is_not_used() -> None:
-    from ray_tir._bulk import _JobPacer, _RemoteReserve
+    from ray_tir._bulk import _JobPacerActor, _JobPacerClient
 
-    pacer = _JobPacer.remote(60)  # one per second, a burst of one
-    hook = _RemoteReserve(pacer)
+    pacer = _JobPacerActor.remote(60)  # one per second, a burst of one
+    client = _JobPacerClient(pacer)
 
     async def run() -> tuple[float, float, float]:
         first: float = await pacer.reserve.remote()  # the burst: the next time is 1 s later
-        reserving = asyncio.ensure_future(hook())
+        reserving = asyncio.ensure_future(client.reserve())
         # One turn of the loop: the hook runs to its first await, having sent its request
         # (Ray submits at `.remote()`), and its answer (first + 1) will be read late, after...
         await asyncio.sleep(0)

@@ -249,15 +249,15 @@ def test_too_long_input_is_named_by_its_index(
 
 
 @pytest.mark.parametrize("way", ["raise", "each"])
-def test_the_halving_search_sends_no_batch_it_can_infer(emulator: Emulator, way: str) -> None:
+def test_the_halving_search_sends_no_batch_it_can_infer(
+    emulator: Emulator, make: Callable[..., EmbeddingsClient], way: str
+) -> None:
     # One too-long text last in a batch of 8: the batch fails; each first half passes, so
     # each second half is known to fail without being sent. 8 -> [0:4] ok -> [4:6] ok ->
     # [6] ok -> [7] inferred: 4 requests (sending the second halves too would be 7).
     emulator.embed_max_tokens = 10
     texts = [f"short {i}" for i in range(7)] + ["word " * 30]
-    client = EmbeddingsClient(
-        TIRConfig(api_key=TEST_KEY, base_url=emulator.base_url, model=MODEL), batch_size=8
-    )
+    client = make(batch_size=8)
     if way == "raise":
         with pytest.raises(ContextLengthExceededError) as info:
             client.embed(texts)
