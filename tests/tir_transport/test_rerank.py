@@ -410,6 +410,8 @@ def test_retries_then_succeeds(
         Reply(status=503, headers={"retry-after": "0"}),
     )
     assert [r.index for r in rank(make(), QUERY, RIVERS, top_n=1)] == [1]
+    # The emulator notes a status after writing it: the client may read it first.
+    emulator.wait_until(lambda: len(emulator.sent) == 3, "three responses sent")
     assert emulator.statuses() == [429, 503, 200]
 
 
