@@ -97,5 +97,5 @@ def test_non_ascii_arguments_on_every_endpoint_kind(
         list(llm.stream_chat_with_tools([WEATHER], user_msg="Weather in Pune?"))[-1],
     ]
     for response in responses:
-        (selection,) = llm.get_tool_calls_from_response(response)  # type: ignore[arg-type]
+        (selection,) = llm.get_tool_calls_from_response(response)
         assert (selection.tool_name, selection.tool_kwargs) == ("get_weather", wanted)
