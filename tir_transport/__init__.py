@@ -1,6 +1,19 @@
 """Framework-free core of tir-llama: configuration, SSE, wire formats, errors, retries, clients.
 
-Importing this package imports neither LangChain nor LlamaIndex.
+Importing this package imports neither LangChain nor LlamaIndex. Its modules, pure first and
+I/O at the edge:
+
+- settings: `_config` (TIRConfig, URLs, environment), `_connection` (the pydantic connection
+  model every adapter class inherits), `_arguments`, `_models` (what is known per model).
+- pure pieces: `_sse` (bytes to events), `_errors` (status to class, messages, key hiding),
+  `_retry` (retry or not, how long), `_limits` (in flight, per minute, back-off), `_usage`,
+  `_tokens` (Llama's tokenizer and chat frame).
+- the one HTTP layer: `_http` (pools, auth, the request loop for replies and streams, and the
+  drivers of sans-IO request plans), used by every API.
+- one module per API, each building requests and reading replies only: chat (`_chat_wire`
+  the wire format, `_chat` the client; `_negotiate` the endpoint's fallbacks, with `_tools`
+  the tool prompt format, `_tool_stream` the stream filter, `_structured` the structured-output
+  fallbacks), embeddings (`_embeddings` wire, `_embeddings_client`), rerank (`_rerank`).
 """
 
 from ._arguments import move_unknown_arguments
