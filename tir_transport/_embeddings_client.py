@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import json
-from collections.abc import Awaitable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Sequence
 from typing import Any, Unpack
 
 from ._config import EMBEDDING_MODEL_ENV_VARS, EMBEDDING_MODEL_HINT, TIRConfig, env_first
@@ -19,7 +16,7 @@ from ._embeddings import (
     parse_embeddings,
 )
 from ._errors import ContextLengthExceededError, TIRError, request_id_of
-from ._http import HTTPClient, HTTPOptions, Plan, adrive, drive
+from ._http import HTTPClient, HTTPOptions, Plan, adrive, ain_flight, drive, in_flight
 from ._usage import record_usage
 
 __all__ = [
@@ -246,22 +243,10 @@ class EmbeddingsClient(HTTPClient):
         """
         batches = self._batches(texts, prefix)
         total = len(texts)
-        if len(batches) <= 1 or self.max_concurrency == 1:
-            return [v for start, batch in batches for v in self._send_batch(start, batch, total)]
-        with ThreadPoolExecutor(
-            min(self.max_concurrency, len(batches)), thread_name_prefix="tir-embed"
-        ) as pool:
-            # Each batch runs in a copy of the caller's context, so track_usage() sees it.
-            futures: list[Future[list[list[float]]]] = [
-                pool.submit(contextvars.copy_context().run, self._send_batch, start, batch, total)
-                for start, batch in batches
-            ]
-            try:
-                return [v for future in futures for v in future.result()]
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
+        vectors = in_flight(
+            lambda job: self._send_batch(*job, total), batches, self.max_concurrency, "tir-embed"
+        )
+        return [v for batch in vectors for v in batch]
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         """Embed documents (with `document_prefix`, when set)."""
@@ -280,16 +265,10 @@ class EmbeddingsClient(HTTPClient):
         """Async twin of `embed`: batches go out up to `max_concurrency` at a time."""
         batches = self._batches(texts, prefix)
         total = len(texts)
-        if len(batches) == 1:
-            return await self._asend_batch(0, batches[0][1], total)
-        limit = asyncio.Semaphore(self.max_concurrency)
-
-        async def one(start: int, batch: list[str]) -> list[list[float]]:
-            async with limit:
-                return await self._asend_batch(start, batch, total)
-
-        results = await _gather_or_cancel([one(start, batch) for start, batch in batches])
-        return [v for vectors in results for v in vectors]
+        vectors = await ain_flight(
+            lambda job: self._asend_batch(*job, total), batches, self.max_concurrency
+        )
+        return [v for batch in vectors for v in batch]
 
     async def aembed_each(
         self, texts: Sequence[str], *, prefix: str | None = None
@@ -309,14 +288,12 @@ class EmbeddingsClient(HTTPClient):
             InputError: a text is empty or not a str (check them first: nothing is sent).
         """
         batches = self._batches(texts, prefix)
-        limit = asyncio.Semaphore(self.max_concurrency)
-
-        async def one(batch: list[str]) -> list[list[float] | TIRError]:
-            async with limit:
-                return await adrive(self._plan(batch, each=True), self._asend)
-
-        results = await asyncio.gather(*(one(batch) for _, batch in batches))
-        return [r for batch_results in results for r in batch_results]
+        results = await ain_flight(
+            lambda job: adrive(self._plan(job[1], each=True), self._asend),
+            batches,
+            self.max_concurrency,
+        )
+        return [r for batch in results for r in batch]
 
     async def aembed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         """Async twin of `embed_documents`."""
@@ -325,17 +302,3 @@ class EmbeddingsClient(HTTPClient):
     async def aembed_query(self, text: str) -> list[float]:
         """Async twin of `embed_query`."""
         return (await self.aembed([text], prefix=self.query_prefix))[0]
-
-
-async def _gather_or_cancel(
-    coros: Sequence[Awaitable[list[list[float]]]],
-) -> list[list[list[float]]]:
-    """Results in order; the first failure cancels the rest and is raised as it is."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import json
 import logging
@@ -24,7 +25,9 @@ from collections.abc import (
     Callable,
     Generator,
     Iterable,
+    Sequence,
 )
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, Generic, Protocol, TypedDict, TypeVar
 
@@ -41,6 +44,7 @@ from ._errors import (
     error_from_response,
     quote,
     request_id_of,
+    scrub_secret,
 )
 from ._limits import Limits, _AsyncSlot
 from ._retry import RetryPolicy, parse_retry_after
@@ -53,7 +57,9 @@ __all__ = [
     "Plan",
     "StreamParser",
     "adrive",
+    "ain_flight",
     "drive",
+    "in_flight",
 ]
 
 logger = logging.getLogger("tir_transport")
@@ -301,12 +307,13 @@ class HTTPClient:
             error,
         )
 
-    @staticmethod
-    def _json(response: httpx.Response) -> Any:
+    def _json(self, response: httpx.Response) -> Any:
         try:
             return json.loads(response.content)
         except ValueError as e:
-            text = response.content[:400].decode("utf-8", "replace")
+            # A gateway's error page may echo the request's headers: never quote the key.
+            raw = response.content[:400].decode("utf-8", "replace")
+            text = scrub_secret(raw, self.config.secret())
             raise InvalidResponseError(
                 f"the server's reply is not JSON: {quote(text, 200)!r}",
                 request_id=request_id_of(response.headers),
@@ -410,6 +417,7 @@ _C = TypeVar("_C", bound=HTTPClient)
 _Request = TypeVar("_Request")
 _Reply = TypeVar("_Reply")
 _Result = TypeVar("_Result")
+_Job = TypeVar("_Job")
 
 # A sans-IO plan of requests (a fallback, a search): yields each request, is sent its reply or
 # its error, returns the result. `drive` and `adrive` run one; the API modules write none.
@@ -430,6 +438,48 @@ def drive(plan: Plan[_Request, _Reply, _Result], send: Callable[[_Request], _Rep
         except StopIteration as done:
             result: _Result = done.value
             return result
+
+
+def in_flight(
+    send: Callable[[_Job], _Result], jobs: Sequence[_Job], limit: int, name: str
+) -> list[_Result]:
+    """`send(job)` for every job, up to `limit` at a time on threads; results in job order.
+
+    Each runs in a copy of the caller's context, so `track_usage()` sees it. The first
+    failure cancels the jobs not yet started and is raised as it is.
+    """
+    if len(jobs) <= 1 or limit == 1:
+        return [send(job) for job in jobs]
+    with ThreadPoolExecutor(min(limit, len(jobs)), thread_name_prefix=name) as pool:
+        futures = [pool.submit(contextvars.copy_context().run, send, job) for job in jobs]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+async def ain_flight(
+    send: Callable[[_Job], Awaitable[_Result]], jobs: Sequence[_Job], limit: int
+) -> list[_Result]:
+    """Async twin of `in_flight`: the first failure cancels the others and is raised."""
+    if len(jobs) <= 1:
+        return [await send(job) for job in jobs]
+    slots = asyncio.Semaphore(limit)
+
+    async def one(job: _Job) -> _Result:
+        async with slots:
+            return await send(job)
+
+    tasks = [asyncio.ensure_future(one(job)) for job in jobs]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 async def adrive(

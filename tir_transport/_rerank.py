@@ -8,12 +8,9 @@ several requests can be merged into one order.
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import json
 import math
-from collections.abc import Awaitable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, Unpack
 
@@ -29,7 +26,7 @@ from ._errors import (
     request_id_of,
     scrub_secret,
 )
-from ._http import HTTPClient, HTTPOptions
+from ._http import HTTPClient, HTTPOptions, ain_flight, in_flight
 from ._usage import Usage, record_usage
 
 __all__ = [
@@ -314,13 +311,10 @@ class RerankClient(HTTPClient):
     def _reply(
         self, response: httpx.Response, documents: list[str], top_n: int | None
     ) -> list[RerankResult]:
-        secret = self.config.secret()
+        data = self._json(response)
         try:
-            reply = parse_rerank(self._json(response), documents, top_n=top_n, secret=secret)
+            reply = parse_rerank(data, documents, top_n=top_n, secret=self.config.secret())
         except TIRError as e:
-            # HTTPClient._json quotes a body that is not JSON: never with the key in it.
-            e.message = scrub_secret(e.message, secret)
-            e.args = (e.message,)
             e.request_id = request_id_of(response.headers)
             raise
         record_usage(reply.model or self.config.model, reply.usage)
@@ -388,25 +382,16 @@ class RerankClient(HTTPClient):
         """
         batches = self._batches(query, documents, top_n)
         total = len(documents)
-        if len(batches) <= 1:
-            # One request: the server cuts to top_n (and the merge only re-sorts).
-            return merge_results([self._send(query, s, b, top_n, total) for s, b in batches], top_n)
-        if self.max_concurrency == 1:
-            return merge_results([self._send(query, s, b, None, total) for s, b in batches], top_n)
-        with ThreadPoolExecutor(
-            min(self.max_concurrency, len(batches)), thread_name_prefix="tir-rerank"
-        ) as pool:
-            # Each batch runs in a copy of the caller's context, so track_usage() sees it.
-            futures: list[Future[tuple[int, list[RerankResult]]]] = [
-                pool.submit(contextvars.copy_context().run, self._send, query, s, b, None, total)
-                for s, b in batches
-            ]
-            try:
-                return merge_results([f.result() for f in futures], top_n)
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
+        # One request: the server cuts to top_n (and the merge only re-sorts). Several: each
+        # batch's every result (a batch's best may be beaten by another's); the merge cuts.
+        ask = top_n if len(batches) <= 1 else None
+        results = in_flight(
+            lambda job: self._send(query, *job, ask, total),
+            batches,
+            self.max_concurrency,
+            "tir-rerank",
+        )
+        return merge_results(results, top_n)
 
     async def arerank(
         self, query: str, documents: Sequence[str], *, top_n: int | None = None
@@ -414,26 +399,8 @@ class RerankClient(HTTPClient):
         """Async twin of `rerank`: batches go out up to `max_concurrency` at a time."""
         batches = self._batches(query, documents, top_n)
         total = len(documents)
-        if len(batches) <= 1:
-            return merge_results(
-                [await self._asend(query, s, b, top_n, total) for s, b in batches], top_n
-            )
-        limit = asyncio.Semaphore(self.max_concurrency)
-
-        async def one(start: int, batch: list[str]) -> tuple[int, list[RerankResult]]:
-            async with limit:
-                return await self._asend(query, start, batch, None, total)
-
-        return merge_results(await _gather_or_cancel([one(s, b) for s, b in batches]), top_n)
-
-
-async def _gather_or_cancel(coros: Sequence[Awaitable[_T]]) -> list[_T]:
-    """Results in order; the first failure cancels the rest and is raised as it is."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+        ask = top_n if len(batches) <= 1 else None
+        results = await ain_flight(
+            lambda job: self._asend(query, *job, ask, total), batches, self.max_concurrency
+        )
+        return merge_results(results, top_n)

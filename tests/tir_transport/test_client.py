@@ -317,6 +317,21 @@ def test_chunk_that_is_not_json(make_client: MakeClient, emulator: Emulator, cal
         call.stream(make_client(), payload(stream=True))
 
 
+def test_a_reply_that_is_not_json_never_quotes_the_key(
+    make_client: MakeClient, emulator: Emulator, call: Caller
+) -> None:
+    # A gateway's page echoing the request's headers, as a 200 body and as a stream chunk.
+    page = f"<html>Authorization: Bearer {TEST_KEY}</html>"
+    emulator.queue(Reply(body=page))
+    with pytest.raises(InvalidResponseError, match="not JSON") as info:
+        call.create(make_client(), payload())
+    assert TEST_KEY not in str(info.value) and "Bearer **********" in str(info.value)
+    emulator.queue(Reply(raw_events=[page]))
+    with pytest.raises(InvalidResponseError, match="not JSON") as info:
+        call.stream(make_client(), payload(stream=True))
+    assert TEST_KEY not in str(info.value) and "Bearer **********" in str(info.value)
+
+
 def test_plain_text_error_body(make_client: MakeClient, emulator: Emulator, call: Caller) -> None:
     emulator.queue(Reply(status=502, body="upstream connect error", headers={"retry-after": "0"}))
     emulator.queue(Reply(status=502, body="upstream connect error", headers={"retry-after": "0"}))
