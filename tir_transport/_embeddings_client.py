@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, Unpack
 
-from ._config import EMBEDDING_MODEL_ENV_VARS, EMBEDDING_MODEL_HINT, TIRConfig, env_first
+from ._config import EMBEDDING_MODEL_ENV_VARS, EMBEDDING_MODEL_HINT, TIRConfig
 from ._embeddings import (
     EmbeddingsReply,
     EncodingFormat,
@@ -34,17 +34,6 @@ DEFAULT_EMBED_CONCURRENCY = 8
 # returns each text's vector or error.
 _Plan = Plan[list[str], list[list[float]], list[list[float] | TIRError]]
 
-# The keyword arguments of EmbeddingsClient that from_env takes beside TIRConfig's.
-_CLIENT_OPTIONS = (
-    "batch_size",
-    "max_concurrency",
-    "encoding_format",
-    "dimensions",
-    "truncate_prompt_tokens",
-    "query_prefix",
-    "document_prefix",
-)
-
 
 class EmbeddingsClient(HTTPClient):
     """Embeds texts for one configuration, sync or async: batched, concurrent, in order.
@@ -52,6 +41,8 @@ class EmbeddingsClient(HTTPClient):
     `config.model` is the embedding model's API name (TIR documents no default); build with
     `EmbeddingsClient.from_env(...)` to read it from `TIR_EMBEDDING_MODEL`.
     """
+
+    model_env_vars = EMBEDDING_MODEL_ENV_VARS
 
     def __init__(
         self,
@@ -103,19 +94,6 @@ class EmbeddingsClient(HTTPClient):
         self.truncate_prompt_tokens = truncate_prompt_tokens
         self.query_prefix = query_prefix
         self.document_prefix = document_prefix
-
-    @classmethod
-    def from_env(cls, *, model: str | None = None, **options: Any) -> EmbeddingsClient:
-        """Build from arguments and the environment; the model from `TIR_EMBEDDING_MODEL`.
-
-        `options` are `TIRConfig.from_env`'s arguments and this class's keyword arguments.
-        A missing model is reported at the first request, with every other missing setting.
-        """
-        fields = {k: options.pop(k) for k in list(options) if k in _CLIENT_OPTIONS}
-        config = TIRConfig.from_env(**options).replace(
-            model=model or env_first(EMBEDDING_MODEL_ENV_VARS) or ""
-        )
-        return cls(config, **fields)
 
     # -- pure steps ------------------------------------------------------------------------
 

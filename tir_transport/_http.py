@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import inspect
 import json
 import logging
 import os
@@ -29,11 +30,11 @@ from collections.abc import (
 )
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from typing import Any, Generic, Protocol, TypedDict, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, Self, TypedDict, TypeVar
 
 import httpx
 
-from ._config import TIRConfig
+from ._config import TIRConfig, env_first
 from ._errors import (
     APIConnectionError,
     APITimeoutError,
@@ -159,6 +160,23 @@ class HTTPClient:
         self._async: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, AsyncGenerator[None, None]]
         ] = weakref.WeakKeyDictionary()
+
+    # The environment variables naming this API's model, first found (none: TIRConfig's).
+    model_env_vars: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_env(cls, *, model: str | None = None, **options: Any) -> Self:
+        """Build from arguments and the environment; the model from `model_env_vars`.
+
+        `options` are `TIRConfig.from_env`'s arguments and this class's keyword arguments.
+        A missing model is reported at the first request, with every other missing setting.
+        """
+        own = inspect.signature(cls.__init__).parameters.keys() | HTTPOptions.__annotations__
+        fields = {k: options.pop(k) for k in list(options) if k in own and k != "config"}
+        if cls.model_env_vars:
+            model = model or env_first(cls.model_env_vars) or ""
+            return cls(TIRConfig.from_env(**options).replace(model=model), **fields)
+        return cls(TIRConfig.from_env(model=model, **options), **fields)
 
     def __getstate__(self) -> dict[str, Any]:
         if self.http_client is not None or self.http_async_client is not None:

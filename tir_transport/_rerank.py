@@ -16,7 +16,7 @@ from typing import Any, TypeVar, Unpack
 
 import httpx
 
-from ._config import RERANK_MODEL_ENV_VARS, RERANK_MODEL_HINT, TIRConfig, env_first
+from ._config import RERANK_MODEL_ENV_VARS, RERANK_MODEL_HINT, TIRConfig
 from ._errors import (
     ContextLengthExceededError,
     InputError,
@@ -49,9 +49,6 @@ DEFAULT_RERANK_BATCH_SIZE = 32
 DEFAULT_RERANK_CONCURRENCY = 8
 
 _T = TypeVar("_T")
-
-# The keyword arguments of RerankClient that from_env takes beside TIRConfig's.
-_CLIENT_OPTIONS = ("batch_size", "max_concurrency", "truncate_prompt_tokens")
 
 
 # -- pure --------------------------------------------------------------------------------------
@@ -237,6 +234,8 @@ class RerankClient(HTTPClient):
     (TIR has no default); build with `RerankClient.from_env(...)` to read `TIR_RERANK_MODEL`.
     """
 
+    model_env_vars = RERANK_MODEL_ENV_VARS
+
     def __init__(
         self,
         config: TIRConfig,
@@ -268,19 +267,6 @@ class RerankClient(HTTPClient):
         self.batch_size = batch_size
         self.max_concurrency = max_concurrency
         self.truncate_prompt_tokens = truncate_prompt_tokens
-
-    @classmethod
-    def from_env(cls, *, model: str | None = None, **options: Any) -> RerankClient:
-        """Build from arguments and the environment; the model from `TIR_RERANK_MODEL`.
-
-        `options` are `TIRConfig.from_env`'s arguments and this class's keyword arguments.
-        A missing model is reported at the first request, with every other missing setting.
-        """
-        fields = {k: options.pop(k) for k in list(options) if k in _CLIENT_OPTIONS}
-        config = TIRConfig.from_env(**options).replace(
-            model=model or env_first(RERANK_MODEL_ENV_VARS) or ""
-        )
-        return cls(config, **fields)
 
     # -- pure steps ------------------------------------------------------------------------
 
