@@ -157,12 +157,10 @@ class EmbeddingsClient(HTTPClient):
         if known is not None:
             outcome = known
         else:
+            # Read before sending: another batch in flight may switch the client meanwhile.
+            sent_base64 = self.encoding_format == "base64"
             outcome = yield texts
-            if (
-                isinstance(outcome, TIRError)
-                and self.encoding_format == "base64"
-                and is_encoding_rejection(outcome)
-            ):
+            if sent_base64 and isinstance(outcome, TIRError) and is_encoding_rejection(outcome):
                 self.encoding_format = "float"  # for every later request of this client too
                 outcome = yield texts
         if not isinstance(outcome, TIRError):

@@ -28,7 +28,7 @@ from collections.abc import (
     Iterable,
     Sequence,
 )
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, ClassVar, Generic, Protocol, Self, TypedDict, TypeVar
 
@@ -330,8 +330,9 @@ class HTTPClient:
             return json.loads(response.content)
         except ValueError as e:
             # A gateway's error page may echo the request's headers: never quote the key.
-            raw = response.content[:400].decode("utf-8", "replace")
-            text = scrub_secret(raw, self.config.secret())
+            # Hidden before it is cut: a cut key would no longer be found.
+            raw = response.content.decode("utf-8", "replace")
+            text = scrub_secret(raw, self.config.secret())[:400]
             raise InvalidResponseError(
                 f"the server's reply is not JSON: {quote(text, 200)!r}",
                 request_id=request_id_of(response.headers),
@@ -471,11 +472,17 @@ def in_flight(
     with ThreadPoolExecutor(min(limit, len(jobs)), thread_name_prefix=name) as pool:
         futures = [pool.submit(contextvars.copy_context().run, send, job) for job in jobs]
         try:
-            return [future.result() for future in futures]
-        except BaseException:
+            # Woken by the first failure, not by the first job in order: a slow job ahead
+            # of a failed one must not let every other job be sent meanwhile.
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             for future in futures:
-                future.cancel()
-            raise
+                error = future.exception() if future in done else None
+                if error is not None:
+                    raise error  # `finally` first cancels the jobs not yet started
+            return [future.result() for future in futures]
+        finally:
+            for future in futures:
+                future.cancel()  # a no-op for jobs done or running
 
 
 async def ain_flight(
@@ -593,13 +600,22 @@ class AsyncStream(Generic[_T]):
         # client do not wait for it forever, and the response is closed on its loop.
         # getattr: __init__ may have failed before these were set.
         slot, self._slot = getattr(self, "_slot", None), None
-        if isinstance(slot, _AsyncSlot):
-            slot.release()
         response, self._response = getattr(self, "_response", None), None
         loop = getattr(self, "_loop", None)
-        if response is not None and loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+        if loop is None or loop.is_closed():
+            if isinstance(slot, _AsyncSlot):
+                slot.release()  # no loop to wake: nobody waits on it any more
+            return
+        try:
+            # The collector may run on another thread: an asyncio semaphore and a response
+            # belong to their loop, so both go back through it.
+            if isinstance(slot, _AsyncSlot):
+                loop.call_soon_threadsafe(slot.release)
+            if response is not None:
                 loop.call_soon_threadsafe(_close_later, loop, response)
+        except RuntimeError:  # the loop closed meanwhile
+            if isinstance(slot, _AsyncSlot):
+                slot.release()
 
     async def _advance(self) -> None:
         if self._bytes is None:
@@ -649,7 +665,13 @@ class AsyncStream(Generic[_T]):
             return
         self._response = response
         if response.status_code >= 400:
-            await response.aread()
+            try:
+                await response.aread()
+            except httpx.HTTPError as e:  # the error body broke off: as the sync loop does
+                error = _transport_error(e, self._url)
+                error.__cause__ = e
+                await self._failed(error)
+                return
             await self._failed(client._status_error(response))
             return
         self._parse = self._parser(response)

@@ -22,7 +22,7 @@ TokenizerFamily = Literal["llama3", "llama4"]
 
 # API names spell versions many ways (llama3_1_8b_instruct, llama_4_scout..., a self-deployed
 # endpoint's meta-llama/Llama-3.1-8B-Instruct): compare with separators removed.
-_SEPARATORS = re.compile(r"[^a-z0-9]")
+_LLAMA_VERSION = re.compile(r"(?<![a-z])llama[\W_]*([34])(?!\d)")
 
 
 def context_window(model: str) -> int | None:
@@ -36,9 +36,9 @@ def tokenizer_family(model: str) -> TokenizerFamily | None:
     Llama 3, 3.1, 3.2 and 3.3 share one tokenizer (128,000 BPE tokens + 256 special);
     Llama 4 has its own (200,000 + 1,135 special).
     """
-    name = _SEPARATORS.sub("", model.lower())
-    if "llama4" in name:
-        return "llama4"
-    if "llama3" in name:
-        return "llama3"
-    return None
+    # "llama" then the major version, not followed by another digit: llama3_1, Llama-3.3,
+    # llama4, but not codellama_34b or llama_30b (Llama 2 and 1 tokenizers).
+    found = _LLAMA_VERSION.search(model.lower())
+    if found is None:
+        return None
+    return "llama4" if found.group(1) == "4" else "llama3"

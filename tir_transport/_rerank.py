@@ -130,7 +130,8 @@ class RerankReply:
 def _bad(message: str, data: Any, secret: str | None) -> InvalidResponseError:
     # A gateway may echo the request's headers back: the quote never shows the key.
     return InvalidResponseError(
-        f"{message}; the reply began: {quote(scrub_secret(repr(data), secret), 200)}"
+        f"{scrub_secret(message, secret)}; the reply began: "
+        f"{quote(scrub_secret(repr(data), secret), 200)}"
     )
 
 

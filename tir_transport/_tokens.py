@@ -56,21 +56,24 @@ class _Spec:
 
 
 def _llama3_special() -> tuple[str, ...]:
+    # Named as in Hugging Face's Llama 3.1 tokenizer, the one vLLM serves Llama 3.1 with: ids
+    # 128005 and 128011 are reserved there (llama-models' later `<|step_id|>`, `<|image|>`),
+    # so such a literal in a message is ordinary text to the server, and to us.
     named = (
         "<|begin_of_text|>",
         "<|end_of_text|>",
         "<|reserved_special_token_0|>",
         "<|reserved_special_token_1|>",
         "<|finetune_right_pad_id|>",
-        "<|step_id|>",
+        "<|reserved_special_token_2|>",
         "<|start_header_id|>",
         "<|end_header_id|>",
         "<|eom_id|>",
         "<|eot_id|>",
         "<|python_tag|>",
-        "<|image|>",
+        "<|reserved_special_token_3|>",
     )
-    reserved = tuple(f"<|reserved_special_token_{2 + i}|>" for i in range(256 - len(named)))
+    reserved = tuple(f"<|reserved_special_token_{4 + i}|>" for i in range(256 - len(named)))
     return named + reserved
 
 

@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -326,10 +326,49 @@ def test_a_reply_that_is_not_json_never_quotes_the_key(
     with pytest.raises(InvalidResponseError, match="not JSON") as info:
         call.create(make_client(), payload())
     assert TEST_KEY not in str(info.value) and "Bearer **********" in str(info.value)
+    # The key past the quoted length: hidden before the quote is cut, not a part of it shown.
+    emulator.queue(Reply(body=" " * 360 + page))
+    with pytest.raises(InvalidResponseError, match="not JSON") as info:
+        call.create(make_client(), payload())
+    assert TEST_KEY[:8] not in str(info.value)
     emulator.queue(Reply(raw_events=[page]))
     with pytest.raises(InvalidResponseError, match="not JSON") as info:
         call.stream(make_client(), payload(stream=True))
     assert TEST_KEY not in str(info.value) and "Bearer **********" in str(info.value)
+
+
+@pytest.fixture
+def broken_error_body() -> Iterator[tuple[str, list[int]]]:
+    """A server whose 503 body breaks off (5 of the 100 bytes it announced); counts requests."""
+    seen: list[int] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                seen.append(1)
+                conn.sendall(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 100\r\n"
+                    b"Content-Type: text/plain\r\nretry-after: 0\r\n\r\nupstr"
+                )
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1", seen
+    listener.close()
+
+
+def test_an_error_body_that_breaks_off_is_retried_and_mapped(
+    make_client: MakeClient, broken_error_body: tuple[str, list[int]], call: Caller
+) -> None:
+    url, seen = broken_error_body
+    with pytest.raises(APIConnectionError, match="failed"):
+        call.stream(make_client(base_url=url, max_retries=2), payload(stream=True))
+    assert len(seen) == 3  # the first try and two retries, sync and async alike
 
 
 def test_plain_text_error_body(make_client: MakeClient, emulator: Emulator, call: Caller) -> None:

@@ -7,6 +7,7 @@ import base64
 import pickle
 import struct
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ from tir_transport._embeddings import (
     parse_embeddings,
 )
 from tir_transport._errors import error_from_response
+from tir_transport._http import in_flight
 
 MODEL = "e5_small"
 
@@ -213,6 +215,18 @@ def test_base64_rejected_falls_back_to_floats_once(
     assert embed(client, ["green pear"]) == [embed_vector("green pear")]
     formats = [r.json["encoding_format"] for r in emulator.requests]
     assert formats == ["base64", "float", "float"]
+
+
+def test_base64_rejected_falls_back_for_every_batch_in_flight(
+    emulator: Emulator, make: Callable[..., EmbeddingsClient], embed: Embed
+) -> None:
+    # Eight batches sent as base64 at once: the first rejection switches the client to
+    # floats, and every other batch, rejected for the base64 it was sent with, is re-sent too.
+    emulator.embed_reject_base64 = True
+    texts = [f"text {i}" for i in range(8)]
+    assert embed(make(batch_size=1, max_concurrency=8), texts) == [embed_vector(t) for t in texts]
+    floats = [r.json["input"][0] for r in emulator.requests if r.json["encoding_format"] == "float"]
+    assert sorted(floats) == texts
 
 
 def test_float_when_asked(
@@ -403,3 +417,33 @@ def test_sync_client_is_safe_from_many_threads(
     for thread in threads:
         thread.join()
     assert results == [[embed_vector(t) for t in TEXTS[:7]]] * 6
+
+
+def test_in_flight_stops_sending_at_the_first_failure_not_at_the_slowest_job() -> None:
+    # Job 0 is slow, job 1 fails at once: the jobs queued behind them are not sent while job
+    # 0 runs (reading results in job order would wait for job 0 and start all 40).
+    started: list[int] = []
+    release = threading.Event()
+
+    def send(job: int) -> int:
+        started.append(job)
+        if job == 0:
+            release.wait(SLOW_JOB_SECONDS)
+        elif job == 1:
+            raise RateLimitError("job 1 failed")
+        else:
+            time.sleep(QUICK_JOB_SECONDS)
+        return job
+
+    try:
+        with pytest.raises(RateLimitError, match="job 1"):
+            in_flight(send, list(range(40)), 4, "test")
+    finally:
+        release.set()
+    # Three workers keep working until the failure is seen: a few quick jobs, not 38.
+    assert len(started) < 20, started
+
+
+# Generous on a busy machine: the failure is seen within milliseconds; job 0 lasts far longer.
+SLOW_JOB_SECONDS = 3.0
+QUICK_JOB_SECONDS = 0.05

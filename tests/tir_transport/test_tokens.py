@@ -33,6 +33,7 @@ from tir_transport import (
     count_message_tokens,
     tokenizer_for,
 )
+from tir_transport._models import tokenizer_family
 from tir_transport._tokens import render_llama3_prompt
 
 # Meta's chat template for Llama 3.1 Instruct, from the model's tokenizer_config.json.
@@ -540,3 +541,25 @@ def test_counting_is_fast() -> None:
     # on a busy two-core CI machine.
     assert text_seconds < 0.1
     assert history_seconds < 0.05
+
+
+@pytest.mark.parametrize(
+    ("model", "family"),
+    [
+        ("llama3_1_8b_instruct", "llama3"),
+        ("meta-llama/Llama-3.1-8B-Instruct", "llama3"),
+        ("Llama-3.3-70B-Instruct", "llama3"),
+        ("llama_4_scout_17b_16e_instruct", "llama4"),
+        ("Llama-4-Maverick-17B-128E", "llama4"),
+        # Llama 2 and 1 tokenizers (32k), not Llama 3's: counted approximately, with a warning.
+        ("codellama_34b_instruct", None),
+        ("CodeLlama-34b-Instruct-hf", None),
+        ("llama_30b", None),
+        ("llama_2_7b_chat", None),
+        ("deepseek_v3", None),
+    ],
+)
+def test_the_tokenizer_family_is_read_from_the_version_after_llama(
+    model: str, family: str | None
+) -> None:
+    assert tokenizer_family(model) == family
