@@ -351,8 +351,8 @@ class RerankClient(HTTPClient):
     ) -> list[RerankResult]:
         """Rank `documents` by relevance to `query`, best first.
 
-        One batch asks the server for `top_n` only; with several, each batch's every result
-        is asked for (a batch's best may be beaten by another's), and the merge cuts.
+        Every batch asks the server for its best `top_n` only: the best `top_n` of all are
+        among them (and the server's ties keep input order, as the merge's do).
 
         Args:
             query: the question.
@@ -369,11 +369,8 @@ class RerankClient(HTTPClient):
         """
         batches = self._batches(query, documents, top_n)
         total = len(documents)
-        # One request: the server cuts to top_n (and the merge only re-sorts). Several: each
-        # batch's every result (a batch's best may be beaten by another's); the merge cuts.
-        ask = top_n if len(batches) <= 1 else None
         results = in_flight(
-            lambda job: self._send(query, *job, ask, total),
+            lambda job: self._send(query, *job, top_n, total),
             batches,
             self.max_concurrency,
             "tir-rerank",
@@ -386,8 +383,7 @@ class RerankClient(HTTPClient):
         """Async twin of `rerank`: batches go out up to `max_concurrency` at a time."""
         batches = self._batches(query, documents, top_n)
         total = len(documents)
-        ask = top_n if len(batches) <= 1 else None
         results = await ain_flight(
-            lambda job: self._asend(query, *job, ask, total), batches, self.max_concurrency
+            lambda job: self._asend(query, *job, top_n, total), batches, self.max_concurrency
         )
         return merge_results(results, top_n)

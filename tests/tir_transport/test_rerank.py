@@ -281,8 +281,8 @@ def test_batches_in_flight_merged_by_score(
     ]
     requests = emulator.rerank_requests()
     assert sorted(len(r.json["documents"]) for r in requests) == [6] + [8] * 8
-    # Each batch is asked for all its results: its best may lose to another batch's.
-    assert all("top_n" not in r.json for r in requests)
+    # Each batch is asked for its best 5 only: the best 5 of all are among them.
+    assert all(r.json["top_n"] == 5 for r in requests)
     sent = sorted(d for r in requests for d in r.json["documents"])
     assert sent == sorted(DOCS_70)  # every document once
     assert emulator.max_in_flight == 3
