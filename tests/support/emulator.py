@@ -419,9 +419,10 @@ class Emulator:
             f"x-request-id: req-{uuid.uuid4().hex[:12]}",
         ]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        # Recorded before it is written: a client that has the response finds it in `sent`.
+        self._sent(status)
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
         await writer.drain()
-        self._sent(status)
 
     def _sent(self, status: int) -> None:
         self.sent.append((time.monotonic(), status))
@@ -769,8 +770,8 @@ class Emulator:
             "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
             f"x-request-id: req-{uuid.uuid4().hex[:12]}\r\ntransfer-encoding: chunked\r\n\r\n"
         )
-        writer.write(head.encode())
         self._sent(200)
+        writer.write(head.encode())
         end = "\r\n" if reply.crlf else "\n"
         for number, data in enumerate(self._events(payload, reply)):
             if reply.cut_after is not None and number >= reply.cut_after:
