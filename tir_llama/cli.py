@@ -108,10 +108,22 @@ def doctor(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+_PROBE_TIMEOUT = 10.0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive number of tokens, got {text}")
+    return value
+
+
 def _served_window(config: TIRConfig) -> int | None:
     """The served window (vLLM's `max_model_len`, `GET {base}/models`), or None if unreported."""
     try:
-        response = httpx.get(config.url("models"), headers=config.headers(), timeout=config.timeout)
+        # A probe: a gateway that never answers /models must not hold doctor for a minute.
+        probe_timeout = min(config.timeout, _PROBE_TIMEOUT)
+        response = httpx.get(config.url("models"), headers=config.headers(), timeout=probe_timeout)
         response.raise_for_status()
         models = response.json().get("data") or []
     except (httpx.HTTPError, ValueError, AttributeError):
@@ -250,7 +262,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     doctor_parser = sub.add_parser("doctor", help="check the configuration and the endpoint")
     doctor_parser.add_argument(
         "--context-window",
-        type=int,
+        type=_positive_int,
         help="the context_window you set on ChatTIRLlama / TIRLlamaLLM, to check against the "
         "endpoint's (default: the model's known window)",
     )
