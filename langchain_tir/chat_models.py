@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from operator import itemgetter
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import LanguageModelInput
@@ -26,7 +26,7 @@ from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from tir_transport import (
     DEFAULT_MODEL,
@@ -118,22 +118,11 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
     own window from the core's table. Set it for a deployment that serves less (vLLM's
     `max_model_len`: `tir-llama doctor` prints it)."""
 
-    # As TIRConnection's (a validation error must never quote the key).
-    model_config = ConfigDict(
-        populate_by_name=True, arbitrary_types_allowed=True, hide_input_in_errors=True
-    )
-
     @model_validator(mode="before")
     @classmethod
     def _build_model_kwargs(cls, values: Any) -> Any:
         # As ChatOpenAI does: unknown arguments are request fields, not silently dropped.
         return move_unknown_arguments(cls, values) if isinstance(values, dict) else values
-
-    @model_validator(mode="after")
-    def _check_config(self) -> Self:
-        # Bad numbers fail here; no I/O, and no key needed until the first request.
-        _ = self._client
-        return self
 
     @property
     def _client(self) -> ChatClient:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Self
-
 from langchain_core.embeddings import Embeddings
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import Field
 
 from tir_transport import DEFAULT_EMBED_BATCH_SIZE, EmbeddingsClient, TIREmbeddingsConnection
 
@@ -37,21 +35,6 @@ class TIREmbeddings(TIREmbeddingsConnection, Embeddings):
 
     batch_size: int = Field(default=DEFAULT_EMBED_BATCH_SIZE, ge=1)
     """Texts per request."""
-
-    # As TIRConnection's (a validation error must never quote the key); `model_` fields
-    # are ours, not pydantic's.
-    model_config = ConfigDict(
-        populate_by_name=True,
-        arbitrary_types_allowed=True,
-        protected_namespaces=(),
-        hide_input_in_errors=True,
-    )
-
-    @model_validator(mode="after")
-    def _check_config(self) -> Self:
-        # Bad numbers fail here; no I/O, and no key or model needed until the first request.
-        _ = self._client
-        return self
 
     @property
     def _client(self) -> EmbeddingsClient:

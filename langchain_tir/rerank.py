@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from copy import deepcopy
-from typing import Self
 
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
-from pydantic import ConfigDict, model_validator
 
 from tir_transport import RerankClient, RerankResult, TIRRerankConnection
 
@@ -46,21 +44,6 @@ class TIRRerank(TIRRerankConnection, BaseDocumentCompressor):
     changed. More than `batch_size` documents go in several requests, up to `max_concurrency`
     at once, merged into one order by score (ties in input order).
     """
-
-    # As TIRConnection's (a validation error must never quote the key); `model_` fields
-    # are ours, not pydantic's.
-    model_config = ConfigDict(
-        populate_by_name=True,
-        arbitrary_types_allowed=True,
-        protected_namespaces=(),
-        hide_input_in_errors=True,
-    )
-
-    @model_validator(mode="after")
-    def _check_config(self) -> Self:
-        # Bad numbers fail here; no I/O, and no key or model needed until the first request.
-        _ = self._client
-        return self
 
     @property
     def _client(self) -> RerankClient:

@@ -26,7 +26,7 @@ from llama_index.core.base.llms.types import (
     MessageRole,
     ToolCallBlock,
 )
-from llama_index.core.bridge.pydantic import ConfigDict, Field, model_validator
+from llama_index.core.bridge.pydantic import Field, model_validator
 from llama_index.core.constants import DEFAULT_NUM_OUTPUTS
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
@@ -116,11 +116,6 @@ class TIRLlamaLLM(TIRConnection, FunctionCallingLLM):
         default_factory=dict, description="Other request fields (e.g. vLLM's top_k)."
     )
 
-    # As TIRConnection's (a validation error must never quote the key).
-    model_config = ConfigDict(
-        populate_by_name=True, arbitrary_types_allowed=True, hide_input_in_errors=True
-    )
-
     @model_validator(mode="before")
     @classmethod
     def _sort_arguments(cls, values: Any) -> Any:
@@ -141,7 +136,6 @@ class TIRLlamaLLM(TIRConnection, FunctionCallingLLM):
     @model_validator(mode="after")
     def _check_config(self) -> TIRLlamaLLM:
         check_single_choice(self.additional_kwargs)  # n > 1 would bill answers never returned
-        _ = self._client  # bad numbers fail here; no I/O, no key needed until a request
         return self
 
     @property

@@ -6,7 +6,7 @@ from typing import Any
 
 import llama_index.core.instrumentation as instrument
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
-from llama_index.core.bridge.pydantic import ConfigDict, Field, model_validator
+from llama_index.core.bridge.pydantic import Field, model_validator
 from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.instrumentation.events.embedding import (
     EmbeddingEndEvent,
@@ -43,19 +43,9 @@ class TIREmbedding(TIREmbeddingsConnection, BaseEmbedding):
         default=DEFAULT_EMBED_BATCH_SIZE, gt=0, le=2048, description="Texts per request."
     )
 
-    # As TIRConnection's (a validation error must never quote the key); `model_` fields
-    # are ours, not pydantic's.
-    model_config = ConfigDict(
-        populate_by_name=True,
-        arbitrary_types_allowed=True,
-        protected_namespaces=(),
-        hide_input_in_errors=True,
-    )
-
     @model_validator(mode="after")
     def _check_config(self) -> TIREmbedding:
         self.model_name = self.model or "unknown"  # LlamaIndex's name for it
-        _ = self._client  # bad numbers fail here; no I/O, no key or model needed yet
         return self
 
     @property

@@ -7,7 +7,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import llama_index.core.instrumentation as instrument
-from llama_index.core.bridge.pydantic import ConfigDict, model_validator
 from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
@@ -41,20 +40,6 @@ class TIRRerank(TIRRerankConnection, BaseNodePostprocessor):
     (ties in input order). The rerank callback event (`CBEventType.RERANKING`) and the
     instrumentation events (`ReRankStartEvent`, `ReRankEndEvent`) fire once per call.
     """
-
-    # As TIRConnection's (a validation error must never quote the key); `model_` fields
-    # are ours, not pydantic's.
-    model_config = ConfigDict(
-        populate_by_name=True,
-        arbitrary_types_allowed=True,
-        protected_namespaces=(),
-        hide_input_in_errors=True,
-    )
-
-    @model_validator(mode="after")
-    def _check_config(self) -> TIRRerank:
-        _ = self._client  # bad numbers fail here; no I/O, no key or model needed yet
-        return self
 
     @property
     def _client(self) -> RerankClient:

@@ -99,10 +99,15 @@ class TIRConnection(BaseModel):
     """Your own `httpx.AsyncClient` for async calls; used as given, never closed by us. An
     httpx async client belongs to one event loop: use it from that loop only."""
 
+    # Merged into every adapter class's config (the frameworks' bases set none of these).
     # populate_by_name: `timeout` and its alias both work. hide_input_in_errors: a validation
-    # error would otherwise quote every argument, the key too.
+    # error would otherwise quote every argument, the key too. protected_namespaces: `model`
+    # and `model_kwargs` are ours, not pydantic's.
     model_config = ConfigDict(
-        populate_by_name=True, arbitrary_types_allowed=True, hide_input_in_errors=True
+        populate_by_name=True,
+        arbitrary_types_allowed=True,
+        hide_input_in_errors=True,
+        protected_namespaces=(),
     )
 
     _client_cache: tuple[tuple[Any, ...], Any] | None = PrivateAttr(default=None)
@@ -123,6 +128,21 @@ class TIRConnection(BaseModel):
         self.host = self.host or env_first(HOST_ENV_VARS) or DEFAULT_HOST
         self.base_url = self.base_url or env_first(BASE_URL_ENV_VARS)
         return self
+
+    @model_validator(mode="after")
+    def _build_client(self) -> Any:
+        # Bad numbers (a timeout of 0, a batch size of 0) fail at construction: the adapter's
+        # client is built here. No I/O, and no key or model is needed until a request.
+        _ = self._client
+        return self
+
+    @property
+    def _client(self) -> Any:
+        """The adapter's core client; each adapter class says which (chat, embeddings...).
+
+        None for the settings alone (`ray_tir` and the CLI build theirs from `tir_config`).
+        """
+        return None
 
     def __getstate__(self) -> dict[Any, Any]:
         if self.http_client is not None or self.http_async_client is not None:
