@@ -185,7 +185,9 @@ def _validate(
     check_output(output, mode)
     settings = {k: v for k, v in config.items() if k != "model"}
     model = config.get("model") or DEFAULT_MODEL
-    TIRConnection(**settings).tir_config(model).require()  # every missing setting, at once
+    tir = TIRConnection(**settings).tir_config(model)
+    tir.require()  # every missing setting, at once
+    tir.url("chat/completions", model)  # plain http to a remote host is refused here, too
     return fmt, block, mode, done
 
 
