@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench.py --json benchmarks/results.json
 	$(PY) benchmarks/bench_embeddings.py --json benchmarks/results-embeddings.json
 	$(PY) benchmarks/bench_bulk.py --json benchmarks/results-bulk.json
+	$(PY) benchmarks/bench_rerank.py --json benchmarks/results-rerank.json
 
 model-server: $(STAMP)
 	$(PY) scripts/local_model_server.py ensure
