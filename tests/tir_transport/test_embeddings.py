@@ -16,6 +16,7 @@ import pytest
 from tests.conftest import TEST_KEY
 from tests.support.emulator import Emulator, Reply, embed_tokens, embed_vector
 from tir_transport import (
+    BadRequestError,
     ConfigurationError,
     ContextLengthExceededError,
     EmbeddingsClient,
@@ -158,15 +159,19 @@ def make(emulator: Emulator) -> Callable[..., EmbeddingsClient]:
 TEXTS = [f"text number {i} about topic {i % 3}" for i in range(23)]
 
 
+@pytest.mark.timing
 def test_vectors_in_input_order_across_batches(
     emulator: Emulator, make: Callable[..., EmbeddingsClient], embed: Embed
 ) -> None:
+    # The first three answer only together (a peak of 3 is certain); the rest take a while,
+    # so that more in flight than asked would show.
+    emulator.queue_embeddings(*[Reply(hold_until_in_flight=3)] * 3)
     emulator.embed_delay = 0.02
     vectors = embed(make(batch_size=4, max_concurrency=3), TEXTS)
     assert vectors == [embed_vector(t) for t in TEXTS]
     # Batches of 4 (in flight together, so they may arrive in any order).
     assert sorted(len(r.json["input"]) for r in emulator.requests) == [3, 4, 4, 4, 4, 4]
-    # Several requests were in flight at once, never more than asked.
+    # Three requests were in flight at once, never more than asked.
     assert emulator.max_in_flight == 3
 
 
@@ -351,8 +356,9 @@ def test_failure_in_one_batch_fails_the_call(
     emulator: Emulator, make: Callable[..., EmbeddingsClient], embed: Embed
 ) -> None:
     emulator.queue_embeddings(Reply(status=400, message="bad batch"))
-    with pytest.raises(Exception, match="bad batch"):
+    with pytest.raises(BadRequestError, match="bad batch") as caught:
         embed(make(batch_size=2, max_concurrency=2, max_retries=0), TEXTS)
+    assert caught.value.status_code == 400
 
 
 def test_usage_counts_as_input_tokens(
