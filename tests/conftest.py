@@ -31,6 +31,7 @@ _ENV_VARS = (
     "TIR_HOST",
     "TIR_BASE_URL",
     "TIR_EMBEDDING_MODEL",
+    "TIR_RERANK_MODEL",
 )
 # The developer's own TIR settings, for the `live` tests only (every other test runs without).
 LIVE_ENV = {name: os.environ[name] for name in _ENV_VARS if os.environ.get(name)}

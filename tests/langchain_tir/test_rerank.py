@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import pickle
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,13 +23,12 @@ from pydantic import ValidationError
 
 from langchain_tir import ChatTIRLlama, TIREmbeddings, TIRRerank
 from tests.conftest import TEST_KEY
-from tests.support.emulator import Reply
-from tests.support.rerank_emulator import (
-    RerankEmulator,
+from tests.support.emulator import (
+    Emulator,
+    Reply,
     RerankReply,
     rerank_score,
     rerank_tokens,
-    shared_rerank_emulator,
 )
 from tests.support.runnables import Mode
 from tir_transport import ConfigurationError, InputError, InvalidResponseError, track_usage
@@ -46,18 +44,13 @@ PASSAGES = [
 ]
 
 
-@pytest.fixture
-def emulator() -> Iterator[RerankEmulator]:
-    yield from shared_rerank_emulator()
-
-
 @pytest.fixture(params=["sync", "async"], ids=["sync", "async"])
 def mode(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 @pytest.fixture
-def reranker(emulator: RerankEmulator) -> TIRRerank:
+def reranker(emulator: Emulator) -> TIRRerank:
     return TIRRerank(api_key=TEST_KEY, base_url=emulator.base_url, model=MODEL)
 
 
@@ -78,7 +71,7 @@ def test_is_a_document_compressor() -> None:
 
 
 def test_compress_returns_the_best_as_new_documents(
-    reranker: TIRRerank, emulator: RerankEmulator, mode: str
+    reranker: TIRRerank, emulator: Emulator, mode: str
 ) -> None:
     docs = [
         Document(page_content=t, metadata={"n": i, "tags": ["geo"]}, id=f"d{i}")
@@ -113,7 +106,7 @@ def test_rerank_gives_every_index_and_score(reranker: TIRRerank, mode: str) -> N
     ]
 
 
-def test_many_documents_go_in_batches_merged_by_score(emulator: RerankEmulator, mode: str) -> None:
+def test_many_documents_go_in_batches_merged_by_score(emulator: Emulator, mode: str) -> None:
     texts = [
         f"note {i} on {'the Ganga river flows east' if i % 9 == 4 else 'other things'}"
         for i in range(50)
@@ -133,20 +126,20 @@ def test_many_documents_go_in_batches_merged_by_score(emulator: RerankEmulator, 
     assert emulator.max_in_flight <= 2
 
 
-def test_top_n_none_keeps_all_reordered(emulator: RerankEmulator, mode: str) -> None:
+def test_top_n_none_keeps_all_reordered(emulator: Emulator, mode: str) -> None:
     reranker = TIRRerank(api_key=TEST_KEY, base_url=emulator.base_url, model=MODEL, top_n=None)
     best = compress(reranker, mode, [Document(page_content=t) for t in PASSAGES], QUERY)
     assert [d.page_content for d in best] == by_score(QUERY, PASSAGES)
     assert "top_n" not in emulator.requests[0].json
 
 
-def test_no_documents_no_request(reranker: TIRRerank, emulator: RerankEmulator, mode: str) -> None:
+def test_no_documents_no_request(reranker: TIRRerank, emulator: Emulator, mode: str) -> None:
     assert compress(reranker, mode, [], QUERY) == []
     assert emulator.requests == []
 
 
 def test_errors_are_langchain_errors_and_name_the_document(
-    reranker: TIRRerank, emulator: RerankEmulator, mode: str
+    reranker: TIRRerank, emulator: Emulator, mode: str
 ) -> None:
     docs = [Document(page_content=t) for t in PASSAGES]
     docs[3] = Document(page_content="  ")
@@ -160,7 +153,7 @@ def test_errors_are_langchain_errors_and_name_the_document(
 
 
 def test_a_missing_model_names_the_variable(
-    emulator: RerankEmulator, monkeypatch: pytest.MonkeyPatch
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reranker = TIRRerank(api_key=TEST_KEY, base_url=emulator.base_url)
     with pytest.raises(ConfigurationError, match="TIR_RERANK_MODEL"):
@@ -189,7 +182,7 @@ def test_key_hidden_and_picklable(reranker: TIRRerank) -> None:
     assert copy.rerank(QUERY, PASSAGES)[0][0] == 2
 
 
-def test_changed_settings_take_effect(reranker: TIRRerank, emulator: RerankEmulator) -> None:
+def test_changed_settings_take_effect(reranker: TIRRerank, emulator: Emulator) -> None:
     reranker.rerank(QUERY, PASSAGES)
     reranker.model_copy(update={"model": "other"}).rerank(QUERY, PASSAGES)
     assert [r.json["model"] for r in emulator.requests] == [MODEL, "other"]
@@ -210,12 +203,12 @@ CORPUS = [
 ]
 
 
-def store(emulator: RerankEmulator) -> InMemoryVectorStore:
+def store(emulator: Emulator) -> InMemoryVectorStore:
     embeddings = TIREmbeddings(api_key=TEST_KEY, base_url=emulator.base_url, model="e5")
     return InMemoryVectorStore.from_texts(CORPUS, embeddings)
 
 
-def test_in_a_contextual_compression_retriever(emulator: RerankEmulator, mode: str) -> None:
+def test_in_a_contextual_compression_retriever(emulator: Emulator, mode: str) -> None:
     retriever = ContextualCompressionRetriever(
         base_compressor=TIRRerank(api_key=TEST_KEY, base_url=emulator.base_url, model=MODEL),
         base_retriever=store(emulator).as_retriever(search_kwargs={"k": 12}),
@@ -233,7 +226,7 @@ def test_in_a_contextual_compression_retriever(emulator: RerankEmulator, mode: s
     assert set(usage.by_model) == {"e5", MODEL}
 
 
-def test_in_an_lcel_retrieval_chain(emulator: RerankEmulator, mode: str) -> None:
+def test_in_an_lcel_retrieval_chain(emulator: Emulator, mode: str) -> None:
     reranker = TIRRerank(api_key=TEST_KEY, base_url=emulator.base_url, model=MODEL, top_n=2)
     retriever = store(emulator).as_retriever(search_kwargs={"k": 12})
 

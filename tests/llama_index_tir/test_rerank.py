@@ -25,13 +25,12 @@ from pydantic import ValidationError
 
 from llama_index_tir import TIREmbedding, TIRLlamaLLM, TIRRerank
 from tests.conftest import TEST_KEY
-from tests.support.emulator import Reply
-from tests.support.rerank_emulator import (
-    RerankEmulator,
+from tests.support.emulator import (
+    Emulator,
+    Reply,
     RerankReply,
     rerank_score,
     rerank_tokens,
-    shared_rerank_emulator,
 )
 from tir_transport import ConfigurationError, InputError, InvalidResponseError, track_usage
 
@@ -46,18 +45,13 @@ PASSAGES = [
 ]
 
 
-@pytest.fixture
-def emulator() -> Iterator[RerankEmulator]:
-    yield from shared_rerank_emulator()
-
-
 @pytest.fixture(params=["sync", "async"], ids=["sync", "async"])
 def mode(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 @pytest.fixture
-def reranker(emulator: RerankEmulator) -> TIRRerank:
+def reranker(emulator: Emulator) -> TIRRerank:
     return TIRRerank(api_key=TEST_KEY, base_url=emulator.base_url, model=MODEL)
 
 
@@ -84,7 +78,7 @@ def test_is_a_node_postprocessor() -> None:
 
 
 def test_returns_the_best_with_their_scores(
-    reranker: TIRRerank, emulator: RerankEmulator, mode: str
+    reranker: TIRRerank, emulator: Emulator, mode: str
 ) -> None:
     given = nodes(PASSAGES)
     best = run(reranker, mode, given, query_str=QUERY)
@@ -101,7 +95,7 @@ def test_returns_the_best_with_their_scores(
 
 
 def test_nodes_are_scored_on_their_content_as_embedded(
-    reranker: TIRRerank, emulator: RerankEmulator
+    reranker: TIRRerank, emulator: Emulator
 ) -> None:
     # Metadata the embedding sees goes with the text, as LlamaIndex's other rerankers send it.
     node = TextNode(text="The Ganga flows east.", metadata={"source": "rivers.md"})
@@ -116,7 +110,7 @@ def test_nodes_are_scored_on_their_content_as_embedded(
     assert sent[1] == "Paris."
 
 
-def test_many_nodes_in_batches_merged_by_score(emulator: RerankEmulator, mode: str) -> None:
+def test_many_nodes_in_batches_merged_by_score(emulator: Emulator, mode: str) -> None:
     texts = [
         f"note {i} on {'the Ganga river flows east' if i % 9 == 4 else 'other things'}"
         for i in range(50)
@@ -140,12 +134,12 @@ def test_without_a_query_it_says_how_to_give_one(reranker: TIRRerank, mode: str)
         run(reranker, mode, nodes(PASSAGES))
 
 
-def test_no_nodes_no_request(reranker: TIRRerank, emulator: RerankEmulator, mode: str) -> None:
+def test_no_nodes_no_request(reranker: TIRRerank, emulator: Emulator, mode: str) -> None:
     assert run(reranker, mode, [], query_str=QUERY) == []
     assert emulator.requests == []
 
 
-def test_errors_name_the_node(reranker: TIRRerank, emulator: RerankEmulator, mode: str) -> None:
+def test_errors_name_the_node(reranker: TIRRerank, emulator: Emulator, mode: str) -> None:
     with pytest.raises(InputError, match="document 1 is empty"):
         run(reranker, mode, nodes(["fine", ""]), query_str=QUERY)
     assert emulator.requests == []
@@ -172,7 +166,7 @@ def recorded() -> Iterator[list[BaseEvent]]:
 
 
 def test_callback_and_instrumentation_events(
-    emulator: RerankEmulator, recorded: list[BaseEvent], mode: str
+    emulator: Emulator, recorded: list[BaseEvent], mode: str
 ) -> None:
     debug = LlamaDebugHandler()
     reranker = TIRRerank(
@@ -198,7 +192,7 @@ def test_callback_and_instrumentation_events(
 
 
 def test_a_missing_model_names_the_variable(
-    emulator: RerankEmulator, monkeypatch: pytest.MonkeyPatch
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reranker = TIRRerank(api_key=TEST_KEY, base_url=emulator.base_url)
     with pytest.raises(ConfigurationError, match="TIR_RERANK_MODEL"):
@@ -235,7 +229,7 @@ CORPUS = [
 ]
 
 
-def test_in_a_query_engine(emulator: RerankEmulator, mode: str) -> None:
+def test_in_a_query_engine(emulator: Emulator, mode: str) -> None:
     index = VectorStoreIndex.from_documents(
         [Document(text=t) for t in CORPUS],
         embed_model=TIREmbedding(api_key=TEST_KEY, base_url=emulator.base_url, model="e5"),

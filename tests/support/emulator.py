@@ -1,10 +1,14 @@
-"""An emulator of the TIR GenAI chat endpoint (vLLM's wire format) on a loopback socket.
+"""An emulator of a TIR GenAI endpoint (vLLM's wire format) on a loopback socket.
 
 It speaks HTTP/1.1 itself over asyncio streams, in a background thread, so that tests (sync
-or async, any event loop) talk to it through real sockets. Replies are scripted with `Reply`
-values queued on the emulator; with none queued it answers like the recorded TIR stream
-(`fixtures/seed_stream.txt`). Fault knobs live on `Reply` (per request) and on the emulator
-(per endpoint behaviour: tool parsing off, context window, required key).
+or async, any event loop) talk to it through real sockets. One server answers every route a
+chain uses, as vLLM does: chat (`/chat/completions`, streamed or not), embeddings
+(`/embeddings`, bag-of-words vectors), rerank (`/rerank`, word-overlap scores, so that tests
+know the order and can make ties on purpose) and `/models` (with vLLM's `max_model_len`).
+Replies are scripted with `Reply` values (`RerankReply` for rerank's own faults) queued per
+route; with none queued chat answers like the recorded TIR stream (`fixtures/seed_stream.txt`).
+Fault knobs live on `Reply` (per request) and on the emulator (per endpoint behaviour: tool
+parsing off, context windows, required key, delays), and `reset()` puts every one back.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ SEED_ID = "chat-b3b5ae1d266c428f894f05e33a39ea5b"
 SEED_CREATED = 1738752367
 SEED_PIECES = ["Hello", ".", " How", " can", " I", " assist", " you", " today", "?"]
 DEFAULT_MODEL = "llama3_1_8b_instruct"
+RERANK_MODEL = "bge_reranker_v2_m3"
+# What `/models` reports as the served window (vLLM's `max_model_len`): Llama 3.1 8B's.
+DEFAULT_MAX_MODEL_LEN = 131_072
 
 # The longest a test waits for something the emulator reports, and the longest a held reply
 # waits for its company: generous, so that a busy machine is slow, not wrong. Neither is a
@@ -86,6 +93,25 @@ class Reply:
     # HOLD_SECONDS). Queued for the first N requests, it makes a peak of N certain when the
     # client allows N, without relying on how fast a busy machine sends them.
     hold_until_in_flight: int | None = None
+
+
+@dataclass
+class RerankReply(Reply):
+    """A scripted rerank reply: `Reply`'s knobs plus the ways a rerank reply can fail to fit.
+
+    `status`, `body`, `headers`, `delay`, `no_usage`, `model` and `hold_until_in_flight` mean
+    what they mean for the other routes.
+    """
+
+    duplicate_index: bool = False  # the second result repeats the first one's index
+    drop_result: bool = False  # one result fewer than asked for
+    index_out_of_range: bool = False  # the last result names one past the last document
+    bad_score: bool = False  # the first result's relevance_score becomes `score`
+    score: Any = None  # (a str, null, NaN as a string ...)
+    wrong_document: bool = False  # the first result quotes another document's text
+    no_document: bool = False  # results without `document` (return_documents off)
+    unsorted: bool = False  # results worst first (valid, but not in vLLM's order)
+    ignore_top_n: bool = False  # every result, whatever top_n asked
 
 
 @dataclass
@@ -182,6 +208,21 @@ def embed_vector(text: str, dim: int = EMBED_DIM) -> list[float]:
     return list(struct.unpack(f"<{dim}f", struct.pack(f"<{dim}f", *(v / norm for v in vector))))
 
 
+def _words(text: str) -> set[str]:
+    return {w.strip(".,;:!?\"'()").lower() for w in text.split()} - {""}
+
+
+def rerank_score(query: str, document: str) -> float:
+    """The share of the query's words that the document has: in [0, 1], ties easy to make."""
+    wanted = _words(query)
+    return round(len(wanted & _words(document)) / len(wanted), 6) if wanted else 0.0
+
+
+def rerank_tokens(query: str, document: str) -> int:
+    """Tokens the emulator counts for one rerank pair: words of both plus three special tokens."""
+    return len(query.split()) + len(document.split()) + 3
+
+
 class Emulator:
     """The endpoint; use as a context manager or call `start()` / `stop()`."""
 
@@ -189,6 +230,7 @@ class Emulator:
         self.requests: list[RecordedRequest] = []
         self._queue: deque[Reply] = deque()
         self._embed_queue: deque[Reply] = deque()  # replies for /embeddings only
+        self._rerank_queue: deque[Reply] = deque()  # replies for /rerank only
         self.reject_tools = False
         self.reject_response_format = False
         self.reject_guided_json = False
@@ -196,6 +238,9 @@ class Emulator:
         self.max_context: int | None = None
         self.require_key: str | None = None
         self.model = DEFAULT_MODEL
+        # The window `/models` reports (vLLM's `max_model_len`); None: an endpoint that
+        # reports none. What `tir-llama doctor` compares the window in use with.
+        self.max_model_len: int | None = DEFAULT_MAX_MODEL_LEN
         # Embeddings: vector width, the model's context (tokens per text), base64 handling.
         self.embed_dim = EMBED_DIM
         self.embed_max_tokens: int | None = None
@@ -203,6 +248,9 @@ class Emulator:
         self.embed_reject_base64 = False
         self.embed_delay = 0.0
         self.chat_delay = 0.0  # seconds before every chat reply that sets no delay of its own
+        # Rerank: seconds before every reply that sets none; the model's context, per pair.
+        self.rerank_delay = 0.0
+        self.rerank_max_tokens: int | None = None
         # Every Nth POST fails, in turn: 429 (Retry-After 0), 503, a dropped connection.
         self.fault_every: int | None = None
         self.faults_sent = 0
@@ -228,7 +276,8 @@ class Emulator:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self.connections = 0
+        self.connections = 0  # connections accepted so far; the n-th is numbered n
+        self._open_numbers: set[int] = set()
         self.port = 0
 
     # -- control ----------------------------------------------------------------------------
@@ -265,6 +314,7 @@ class Emulator:
         self.requests.clear()
         self._queue.clear()
         self._embed_queue.clear()
+        self._rerank_queue.clear()
         self.reject_tools = False
         self.reject_response_format = False
         self.reject_guided_json = False
@@ -272,12 +322,15 @@ class Emulator:
         self.max_context = None
         self.require_key = None
         self.model = DEFAULT_MODEL
+        self.max_model_len = DEFAULT_MAX_MODEL_LEN
         self.embed_dim = EMBED_DIM
         self.embed_max_tokens = None
         self.embed_ignore_base64 = False
         self.embed_reject_base64 = False
         self.embed_delay = 0.0
         self.chat_delay = 0.0
+        self.rerank_delay = 0.0
+        self.rerank_max_tokens = None
         self.fault_every = None
         self.faults_sent = 0
         self._posts = 0
@@ -346,6 +399,14 @@ class Emulator:
         """Script the next embeddings replies (a RAG chain mixes both kinds of request)."""
         self._embed_queue.extend(replies)
 
+    def queue_rerank(self, *replies: Reply) -> None:
+        """Script the next rerank replies (`RerankReply`, or a plain `Reply` for an error)."""
+        self._rerank_queue.extend(replies)
+
+    def rerank_requests(self) -> list[RecordedRequest]:
+        """The rerank requests received, in order (a RAG chain's chat and embeddings left out)."""
+        return [r for r in self.requests if r.path.endswith("/rerank")]
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
@@ -358,6 +419,14 @@ class Emulator:
     def open_connections(self) -> int:
         return len(self._tasks)
 
+    def open_since(self, mark: int) -> int:
+        """How many connections accepted after `mark` (a value of `connections`) are open.
+
+        A test's own connections, whatever earlier tests left open (a pooled client not yet
+        collected, a stream still stalling).
+        """
+        return sum(1 for number in list(self._open_numbers) if number > mark)
+
     # -- HTTP -------------------------------------------------------------------------------
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -365,6 +434,8 @@ class Emulator:
         assert task is not None
         self._tasks.add(task)
         self.connections += 1
+        number = self.connections
+        self._open_numbers.add(number)
         try:
             while True:
                 line = await reader.readline()
@@ -402,6 +473,7 @@ class Emulator:
         finally:
             writer.close()
             self._tasks.discard(task)
+            self._open_numbers.discard(number)
             self._notify()
 
     async def _send(
@@ -430,12 +502,16 @@ class Emulator:
 
     async def _respond(self, request: RecordedRequest, writer: asyncio.StreamWriter) -> bool:
         if request.path.endswith("/models"):
-            listing = {"object": "list", "data": [{"id": self.model, "object": "model"}]}
+            model: dict[str, Any] = {"id": self.model, "object": "model"}
+            if self.max_model_len is not None:
+                model["max_model_len"] = self.max_model_len
+            listing = {"object": "list", "data": [model]}
             await self._send(writer, 200, _dumps(listing).encode())
             return True
         is_embeddings = request.path.endswith("/embeddings")
+        is_rerank = request.path.endswith("/rerank")
         if request.method != "POST" or not (
-            request.path.endswith("/chat/completions") or is_embeddings
+            request.path.endswith("/chat/completions") or is_embeddings or is_rerank
         ):
             await self._send(writer, 404, b'{"detail":"Not Found"}')
             return True
@@ -459,6 +535,8 @@ class Emulator:
             return True
         if is_embeddings:
             return await self._embeddings(request, writer)
+        if is_rerank:
+            return await self._rerank(request, writer)
         try:
             payload = json.loads(request.body)
         except ValueError:
@@ -559,6 +637,88 @@ class Emulator:
         }
         await self._send(writer, 200, _dumps(body).encode())
         return True
+
+    async def _rerank(self, request: RecordedRequest, writer: asyncio.StreamWriter) -> bool:
+        """vLLM's /v1/rerank: word-overlap scores, best first, cut to `top_n`."""
+        try:
+            payload = json.loads(request.body)
+        except ValueError:
+            await self._send(writer, 400, _dumps(_error_body("flat", "bad JSON", 400)).encode())
+            return True
+        query, documents = payload.get("query"), payload.get("documents")
+        if not isinstance(query, str) or not isinstance(documents, list):
+            # As vLLM's request validation answers a body without them.
+            message = "1 validation error for RerankRequest: query and documents are required"
+            await self._send(writer, 400, _dumps(_error_body("flat", message, 400)).encode())
+            return True
+        texts = [d if isinstance(d, str) else str(d) for d in documents]
+        counts = [rerank_tokens(query, t) for t in texts]
+        truncate = payload.get("truncate_prompt_tokens")
+        if self.rerank_max_tokens is not None and truncate is None:
+            too_long = [c for c in counts if c > self.rerank_max_tokens]
+            if too_long:
+                message = (
+                    f"This model's maximum context length is {self.rerank_max_tokens} tokens. "
+                    f"However, you requested {too_long[0]} tokens in the input. Please reduce "
+                    "the length of the input."
+                )
+                await self._send(writer, 400, _dumps(_error_body("flat", message, 400)).encode())
+                return True
+        reply = self._rerank_queue.popleft() if self._rerank_queue else RerankReply()
+        await self._hold(reply)
+        if reply.status >= 400 or reply.body is not None:
+            body = reply.body or _error_body(reply.error_format, reply.message, reply.status)
+            raw = body.encode() if isinstance(body, str) else _dumps(body).encode()
+            ctype = "text/plain" if isinstance(body, str) else "application/json"
+            await self._send(writer, reply.status, raw, ctype, reply.headers)
+            return True
+        delay = reply.delay or self.rerank_delay
+        if delay:
+            await asyncio.sleep(delay)
+        fault = reply if isinstance(reply, RerankReply) else RerankReply()
+        results = self._rerank_results(query, texts, payload.get("top_n"), fault)
+        answer = {
+            "id": f"rerank-{uuid.uuid4().hex}",
+            "model": reply.model or payload.get("model") or RERANK_MODEL,
+            "usage": None if reply.no_usage else {"total_tokens": sum(counts)},
+            "results": results,
+        }
+        await self._send(writer, 200, _dumps(answer).encode())
+        return True
+
+    @staticmethod
+    def _rerank_results(
+        query: str, texts: list[str], top_n: Any, fault: RerankReply
+    ) -> list[dict[str, Any]]:
+        # vLLM: sorted by score (a stable sort: ties in input order), cut to top_n when > 0.
+        order = sorted(range(len(texts)), key=lambda i: -rerank_score(query, texts[i]))
+        if isinstance(top_n, int) and top_n > 0 and not fault.ignore_top_n:
+            order = order[:top_n]
+        results: list[dict[str, Any]] = [
+            {
+                "index": i,
+                "document": {"text": texts[i]},
+                "relevance_score": rerank_score(query, texts[i]),
+            }
+            for i in order
+        ]
+        if fault.unsorted:
+            results.reverse()
+        if fault.no_document:
+            for result in results:
+                del result["document"]
+        if fault.drop_result and results:
+            results.pop()
+        if fault.duplicate_index and len(results) > 1:
+            results[1]["index"] = results[0]["index"]
+        if fault.index_out_of_range and results:
+            results[-1]["index"] = len(texts)
+        if fault.bad_score and results:
+            results[0]["relevance_score"] = fault.score
+        if fault.wrong_document and len(texts) > 1 and results:
+            other = (results[0]["index"] + 1) % len(texts)
+            results[0]["document"] = {"text": texts[other]}
+        return results
 
     def _default_reply(self, payload: dict[str, Any]) -> Reply:
         """What vLLM's constraints make of the request; otherwise the recorded reply."""

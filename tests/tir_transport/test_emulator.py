@@ -9,7 +9,14 @@ import httpx
 import pytest
 
 from tests.conftest import FIXTURES
-from tests.support.emulator import TOOLS_REJECTED, Emulator, Reply
+from tests.support.emulator import (
+    TOOLS_REJECTED,
+    Emulator,
+    Reply,
+    RerankReply,
+    rerank_score,
+    rerank_tokens,
+)
 
 BODY = {"model": "llama3_1_8b_instruct", "messages": [{"role": "user", "content": "Hi"}]}
 
@@ -65,6 +72,74 @@ def test_tool_call_deltas(emulator: Emulator) -> None:
     fragments = [call[0]["function"].get("arguments", "") for call in calls if call]
     assert "".join(fragments) == '{"city": "Paris"}'
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+# -- the other routes: /models, /rerank ------------------------------------------------------
+
+
+def test_models_report_the_window_as_vllm_does(emulator: Emulator) -> None:
+    url = f"{emulator.base_url}/models"
+    (model,) = httpx.get(url).json()["data"]
+    assert model == {"id": "llama3_1_8b_instruct", "object": "model", "max_model_len": 131_072}
+    emulator.max_model_len = 8192
+    assert httpx.get(url).json()["data"][0]["max_model_len"] == 8192
+    emulator.max_model_len = None  # an endpoint that reports no window
+    assert "max_model_len" not in httpx.get(url).json()["data"][0]
+    emulator.reset()
+    assert httpx.get(url).json()["data"][0]["max_model_len"] == 131_072
+
+
+QUERY = "which river flows east"
+DOCS = ["Paris is in France.", "The Ganga flows east.", "A river flows.", "The river flows east."]
+
+
+def test_rerank_reply_shape(emulator: Emulator) -> None:
+    body = {"model": "r", "query": QUERY, "documents": DOCS, "top_n": 3}
+    data = httpx.post(f"{emulator.base_url}/rerank", json=body).json()
+    assert set(data) == {"id", "model", "usage", "results"} and data["model"] == "r"
+    # Best first, cut to top_n; a tie (documents 1 and 2: two words of four) in input order.
+    assert [r["index"] for r in data["results"]] == [3, 1, 2]
+    assert [r["relevance_score"] for r in data["results"]] == [0.75, 0.5, 0.5]
+    assert [r["relevance_score"] for r in data["results"]] == [
+        rerank_score(QUERY, DOCS[i]) for i in (3, 1, 2)
+    ]
+    assert [r["document"]["text"] for r in data["results"]] == [DOCS[3], DOCS[1], DOCS[2]]
+    assert data["usage"] == {"total_tokens": sum(rerank_tokens(QUERY, d) for d in DOCS)}
+    (request,) = emulator.rerank_requests()
+    assert request.json == body
+
+
+def test_rerank_knobs_and_reset(emulator: Emulator) -> None:
+    url = f"{emulator.base_url}/rerank"
+    body = {"model": "r", "query": QUERY, "documents": DOCS}
+    emulator.queue_rerank(RerankReply(duplicate_index=True), Reply(status=503))
+    emulator.rerank_max_tokens = 5
+    emulator.queue(Reply(text="chat"))  # another route's queue: not rerank's
+    assert httpx.post(url, json=body).status_code == 400  # too long before any queued reply
+    emulator.rerank_max_tokens = None
+    results = httpx.post(url, json=body).json()["results"]
+    assert results[0]["index"] == results[1]["index"]
+    assert httpx.post(url, json=body).status_code == 503
+    chat = httpx.post(f"{emulator.base_url}/chat/completions", json=BODY).json()
+    assert chat["choices"][0]["message"]["content"] == "chat"
+    emulator.queue_rerank(Reply(status=503))
+    emulator.rerank_max_tokens = 5
+    emulator.rerank_delay = 30.0
+    emulator.reset()  # every rerank knob back: no queued reply, no window, no delay
+    data = httpx.post(url, json=body, timeout=10).json()
+    assert [r["index"] for r in data["results"]] == [3, 1, 2, 0]
+    assert len(emulator.rerank_requests()) == 1 and emulator.statuses() == [200]
+
+
+def test_open_since_counts_only_later_connections(emulator: Emulator) -> None:
+    with httpx.Client() as earlier:
+        earlier.get(f"{emulator.base_url}/models")  # kept open in the pool
+        mark = emulator.connections
+        with httpx.Client() as later:
+            later.get(f"{emulator.base_url}/models")
+            assert emulator.open_since(mark) == 1
+        emulator.wait_until(lambda: emulator.open_since(mark) == 0, "the later one closed")
+        assert emulator.open_since(mark - 1) == 1  # the earlier one is still open
 
 
 # -- what tests wait on instead of sleeping ---------------------------------------------------

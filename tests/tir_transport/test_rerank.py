@@ -5,19 +5,18 @@ from __future__ import annotations
 import asyncio
 import math
 import pickle
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 
 from tests.conftest import TEST_KEY
-from tests.support.emulator import Reply
-from tests.support.rerank_emulator import (
-    RerankEmulator,
+from tests.support.emulator import (
+    Emulator,
+    Reply,
     RerankReply,
     rerank_score,
     rerank_tokens,
-    shared_rerank_emulator,
 )
 from tir_transport import (
     AuthenticationError,
@@ -196,12 +195,7 @@ def rank(request: pytest.FixtureRequest) -> Rank:
 
 
 @pytest.fixture
-def emulator() -> Iterator[RerankEmulator]:
-    yield from shared_rerank_emulator()
-
-
-@pytest.fixture
-def make(emulator: RerankEmulator) -> Callable[..., RerankClient]:
+def make(emulator: Emulator) -> Callable[..., RerankClient]:
     def build(**options: Any) -> RerankClient:
         defaults: dict[str, Any] = {
             "api_key": TEST_KEY,
@@ -229,7 +223,7 @@ RIVERS = [
 ]
 
 
-def test_wire_format_and_urls(emulator: RerankEmulator, rank: Rank) -> None:
+def test_wire_format_and_urls(emulator: Emulator, rank: Rank) -> None:
     base = {"api_key": TEST_KEY, "model": MODEL, "host": emulator.url}
     rank(RerankClient.from_env(project_id=4242, **base), QUERY, RIVERS, top_n=2)
     rank(RerankClient.from_env(project_id="p-42", endpoint_id=9, **base), QUERY, ["a b"])
@@ -242,9 +236,7 @@ def test_wire_format_and_urls(emulator: RerankEmulator, rank: Rank) -> None:
     assert genai.json == {"model": MODEL, "query": QUERY, "documents": RIVERS, "top_n": 2}
 
 
-def test_base_url_form(
-    emulator: RerankEmulator, make: Callable[..., RerankClient], rank: Rank
-) -> None:
+def test_base_url_form(emulator: Emulator, make: Callable[..., RerankClient], rank: Rank) -> None:
     rank(make(truncate_prompt_tokens=-1), QUERY, RIVERS)
     (request,) = emulator.requests
     assert request.path == "/v1/rerank" and request.query == {"project_id": ["1234"]}
@@ -253,7 +245,7 @@ def test_base_url_form(
 
 
 def test_one_batch_best_first(
-    emulator: RerankEmulator, make: Callable[..., RerankClient], rank: Rank
+    emulator: Emulator, make: Callable[..., RerankClient], rank: Rank
 ) -> None:
     results = rank(make(), QUERY, RIVERS, top_n=2)
     assert [r.index for r in results] == expected(QUERY, RIVERS, 2) == [1, 3]
@@ -271,7 +263,7 @@ DOCS_70 = [
 
 @pytest.mark.timing
 def test_batches_in_flight_merged_by_score(
-    emulator: RerankEmulator, make: Callable[..., RerankClient], rank: Rank
+    emulator: Emulator, make: Callable[..., RerankClient], rank: Rank
 ) -> None:
     emulator.queue_rerank(*[RerankReply(hold_until_in_flight=3)] * 3)  # a certain peak of 3
     results = rank(make(batch_size=8, max_concurrency=3), QUERY, DOCS_70, top_n=5)
@@ -298,7 +290,7 @@ def test_ties_across_batches_keep_input_order(
 
 
 def test_one_at_a_time_when_asked(
-    emulator: RerankEmulator, make: Callable[..., RerankClient], rank: Rank
+    emulator: Emulator, make: Callable[..., RerankClient], rank: Rank
 ) -> None:
     emulator.rerank_delay = 0.01
     results = rank(make(batch_size=4, max_concurrency=1), QUERY, DOCS_70)
@@ -307,7 +299,7 @@ def test_one_at_a_time_when_asked(
 
 
 def test_no_documents_no_request(
-    emulator: RerankEmulator, make: Callable[..., RerankClient], rank: Rank
+    emulator: Emulator, make: Callable[..., RerankClient], rank: Rank
 ) -> None:
     assert rank(make(), QUERY, []) == []
     assert emulator.requests == []
@@ -318,7 +310,7 @@ def test_no_documents_no_request(
     [("", "document 1 is empty"), ("   ", "document 1 is empty"), (7, "document 1 is a int")],
 )
 def test_bad_documents_fail_before_anything_is_sent(
-    emulator: RerankEmulator,
+    emulator: Emulator,
     make: Callable[..., RerankClient],
     rank: Rank,
     bad: Any,
@@ -360,7 +352,7 @@ def test_top_n_below_one_is_refused(make: Callable[..., RerankClient], rank: Ran
     ],
 )
 def test_a_reply_that_does_not_fit_is_an_error(
-    emulator: RerankEmulator,
+    emulator: Emulator,
     make: Callable[..., RerankClient],
     rank: Rank,
     fault: Reply,
@@ -383,7 +375,7 @@ def test_a_reply_that_does_not_fit_is_an_error(
     ids=["unsorted", "no-document", "ignored-top-n"],
 )
 def test_valid_variants_are_read(
-    emulator: RerankEmulator,
+    emulator: Emulator,
     make: Callable[..., RerankClient],
     rank: Rank,
     fault: RerankReply,
@@ -395,7 +387,7 @@ def test_valid_variants_are_read(
 
 
 def test_a_bad_reply_in_one_batch_fails_the_call(
-    emulator: RerankEmulator, make: Callable[..., RerankClient], rank: Rank
+    emulator: Emulator, make: Callable[..., RerankClient], rank: Rank
 ) -> None:
     emulator.queue_rerank(RerankReply(), RerankReply(duplicate_index=True))
     with pytest.raises(InvalidResponseError, match="two results have index"):
@@ -403,7 +395,7 @@ def test_a_bad_reply_in_one_batch_fails_the_call(
 
 
 def test_retries_then_succeeds(
-    emulator: RerankEmulator, make: Callable[..., RerankClient], rank: Rank
+    emulator: Emulator, make: Callable[..., RerankClient], rank: Rank
 ) -> None:
     emulator.queue_rerank(
         Reply(status=429, headers={"retry-after": "0"}),
@@ -415,9 +407,7 @@ def test_retries_then_succeeds(
     assert emulator.statuses() == [429, 503, 200]
 
 
-def test_retries_run_out(
-    emulator: RerankEmulator, make: Callable[..., RerankClient], rank: Rank
-) -> None:
+def test_retries_run_out(emulator: Emulator, make: Callable[..., RerankClient], rank: Rank) -> None:
     emulator.queue_rerank(*[Reply(status=429, headers={"retry-after": "0"})] * 3)
     with pytest.raises(RateLimitError):
         rank(make(max_retries=1), QUERY, RIVERS)
@@ -425,7 +415,7 @@ def test_retries_run_out(
 
 
 def test_a_wrong_key_says_what_to_do_and_never_shows_it(
-    emulator: RerankEmulator, make: Callable[..., RerankClient], rank: Rank
+    emulator: Emulator, make: Callable[..., RerankClient], rank: Rank
 ) -> None:
     emulator.require_key = "the-right-key-0123456789"
     with pytest.raises(AuthenticationError) as caught:
@@ -436,7 +426,7 @@ def test_a_wrong_key_says_what_to_do_and_never_shows_it(
 
 
 def test_a_reply_that_echoes_the_key_is_quoted_without_it(
-    emulator: RerankEmulator, make: Callable[..., RerankClient], rank: Rank
+    emulator: Emulator, make: Callable[..., RerankClient], rank: Rank
 ) -> None:
     emulator.queue_rerank(
         Reply(status=200, body=f"proxy echo: Authorization: Bearer {TEST_KEY}"),
@@ -451,7 +441,7 @@ def test_a_reply_that_echoes_the_key_is_quoted_without_it(
 
 
 def test_too_long_pair_names_its_batch(
-    emulator: RerankEmulator, make: Callable[..., RerankClient], rank: Rank
+    emulator: Emulator, make: Callable[..., RerankClient], rank: Rank
 ) -> None:
     emulator.rerank_max_tokens = 30
     documents = [f"short {i}" for i in range(20)]
@@ -475,7 +465,7 @@ def test_usage_counts_as_input_tokens(make: Callable[..., RerankClient], rank: R
 
 
 def test_a_reply_without_usage_is_counted_apart(
-    emulator: RerankEmulator, make: Callable[..., RerankClient], rank: Rank
+    emulator: Emulator, make: Callable[..., RerankClient], rank: Rank
 ) -> None:
     emulator.queue_rerank(RerankReply(no_usage=True, model="served-name"))
     with track_usage() as usage:
@@ -485,7 +475,7 @@ def test_a_reply_without_usage_is_counted_apart(
 
 
 def test_missing_model_names_the_variable(
-    emulator: RerankEmulator, rank: Rank, monkeypatch: pytest.MonkeyPatch
+    emulator: Emulator, rank: Rank, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = RerankClient.from_env(api_key=TEST_KEY, base_url=emulator.base_url)
     with pytest.raises(ConfigurationError, match="TIR_RERANK_MODEL"):
