@@ -1,4 +1,7 @@
-"""Checks that hold for every adapter class alike: the same promise, four classes."""
+"""Checks that hold for every adapter class alike: the same promise, six classes.
+
+Chat, embeddings and rerank, each in LangChain and in LlamaIndex, over one connection model.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +13,59 @@ from typing import Any
 
 import httpx
 import pytest
+from langchain_core.documents import Document
+from llama_index.core.schema import NodeWithScore, TextNode
 from pydantic import ValidationError
 
 from langchain_tir import ChatTIRLlama, TIREmbeddings
+from langchain_tir import TIRRerank as LangChainRerank
 from llama_index_tir import TIREmbedding, TIRLlamaLLM
+from llama_index_tir import TIRRerank as LlamaIndexRerank
 from tests.conftest import TEST_KEY
-from tests.support.emulator import Emulator
+from tests.support.emulator import DEFAULT_MODEL, Emulator, Reply
 from tests.support.timing import assert_token_bucket
-from tir_transport import CONNECTION_FIELDS, AuthenticationError, TIRConnection
+from tir_transport import (
+    CONNECTION_FIELDS,
+    AuthenticationError,
+    TIRConnection,
+    TIREmbeddingsConnection,
+    TIRRerankConnection,
+)
 
-CLASSES: list[type[Any]] = [ChatTIRLlama, TIREmbeddings, TIRLlamaLLM, TIREmbedding]
-IDS = [c.__name__ for c in CLASSES]
+CLASSES: list[type[Any]] = [
+    ChatTIRLlama,
+    TIREmbeddings,
+    TIRLlamaLLM,
+    TIREmbedding,
+    LangChainRerank,
+    LlamaIndexRerank,
+]
+IDS = [
+    "ChatTIRLlama",
+    "TIREmbeddings",
+    "TIRLlamaLLM",
+    "TIREmbedding",
+    "langchain_tir.TIRRerank",
+    "llama_index_tir.TIRRerank",
+]
+CHATS = (ChatTIRLlama, TIRLlamaLLM)
+EMBEDDINGS = (TIREmbeddings, TIREmbedding)
+RERANKS = (LangChainRerank, LlamaIndexRerank)
+# Each class's own connection model, and the numbers of its own that must be at least 1.
+CONNECTION = {
+    **dict.fromkeys(CHATS, TIRConnection),
+    **dict.fromkeys(EMBEDDINGS, TIREmbeddingsConnection),
+    **dict.fromkeys(RERANKS, TIRRerankConnection),
+}
+OWN_NUMBERS: dict[type[Any], tuple[str, ...]] = {
+    ChatTIRLlama: (),
+    TIRLlamaLLM: (),
+    TIREmbeddings: ("batch_size", "max_concurrency"),
+    TIREmbedding: ("embed_batch_size", "max_concurrency"),
+    LangChainRerank: ("top_n", "batch_size", "max_concurrency"),
+    LlamaIndexRerank: ("top_n", "batch_size", "max_concurrency"),
+}
+BATCHING = [c for c in CLASSES if OWN_NUMBERS[c]]
 # Long and JWT-like: a validation error that quoted the arguments would show its tail.
 KEY = "eyJhbGciOiJSUzI1NiJ9.payload.signature-0123456789abcdef"
 
@@ -56,41 +101,79 @@ def test_unknown_arguments_are_request_fields_or_errors(cls: type[Any]) -> None:
         cls(temprature=0)
 
 
+@pytest.mark.parametrize("cls", BATCHING, ids=[IDS[CLASSES.index(c)] for c in BATCHING])
+def test_a_refused_own_number_never_shows_the_key(cls: type[Any]) -> None:
+    for name in OWN_NUMBERS[cls]:
+        with pytest.raises(ValidationError, match=name) as caught:
+            cls(**{name: 0}, api_key=KEY)
+        assert "signature" not in str(caught.value) + repr(caught.value)
+
+
 # -- one connection model: the same settings, read the same way, by every class -----------------
 
 
+def model_for(cls: type[Any]) -> dict[str, str]:
+    """The model an embeddings or rerank class needs (chat has a default)."""
+    if cls in EMBEDDINGS:
+        return {"model": "e5"}
+    if cls in RERANKS:
+        return {"model": "reranker"}
+    return {}
+
+
 def build(cls: type[Any], emulator: Emulator, **kwargs: Any) -> Any:
-    extra = {"model": "e5"} if cls in (TIREmbeddings, TIREmbedding) else {}
-    return cls(api_key=TEST_KEY, base_url=emulator.base_url, **extra, **kwargs)
+    return cls(api_key=TEST_KEY, base_url=emulator.base_url, **model_for(cls), **kwargs)
 
 
-def call(instance: Any) -> None:
-    """One request through the class's own sync API."""
+def call(instance: Any) -> Any:
+    """One request through the class's own sync API; what it returns."""
     if isinstance(instance, ChatTIRLlama):
-        instance.invoke("hi")
-    elif isinstance(instance, TIRLlamaLLM):
-        instance.complete("hi")
-    elif isinstance(instance, TIREmbeddings):
-        instance.embed_documents(["hi"])
-    else:
-        instance.get_text_embedding_batch(["hi"])
+        return instance.invoke("hi")
+    if isinstance(instance, TIRLlamaLLM):
+        return instance.complete("hi")
+    if isinstance(instance, TIREmbeddings):
+        return instance.embed_documents(["hi"])
+    if isinstance(instance, TIREmbedding):
+        return instance.get_text_embedding_batch(["hi"])
+    if isinstance(instance, LangChainRerank):
+        return list(instance.compress_documents([Document(page_content="hi there")], "hi"))
+    return instance.postprocess_nodes(
+        [NodeWithScore(node=TextNode(text="hi there"))], query_str="hi"
+    )
 
 
-async def acall(instance: Any) -> None:
+async def acall(instance: Any) -> Any:
     if isinstance(instance, ChatTIRLlama):
-        await instance.ainvoke("hi")
-    elif isinstance(instance, TIRLlamaLLM):
-        await instance.acomplete("hi")
-    elif isinstance(instance, TIREmbeddings):
-        await instance.aembed_documents(["hi"])
+        return await instance.ainvoke("hi")
+    if isinstance(instance, TIRLlamaLLM):
+        return await instance.acomplete("hi")
+    if isinstance(instance, TIREmbeddings):
+        return await instance.aembed_documents(["hi"])
+    if isinstance(instance, TIREmbedding):
+        return await instance.aget_text_embedding_batch(["hi"])
+    if isinstance(instance, LangChainRerank):
+        return list(await instance.acompress_documents([Document(page_content="hi there")], "hi"))
+    return await instance.apostprocess_nodes(
+        [NodeWithScore(node=TextNode(text="hi there"))], query_str="hi"
+    )
+
+
+def queue(cls: type[Any], emulator: Emulator, *replies: Reply) -> None:
+    """Script the next replies of the route the class calls."""
+    if cls in CHATS:
+        emulator.queue(*replies)
+    elif cls in EMBEDDINGS:
+        emulator.queue_embeddings(*replies)
     else:
-        await instance.aget_text_embedding_batch(["hi"])
+        emulator.queue_rerank(*replies)
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=IDS)
 def test_every_class_has_the_whole_connection(cls: type[Any]) -> None:
-    assert issubclass(cls, TIRConnection)
+    assert issubclass(cls, TIRConnection) and issubclass(cls, CONNECTION[cls])
     assert set(CONNECTION_FIELDS) <= set(cls.model_fields)
+    # The fields of its kind too (an embeddings or rerank model, batches, concurrency).
+    assert set(CONNECTION[cls].model_fields) <= set(cls.model_fields)
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=IDS)
@@ -101,6 +184,7 @@ def test_the_environment_is_read_the_same_way(
     monkeypatch.setenv("TIR_PROJECT_ID", "4242")
     monkeypatch.setenv("TIR_HOST", "https://tir.example.com")
     monkeypatch.setenv("TIR_EMBEDDING_MODEL", "e5")
+    monkeypatch.setenv("TIR_RERANK_MODEL", "bge_reranker")
     instance = cls(request_timeout=7)
     assert instance.api_key.get_secret_value() == "from-the-sdk-variable-123"
     assert (instance.project_id, instance.host, instance.timeout) == (
@@ -108,12 +192,16 @@ def test_the_environment_is_read_the_same_way(
         "https://tir.example.com",
         7,
     )
+    # Each kind reads its own model variable (chat has a default and reads none).
+    wanted = "e5" if cls in EMBEDDINGS else "bge_reranker" if cls in RERANKS else DEFAULT_MODEL
+    assert instance.model == wanted
     assert cls(project_id=7).project_id == "7"  # given wins, ints welcome
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=IDS)
 def test_bad_settings_fail_alike(cls: type[Any]) -> None:
-    for bad in ({"timeout": 0}, {"max_retries": -1}, {"requests_per_minute": 0}):
+    own = [{name: 0} for name in OWN_NUMBERS[cls]]
+    for bad in ({"timeout": 0}, {"max_retries": -1}, {"requests_per_minute": 0}, *own):
         with pytest.raises(ValidationError):
             cls(**bad)
 
@@ -168,7 +256,7 @@ def test_pickling_with_your_own_client_says_why_it_cannot(
         with pytest.raises(TypeError, match="own http_client"):
             pickle.dumps(instance)
     plain = pickle.loads(pickle.dumps(build(cls, emulator)))
-    call(plain)
+    assert call(plain)  # an answer, a vector, a passage kept
     assert len(emulator.requests) == 1
 
 
@@ -177,11 +265,61 @@ def test_a_short_key_leaves_error_text_alone(cls: type[Any], emulator: Emulator)
     # A key "k" scrubbed everywhere would turn the server's "Invalid API key" into
     # "Invalid API **********ey" (and "tokens" into "to**********ens").
     emulator.require_key = "the-real-key-0123456789"
-    extra = {"model": "e5"} if cls in (TIREmbeddings, TIREmbedding) else {}
-    instance = cls(api_key="k", base_url=emulator.base_url, max_retries=0, **extra)
+    instance = cls(api_key="k", base_url=emulator.base_url, max_retries=0, **model_for(cls))
     with pytest.raises(AuthenticationError, match="Invalid API key") as caught:
         call(instance)
     assert "*" not in str(caught.value)
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=IDS)
+def test_a_long_key_never_shows_in_a_failure(cls: type[Any], emulator: Emulator) -> None:
+    emulator.require_key = "the-real-key-0123456789"
+    instance = cls(api_key=KEY, base_url=emulator.base_url, max_retries=0, **model_for(cls))
+    for text in (repr(instance), str(instance.model_dump()), instance.model_dump_json()):
+        assert KEY not in text
+    with pytest.raises(AuthenticationError) as caught:
+        call(instance)
+    assert KEY not in str(caught.value) + repr(caught.value.args)
+    assert len(emulator.requests) == 1 and emulator.statuses() == [401]
+
+
+# -- limits: the instance's, whichever way its requests go -----------------------------------------
+
+
+@pytest.mark.timing
+@pytest.mark.parametrize("cls", CLASSES, ids=IDS)
+def test_max_in_flight_holds_across_calls(cls: type[Any], emulator: Emulator) -> None:
+    # The first two answer only together: a peak of 2 is certain; the rest take a while, so
+    # that a limit not kept shows as more in flight.
+    queue(cls, emulator, *[Reply(hold_until_in_flight=2)] * 2, *[Reply(delay=0.02)] * 6)
+    instance = build(cls, emulator, max_in_flight=2)
+
+    async def run() -> list[Any]:
+        return await asyncio.gather(*(acall(instance) for _ in range(8)))
+
+    assert all(asyncio.run(run()))
+    assert len(emulator.requests) == 8 and emulator.max_in_flight == 2
+
+
+@pytest.mark.timing
+@pytest.mark.parametrize("cls", BATCHING, ids=[IDS[CLASSES.index(c)] for c in BATCHING])
+def test_max_in_flight_holds_across_one_calls_batches(cls: type[Any], emulator: Emulator) -> None:
+    # 8 batches of one and 4 allowed at once per call: max_in_flight (the instance's) keeps 2.
+    queue(cls, emulator, *[Reply(hold_until_in_flight=2)] * 2, *[Reply(delay=0.02)] * 6)
+    size = "embed_batch_size" if cls is TIREmbedding else "batch_size"
+    instance = build(cls, emulator, max_in_flight=2, max_concurrency=4, **{size: 1})
+    texts = [f"text {i}" for i in range(8)]
+    if isinstance(instance, TIREmbeddings):
+        assert len(instance.embed_documents(texts)) == 8
+    elif isinstance(instance, TIREmbedding):
+        assert len(instance.get_text_embedding_batch(texts)) == 8
+    elif isinstance(instance, LangChainRerank):
+        assert len(instance.rerank("text", texts)) == 8
+    else:
+        given = [NodeWithScore(node=TextNode(text=t)) for t in texts]
+        instance.top_n = None
+        assert len(instance.postprocess_nodes(given, query_str="text")) == 8
+    assert len(emulator.requests) == 8 and emulator.max_in_flight == 2
 
 
 @pytest.mark.timing
