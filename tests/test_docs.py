@@ -1,7 +1,7 @@
 """Every Python sample in the docs (and the README) runs against the emulator, and shows its
 outcome: each asserts what it promises (the tool was called with the right arguments and the
-answer used its result, a vector per text, the right passage retrieved), and where the
-outcome is on the wire, the test checks what the emulator received.
+answer used its result, a vector per text, the right passage retrieved or kept by the
+reranker), and where the outcome is on the wire, the test checks what the emulator received.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from llama_index.core import Settings
 
 from tests.conftest import TEST_KEY
 from tests.support.emulator import Emulator, Reply
@@ -21,6 +22,7 @@ from tests.support.emulator import Emulator, Reply
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SAMPLE = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
+RERANKER = "test-rerank-model"  # what a reader sets as TIR_RERANK_MODEL
 
 
 def samples() -> list[tuple[str, str]]:
@@ -100,6 +102,38 @@ def _context_in_prompt(passage: str) -> Callable[[Emulator], None]:
     return check
 
 
+def _reranked(
+    documents: list[str],
+    top_n: int | None,
+    kept: str | None = None,
+    left_out: tuple[str, ...] = (),
+) -> Callable[[Emulator], None]:
+    """The documents went to the reader's rerank model; an answer used only what it kept."""
+
+    def check(emulator: Emulator) -> None:
+        (rerank,) = emulator.rerank_requests()
+        assert rerank.json["model"] == RERANKER
+        assert sorted(rerank.json["documents"]) == sorted(documents)
+        assert rerank.json.get("top_n") == top_n  # None: every document scored
+        chats = [r for r in emulator.requests if r.path.endswith("/chat/completions")]
+        if kept is None:
+            assert chats == []  # ranked, not answered
+            return
+        assert chats
+        for chat in chats:
+            prompt = json.dumps(chat.json["messages"], ensure_ascii=False)
+            assert kept in prompt
+            assert all(text not in prompt for text in left_out)
+
+    return check
+
+
+RIVERS = [
+    "The Narmada flows west into the Arabian Sea.",
+    "The Ganga flows east into the Bay of Bengal.",
+    "Paris is the capital of France.",
+]
+
 # What a sample's outcome is on the wire, checked at the emulator after it ran.
 CHECK: dict[str, Callable[[Emulator], None]] = {
     "tools.md#2": _tool_result_sent_back("It is sunny in Pune."),
@@ -109,6 +143,9 @@ CHECK: dict[str, Callable[[Emulator], None]] = {
     "rag.md#1": _context_in_prompt("Llama 3.1 8B Instruct is served on TIR's GenAI API."),
     "rag.md#2": _context_in_prompt("TIR is the AI platform of E2E Networks."),
     "llama-index.md#1": _context_in_prompt("TIR is E2E Networks' AI platform."),
+    "rag.md#4": _reranked([*RIVERS, "The Godavari flows east across the Deccan."], top_n=2),
+    "rag.md#5": _reranked(["Paris is in France.", "The Ganga flows east."], top_n=None),
+    "rag.md#6": _reranked(RIVERS, top_n=1, kept=RIVERS[1], left_out=(RIVERS[0], RIVERS[2])),
 }
 
 # Samples that make no request: they run without TIR_BASE_URL (it would change their URLs).
@@ -135,13 +172,19 @@ def test_sample_runs(
     if where not in OFFLINE:
         monkeypatch.setenv("TIR_BASE_URL", emulator.base_url)
     monkeypatch.setenv("TIR_EMBEDDING_MODEL", "test-embedding-model")
+    monkeypatch.setenv("TIR_RERANK_MODEL", RERANKER)
     # Vectors as wide as a real model's (multilingual-e5-small): at the emulator's default 32,
     # two words of a short text can share a dimension and rank the wrong passage first.
     emulator.embed_dim = 384
     if where in SETUP:
         SETUP[where](emulator)
     namespace: dict[str, object] = {"__name__": f"sample_{where}"}
-    exec(compile(code, where, "exec"), namespace)  # its own asserts check its outcome
+    try:
+        exec(compile(code, where, "exec"), namespace)  # its own asserts check its outcome
+    finally:
+        # LlamaIndex's Settings are global: the next test starts without the sample's models.
+        Settings.llm = None  # type: ignore[assignment]
+        Settings.embed_model = None  # type: ignore[assignment]
     assert bool(emulator.requests) == (where not in OFFLINE)
     if where in CHECK:
         CHECK[where](emulator)
