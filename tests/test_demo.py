@@ -1,4 +1,9 @@
-"""`make demo` runs end to end on the embedded default (the real local model server)."""
+"""`make demo` runs end to end: on the embedded default (the real local model server), and on
+TIR with a rerank model (against the emulator, set through the variables a user sets).
+
+TIR itself is not reachable from tests: the demo's on-TIR path runs against the emulator (chat,
+embeddings and rerank on one loopback server).
+"""
 
 from __future__ import annotations
 
@@ -9,24 +14,43 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import TEST_KEY
+from tests.support.emulator import Emulator
+
 ROOT = Path(__file__).resolve().parent.parent
+RERANKER = "bge_reranker_v2_m3"
+# What the demo says when no rerank model can run (scripts/demo.py).
+RERANK_SKIPPED = (
+    "TIR_RERANK_MODEL is not set (or TIR is not configured): reranking is skipped; the "
+    "answers use the retriever's best chunks as they come."
+)
+
+
+def run_demo(env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "demo.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def env_without_tir() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("TIR_", "E2E_TIR_"))}
 
 
 @pytest.mark.realmodel
 @pytest.mark.timeout(600)
 def test_demo_runs_on_the_local_model() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIR_", "E2E_TIR_"))}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "demo.py")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
+    result = run_demo(env_without_tir(), timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     out = result.stdout
     assert "TIR_API_KEY and TIR_PROJECT_ID are not set" in out
+    # No local reranker stands in for TIR's: the demo says so, and answers without one.
+    assert RERANK_SKIPPED in out.splitlines()
+    assert "Reranking on TIR" not in out and "reranked to" not in out
     sections = [
         "LangChain: a chain",
         "LangGraph: an agent",
@@ -47,3 +71,31 @@ def test_demo_runs_on_the_local_model() -> None:
     requests, no_usage, tokens_in = (int(x) for x in embedding_row.split()[1:4])
     assert requests >= 2 and no_usage == 0 and tokens_in > 0
     assert "requests reported no usage" in table
+
+
+@pytest.mark.timeout(300)
+def test_demo_reranks_on_tir(emulator: Emulator) -> None:
+    # Retrieve wide, rerank, answer from the best few.
+    env = env_without_tir()
+    env.update(
+        TIR_API_KEY=TEST_KEY,
+        TIR_PROJECT_ID="1234",
+        TIR_BASE_URL=emulator.base_url,
+        TIR_EMBEDDING_MODEL="e5",
+        TIR_RERANK_MODEL=RERANKER,
+    )
+    result = run_demo(env, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    out = result.stdout
+    assert f"Reranking on TIR: {RERANKER} (retrieve 12 chunks, answer from the best 3)" in out
+    assert RERANK_SKIPPED not in out and "reranking is skipped" not in out
+    assert "(12 chunks reranked to 3)" in out
+    # Both retrieval sections sent 12 chunks to the reranker and answered from 3 of them.
+    reranks = emulator.rerank_requests()
+    assert len(reranks) == 2
+    assert all(len(r.json["documents"]) == 12 and r.json["top_n"] == 3 for r in reranks)
+    assert all(r.json["model"] == RERANKER for r in reranks)
+    assert out.count("source:      ") == 3 and "(relevance " in out
+    assert out.count("retrieved:   ") == 3
+    table = out.split("Usage, from")[1]
+    assert RERANKER in table  # rerank tokens in the usage table
