@@ -216,11 +216,12 @@ def ours_llama_index(url: str, is_async: bool, in_flight: int) -> Run:
 
 
 def floor(url: str, threads: int = 1) -> Run:
-    """Raw httpx: the same requests, replies parsed, indices mapped back, one sort."""
+    """Raw httpx: the same requests (each batch's best 5), replies parsed, indices mapped back,
+    one sort."""
     client = httpx.Client(headers={"Authorization": f"Bearer {KEY}"})
 
     def one(start: int, batch: list[str]) -> list[tuple[float, int]]:
-        body = {"model": MODEL, "query": QUERY, "documents": batch}
+        body = {"model": MODEL, "query": QUERY, "documents": batch, "top_n": 5}
         reply = json.loads(client.post(f"{url}/rerank", json=body).content)
         return [(-r["relevance_score"], start + r["index"]) for r in reply["results"]]
 
