@@ -6,10 +6,12 @@ import asyncio
 import io
 
 import pytest
+from langchain_core.documents import Document
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 
-from langchain_tir import ChatTIRLlama
+from langchain_tir import ChatTIRLlama, TIRRerank
 from llama_index_tir import TIRLlamaLLM
+from tests.conftest import LIVE_ENV
 from tir_llama.cli import main
 from tir_transport import track_usage
 
@@ -42,3 +44,19 @@ def test_doctor() -> None:
     out = io.StringIO()
     assert main(["doctor"], out) == 0, out.getvalue()
     assert "request:     ok" in out.getvalue()
+
+
+@pytest.mark.skipif(
+    not LIVE_ENV.get("TIR_RERANK_MODEL"),
+    reason="needs a rerank model on TIR: set TIR_RERANK_MODEL to its API name",
+)
+def test_rerank_puts_the_answer_first() -> None:
+    documents = [
+        Document(page_content="Bananas are yellow and grow in bunches."),
+        Document(page_content="TIR is E2E Networks' AI platform, with GenAI model endpoints."),
+        Document(page_content="The Ganges flows into the Bay of Bengal."),
+    ]
+    with track_usage() as usage:
+        kept = TIRRerank(top_n=1).compress_documents(documents, "What is TIR?")
+    assert [d.page_content for d in kept] == [documents[1].page_content]
+    assert isinstance(kept[0].metadata["relevance_score"], float) and usage.requests == 1
