@@ -9,8 +9,9 @@
    sort), one request after another and spread over 8 threads. CPU is this process's
    (`time.process_time`); the server runs in its own process.
 
-The server is this file run with `--serve`: a raw asyncio protocol that answers vLLM's rerank
-format (every result with its document text, sorted by score), so it is never the bottleneck.
+The server is `benchmarks/server.py` (a raw asyncio protocol, in its own process), answering
+vLLM's rerank format (every result with its document text, sorted by score, cut to `top_n`)
+after `--delay-ms`, so it is never the bottleneck.
 
     python benchmarks/bench_rerank.py            # the full run (about half a minute)
     python benchmarks/bench_rerank.py --smoke    # one short round: checks it runs
@@ -42,80 +43,11 @@ BATCH = 32
 LATENCY = 0.020
 QUERY = "which passage mentions the lazy dog"
 
-# -- the server (`--serve`) ----------------------------------------------------------------------
-
-
-def _reply(body: bytes) -> bytes:
-    request = json.loads(body)
-    documents = request["documents"]
-    # A fixed score per text (not per position): batches merge into one meaningful order.
-    scored = [(hash(text) % 10_007 / 10_007, i, text) for i, text in enumerate(documents)]
-    scored.sort(key=lambda s: (-s[0], s[1]))
-    top_n = request.get("top_n")
-    if top_n:
-        scored = scored[:top_n]
-    payload = json.dumps(
-        {
-            "id": "rerank-bench",
-            "model": MODEL,
-            "usage": {"total_tokens": 20 * len(documents)},
-            "results": [
-                {"index": i, "document": {"text": text}, "relevance_score": score}
-                for score, i, text in scored
-            ],
-        },
-        separators=(",", ":"),
-    ).encode()
-    head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-    return f"{head}content-length: {len(payload)}\r\n\r\n".encode() + payload
-
-
-class RerankProtocol(asyncio.Protocol):
-    """HTTP/1.1 keep-alive, one request at a time per connection."""
-
-    delay = 0.0
-
-    def __init__(self) -> None:
-        self.buffer = b""
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while True:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = self.buffer[:end].lower()
-            marker = head.find(b"content-length:")
-            length = int(head[marker + 15 :].split(b"\r\n", 1)[0]) if marker >= 0 else 0
-            if len(self.buffer) < end + 4 + length:
-                return
-            body = self.buffer[end + 4 : end + 4 + length]
-            self.buffer = self.buffer[end + 4 + length :]
-            assert self.transport is not None
-            reply = _reply(body)
-            if self.delay:
-                asyncio.get_running_loop().call_later(self.delay, self.transport.write, reply)
-            else:
-                self.transport.write(reply)
-
-
-async def _serve() -> None:
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(RerankProtocol, "127.0.0.1", 0, backlog=1024)
-    print(server.sockets[0].getsockname()[1], flush=True)
-    async with server:
-        await server.serve_forever()
-
 
 @contextmanager
 def server(delay_ms: float) -> Iterator[str]:
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", "--delay-ms", str(delay_ms)],
+        [sys.executable, str(ROOT / "benchmarks" / "server.py"), "--delay-ms", str(delay_ms)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -266,13 +198,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--smoke", action="store_true", help="one short round: checks it runs")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        RerankProtocol.delay = args.delay_ms / 1000.0
-        asyncio.run(_serve())
-        return 0
     count, n = (200, 1) if args.smoke else (1_000, 7)
     docs = DOCS[:count]
     batches = math.ceil(count / BATCH)

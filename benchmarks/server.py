@@ -1,9 +1,10 @@
-"""A loopback chat-completions and embeddings server fast enough never to be the bottleneck.
+"""A loopback chat, embeddings and rerank server fast enough never to be the bottleneck.
 
 Raw asyncio protocol, replies precomputed per chunk count: no framework, no JSON parsing of
 a chat request beyond two regular expressions. `max_tokens` in the request sets the number of
 content chunks of a streamed reply. An embeddings request gets one fixed 384-float vector per
-input (base64 or floats, as asked), after `--delay-ms` (the service's latency). Run as a
+input (base64 or floats, as asked), and a rerank request vLLM's reply (a fixed score per text,
+best first, cut to `top_n`), both after `--delay-ms` (the service's latency). Run as a
 separate process so it does not share the client's GIL: `python benchmarks/server.py` prints
 the port, then serves until killed.
 """
@@ -18,18 +19,24 @@ import re
 import struct
 import sys
 from functools import cache, lru_cache
+from typing import Any
 
 _STREAM = re.compile(rb'"stream"\s*:\s*true')
 _USAGE = re.compile(rb'"include_usage"\s*:\s*true')
 _MAX_TOKENS = re.compile(rb'"max_(?:completion_)?tokens"\s*:\s*(\d+)')
 TEXT = "Hello. How can I assist you today?"
 DIMENSIONS = 384
-DELAY = 0.0  # seconds before each embeddings reply
+DELAY = 0.0  # seconds before each embeddings or rerank reply
 CHAT_DELAY = 0.0  # seconds before each non-streamed chat reply
 
 
 def _dumps(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _response(body: bytes) -> bytes:
+    head = f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(body)}"
+    return head.encode() + b"\r\n\r\n" + body
 
 
 @cache
@@ -52,10 +59,7 @@ def completion_reply() -> bytes:
             "usage": {"prompt_tokens": 12, "total_tokens": 21, "completion_tokens": 9},
         }
     )
-    head = (
-        f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
+    return _response(body)
 
 
 @lru_cache(maxsize=64)
@@ -98,10 +102,30 @@ def embeddings_reply(count: int, b64: bool) -> bytes:
             "usage": {"prompt_tokens": 8 * count, "total_tokens": 8 * count},
         }
     )
-    head = (
-        f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+    return _response(body)
+
+
+def rerank_reply(request: dict[str, Any]) -> bytes:
+    documents = request["documents"]
+    # A fixed score per text (not per position): batches merge into one meaningful order.
+    scored = [(hash(text) % 10_007 / 10_007, i, text) for i, text in enumerate(documents)]
+    scored.sort(key=lambda s: (-s[0], s[1]))
+    top_n = request.get("top_n")
+    if top_n:
+        scored = scored[:top_n]
+    return _response(
+        _dumps(
+            {
+                "id": "rerank-bench",
+                "model": request.get("model"),
+                "usage": {"total_tokens": 20 * len(documents)},
+                "results": [
+                    {"index": i, "document": {"text": text}, "relevance_score": score}
+                    for score, i, text in scored
+                ],
+            }
+        )
     )
-    return head.encode() + body
 
 
 class ChatProtocol(asyncio.Protocol):
@@ -131,11 +155,15 @@ class ChatProtocol(asyncio.Protocol):
             body = self.buffer[end + 4 : end + 4 + length]
             self.buffer = self.buffer[end + 4 + length :]
             assert self.transport is not None
-            if b"/embeddings" in head.split(b"\r\n", 1)[0]:
+            path = head.split(b"\r\n", 1)[0]
+            if b"/embeddings" in path or b"/rerank" in path:
                 request = json.loads(body)
-                texts = request["input"]
-                count = 1 if isinstance(texts, str) else len(texts)
-                reply = embeddings_reply(count, request.get("encoding_format") == "base64")
+                if b"/rerank" in path:
+                    reply = rerank_reply(request)
+                else:
+                    texts = request["input"]
+                    count = 1 if isinstance(texts, str) else len(texts)
+                    reply = embeddings_reply(count, request.get("encoding_format") == "base64")
                 if DELAY:
                     # Replies may leave out of order; each connection has one request at a time.
                     asyncio.get_running_loop().call_later(DELAY, self.transport.write, reply)
@@ -163,7 +191,7 @@ async def main() -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--delay-ms", type=float, default=0.0, help="embeddings latency")
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="embeddings and rerank latency")
     parser.add_argument("--chat-delay-ms", type=float, default=0.0, help="chat latency")
     arguments = parser.parse_args()
     DELAY = arguments.delay_ms / 1000.0
