@@ -215,7 +215,7 @@ class HTTPClient:
                 client = self._sync
                 if client is None:
                     client = self._sync = httpx.Client(
-                        timeout=_timeout(self.config.timeout),
+                        timeout=self._timeout,
                         limits=_LIMITS,
                         verify=_ssl_context(),
                     )
@@ -231,9 +231,7 @@ class HTTPClient:
         entry = self._async.get(loop)
         if entry is not None:
             return entry[0]
-        client = httpx.AsyncClient(
-            timeout=_timeout(self.config.timeout), limits=_LIMITS, verify=_ssl_context()
-        )
+        client = httpx.AsyncClient(timeout=self._timeout, limits=_LIMITS, verify=_ssl_context())
         guard = _close_on_loop_shutdown(client)
         # Started in this loop, the guard is one of the loop's async generators: asyncio.run
         # (loop.shutdown_asyncgens) closes it while the loop still runs, closing the client.
@@ -341,7 +339,7 @@ class HTTPClient:
     # -- the request loop: send, retry, back off, map errors, respect limits -----------------
     # A reply read whole is retried until its headers arrive; a stream also while it has
     # handed nothing on (after that a retry would repeat what the caller has seen). The APIs
-    # (chat, embeddings) build bodies and read replies; they never loop themselves.
+    # (chat, embeddings, rerank) build bodies and read replies; they never loop themselves.
 
     def _post(self, url: str, body: bytes) -> httpx.Response:
         """POST with retries; the successful response, or the error after the last try."""
@@ -459,6 +457,24 @@ def drive(plan: Plan[_Request, _Reply, _Result], send: Callable[[_Request], _Rep
             return result
 
 
+async def adrive(
+    plan: Plan[_Request, _Reply, _Result], send: Callable[[_Request], Awaitable[_Reply]]
+) -> _Result:
+    """Async twin of `drive`."""
+    request = next(plan)
+    while True:
+        outcome: _Reply | TIRError
+        try:
+            outcome = await send(request)
+        except TIRError as e:
+            outcome = e
+        try:
+            request = plan.send(outcome)
+        except StopIteration as done:
+            result: _Result = done.value
+            return result
+
+
 def in_flight(
     send: Callable[[_Job], _Result], jobs: Sequence[_Job], limit: int, name: str
 ) -> list[_Result]:
@@ -505,24 +521,6 @@ async def ain_flight(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-
-
-async def adrive(
-    plan: Plan[_Request, _Reply, _Result], send: Callable[[_Request], Awaitable[_Reply]]
-) -> _Result:
-    """Async twin of `drive`."""
-    request = next(plan)
-    while True:
-        outcome: _Reply | TIRError
-        try:
-            outcome = await send(request)
-        except TIRError as e:
-            outcome = e
-        try:
-            request = plan.send(outcome)
-        except StopIteration as done:
-            result: _Result = done.value
-            return result
 
 
 class StreamParser(Protocol[_T_co]):
