@@ -25,30 +25,15 @@ import time
 import tracemalloc
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+from server import serving
 
-ROOT = Path(__file__).resolve().parent.parent
 CHUNKS = 500
 CONCURRENT = 200
 KEY = "bench-key"
-
-
-@contextmanager
-def server() -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "benchmarks" / "server.py")], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        port = int(proc.stdout.readline())
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        proc.wait()
 
 
 # -- the floor: raw httpx plus a chat model that does no I/O ----------------------------------
@@ -410,7 +395,7 @@ def main() -> int:
         f"Python {platform.python_version()}",
         "cases": {},
     }
-    with server() as url:
+    with serving() as url:
         for framework in ("langchain", "llama_index"):
             for case, times in framework_cases(url, framework, repeat, rounds).items():
                 report["cases"][f"{framework}: {case}"] = times

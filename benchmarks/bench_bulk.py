@@ -15,41 +15,17 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from server import serving
+
 KEY = "bench-key"
 LATENCY = 0.05
 
 # Ray on loopback only (before Ray is imported).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-
-
-@contextmanager
-def server() -> Iterator[str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "server.py"),
-            "--chat-delay-ms",
-            str(LATENCY * 1000),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        port = int(proc.stdout.readline())
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        proc.wait()
 
 
 def ours(url: str, actors: int, in_flight: int, rows: int) -> float:
@@ -94,7 +70,7 @@ def main() -> int:
     seconds = 0.5 if args.smoke else 5.0
     report: dict[str, Any] = {"latency_ms": LATENCY * 1000, "cases": {}}
     try:
-        with server() as url:
+        with serving("--chat-delay-ms", str(LATENCY * 1000)) as url:
             for actors, in_flight in cases:
                 ideal = actors * in_flight / LATENCY
                 rows = max(10, int(ideal * seconds))

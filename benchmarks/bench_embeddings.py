@@ -21,37 +21,18 @@ import base64
 import gc
 import json
 import statistics
-import subprocess
-import sys
 import time
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+from server import serving
 
-ROOT = Path(__file__).resolve().parent.parent
 KEY = "bench-key"
 BATCH = 64
-
-
-@contextmanager
-def server(delay_ms: float) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "benchmarks" / "server.py"), "--delay-ms", str(delay_ms)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        port = int(proc.stdout.readline())
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        proc.wait()
 
 
 def texts(count: int) -> list[str]:
@@ -180,7 +161,7 @@ def main() -> int:
     count, n = (640, 1) if args.smoke else (10_000, 5)
     docs = texts(count)
     report: dict[str, Any] = {"texts": count, "batch": BATCH, "wall_seconds": {}, "cpu": {}}
-    with server(delay_ms=20) as url:
+    with serving("--delay-ms", "20") as url:
         for framework, ours, peer in (
             ("langchain", ours_langchain, peer_langchain),
             ("llama_index", ours_llama_index, peer_llama_index),
@@ -194,7 +175,7 @@ def main() -> int:
                     time.perf_counter,
                 )
                 report["wall_seconds"][f"{framework} {kind}"] = medians
-    with server(delay_ms=0) as url:
+    with serving() as url:
         cpu = rounds(
             {
                 "floor": floor(url),

@@ -25,39 +25,20 @@ import gc
 import json
 import math
 import statistics
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+from server import serving
 
-ROOT = Path(__file__).resolve().parent.parent
 KEY = "bench-key"
 MODEL = "reranker"
 BATCH = 32
 LATENCY = 0.020
 QUERY = "which passage mentions the lazy dog"
-
-
-@contextmanager
-def server(delay_ms: float) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "benchmarks" / "server.py"), "--delay-ms", str(delay_ms)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        port = int(proc.stdout.readline())
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        proc.wait()
 
 
 # -- contenders: each reranks `docs` and returns the best indices --------------------------------
@@ -210,7 +191,7 @@ def main() -> int:
         "ideal_seconds": {},
         "cpu_us_per_document": {},
     }
-    with server(delay_ms=LATENCY * 1000) as url:
+    with serving("--delay-ms", str(LATENCY * 1000)) as url:
         for in_flight in (8, 32):
             # Raw httpx on as many threads: what the wire allows a Python client, for scale.
             contenders: dict[str, Run] = {f"floor, {in_flight} threads": floor(url, in_flight)}
@@ -222,7 +203,7 @@ def main() -> int:
             medians = rounds(contenders, docs, n, time.perf_counter)
             report["wall_seconds"][str(in_flight)] = medians
             report["ideal_seconds"][str(in_flight)] = math.ceil(batches / in_flight) * LATENCY
-    with server(delay_ms=0) as url:
+    with serving() as url:
         cpu = rounds(
             {
                 "floor": floor(url),

@@ -17,7 +17,10 @@ import base64
 import json
 import re
 import struct
+import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache, lru_cache
 from typing import Any
 
@@ -179,6 +182,22 @@ class ChatProtocol(asyncio.Protocol):
                 )
             else:
                 self.transport.write(completion_reply())
+
+
+@contextmanager
+def serving(*options: str) -> Iterator[str]:
+    """Run this server in its own process for a benchmark; yields its base URL (`.../v1`).
+
+    `options` are this script's (`--delay-ms`, `--chat-delay-ms`).
+    """
+    proc = subprocess.Popen([sys.executable, __file__, *options], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        proc.wait()
 
 
 async def main() -> None:
