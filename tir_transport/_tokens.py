@@ -374,6 +374,16 @@ def _content(message: Mapping[str, Any]) -> str:
     return message_text(message.get("content"))
 
 
+def _split_system(
+    messages: Sequence[Mapping[str, Any]],
+) -> tuple[str, list[Mapping[str, Any]]]:
+    """The leading system message's text (stripped; empty if none) and the other messages."""
+    rest = list(messages)
+    if rest and rest[0].get("role") == "system":
+        return _content(rest[0]).strip(), rest[1:]
+    return "", rest
+
+
 def render_llama3_prompt(
     messages: Sequence[Mapping[str, Any]],
     tools: Sequence[Mapping[str, Any]] | None = None,
@@ -395,11 +405,7 @@ def render_llama3_prompt(
         The prompt, special tokens as text.
     """
     parts = ["<|begin_of_text|>"]
-    rest = list(messages)
-    system = ""
-    if rest and rest[0].get("role") == "system":
-        system = _content(rest[0]).strip()
-        rest = rest[1:]
+    system, rest = _split_system(messages)
     parts.append(_LLAMA3_SYSTEM_HEADER)
     if tools is not None:
         parts.append("Environment: ipython\n")
@@ -450,11 +456,7 @@ def render_llama4_prompt(
     no default system preamble; tool definitions are counted as JSON in the system turn.
     """
     parts = ["<|begin_of_text|>"]
-    rest = list(messages)
-    system = ""
-    if rest and rest[0].get("role") == "system":
-        system = _content(rest[0]).strip()
-        rest = rest[1:]
+    system, rest = _split_system(messages)
     if tools:
         system = "".join(_json(_server_tool(t), indent=4) + "\n\n" for t in tools) + system
     if system:
