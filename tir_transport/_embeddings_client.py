@@ -16,7 +16,16 @@ from ._embeddings import (
     parse_embeddings,
 )
 from ._errors import ContextLengthExceededError, TIRError, request_id_of
-from ._http import HTTPClient, HTTPOptions, Plan, adrive, ain_flight, drive, in_flight
+from ._http import (
+    HTTPClient,
+    HTTPOptions,
+    Plan,
+    adrive,
+    ain_flight,
+    check_batching,
+    drive,
+    in_flight,
+)
 from ._usage import record_usage
 
 __all__ = [
@@ -78,10 +87,7 @@ class EmbeddingsClient(HTTPClient):
         Raises:
             ValueError: a batch size or concurrency below 1, an unknown encoding format.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size!r}")
-        if max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency!r}")
+        check_batching(batch_size, max_concurrency)
         if encoding_format not in ("base64", "float"):
             raise ValueError(
                 f"encoding_format must be 'base64' or 'float', got {encoding_format!r}"

@@ -59,6 +59,7 @@ __all__ = [
     "StreamParser",
     "adrive",
     "ain_flight",
+    "check_batching",
     "drive",
     "in_flight",
 ]
@@ -473,6 +474,14 @@ async def adrive(
         except StopIteration as done:
             result: _Result = done.value
             return result
+
+
+def check_batching(batch_size: int, max_concurrency: int) -> None:
+    """Refuse a batch size or a concurrency below 1 (for the API clients that batch)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size!r}")
+    if max_concurrency < 1:
+        raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency!r}")
 
 
 def in_flight(

@@ -26,7 +26,7 @@ from ._errors import (
     request_id_of,
     scrub_secret,
 )
-from ._http import HTTPClient, HTTPOptions, ain_flight, in_flight
+from ._http import HTTPClient, HTTPOptions, ain_flight, check_batching, in_flight
 from ._usage import Usage, record_usage
 
 __all__ = [
@@ -260,10 +260,7 @@ class RerankClient(HTTPClient):
         Raises:
             ValueError: a batch size or concurrency below 1.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size!r}")
-        if max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency!r}")
+        check_batching(batch_size, max_concurrency)
         super().__init__(config, **options)
         self.batch_size = batch_size
         self.max_concurrency = max_concurrency
