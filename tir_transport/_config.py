@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -27,7 +28,9 @@ __all__ = [
     "RERANK_MODEL_ENV_VARS",
     "RERANK_MODEL_HINT",
     "TIRConfig",
+    "clean_api_key",
     "coerce_id",
+    "env_api_key",
     "env_first",
     "id_text",
 ]
@@ -61,6 +64,82 @@ def env_first(names: tuple[str, ...], env: Mapping[str, str] | None = None) -> s
         value = source.get(name, "").strip()
         if value:
             return value
+    return None
+
+
+# What a bearer token may hold: printable ASCII, no space (RFC 6750's b64token is narrower still).
+_KEY_CHARS = re.compile(r"[\x21-\x7e]*")
+_INVISIBLE = {
+    "\ufeff": "a byte-order mark (U+FEFF: the file was saved with one)",
+    "\u200b": "a zero-width space (U+200B: it came with a copy and paste)",
+    "\u200c": "a zero-width non-joiner (U+200C)",
+    "\u200d": "a zero-width joiner (U+200D)",
+    "\u2060": "a word joiner (U+2060)",
+    "\u00a0": "a no-break space (U+00A0)",
+}
+
+
+def _key_problem(char: str) -> str:
+    """What a character that cannot be in a key is, said without showing the key."""
+    if char in _INVISIBLE:
+        return _INVISIBLE[char]
+    code = f"U+{ord(char):04X}"
+    if char.isspace():
+        return f"a space or line break ({code})"
+    if ord(char) < 0x20 or ord(char) == 0x7F:
+        return f"a control character ({code})"
+    return f"a character that is not ASCII ({code})"
+
+
+def clean_api_key(value: str | SecretStr | None, source: str = "api_key") -> SecretStr | None:
+    """An API key as users hold it, made ready for the Authorization header.
+
+    Whitespace around it (the newline of `open("key").read()`, spaces of a copy and paste) is
+    stripped; an empty key is no key. A key with anything but printable ASCII left in it (a
+    control character, a byte-order mark, a zero-width space, a space inside) is refused: it
+    could only fail at every request, and the error there would quote the header.
+
+    Args:
+        value: the key, as given.
+        source: where it came from (`api_key`, `TIR_API_KEY`), named in the error.
+
+    Raises:
+        ConfigurationError: the key holds a character no key can hold; the message names the
+            character and its position, never the key.
+    """
+    if value is None:
+        return None
+    text = value.get_secret_value() if isinstance(value, SecretStr) else value
+    if not isinstance(text, str):
+        raise ConfigurationError(f"{source} must be a str, got {type(text).__name__}")
+    text = text.strip()
+    if not text:
+        return None
+    if _KEY_CHARS.fullmatch(text) is None:
+        position, char = next((i, c) for i, c in enumerate(text) if not "!" <= c <= "~")
+        raise ConfigurationError(
+            f"The API key ({source}) contains {_key_problem(char)} at position {position + 1} "
+            f"of {len(text)}: no TIR token does. Check how the key was read or pasted (the "
+            "key itself is not shown)."
+        )
+    return (
+        value
+        if isinstance(value, SecretStr) and text == value.get_secret_value()
+        else (SecretStr(text))
+    )
+
+
+def env_api_key(env: Mapping[str, str] | None = None) -> SecretStr | None:
+    """The API key from the first of `API_KEY_ENV_VARS` that is set (cleaned as arguments are).
+
+    Raises:
+        ConfigurationError: the variable's key holds a character no key can hold.
+    """
+    source = os.environ if env is None else env
+    for name in API_KEY_ENV_VARS:
+        key = clean_api_key(source.get(name), name)
+        if key is not None:
+            return key
     return None
 
 
@@ -123,9 +202,8 @@ class TIRConfig:
     default_headers: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if isinstance(self.api_key, str):
-            # Accept a plain string too, but never keep the key where repr() would show it.
-            object.__setattr__(self, "api_key", SecretStr(self.api_key) if self.api_key else None)
+        # A plain string too, but never kept where repr() would show it; stripped, checked.
+        object.__setattr__(self, "api_key", clean_api_key(self.api_key))
         if self.timeout is not None and self.timeout <= 0:
             raise ConfigurationError(f"timeout must be positive, got {self.timeout!r}")
         if self.max_retries < 0:
@@ -157,11 +235,7 @@ class TIRConfig:
         `TIR_HOST`, `TIR_BASE_URL`), first found; then the defaults. Missing key or project
         are not errors here: the first request reports them.
         """
-        if isinstance(api_key, str):
-            api_key = SecretStr(api_key) if api_key else None
-        if api_key is None:
-            found = env_first(API_KEY_ENV_VARS, env)
-            api_key = SecretStr(found) if found else None
+        api_key = clean_api_key(api_key) or env_api_key(env)
         return cls(
             api_key=api_key,
             project_id=project_id

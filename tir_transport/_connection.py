@@ -25,7 +25,6 @@ from pydantic import (
 
 from ._chat import ChatClient
 from ._config import (
-    API_KEY_ENV_VARS,
     BASE_URL_ENV_VARS,
     DEFAULT_HOST,
     DEFAULT_MAX_RETRIES,
@@ -35,6 +34,8 @@ from ._config import (
     PROJECT_ID_ENV_VARS,
     RERANK_MODEL_ENV_VARS,
     TIRConfig,
+    clean_api_key,
+    env_api_key,
     env_first,
     id_text,
 )
@@ -121,9 +122,7 @@ class TIRConnection(BaseModel):
     @model_validator(mode="after")
     def _read_environment(self) -> Any:
         # Once, here: what was given wins, then the environment, then the defaults.
-        if self.api_key is None or not self.api_key.get_secret_value():
-            found = env_first(API_KEY_ENV_VARS)
-            self.api_key = SecretStr(found) if found else None
+        self.api_key = clean_api_key(self.api_key) or env_api_key()
         self.project_id = self.project_id or env_first(PROJECT_ID_ENV_VARS)
         self.host = self.host or env_first(HOST_ENV_VARS) or DEFAULT_HOST
         self.base_url = self.base_url or env_first(BASE_URL_ENV_VARS)
