@@ -12,13 +12,13 @@ import httpx
 
 from ._chat_wire import DONE, ChatChunk, ChatCompletion, parse_chunk, parse_completion
 from ._config import TIRConfig
-from ._errors import StreamInterruptedError, TIRError, request_id_of
+from ._errors import StreamInterruptedError, TIRError, request_id_of, scrub_secret
 from ._http import AsyncStream, HTTPClient, HTTPOptions, ParserFactory, adrive, drive
 from ._negotiate import Negotiation, negotiates
 from ._sse import ServerSentEvent, SSEDecoder
 from ._tool_stream import TextToolCallFilter
 from ._tools import ToolMode
-from ._usage import Usage, record_usage
+from ._usage import Usage
 
 __all__ = ["AsyncChatStream", "ChatClient"]
 
@@ -28,7 +28,6 @@ class _ChatStreamParser:
 
     __slots__ = (
         "decoder",
-        "default_model",
         "done",
         "events",
         "finish_reason",
@@ -41,10 +40,9 @@ class _ChatStreamParser:
     )
 
     def __init__(self, response: httpx.Response, url: str, config: TIRConfig, tools: bool) -> None:
-        self.request_id = request_id_of(response.headers)
-        self.url = url
         self.secret = config.secret()
-        self.default_model = config.model
+        self.request_id = request_id_of(response.headers, self.secret)
+        self.url = url
         self.tools = tools
         self.decoder = SSEDecoder()
         self.finish_reason: str | None = None
@@ -61,17 +59,18 @@ class _ChatStreamParser:
                 yield chunk
 
     def end(self) -> None:
-        """Raise if the body ended before the reply did; record the reply's usage."""
+        """Raise if the body ended before the reply did (the HTTP layer counts the usage)."""
         self.decoder.flush()
         self.check_end()
-        record_usage(self.model or self.default_model, self.usage)
 
     def on_event(self, event: ServerSentEvent) -> ChatChunk | None:
         """The chunk of one event, or None for `[DONE]` and for events after it."""
         self.events += 1
         if self.done:
             return None
-        data = event.data
+        # A gateway may echo the Authorization header into an event: hidden before anything
+        # parses, quotes or cuts it (the one stream-side twin of HTTPClient._read).
+        data = scrub_secret(event.data, self.secret)
         if data == DONE:
             self.done = True
             return None
@@ -163,16 +162,9 @@ class ChatClient(HTTPClient):
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
         return url, headers, body
 
-    def _completion(self, response: httpx.Response) -> ChatCompletion:
-        data = self._json(response)
-        try:
-            completion = parse_completion(data, secret=self.config.secret())
-        except TIRError as e:
-            # The request id is looked up only when there is an error to attach it to.
-            e.request_id = request_id_of(response.headers)
-            raise
-        record_usage(completion.model or self.config.model, completion.usage)
-        return completion
+    def _model(self, payload: Mapping[str, Any]) -> str:
+        model = payload.get("model")
+        return model if isinstance(model, str) and model else self.config.model
 
     def _parser(self, url: str, payload: Mapping[str, Any]) -> ParserFactory[ChatChunk]:
         tools = bool(payload.get("tools"))
@@ -182,19 +174,21 @@ class ChatClient(HTTPClient):
 
     def _create_once(self, payload: Mapping[str, Any]) -> ChatCompletion:
         url, _, body = self._prepare(payload)
-        return self._completion(self._post(url, body))
+        model = self._model(payload)
+        return self._read(self._post(url, body, model), parse_completion, model)
 
     async def _acreate_once(self, payload: Mapping[str, Any]) -> ChatCompletion:
         url, _, body = self._prepare(payload)
-        return self._completion(await self._apost(url, body))
+        model = self._model(payload)
+        return self._read(await self._apost(url, body, model), parse_completion, model)
 
     def _stream_once(self, payload: Mapping[str, Any]) -> Generator[ChatChunk, None, None]:
         url, _, body = self._prepare(payload)
-        return self._stream(url, body, self._parser(url, payload))
+        return self._stream(url, body, self._parser(url, payload), self._model(payload))
 
     def _astream_once(self, payload: Mapping[str, Any]) -> AsyncStream[ChatChunk]:
         url, _, body = self._prepare(payload)
-        return self._astream(url, body, self._parser(url, payload))
+        return self._astream(url, body, self._parser(url, payload), self._model(payload))
 
     # -- public: one request, with the fallbacks the endpoint forces -------------------------
 

@@ -6,6 +6,8 @@ import json
 from collections.abc import Sequence
 from typing import Any, Unpack
 
+import httpx
+
 from ._config import EMBEDDING_MODEL_ENV_VARS, EMBEDDING_MODEL_HINT, TIRConfig
 from ._embeddings import (
     EmbeddingsReply,
@@ -15,7 +17,7 @@ from ._embeddings import (
     is_encoding_rejection,
     parse_embeddings,
 )
-from ._errors import ContextLengthExceededError, TIRError, request_id_of
+from ._errors import ContextLengthExceededError, TIRError
 from ._http import (
     HTTPClient,
     HTTPOptions,
@@ -26,7 +28,6 @@ from ._http import (
     drive,
     in_flight,
 )
-from ._usage import record_usage
 
 __all__ = [
     "DEFAULT_EMBED_BATCH_SIZE",
@@ -124,14 +125,11 @@ class EmbeddingsClient(HTTPClient):
         )
         return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
-    def _reply(self, response: Any, count: int) -> list[list[float]]:
-        try:
-            reply: EmbeddingsReply = parse_embeddings(self._json(response), count)
-        except TIRError as e:
-            e.request_id = request_id_of(response.headers)
-            raise
-        record_usage(reply.model or self.config.model, reply.usage)
-        return reply.vectors
+    def _reply(self, response: httpx.Response, count: int) -> list[list[float]]:
+        def parse(data: Any) -> EmbeddingsReply:
+            return parse_embeddings(data, count)
+
+        return self._read(response, parse, self.config.model).vectors
 
     @staticmethod
     def _too_long(error: ContextLengthExceededError, index: int, total: int) -> TIRError:
@@ -185,11 +183,13 @@ class EmbeddingsClient(HTTPClient):
 
     def _send(self, texts: list[str]) -> list[list[float]]:
         url = self._api_url("embeddings", None)
-        return self._reply(self._post(url, self._body(texts)), len(texts))
+        response = self._post(url, self._body(texts), self.config.model)
+        return self._reply(response, len(texts))
 
     async def _asend(self, texts: list[str]) -> list[list[float]]:
         url = self._api_url("embeddings", None)
-        return self._reply(await self._apost(url, self._body(texts)), len(texts))
+        response = await self._apost(url, self._body(texts), self.config.model)
+        return self._reply(response, len(texts))
 
     def _vectors(
         self, results: list[list[float] | TIRError], start: int, total: int

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote as url_quote
 from urllib.parse import unquote
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "error_from_response",
     "quote",
     "request_id_of",
+    "scrub_bytes",
     "scrub_secret",
 ]
 
@@ -208,30 +211,62 @@ def _message_from_body(body: Any) -> str | None:
     return None
 
 
-def request_id_of(headers: Mapping[str, str] | None) -> str | None:
-    """The request id a server or gateway put in its reply's headers, if any."""
-    if not headers:
-        return None
-    for name in _REQUEST_ID_HEADERS:
-        value = headers.get(name)
-        if value:
-            return value
-    return None
-
-
 # Shorter than this, a "key" is no real token (TIR's are long JWTs), and replacing each of its
 # occurrences would mangle the text: a key "k" turns "tokens" into "to**********ens".
 MIN_SECRET_CHARS = 8
 
 
+HIDDEN = "**********"
+
+
+@functools.lru_cache(maxsize=8)
+def _secret_forms(secret: str) -> tuple[str, ...]:
+    """The key as a reply may echo it: as sent, escaped in JSON, percent-encoded."""
+    forms = {secret, json.dumps(secret)[1:-1], json.dumps(secret)[1:-1].replace("/", "\\/")}
+    forms.add(url_quote(secret, safe=""))
+    # Longest first: a shorter form inside a longer one must not leave the rest of it.
+    return tuple(sorted(forms, key=len, reverse=True))
+
+
 def scrub_secret(text: str, secret: str | None) -> str:
     """`text` with every occurrence of the API key hidden (a key long enough to be one).
 
-    A gateway may echo the Authorization header back in its error page.
+    A gateway may echo the Authorization header back in its error page, its JSON or a
+    header; the key is looked for as sent, JSON-escaped and percent-encoded. Hide before
+    cutting: a key cut in half is no longer found.
     """
-    if secret and len(secret) >= MIN_SECRET_CHARS and secret in text:
-        return text.replace(secret, "**********")
+    if not secret or len(secret) < MIN_SECRET_CHARS:
+        return text
+    for form in _secret_forms(secret):
+        if form in text:
+            text = text.replace(form, HIDDEN)
     return text
+
+
+def scrub_bytes(content: bytes, secret: str | None) -> bytes:
+    """`scrub_secret` for a raw reply, before anything decodes, parses or quotes it."""
+    if not secret or len(secret) < MIN_SECRET_CHARS:
+        return content
+    for form in _secret_forms(secret):
+        raw = form.encode()
+        if raw in content:
+            content = content.replace(raw, HIDDEN.encode())
+    return content
+
+
+def request_id_of(headers: Mapping[str, str] | None, secret: str | None = None) -> str | None:
+    """The request id a server or gateway put in its reply's headers, if any.
+
+    `secret`: the API key, hidden if the header echoes it (a gateway may put the
+    Authorization value there).
+    """
+    if not headers:
+        return None
+    for name in _REQUEST_ID_HEADERS:
+        value = headers.get(name)
+        if value:
+            return scrub_secret(value, secret)
+    return None
 
 
 def _scrub_body(body: Any, secret: str | None) -> Any:
@@ -296,7 +331,8 @@ def error_from_response(
         An instance of the class the status table gives (`ContextLengthExceededError` for a
         400 about the context length).
     """
-    text = content.decode("utf-8", errors="replace")
+    # Hidden first, in the raw reply: before anything below decodes, quotes or cuts it.
+    text = scrub_bytes(content, secret).decode("utf-8", errors="replace")
     body: Any
     try:
         body = json.loads(text) if text.strip() else None
@@ -309,12 +345,13 @@ def error_from_response(
     # Classified on the server's own words, before anything is hidden in them.
     if cls is BadRequestError and _CONTEXT_RE.search(message):
         cls = ContextLengthExceededError
-    message = scrub_secret(quote(message), secret)
+    message = quote(message)
     hint = _hint(cls, url)
     if hint:
         message = f"{hint} The server said: {message}"
-    body = _scrub_body(quote(body) if isinstance(body, str) else body, secret)
-    return cls(message, status_code=status_code, request_id=request_id_of(headers), body=body)
+    body = quote(body) if isinstance(body, str) else body
+    request_id = request_id_of(headers, secret)
+    return cls(message, status_code=status_code, request_id=request_id, body=body)
 
 
 def is_error_event(payload: Mapping[str, Any]) -> bool:
@@ -333,8 +370,8 @@ def error_from_event(
     A context-length complaint keeps its own class; everything else is a
     `StreamInterruptedError`, because the stream stopped short of its end.
     """
-    raw = quote(_message_from_body(payload) or json.dumps(payload))
-    message = scrub_secret(raw, secret)
+    raw = scrub_secret(_message_from_body(payload) or json.dumps(payload), secret)
+    message = quote(raw)
     body = _scrub_body(dict(payload), secret)
     code: Any = payload.get("code")
     error = payload.get("error")

@@ -34,10 +34,11 @@ from typing import Any, ClassVar, Generic, Protocol, Self, TypedDict, TypeVar
 
 import httpx
 
-from ._config import TIRConfig, env_first
+from ._config import TIRConfig, _is_loopback, env_first
 from ._errors import (
     APIConnectionError,
     APITimeoutError,
+    ConfigurationError,
     InvalidResponseError,
     RateLimitError,
     StreamInterruptedError,
@@ -45,10 +46,12 @@ from ._errors import (
     error_from_response,
     quote,
     request_id_of,
+    scrub_bytes,
     scrub_secret,
 )
 from ._limits import Limits, _AsyncSlot
 from ._retry import RetryPolicy, parse_retry_after
+from ._usage import PendingRequest, Usage, record_usage, request_started
 
 __all__ = [
     "AsyncStream",
@@ -62,12 +65,14 @@ __all__ = [
     "check_batching",
     "drive",
     "in_flight",
+    "proxy_for",
 ]
 
 logger = logging.getLogger("tir_transport")
 
 _T = TypeVar("_T")
 _T_co = TypeVar("_T_co", covariant=True)
+_R = TypeVar("_R")
 
 # Reusable, sync and async: what a request holds when no limit applies.
 _NO_LIMIT = contextlib.nullcontext()
@@ -90,18 +95,62 @@ def _timeout(seconds: float) -> httpx.Timeout:
     return httpx.Timeout(seconds, connect=min(seconds, 10.0))
 
 
-def _transport_error(exc: httpx.HTTPError, url: str, *, in_stream: bool = False) -> TIRError:
-    """Map an httpx failure to our error, without quoting anything but the URL.
+def _transport_error(
+    exc: httpx.HTTPError,
+    url: str,
+    *,
+    in_stream: bool = False,
+    secret: str | None = None,
+    proxy: str | None = None,
+) -> TIRError:
+    """Map an httpx failure to our error, chained to it, quoting nothing but the URL.
 
     `in_stream`: the failure came while reading a streamed body, after its headers.
+    `proxy`: the proxy the request went through (named: a failure may be the proxy's).
     """
+    where = f"{url} through the proxy {proxy}" if proxy else url
+    detail = scrub_secret(str(exc), secret)
+    error: TIRError
     if isinstance(exc, httpx.TimeoutException):
-        return APITimeoutError(f"timed out talking to {url}: {type(exc).__name__}")
-    if in_stream and isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
-        return StreamInterruptedError(f"the stream from {url} broke off: {exc}")
-    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
-        return APIConnectionError(f"the connection to {url} failed: {exc}")
-    return APIConnectionError(f"could not connect to {url}: {exc}")
+        error = APITimeoutError(f"timed out talking to {where}: {type(exc).__name__}")
+    elif in_stream and isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+        error = StreamInterruptedError(f"the stream from {where} broke off: {detail}")
+    elif isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+        error = APIConnectionError(f"the connection to {where} failed: {detail}")
+    else:
+        error = APIConnectionError(f"could not connect to {where}: {detail}")
+    # httpx's own message held the key (a header it could not send): not chained, so that
+    # no traceback or error reporter finds it there.
+    error.__cause__ = exc if detail == str(exc) else None
+    error.__suppress_context__ = True
+    return error
+
+
+# Failures after the request went out: the server may have taken it (and may bill it).
+_AFTER_SENDING = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
+
+
+def _proxy_name(proxy: str) -> str:
+    """A proxy URL as errors show it: without the user and password it may carry."""
+    parts = httpx.URL(proxy)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.host}{port}"
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy httpx sends a request for `url` through, from the environment, or None.
+
+    `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY` (any case), read as httpx reads
+    them for a client it builds (ours are), with its own helpers, so the answer is its.
+    """
+    try:
+        from httpx._utils import URLPattern, get_environment_proxies
+    except ImportError:  # pragma: no cover - a future httpx; the proxy is then not named
+        return None
+    target = httpx.URL(url)
+    # httpx sorts its mounts (the most specific pattern first) and takes the first match.
+    mounts = sorted((URLPattern(k), v) for k, v in get_environment_proxies().items())
+    return next((proxy for pattern, proxy in mounts if pattern.matches(target)), None)
 
 
 class HTTPOptions(TypedDict, total=False):
@@ -156,6 +205,7 @@ class HTTPClient:
         self._sync: httpx.Client | None = None
         # Config is immutable: URLs and headers are worked out once, not per request.
         self._urls: dict[tuple[str, str | None], str] = {}
+        self._proxies: dict[str, str] = {}  # URL -> the proxy it goes through, as shown
         self._headers: tuple[dict[str, str], dict[str, str]] | None = None
         self._finalizer: weakref.finalize[[], HTTPClient] | None = None
         self._async: weakref.WeakKeyDictionary[
@@ -232,6 +282,7 @@ class HTTPClient:
         entry = self._async.get(loop)
         if entry is not None:
             return entry[0]
+        self._forget_closed_loops()
         client = httpx.AsyncClient(timeout=self._timeout, limits=_LIMITS, verify=_ssl_context())
         guard = _close_on_loop_shutdown(client)
         # Started in this loop, the guard is one of the loop's async generators: asyncio.run
@@ -239,6 +290,14 @@ class HTTPClient:
         await guard.asend(None)
         self._async[loop] = (client, guard)
         return client
+
+    def _forget_closed_loops(self) -> None:
+        # A loop closed by hand (`loop.close()` without `shutdown_asyncgens`, as asyncio.run
+        # does) never closed its pool: the pool's sockets hold the loop, so the weak key never
+        # dies. Dropped here, the pool and its loop are garbage and their sockets close; at
+        # most one closed loop's pool waits for the next new loop.
+        for loop in [loop for loop in self._async if loop.is_closed()]:
+            self._async.pop(loop, None)
 
     def close(self) -> None:
         """Close the sync pool. Async pools close with `aclose()` or when their loop ends."""
@@ -275,8 +334,32 @@ class HTTPClient:
         key = (api, model)
         url = self._urls.get(key)
         if url is None:
-            url = self._urls[key] = self.config.url(api, model)
+            url = self.config.url(api, model)
+            self._check_proxy(url)
+            self._urls[key] = url
         return url
+
+    def _check_proxy(self, url: str) -> None:
+        """Name the proxy a URL goes through; refuse one that would carry the key in clear.
+
+        Plain http is allowed to loopback only (or by `allow_insecure_http`): a proxy from the
+        environment could take such a request, key and all, to another host in clear text.
+        """
+        if self.http_client is not None or self.http_async_client is not None:
+            return  # the user's own clients: their proxies, as they configured them
+        proxy = proxy_for(url)
+        if proxy is None:
+            return
+        name = self._proxies[url] = _proxy_name(proxy)
+        target, via = httpx.URL(url), httpx.URL(proxy)
+        clear = target.scheme == "http" and via.scheme == "http"
+        if clear and not _is_loopback(via.host) and not self.config.allow_insecure_http:
+            raise ConfigurationError(
+                f"Refusing plain http:// to {target.host} through the proxy {name} (from "
+                "HTTP_PROXY/ALL_PROXY): the API key would travel to the proxy in clear text. "
+                f"Add {target.host} to NO_PROXY (a local server needs no proxy), use https://, "
+                "or pass allow_insecure_http=True if you really mean it."
+            )
 
     def _request_headers(self, stream: bool = False) -> dict[str, str]:
         if self._headers is None:
@@ -293,6 +376,10 @@ class HTTPClient:
             secret=self.config.secret(),
             url=str(response.request.url),
         )
+        proxy = self._proxies.get(str(response.request.url))
+        if proxy and response.status_code in (407, 502, 503, 504):
+            # The answer may be the proxy's own (it could not reach TIR, or wants a login).
+            error.message += f" (the request went through the proxy {proxy})"
         error.retry_after = parse_retry_after(response.headers)
         if error.retry_after and isinstance(error, RateLimitError):
             # The server said to wait: the other requests of this client wait too.
@@ -324,38 +411,69 @@ class HTTPClient:
             error,
         )
 
-    def _json(self, response: httpx.Response) -> Any:
+    def _failure(self, exc: httpx.HTTPError, url: str, in_stream: bool = False) -> TIRError:
+        return _transport_error(
+            exc,
+            url,
+            in_stream=in_stream,
+            secret=self.config.secret(),
+            proxy=self._proxies.get(url),
+        )
+
+    def _read(self, response: httpx.Response, parse: Callable[[Any], _R], model: str | None) -> _R:
+        """The one reader of a whole reply, for every API: JSON in, `parse`'s reply out.
+
+        The key is hidden in the raw reply before anything decodes, quotes or cuts it (a
+        gateway may echo the Authorization header); a failure carries the request id; the
+        request and its usage are counted (`model`: the request's, None for a request that
+        is no model's work, such as `GET /models`).
+        """
+        secret = self.config.secret()
+        content = scrub_bytes(response.content, secret)
         try:
-            return json.loads(response.content)
-        except ValueError as e:
-            # A gateway's error page may echo the request's headers: never quote the key.
-            # Hidden before it is cut: a cut key would no longer be found.
-            raw = response.content.decode("utf-8", "replace")
-            text = scrub_secret(raw, self.config.secret())[:400]
-            raise InvalidResponseError(
-                f"the server's reply is not JSON: {quote(text, 200)!r}",
-                request_id=request_id_of(response.headers),
-            ) from e
+            try:
+                data = json.loads(content)
+            except ValueError as e:
+                text = content.decode("utf-8", "replace")
+                raise InvalidResponseError(
+                    f"the server's reply is not JSON: {quote(text, 200)!r}"
+                ) from e
+            reply = parse(data)
+        except TIRError as e:
+            e.request_id = request_id_of(response.headers, secret)
+            if model is not None:
+                record_usage(model, None)  # taken and answered, but its usage is unreadable
+            raise
+        if model is not None:
+            usage: Usage | None = getattr(reply, "usage", None)
+            record_usage(getattr(reply, "model", None) or model, usage)
+        return reply
 
     # -- the request loop: send, retry, back off, map errors, respect limits -----------------
     # A reply read whole is retried until its headers arrive; a stream also while it has
     # handed nothing on (after that a retry would repeat what the caller has seen). The APIs
     # (chat, embeddings, rerank) build bodies and read replies; they never loop themselves.
 
-    def _post(self, url: str, body: bytes) -> httpx.Response:
-        """POST with retries; the successful response, or the error after the last try."""
+    def _post(self, url: str, body: bytes | None, model: str | None = None) -> httpx.Response:
+        """POST (GET without a body) with retries; the response, or the last try's error.
+
+        `model`: a try that failed after it was sent (a timeout waiting for the reply) is
+        counted as its request, without usage (see `track_usage`).
+        """
         headers = self._request_headers()
         client = self._sync_client()
+        method = "GET" if body is None else "POST"
         attempt = 0
         while True:
             try:
                 with self._slot():
-                    response = client.post(
-                        url, content=body, headers=headers, timeout=self._timeout
+                    response = client.request(
+                        method, url, content=body, headers=headers, timeout=self._timeout
                     )
             except httpx.HTTPError as e:
-                error = _transport_error(e, url)
-                error.__cause__ = e
+                if model is not None and isinstance(e, _AFTER_SENDING):
+                    record_usage(model, None)
+                error = self._failure(e, url)
             else:
                 if response.status_code < 400:
                     return response
@@ -363,20 +481,24 @@ class HTTPClient:
             time.sleep(self._backoff(error, attempt, url))
             attempt += 1
 
-    async def _apost(self, url: str, body: bytes) -> httpx.Response:
+    async def _apost(
+        self, url: str, body: bytes | None, model: str | None = None
+    ) -> httpx.Response:
         """Async twin of `_post`."""
         headers = self._request_headers()
         client = await self._async_client()
+        method = "GET" if body is None else "POST"
         attempt = 0
         while True:
             try:
                 async with self._aslot():
-                    response = await client.post(
-                        url, content=body, headers=headers, timeout=self._timeout
+                    response = await client.request(
+                        method, url, content=body, headers=headers, timeout=self._timeout
                     )
             except httpx.HTTPError as e:
-                error = _transport_error(e, url)
-                error.__cause__ = e
+                if model is not None and isinstance(e, _AFTER_SENDING):
+                    record_usage(model, None)
+                error = self._failure(e, url)
             else:
                 if response.status_code < 400:
                     return response
@@ -385,12 +507,14 @@ class HTTPClient:
             attempt += 1
 
     def _stream(
-        self, url: str, body: bytes, parser: ParserFactory[_T]
+        self, url: str, body: bytes, parser: ParserFactory[_T], model: str
     ) -> Generator[_T, None, None]:
         """POST for a streamed reply and yield what `parser` reads from its bytes.
 
         Retried while nothing has been yielded. The response and the slot are given back on
         every exit: the end, an error, `close()` (a caller's `break`), garbage collection.
+        Each try the server took counts as a request of `model` (see `track_usage`), with
+        the usage the stream carried, if it got that far.
         """
         headers = self._request_headers(stream=True)
         client = self._sync_client()
@@ -410,15 +534,20 @@ class HTTPClient:
                     else:
                         reading = True
                         parse = parser(response)
-                        for raw in response.iter_bytes():
-                            for item in parse.feed(raw):
-                                handed_on = True
-                                yield item
-                        parse.end()
-                        return
+                        pending = request_started(model)
+                        try:
+                            for raw in response.iter_bytes():
+                                for item in parse.feed(raw):
+                                    handed_on = True
+                                    yield item
+                            parse.end()
+                            return
+                        finally:
+                            pending.finish(parse.model, parse.usage)
             except httpx.HTTPError as e:
-                error = _transport_error(e, url, in_stream=reading)
-                error.__cause__ = e
+                if not reading and isinstance(e, _AFTER_SENDING):
+                    record_usage(model, None)
+                error = self._failure(e, url, in_stream=reading)
             except TIRError as e:  # the parser's: an error event, a truncated stream
                 error = e
             if handed_on:
@@ -426,9 +555,11 @@ class HTTPClient:
             time.sleep(self._backoff(error, attempt, url))
             attempt += 1
 
-    def _astream(self, url: str, body: bytes, parser: ParserFactory[_T]) -> AsyncStream[_T]:
+    def _astream(
+        self, url: str, body: bytes, parser: ParserFactory[_T], model: str
+    ) -> AsyncStream[_T]:
         """Async twin of `_stream`."""
-        return AsyncStream(self, url, body, parser)
+        return AsyncStream(self, url, body, parser, model)
 
 
 _C = TypeVar("_C", bound=HTTPClient)
@@ -494,20 +625,22 @@ def in_flight(
     """
     if len(jobs) <= 1 or limit == 1:
         return [send(job) for job in jobs]
-    with ThreadPoolExecutor(min(limit, len(jobs)), thread_name_prefix=name) as pool:
-        futures = [pool.submit(contextvars.copy_context().run, send, job) for job in jobs]
-        try:
-            # Woken by the first failure, not by the first job in order: a slow job ahead
-            # of a failed one must not let every other job be sent meanwhile.
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            for future in futures:
-                error = future.exception() if future in done else None
-                if error is not None:
-                    raise error  # `finally` first cancels the jobs not yet started
-            return [future.result() for future in futures]
-        finally:
-            for future in futures:
-                future.cancel()  # a no-op for jobs done or running
+    pool = ThreadPoolExecutor(min(limit, len(jobs)), thread_name_prefix=name)
+    futures = [pool.submit(contextvars.copy_context().run, send, job) for job in jobs]
+    try:
+        # Woken by the first failure, not by the first job in order: a slow job ahead of a
+        # failed one must not let every other job be sent meanwhile.
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in futures:
+            error = future.exception() if future in done else None
+            if error is not None:
+                raise error
+        return [future.result() for future in futures]
+    finally:
+        # Jobs not started are cancelled; running ones are left to end on their own (a
+        # request cannot be taken back): a failure is raised now, not after the slowest
+        # batch. Their threads end with them; nothing waits for them but the interpreter.
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 async def ain_flight(
@@ -533,7 +666,14 @@ async def ain_flight(
 
 
 class StreamParser(Protocol[_T_co]):
-    """Reads one streamed reply: made per attempt from its response (`ParserFactory`)."""
+    """Reads one streamed reply: made per attempt from its response (`ParserFactory`).
+
+    `model` and `usage` are what the reply said so far (the HTTP layer counts them when the
+    attempt ends, however it ends).
+    """
+
+    model: str | None
+    usage: Usage | None
 
     def feed(self, raw: bytes) -> Iterable[_T_co]:
         """The items these bytes complete; may raise `TIRError` part way (an error event)."""
@@ -559,12 +699,14 @@ class AsyncStream(Generic[_T]):
     """
 
     def __init__(
-        self, client: HTTPClient, url: str, body: bytes, parser: ParserFactory[_T]
+        self, client: HTTPClient, url: str, body: bytes, parser: ParserFactory[_T], model: str
     ) -> None:
         self._client = client
         self._url = url
         self._body = body
         self._parser = parser
+        self._model = model
+        self._pending: PendingRequest | None = None
         self._ready: deque[_T] = deque()
         self._handed_on = False  # an item was read: no retry from here
         self._finished = False
@@ -608,6 +750,7 @@ class AsyncStream(Generic[_T]):
         # getattr: __init__ may have failed before these were set.
         slot, self._slot = getattr(self, "_slot", None), None
         response, self._response = getattr(self, "_response", None), None
+        self._settle()
         loop = getattr(self, "_loop", None)
         if loop is None or loop.is_closed():
             if isinstance(slot, _AsyncSlot):
@@ -641,9 +784,7 @@ class AsyncStream(Generic[_T]):
             await self._release()
             return
         except httpx.HTTPError as e:
-            error = _transport_error(e, self._url, in_stream=True)
-            error.__cause__ = e
-            await self._failed(error)
+            await self._failed(self._client._failure(e, self._url, in_stream=True))
             return
         try:
             self._ready.extend(self._parse.feed(raw))
@@ -666,21 +807,20 @@ class AsyncStream(Generic[_T]):
         try:
             response = await http.send(request, stream=True)
         except httpx.HTTPError as e:
-            error = _transport_error(e, self._url)
-            error.__cause__ = e
-            await self._failed(error)
+            if isinstance(e, _AFTER_SENDING):
+                record_usage(self._model, None)
+            await self._failed(client._failure(e, self._url))
             return
         self._response = response
         if response.status_code >= 400:
             try:
                 await response.aread()
             except httpx.HTTPError as e:  # the error body broke off: as the sync loop does
-                error = _transport_error(e, self._url)
-                error.__cause__ = e
-                await self._failed(error)
+                await self._failed(client._failure(e, self._url))
                 return
             await self._failed(client._status_error(response))
             return
+        self._pending = request_started(self._model)
         self._parse = self._parser(response)
         self._bytes = response.aiter_bytes()
 
@@ -696,7 +836,15 @@ class AsyncStream(Generic[_T]):
                 return
         self._error, self._finished = error, True
 
+    def _settle(self) -> None:
+        """Count the attempt's usage (what its stream carried) once, however it ended."""
+        pending, self._pending = getattr(self, "_pending", None), None
+        if pending is not None:
+            parse = self._parse
+            pending.finish(parse.model if parse else None, parse.usage if parse else None)
+
     async def _release(self) -> None:
+        self._settle()
         self._bytes, self._parse = None, None
         response, self._response = self._response, None
         slot, self._slot = self._slot, None

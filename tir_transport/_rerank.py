@@ -21,13 +21,11 @@ from ._errors import (
     ContextLengthExceededError,
     InputError,
     InvalidResponseError,
-    TIRError,
     quote,
-    request_id_of,
     scrub_secret,
 )
 from ._http import HTTPClient, HTTPOptions, ain_flight, check_batching, in_flight
-from ._usage import Usage, record_usage
+from ._usage import Usage
 
 __all__ = [
     "DEFAULT_RERANK_BATCH_SIZE",
@@ -295,14 +293,10 @@ class RerankClient(HTTPClient):
     def _reply(
         self, response: httpx.Response, documents: list[str], top_n: int | None
     ) -> list[RerankResult]:
-        data = self._json(response)
-        try:
-            reply = parse_rerank(data, documents, top_n=top_n, secret=self.config.secret())
-        except TIRError as e:
-            e.request_id = request_id_of(response.headers)
-            raise
-        record_usage(reply.model or self.config.model, reply.usage)
-        return reply.results
+        def parse(data: Any) -> RerankReply:
+            return parse_rerank(data, documents, top_n=top_n)
+
+        return self._read(response, parse, self.config.model).results
 
     @staticmethod
     def _located(
@@ -326,7 +320,7 @@ class RerankClient(HTTPClient):
     ) -> tuple[int, list[RerankResult]]:
         url = self._api_url("rerank", None)
         try:
-            response = self._post(url, self._body(query, documents, top_n))
+            response = self._post(url, self._body(query, documents, top_n), self.config.model)
         except ContextLengthExceededError as e:
             raise self._located(e, start, len(documents), total) from e
         return start, self._reply(response, documents, top_n)
@@ -336,7 +330,9 @@ class RerankClient(HTTPClient):
     ) -> tuple[int, list[RerankResult]]:
         url = self._api_url("rerank", None)
         try:
-            response = await self._apost(url, self._body(query, documents, top_n))
+            response = await self._apost(
+                url, self._body(query, documents, top_n), self.config.model
+            )
         except ContextLengthExceededError as e:
             raise self._located(e, start, len(documents), total) from e
         return start, self._reply(response, documents, top_n)

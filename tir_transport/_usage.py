@@ -9,7 +9,14 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Usage", "UsageTracker", "record_usage", "track_usage"]
+__all__ = [
+    "PendingRequest",
+    "Usage",
+    "UsageTracker",
+    "record_usage",
+    "request_started",
+    "track_usage",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,16 +62,32 @@ class UsageTracker:
     def add(self, model: str, usage: Usage | None) -> None:
         """Count one finished request; `usage` is None when the server sent none."""
         with self._lock:
-            self._requests += 1
-            self._requests_by_model[model] = self._requests_by_model.get(model, 0) + 1
-            if usage is not None:
-                self._total = self._total + usage
-                self._by_model[model] = self._by_model.get(model, Usage()) + usage
-            else:
-                # Unknown is not zero: counted apart, so totals never look complete when not.
-                self._without_usage += 1
-                self._without_usage_by_model[model] = self._without_usage_by_model.get(model, 0) + 1
-                self._by_model.setdefault(model, Usage())
+            self._start(model)
+            self._settle(model, model, usage)
+
+    # A request is counted when the server takes it (`_start`: no usage yet), and its tokens
+    # when they come (`_settle`). One left before then (a stream the caller stopped reading,
+    # a timeout, a cut) stays counted, as a request without usage: it may still be billed.
+
+    def _start(self, model: str) -> None:
+        self._requests += 1
+        self._requests_by_model[model] = self._requests_by_model.get(model, 0) + 1
+        # Unknown is not zero: counted apart, so totals never look complete when not.
+        self._without_usage += 1
+        self._without_usage_by_model[model] = self._without_usage_by_model.get(model, 0) + 1
+
+    def _settle(self, requested: str, model: str, usage: Usage | None) -> None:
+        if usage is None:
+            self._by_model.setdefault(model, Usage())
+            return
+        self._without_usage -= 1
+        left = self._without_usage_by_model[requested] - 1
+        if left:
+            self._without_usage_by_model[requested] = left
+        else:
+            del self._without_usage_by_model[requested]
+        self._total = self._total + usage
+        self._by_model[model] = self._by_model.get(model, Usage()) + usage
 
     @property
     def usage(self) -> Usage:
@@ -88,12 +111,16 @@ class UsageTracker:
 
     @property
     def requests(self) -> int:
-        """Requests finished inside the block."""
+        """Requests the server took inside the block (see `track_usage` for which count)."""
         return self._requests
 
     @property
     def requests_without_usage(self) -> int:
-        """Requests whose server reported no usage: the token totals leave them out."""
+        """Requests whose usage is not known: the token totals leave them out.
+
+        The server sent none, or the request ended before it came (a stream left or cut, a
+        timeout), or it is still being answered.
+        """
         return self._without_usage
 
     @property
@@ -123,7 +150,7 @@ class UsageTracker:
 
     @property
     def requests_by_model(self) -> dict[str, int]:
-        """Finished requests per model name."""
+        """Requests per model name (as the request named it)."""
         with self._lock:
             return dict(self._requests_by_model)
 
@@ -141,6 +168,14 @@ _current: ContextVar[tuple[UsageTracker, ...]] = ContextVar("tir_usage_trackers"
 @contextmanager
 def track_usage() -> Iterator[UsageTracker]:
     """Total the token usage of every request made inside the block, and only those.
+
+    Every request the server took counts, including each retry of one and requests that ended
+    without a reply the caller saw: a stream left after its first chunk, a stream cut or
+    ended by an error event, a request that timed out after it was sent (each try). Their
+    tokens count when the server reported them; when it did not (or not yet), the request
+    counts in `requests_without_usage` and never as zero tokens. A request the server refused
+    with an error status (a 401, a 429, a 400) or that never reached it (no connection) is not
+    counted: the server did no work for it.
 
     Requests of both adapters and of the core count, and so do those made in what inherits
     the block's context: asyncio tasks (`asyncio.gather`, `create_task`) and context-copying
@@ -171,3 +206,46 @@ def record_usage(model: str, usage: Usage | None) -> None:
     for tracker in _current.get(()):
         if tracker._active:
             tracker.add(model, usage)
+
+
+class PendingRequest:
+    """A request the server took whose usage is not known yet (a stream being read).
+
+    It counts, in the trackers open where it started, as soon as it is made; `finish` adds its
+    usage once, whatever context (another task, the garbage collector) ends it.
+    """
+
+    __slots__ = ("_done", "_lock", "_model", "_trackers")
+
+    def __init__(self, model: str, trackers: tuple[UsageTracker, ...]) -> None:
+        self._model = model
+        self._trackers = trackers
+        self._done = False
+        self._lock = threading.Lock()
+
+    def finish(self, model: str | None, usage: Usage | None) -> None:
+        """Settle the request: its usage (None: unknown), under the model the server named."""
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        for tracker in self._trackers:
+            with tracker._lock:
+                # A closed block counts nothing more: the request stays without usage there.
+                if tracker._active:
+                    tracker._settle(self._model, model or self._model, usage)
+
+
+_NOTHING_OPEN = PendingRequest("", ())
+_NOTHING_OPEN._done = True
+
+
+def request_started(model: str) -> PendingRequest:
+    """Count a request the server took, in every tracker open in the caller's context."""
+    trackers = tuple(t for t in _current.get(()) if t._active)
+    if not trackers:
+        return _NOTHING_OPEN  # the common case: nobody counts, nothing to settle
+    for tracker in trackers:
+        with tracker._lock:
+            tracker._start(model)
+    return PendingRequest(model, trackers)
