@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from operator import itemgetter
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import LanguageModelInput
@@ -26,7 +26,7 @@ from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AliasChoices, BaseModel, Field
 
 from tir_transport import (
     DEFAULT_MODEL,
@@ -37,7 +37,6 @@ from tir_transport import (
     build_payload,
     context_window,
     count_message_tokens,
-    move_unknown_arguments,
     tokenizer_for,
 )
 
@@ -96,7 +95,10 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
     `"native"` or `"prompt"` (Llama 3.1's JSON tool-call format in the prompt)."""
 
     temperature: float | None = None
-    max_tokens: int | None = None
+    max_tokens: int | None = Field(
+        default=None, validation_alias=AliasChoices("max_tokens", "max_completion_tokens")
+    )
+    """Most tokens to generate (also taken as ChatOpenAI's `max_completion_tokens`)."""
     top_p: float | None = None
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
@@ -118,11 +120,9 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
     own window from the core's table. Set it for a deployment that serves less (vLLM's
     `max_model_len`: `tir-llama doctor` prints it)."""
 
-    @model_validator(mode="before")
-    @classmethod
-    def _build_model_kwargs(cls, values: Any) -> Any:
-        # As ChatOpenAI does: unknown arguments are request fields, not silently dropped.
-        return move_unknown_arguments(cls, values) if isinstance(values, dict) else values
+    # As ChatOpenAI does: unknown arguments are request fields, not silently dropped (the
+    # connection model's validator moves them, after refusing peers' names and secrets).
+    _request_fields: ClassVar[str | None] = "model_kwargs"
 
     @property
     def _client(self) -> ChatClient:
@@ -281,6 +281,7 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
             stream=stream,
             include_usage=bool(params.pop("stream_usage", self.stream_usage)),
             extra_body=extra_body,
+            key_to_refuse=self._key_text(),
             **params,
         )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from langchain_core.embeddings import Embeddings
-from pydantic import Field
+from pydantic import AliasChoices, Field
 
 from tir_transport import DEFAULT_EMBED_BATCH_SIZE, EmbeddingsClient, TIREmbeddingsConnection
 
@@ -33,8 +33,12 @@ class TIREmbeddings(TIREmbeddingsConnection, Embeddings):
     `embed_documents` too, on threads); vectors always come back in input order.
     """
 
-    batch_size: int = Field(default=DEFAULT_EMBED_BATCH_SIZE, ge=1)
-    """Texts per request."""
+    batch_size: int = Field(
+        default=DEFAULT_EMBED_BATCH_SIZE,
+        ge=1,
+        validation_alias=AliasChoices("batch_size", "chunk_size"),
+    )
+    """Texts per request (also taken as OpenAIEmbeddings' `chunk_size`)."""
 
     @property
     def _client(self) -> EmbeddingsClient:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from llama_index.core.base.llms.generic_utils import (
     achat_to_completion_decorator,
@@ -32,6 +32,7 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.llms.utils import parse_partial_json
+from pydantic import AliasChoices
 
 from tir_transport import (
     DEFAULT_MODEL,
@@ -43,7 +44,6 @@ from tir_transport import (
     check_single_choice,
     context_window,
     count_message_tokens,
-    move_unknown_arguments,
     tokenizer_for,
 )
 
@@ -92,7 +92,11 @@ class TIRLlamaLLM(TIRConnection, FunctionCallingLLM):
         ```
     """
 
-    model: str = Field(default=DEFAULT_MODEL, description="The TIR model name.")
+    model: str = Field(
+        default=DEFAULT_MODEL,
+        validation_alias=AliasChoices("model", "model_name"),
+        description="The TIR model name (also taken as `model_name`).",
+    )
     tool_mode: ToolMode = Field(
         default="auto",
         description="How tools are sent: 'auto' (native, and in the prompt if the endpoint "
@@ -115,10 +119,20 @@ class TIRLlamaLLM(TIRConnection, FunctionCallingLLM):
     additional_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Other request fields (e.g. vLLM's top_k)."
     )
+    is_function_calling_model: bool = Field(
+        default=True,
+        description="What `metadata` reports, as OpenAILike's: False makes LlamaIndex "
+        "choose its text-only paths (a ReActAgent, LLMTextCompletionProgram for structured "
+        "output) and FunctionAgent refuse the model. Tools sent anyway still work.",
+    )
+
+    # Unknown arguments are request fields (or misspellings), as in ChatTIRLlama: the
+    # connection model's validator moves them, after refusing peers' names and secrets.
+    _request_fields: ClassVar[str | None] = "additional_kwargs"
 
     @model_validator(mode="before")
     @classmethod
-    def _sort_arguments(cls, values: Any) -> Any:
+    def _refuse_messages_to_prompt(cls, values: Any) -> Any:
         if not isinstance(values, dict):
             return values
         # Messages go to the server as messages, and the server applies the model's chat
@@ -130,8 +144,7 @@ class TIRLlamaLLM(TIRConnection, FunctionCallingLLM):
                 "template), so messages_to_prompt would never be used: leave it out, and shape "
                 "the messages before chat(). completion_to_prompt is applied by complete()."
             )
-        # Unknown arguments are request fields (or misspellings), as in ChatTIRLlama.
-        return move_unknown_arguments(cls, values, into="additional_kwargs")
+        return values
 
     @model_validator(mode="after")
     def _check_config(self) -> TIRLlamaLLM:
@@ -154,7 +167,7 @@ class TIRLlamaLLM(TIRConnection, FunctionCallingLLM):
             context_window=self._window(),
             num_output=self.max_tokens or DEFAULT_NUM_OUTPUTS,
             is_chat_model=True,
-            is_function_calling_model=True,
+            is_function_calling_model=self.is_function_calling_model,
             model_name=self.model,
             system_role=MessageRole.SYSTEM,
         )
@@ -215,7 +228,12 @@ class TIRLlamaLLM(TIRConnection, FunctionCallingLLM):
         model = params.pop("model", None) or self.model
         extra_body = params.pop("extra_body", None)
         return build_payload(
-            messages_to_wire(messages), model, stream=stream, extra_body=extra_body, **params
+            messages_to_wire(messages),
+            model,
+            stream=stream,
+            extra_body=extra_body,
+            key_to_refuse=self._key_text(),
+            **params,
         )
 
     def _chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:

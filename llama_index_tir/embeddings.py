@@ -43,6 +43,22 @@ class TIREmbedding(TIREmbeddingsConnection, BaseEmbedding):
         default=DEFAULT_EMBED_BATCH_SIZE, gt=0, le=2048, description="Texts per request."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _model_name_is_the_model(cls, values: Any) -> Any:
+        # OpenAILikeEmbedding(model_name=...) names the model: so does ours. (to_dict gives
+        # both names, the same model; given different, the user meant one of them.)
+        if not isinstance(values, dict) or values.get("model_name") is None:
+            return values
+        if "model" not in values:
+            return {**values, "model": values["model_name"]}
+        if values["model"] is not None and values["model"] != values["model_name"]:
+            raise ValueError(
+                "'model' is given twice, as 'model' and as 'model_name' (LlamaIndex's name "
+                "for it), with different values: give it once"
+            )
+        return values
+
     @model_validator(mode="after")
     def _check_config(self) -> TIREmbedding:
         self.model_name = self.model or "unknown"  # LlamaIndex's name for it

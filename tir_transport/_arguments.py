@@ -1,16 +1,34 @@
-"""Constructor arguments an adapter class has no field for: request fields, or mistakes."""
+"""Constructor arguments that are no field: the peers' names, request fields, mistakes.
+
+Users come with the arguments of `ChatOpenAI`, `OpenAIEmbeddings` (LangChain) and `OpenAILike`,
+`OpenAILikeEmbedding` (LlamaIndex). Those that mean something here are fields or aliases of
+the connection model and the adapter classes (`openai_api_key`, `api_base`, ...); those that
+mean nothing here are refused by `PEER_NAMES` with a message that says what to do instead.
+Nothing that looks like a secret ever becomes a request field (`refuse_secrets`).
+"""
 
 from __future__ import annotations
 
 import difflib
+import re
 import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import pairwise
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import AliasChoices, BaseModel
 
-from ._chat_wire import check_single_choice
-
-__all__ = ["KNOWN_REQUEST_FIELDS", "move_unknown_arguments"]
+__all__ = [
+    "KNOWN_REQUEST_FIELDS",
+    "PEER_NAMES",
+    "PeerName",
+    "argument_names",
+    "looks_secret",
+    "move_unknown_arguments",
+    "refuse_secrets",
+]
 
 # Request fields vLLM takes that have no field of their own: passed on with every request (with
 # a warning), never taken for a misspelling of a field (`top_k` is one letter from `top_p`).
@@ -45,41 +63,368 @@ KNOWN_REQUEST_FIELDS = frozenset(
 )
 
 
-def move_unknown_arguments(
-    cls: type[BaseModel], values: dict[str, Any], into: str = "model_kwargs"
-) -> dict[str, Any]:
-    """Sort an adapter's constructor arguments as ChatOpenAI does.
+@dataclass(frozen=True, slots=True)
+class PeerName:
+    """A peer's argument that means nothing here: refused, unless given a value we match."""
 
-    An argument that is no field (nor alias) of `cls` goes into the dict field `into`
-    (`model_kwargs`, LlamaIndex's `additional_kwargs`) and is sent with every request, with a
-    warning that names it, unless it looks like a misspelt field (then an error says which).
-    A field given both as an argument and in `into` is an error; a field given only in
-    `into` becomes the argument (the request is the same; the field is validated). `n` above
-    1 is refused wherever it is given.
+    peers: str
+    """Whose argument it is, for the message ("ChatOpenAI's", "OpenAILike's")."""
+    instead: str
+    """What to do instead (a sentence)."""
+    harmless: tuple[Any, ...] = ()
+    """Values that ask for what happens here anyway (`is_chat_model=True`): accepted, unused."""
+
+    def accepts(self, value: Any) -> bool:
+        """Whether `value` asks for what happens here anyway (type and value both match)."""
+        # `False == 0` and `0 == False`: compare the type too, so that only the very value passes.
+        return any(type(value) is type(h) and value == h for h in self.harmless)
+
+
+_NO_SDK = (
+    "the TIR adapters do not use the openai SDK: pass your own httpx client as http_client "
+    "(sync) / http_async_client (async) for a proxy, a CA or mTLS"
+)
+_OPENAI_ONLY = (
+    "is an OpenAI platform setting the TIR endpoint (vLLM serving Llama) has none of: leave "
+    "it out (a request field for another server goes in model_kwargs / additional_kwargs)"
+)
+_AZURE = "is Azure OpenAI's; TIR's API has no versions or API types: leave it out"
+_TOKENIZER = (
+    "tokens are counted with the model's own tokenizer (get_num_tokens / llm.tokenizer), and "
+    "text is sent as text, never as tiktoken ids: leave it out"
+)
+_CONTEXT = (
+    "a text longer than the model's window fails with ContextLengthExceededError naming it; "
+    "truncate_prompt_tokens lets the server cut it instead"
+)
+_OTHER_FIELDS = (
+    "other request fields go in model_kwargs (ChatTIRLlama) or additional_kwargs "
+    "(TIRLlamaLLM); an embeddings or rerank request takes no others (dimensions, "
+    "encoding_format and truncate_prompt_tokens are arguments of their own)"
+)
+
+# The peers' arguments with no meaning here (see module docstring). Read from the peers'
+# own fields: langchain_openai's ChatOpenAI and OpenAIEmbeddings, llama_index's OpenAILike
+# and OpenAILikeEmbedding. A name that is a field or alias of a class is never looked up.
+PEER_NAMES: dict[str, PeerName] = {
+    # -- ChatOpenAI / OpenAIEmbeddings -----------------------------------------------------
+    "openai_organization": PeerName(
+        "ChatOpenAI's",
+        "TIR has no organisations: the project is project_id (or TIR_PROJECT_ID)",
+        (None,),
+    ),
+    "organization": PeerName(
+        "ChatOpenAI's",
+        "TIR has no organisations: the project is project_id (or TIR_PROJECT_ID)",
+        (None,),
+    ),
+    "openai_proxy": PeerName(
+        "ChatOpenAI's",
+        "pass http_client=httpx.Client(proxy=...) (and http_async_client=httpx.AsyncClient("
+        "proxy=...)), or set HTTPS_PROXY",
+        (None, ""),
+    ),
+    "openai_api_version": PeerName("OpenAIEmbeddings'", _AZURE, (None, "")),
+    "api_version": PeerName("OpenAILike's", _AZURE, (None, "")),
+    "openai_api_type": PeerName("OpenAIEmbeddings'", _AZURE, (None, "")),
+    "deployment": PeerName(
+        "OpenAIEmbeddings'",
+        "is Azure's deployment name; here the model is model=... (its API name on TIR), and a "
+        "self-deployed model endpoint is endpoint_id=...",
+    ),
+    "client": PeerName("ChatOpenAI's", _NO_SDK, (None,)),
+    "async_client": PeerName("ChatOpenAI's", _NO_SDK, (None,)),
+    "root_client": PeerName("ChatOpenAI's", _NO_SDK, (None,)),
+    "root_async_client": PeerName("ChatOpenAI's", _NO_SDK, (None,)),
+    "openai_client": PeerName("OpenAILike's", _NO_SDK, (None,)),
+    "async_openai_client": PeerName("OpenAILike's", _NO_SDK, (None,)),
+    "http_socket_options": PeerName(
+        "ChatOpenAI's",
+        "pass http_client=httpx.Client(transport=httpx.HTTPTransport(socket_options=...))",
+        (None,),
+    ),
+    "default_query": PeerName(
+        "ChatOpenAI's",
+        "the URL's only query parameter is project_id, added for you; a gateway's own "
+        "parameters need your own http_client",
+        (None,),
+    ),
+    "stream_chunk_timeout": PeerName(
+        "ChatOpenAI's", "timeout applies between two stream chunks too: set timeout", (None,)
+    ),
+    "tiktoken_model_name": PeerName("ChatOpenAI's", _TOKENIZER, (None,)),
+    "tiktoken_enabled": PeerName("OpenAIEmbeddings'", _TOKENIZER, (False,)),
+    "allowed_special": PeerName("OpenAIEmbeddings'", _TOKENIZER, (None,)),
+    "disallowed_special": PeerName("OpenAIEmbeddings'", _TOKENIZER, (None,)),
+    "check_embedding_ctx_length": PeerName("OpenAIEmbeddings'", _CONTEXT, (False,)),
+    "embedding_ctx_length": PeerName("OpenAIEmbeddings'", _CONTEXT),
+    "chunk_size": PeerName(
+        "OpenAIEmbeddings'",
+        "texts per request are batch_size (TIREmbeddings) / embed_batch_size (TIREmbedding)",
+    ),
+    "headers": PeerName(
+        "OpenAIEmbeddings'", "headers sent with every request are default_headers", (None,)
+    ),
+    "show_progress_bar": PeerName(
+        "OpenAIEmbeddings'", "there is no progress bar: leave it out", (False,)
+    ),
+    "skip_empty": PeerName(
+        "OpenAIEmbeddings'",
+        "an empty text is refused with InputError before anything is sent: drop empty texts first",
+        (False,),
+    ),
+    "retry_min_seconds": PeerName(
+        "OpenAIEmbeddings'",
+        "retries wait as the server's Retry-After says, else a short back-off; max_retries "
+        "says how many",
+    ),
+    "retry_max_seconds": PeerName(
+        "OpenAIEmbeddings'",
+        "retries wait as the server's Retry-After says, else a short back-off; max_retries "
+        "says how many",
+    ),
+    "include_response_headers": PeerName(
+        "ChatOpenAI's",
+        "response headers are not returned; the request id is on every error (request_id)",
+        (False,),
+    ),
+    "disabled_params": PeerName("ChatOpenAI's", _OPENAI_ONLY, (None,)),
+    "use_responses_api": PeerName(
+        "ChatOpenAI's",
+        "TIR serves the chat completions API only (/v1/chat/completions)",
+        (None, False),
+    ),
+    "use_previous_response_id": PeerName(
+        "ChatOpenAI's", "TIR serves the chat completions API only", (False,)
+    ),
+    "reasoning_effort": PeerName("ChatOpenAI's", _OPENAI_ONLY, (None,)),
+    "reasoning": PeerName("ChatOpenAI's", _OPENAI_ONLY, (None,)),
+    "verbosity": PeerName("ChatOpenAI's", _OPENAI_ONLY, (None,)),
+    "service_tier": PeerName("ChatOpenAI's", _OPENAI_ONLY, (None,)),
+    "store": PeerName("ChatOpenAI's", _OPENAI_ONLY, (None,)),
+    "truncation": PeerName("ChatOpenAI's", _OPENAI_ONLY, (None,)),
+    "include": PeerName("ChatOpenAI's", _OPENAI_ONLY, (None,)),
+    "context_management": PeerName("ChatOpenAI's", _OPENAI_ONLY, (None,)),
+    "prompt_cache_options": PeerName("ChatOpenAI's", _OPENAI_ONLY, (None,)),
+    # -- OpenAILike / OpenAILikeEmbedding --------------------------------------------------
+    "is_chat_model": PeerName(
+        "OpenAILike's",
+        "TIR serves chat completions only, so the model is always a chat model (complete() "
+        "sends the prompt as one user message): leave it out",
+        (True,),
+    ),
+    "is_function_calling_model": PeerName(
+        "OpenAILike's",
+        "TIRLlamaLLM takes it; in LangChain, tools are bind_tools(...) and tool_mode says how "
+        "they are sent",
+        (True,),
+    ),
+    "reuse_client": PeerName(
+        "OpenAILike's",
+        "connections are always pooled and reused (per event loop, for async): leave it out",
+        (True,),
+    ),
+    "strict": PeerName(
+        "OpenAILike's",
+        "strict tool schemas are not sent by TIRLlamaLLM (ChatTIRLlama takes "
+        "bind_tools(..., strict=True))",
+        (False,),
+    ),
+    "should_use_structured_outputs": PeerName(
+        "OpenAILike's",
+        "structured_predict goes through tool calling (or the prompt, for an endpoint without "
+        "tools): leave it out",
+        (False,),
+    ),
+    "modalities": PeerName(
+        "OpenAILike's", "Llama 3.1 on TIR takes and gives text only: leave it out", (None,)
+    ),
+    "audio_config": PeerName(
+        "OpenAILike's", "Llama 3.1 on TIR takes and gives text only: leave it out", (None,)
+    ),
+    "tokenizer": PeerName(
+        "OpenAILike's",
+        "TIRLlamaLLM counts with the model's own tokenizer (llm.tokenizer): leave it out",
+        (None,),
+    ),
+    "model_kwargs": PeerName("ChatOpenAI's", _OTHER_FIELDS, ({},)),
+    "additional_kwargs": PeerName("OpenAILike's", _OTHER_FIELDS, ({},)),
+}
+
+# Words that name a secret when they end an argument's name (`hf_token`, `private_key`,
+# `x-api-key`), or anywhere in it (`client_secret_id`). `max_tokens` ends in "tokens",
+# `stop_token_ids` in "ids": request fields, not secrets.
+_SECRET_LAST_WORDS = frozenset({"key", "token", "auth", "cookie"})
+_SECRET_WORDS = frozenset(
+    {
+        "apikey",
+        "secret",
+        "secrets",
+        "password",
+        "passwd",
+        "pwd",
+        "passphrase",
+        "authorization",
+        "bearer",
+        "credential",
+        "credentials",
+    }
+)
+# Request fields of OpenAI's API whose names end like a secret's but are none.
+_NOT_SECRETS = frozenset({"prompt_cache_key"})
+
+
+@lru_cache(maxsize=1024)
+def looks_secret(name: str) -> bool:
+    """Whether an argument or request field named `name` would hold a secret.
+
+    True for names like `api_key`, `openai_api_key`, `hf_token`, `access_token`, `x-api-key`,
+    `apiKey`, `client_secret`, `password`, `Authorization`; false for `max_tokens`,
+    `stop_token_ids`, `top_k`, `prompt_cache_key`.
+    """
+    if name in _NOT_SECRETS:
+        return False
+    # camelCase into words too: `apiKey`, `accessToken`.
+    words = re.findall(r"[a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower())
+    if not words:
+        return False
+    if words[-1] in _SECRET_LAST_WORDS or any(w in _SECRET_WORDS for w in words):
+        return True
+    return any(a == "api" and b in ("key", "keys", "token") for a, b in pairwise(words))
+
+
+def _holds(value: Any, secret: str) -> bool:
+    """Whether `value` (a str, or a dict / list of them, at any depth) holds `secret`."""
+    if isinstance(value, str):
+        # A short key (a test's "k") would match ordinary text: then only the whole value.
+        return value.strip() == secret or (len(secret) >= 8 and secret in value)
+    if isinstance(value, Mapping):
+        return any(_holds(v, secret) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds(v, secret) for v in value)
+    return False
+
+
+def refuse_secrets(
+    fields: Mapping[str, Any], secret: str | None = None, where: str = "request field"
+) -> None:
+    """Refuse request fields named like a secret, or holding the API key (`secret`).
+
+    The message names the field and never quotes its value.
+
+    Args:
+        fields: the request fields (a payload without its messages, model_kwargs, ...).
+        secret: the API key, when known.
+        where: what the fields are, for the message.
 
     Raises:
-        ValueError: a likely misspelling, a field given twice, or `n` above 1.
+        ValueError: a field looks like a secret or holds the key.
     """
-    names: set[str] = set()
-    for name, info in cls.model_fields.items():
-        names.add(name)
+    for name, value in fields.items():
+        if looks_secret(name):
+            raise ValueError(
+                f"{where} {name!r} looks like a secret, and would be sent in the body of every "
+                "request: refused. The TIR key is the api_key argument (or TIR_API_KEY), sent "
+                "in the Authorization header only."
+            )
+        if secret and _holds(value, secret):
+            raise ValueError(
+                f"{where} {name!r} holds the API key, and would be sent in the body of every "
+                "request: refused (the key goes in the Authorization header only)."
+            )
+
+
+def argument_names(cls: type[BaseModel]) -> dict[str, str]:
+    """Every name `cls`'s constructor takes (fields, aliases, alias choices) -> the field."""
+    names: dict[str, str] = {}
+    for field, info in cls.model_fields.items():
+        names[field] = field
         if info.alias:
-            names.add(info.alias)
+            names[info.alias] = field
+        if isinstance(info.validation_alias, AliasChoices):
+            for choice in info.validation_alias.choices:
+                if isinstance(choice, str):
+                    names[choice] = field
+        elif isinstance(info.validation_alias, str):
+            names[info.validation_alias] = field
+    return names
+
+
+def _refuse_peer_name(cls: type[BaseModel], key: str, value: Any) -> bool:
+    """True for a peer's name given a value we match (drop it); raise for any other value."""
+    peer = PEER_NAMES.get(key)
+    if peer is None:
+        return False
+    if peer.accepts(value):
+        return True
+    raise ValueError(
+        f"{cls.__name__} does not take {key!r} ({peer.peers} argument): {peer.instead}."
+    )
+
+
+def move_unknown_arguments(
+    cls: type[BaseModel], values: dict[str, Any], into: str | None = "model_kwargs"
+) -> dict[str, Any]:
+    """Sort an adapter's constructor arguments as ChatOpenAI does, and refuse the rest.
+
+    A name given twice (a field and its alias: `api_key` and `openai_api_key`) is an error.
+    A peer's argument that means nothing here (`PEER_NAMES`) is refused with what to do
+    instead, or dropped when its value asks for what happens anyway (`is_chat_model=True`).
+    An argument named like a secret is refused (naming it, never its value). Any other
+    argument that is no field (nor alias) of `cls` goes into the dict field `into`
+    (`model_kwargs`, LlamaIndex's `additional_kwargs`) and is sent with every request, with
+    a warning that names it, unless it looks like a misspelt field (then an error says
+    which); with `into=None` (a class with no request fields of its own) it is an error. A
+    field given both as an argument and in `into` is an error; a field given only in `into`
+    becomes the argument (the request is the same; the field is validated). `n` above 1 is
+    refused wherever it is given; so is a secret-named field in `into` or `extra_body`.
+
+    Raises:
+        ValueError: any of the errors above.
+    """
+    # Here, not at the top: _chat_wire imports this module (build_payload refuses secrets).
+    from ._chat_wire import check_single_choice
+
+    names = argument_names(cls)
     values = dict(values)
-    extra = dict(values.get(into) or {})
+    given: dict[str, list[str]] = {}
+    for key in values:
+        if key in names:
+            given.setdefault(names[key], []).append(key)
+    for field, keys in given.items():
+        if len(keys) > 1:
+            raise ValueError(
+                f"{field!r} is given twice, as {keys[0]!r} and as {keys[1]!r}: give it once"
+            )
+    extra = dict(values.get(into) or {}) if into else {}
     # Before any warning about `n`: it is refused, not moved.
     check_single_choice({"n": values.get("n", extra.get("n"))})
     check_single_choice(values.get("extra_body") or {})
+    if into:
+        refuse_secrets(extra, where=f"{into} field")
+    refuse_secrets(values.get("extra_body") or {}, where="extra_body field")
     for key in list(values):
         if key in names:
+            continue
+        if _refuse_peer_name(cls, key, values[key]):
+            del values[key]
             continue
         if key not in KNOWN_REQUEST_FIELDS:
             close = difflib.get_close_matches(key, sorted(cls.model_fields), n=1, cutoff=0.8)
             if close:
+                where = f" (A request field of that name goes in {into}={{{key!r}: ...}}.)"
                 raise ValueError(
-                    f"{cls.__name__} has no argument {key!r}: did you mean {close[0]!r}? (A "
-                    f"request field of that name goes in {into}={{{key!r}: ...}}.)"
+                    f"{cls.__name__} has no argument {key!r}: did you mean {close[0]!r}?"
+                    + (where if into else "")
                 )
+        if looks_secret(key):
+            raise ValueError(
+                f"{cls.__name__} has no argument {key!r}, which looks like a secret: refused, "
+                "so that it is never sent as a request field. The TIR key is api_key=... (or "
+                "TIR_API_KEY)."
+            )
+        if not into:
+            raise ValueError(f"{cls.__name__} has no argument {key!r}")
         if key in extra:
             raise ValueError(f"{key!r} is given twice: as an argument and in {into}")
         extra[key] = values.pop(key)
@@ -91,12 +436,12 @@ def move_unknown_arguments(
             stacklevel=5,
         )
     for key in [k for k in extra if k in names]:
-        if values.get(key) is not None:
+        field = names[key]
+        if values.get(field) is not None or values.get(key) is not None:
             raise ValueError(
-                f"{key!r} is given twice: as {key}={values[key]!r} and in {into} "
-                f"({extra[key]!r}); give it once, as {key}=..."
+                f"{key!r} is given twice: as an argument and in {into}; give it once, as {key}=..."
             )
         values[key] = extra.pop(key)
-    if into in values or extra:
+    if into and (into in values or extra):
         values[into] = extra
     return values

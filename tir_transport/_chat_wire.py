@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._arguments import refuse_secrets
 from ._errors import InvalidResponseError, error_from_event, is_error_event, quote, scrub_secret
 from ._usage import Usage
 
@@ -88,6 +89,7 @@ def build_payload(
     stream: bool = False,
     include_usage: bool = True,
     extra_body: Mapping[str, Any] | None = None,
+    key_to_refuse: str | None = None,
     **params: Any,
 ) -> dict[str, Any]:
     """Build a chat-completions request body.
@@ -98,6 +100,7 @@ def build_payload(
         stream: whether to stream; `stream_options.include_usage` is added only then.
         include_usage: ask for the usage chunk at the end of a stream.
         extra_body: fields sent as they are, last (vLLM's `top_k`, `repetition_penalty`...).
+        key_to_refuse: the API key: a request field holding it is refused.
         **params: request fields (`temperature`, `max_tokens`, `tools`...); those that are
             None are not sent, so the server's defaults apply.
 
@@ -105,7 +108,8 @@ def build_payload(
         The JSON-ready payload.
 
     Raises:
-        ValueError: no messages, or `n` above 1 (see `check_single_choice`).
+        ValueError: no messages, `n` above 1 (see `check_single_choice`), or a request
+            field named like a secret (`api_key`, `hf_token`...) or holding `key_to_refuse`.
     """
     if not messages:
         raise ValueError("messages is empty: a chat request needs at least one message")
@@ -120,6 +124,9 @@ def build_payload(
     if extra_body:
         payload.update(extra_body)
     check_single_choice(payload)
+    # Every field but the conversation (what the user says is theirs to say): per-call
+    # kwargs, model_kwargs / additional_kwargs and extra_body all end up here.
+    refuse_secrets({k: v for k, v in payload.items() if k != "messages"}, key_to_refuse)
     return payload
 
 

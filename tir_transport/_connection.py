@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import httpx
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -23,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from ._arguments import move_unknown_arguments, refuse_secrets
 from ._chat import ChatClient
 from ._config import (
     BASE_URL_ENV_VARS,
@@ -68,9 +70,14 @@ class TIRConnection(BaseModel):
     request).
     """
 
-    api_key: SecretStr | None = Field(default=None, exclude=True)
+    api_key: SecretStr | None = Field(
+        default=None,
+        exclude=True,
+        validation_alias=AliasChoices("api_key", "openai_api_key"),
+    )
     """The TIR API token; from `TIR_API_KEY` or `E2E_TIR_ACCESS_TOKEN` when not given. Never
-    shown, logged or serialised."""
+    shown, logged or serialised. Also taken as ChatOpenAI's / OpenAIEmbeddings'
+    `openai_api_key` (`OPENAI_API_KEY` is never read: that key is OpenAI's)."""
     project_id: str | None = None
     """The TIR project id, an int or a str (with or without `p-`); from `TIR_PROJECT_ID` or
     `E2E_TIR_PROJECT_ID`."""
@@ -78,8 +85,11 @@ class TIRConnection(BaseModel):
     """The TIR inference host; from `TIR_HOST`, else `https://infer.e2enetworks.net`."""
     endpoint_id: str | None = None
     """Set (an int or a str) for a self-deployed TIR model endpoint instead of a GenAI model."""
-    base_url: str | None = None
-    """A full `.../v1` URL that overrides host, project and model path; from `TIR_BASE_URL`."""
+    base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("base_url", "openai_api_base", "api_base")
+    )
+    """A full `.../v1` URL that overrides host, project and model path; from `TIR_BASE_URL`.
+    Also taken as ChatOpenAI's `openai_api_base` and OpenAILike's `api_base`."""
     timeout: float = Field(default=DEFAULT_TIMEOUT, gt=0, alias="request_timeout")
     """Seconds to wait for a reply, and between two stream chunks (alias `request_timeout`)."""
     max_retries: int = Field(default=DEFAULT_MAX_RETRIES, ge=0)
@@ -96,9 +106,14 @@ class TIRConnection(BaseModel):
     http_client: httpx.Client | None = Field(default=None, exclude=True)
     """Your own `httpx.Client` for sync calls (a proxy, a custom CA, mTLS): used as given,
     never closed by us."""
-    http_async_client: httpx.AsyncClient | None = Field(default=None, exclude=True)
+    http_async_client: httpx.AsyncClient | None = Field(
+        default=None,
+        exclude=True,
+        validation_alias=AliasChoices("http_async_client", "async_http_client"),
+    )
     """Your own `httpx.AsyncClient` for async calls; used as given, never closed by us. An
-    httpx async client belongs to one event loop: use it from that loop only."""
+    httpx async client belongs to one event loop: use it from that loop only. Also taken as
+    LlamaIndex's `async_http_client`."""
 
     # Merged into every adapter class's config (the frameworks' bases set none of these).
     # populate_by_name: `timeout` and its alias both work. hide_input_in_errors: a validation
@@ -112,6 +127,17 @@ class TIRConnection(BaseModel):
     )
 
     _client_cache: tuple[tuple[Any, ...], Any] | None = PrivateAttr(default=None)
+    # The dict field that takes other request fields (`model_kwargs`, `additional_kwargs`);
+    # None for a class whose requests take none: an unknown argument is then an error.
+    _request_fields: ClassVar[str | None] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sort_arguments(cls, values: Any) -> Any:
+        # The peers' names, secrets and unknown arguments: see move_unknown_arguments.
+        if not isinstance(values, dict):
+            return values
+        return move_unknown_arguments(cls, values, into=cls._request_fields)
 
     @field_validator("project_id", "endpoint_id", mode="before")
     @classmethod
@@ -127,6 +153,21 @@ class TIRConnection(BaseModel):
         self.host = self.host or env_first(HOST_ENV_VARS) or DEFAULT_HOST
         self.base_url = self.base_url or env_first(BASE_URL_ENV_VARS)
         return self
+
+    @model_validator(mode="after")
+    def _refuse_secret_fields(self) -> Any:
+        # After _read_environment: a request field holding the key from TIR_API_KEY is
+        # refused too, at construction rather than at the first request.
+        secret = self._key_text()
+        if self._request_fields:
+            fields = getattr(self, self._request_fields) or {}
+            refuse_secrets(fields, secret, where=f"{self._request_fields} field")
+        refuse_secrets(getattr(self, "extra_body", None) or {}, secret, where="extra_body field")
+        return self
+
+    def _key_text(self) -> str | None:
+        # For the payload builder, which refuses a request field holding the key.
+        return self.api_key.get_secret_value() if self.api_key else None
 
     @model_validator(mode="after")
     def _build_client(self) -> Any:
