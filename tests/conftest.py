@@ -34,6 +34,12 @@ _ENV_VARS = (
     "TIR_EMBEDDING_MODEL",
     "TIR_RERANK_MODEL",
 )
+# Proxies from the environment would take loopback requests elsewhere (httpx honours them).
+_PROXY_VARS = tuple(
+    name
+    for base in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+    for name in (base, base.lower())
+)
 # The developer's own TIR settings, for the `live` tests only (every other test runs without).
 LIVE_ENV = {name: os.environ[name] for name in _ENV_VARS if os.environ.get(name)}
 
@@ -41,7 +47,7 @@ LIVE_ENV = {name: os.environ[name] for name in _ENV_VARS if os.environ.get(name)
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees the developer's own TIR configuration unless it sets it."""
-    for name in _ENV_VARS:
+    for name in (*_ENV_VARS, *_PROXY_VARS):
         monkeypatch.delenv(name, raising=False)
 
 

@@ -8,8 +8,6 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-import httpx
-
 from tir_transport import (
     DEFAULT_MODEL,
     ChatClient,
@@ -24,6 +22,7 @@ from tir_transport import (
 
 # Not for adapters: which variable the key came from, and the no-tool-parser 400, for doctor.
 from tir_transport._config import API_KEY_ENV_VARS, env_first
+from tir_transport._http import HTTPClient
 from tir_transport._tools import is_tools_rejection
 
 _PROBE_TOOL = {
@@ -120,15 +119,15 @@ def _positive_int(text: str) -> int:
 
 def _served_window(config: TIRConfig) -> int | None:
     """The served window (vLLM's `max_model_len`, `GET {base}/models`), or None if unreported."""
-    try:
-        # A probe: a gateway that never answers /models must not hold doctor for a minute.
-        probe_timeout = min(config.timeout, _PROBE_TIMEOUT)
-        response = httpx.get(config.url("models"), headers=config.headers(), timeout=probe_timeout)
-        response.raise_for_status()
-        models = response.json().get("data") or []
-    except (httpx.HTTPError, ValueError, AttributeError):
-        # Not every gateway serves /models, and none has to report a window: nothing to check.
-        return None
+    # A probe: a gateway that never answers /models must not hold doctor for a minute.
+    probe = config.replace(timeout=min(config.timeout, _PROBE_TIMEOUT), max_retries=0)
+    with HTTPClient(probe) as client:
+        try:
+            listing = client.get("models")
+        except TIRError:
+            # Not every gateway serves /models, and none has to report a window.
+            return None
+    models = listing.get("data") if isinstance(listing, dict) else None
     if not isinstance(models, list):
         return None
     entries = [m for m in models if isinstance(m, dict)]

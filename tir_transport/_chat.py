@@ -175,12 +175,12 @@ class ChatClient(HTTPClient):
     def _create_once(self, payload: Mapping[str, Any]) -> ChatCompletion:
         url, _, body = self._prepare(payload)
         model = self._model(payload)
-        return self._read(self._post(url, body, model), parse_completion, model)
+        return self._read(self._request(url, body, model), parse_completion, model)
 
     async def _acreate_once(self, payload: Mapping[str, Any]) -> ChatCompletion:
         url, _, body = self._prepare(payload)
         model = self._model(payload)
-        return self._read(await self._apost(url, body, model), parse_completion, model)
+        return self._read(await self._arequest(url, body, model), parse_completion, model)
 
     def _stream_once(self, payload: Mapping[str, Any]) -> Generator[ChatChunk, None, None]:
         url, _, body = self._prepare(payload)

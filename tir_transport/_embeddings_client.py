@@ -183,12 +183,12 @@ class EmbeddingsClient(HTTPClient):
 
     def _send(self, texts: list[str]) -> list[list[float]]:
         url = self._api_url("embeddings", None)
-        response = self._post(url, self._body(texts), self.config.model)
+        response = self._request(url, self._body(texts), self.config.model)
         return self._reply(response, len(texts))
 
     async def _asend(self, texts: list[str]) -> list[list[float]]:
         url = self._api_url("embeddings", None)
-        response = await self._apost(url, self._body(texts), self.config.model)
+        response = await self._arequest(url, self._body(texts), self.config.model)
         return self._reply(response, len(texts))
 
     def _vectors(

@@ -153,6 +153,34 @@ def proxy_for(url: str) -> str | None:
     return next((proxy for pattern, proxy in mounts if pattern.matches(target)), None)
 
 
+# The keys of every client made in this process, hidden in httpx's and httpcore's own log
+# records: at DEBUG, httpcore logs each reply's headers, and a gateway may echo the
+# Authorization value in one. The filter runs only for records a logger lets through.
+_KEYS_IN_USE: set[str] = set()
+
+
+class _HideKeys(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _KEYS_IN_USE:
+            text = shown = record.getMessage()
+            for key in tuple(_KEYS_IN_USE):
+                shown = scrub_secret(shown, key)
+            if shown != text:
+                record.msg, record.args = shown, None
+        return True
+
+
+_HIDE_KEYS = _HideKeys()
+for _name in (
+    "httpx",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+):
+    logging.getLogger(_name).addFilter(_HIDE_KEYS)
+
+
 class HTTPOptions(TypedDict, total=False):
     """What every API client takes beside its config (see `HTTPClient.__init__`)."""
 
@@ -192,6 +220,8 @@ class HTTPClient:
                 the event loop it was first used in).
         """
         self.config = config
+        if config.api_key is not None:
+            _KEYS_IN_USE.add(config.api_key.get_secret_value())
         self.retry = retry or RetryPolicy(max_retries=config.max_retries)
         self.limits = limits or Limits()
         self.http_client = http_client
@@ -241,6 +271,8 @@ class HTTPClient:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        if self.config.api_key is not None:
+            _KEYS_IN_USE.add(self.config.api_key.get_secret_value())
         self._timeout = _timeout(self.config.timeout)
         self._init_pools()
 
@@ -454,7 +486,16 @@ class HTTPClient:
     # handed nothing on (after that a retry would repeat what the caller has seen). The APIs
     # (chat, embeddings, rerank) build bodies and read replies; they never loop themselves.
 
-    def _post(self, url: str, body: bytes | None, model: str | None = None) -> httpx.Response:
+    def get(self, api: str) -> Any:
+        """`GET {base}/{api}` (`"models"`, say) with retries: its JSON, read as every reply is.
+
+        Raises:
+            TIRError: a subclass for each kind of failure, after the retries the policy allows.
+        """
+        url = self._api_url(api, None)
+        return self._read(self._request(url, None), _as_is, None)
+
+    def _request(self, url: str, body: bytes | None, model: str | None = None) -> httpx.Response:
         """POST (GET without a body) with retries; the response, or the last try's error.
 
         `model`: a try that failed after it was sent (a timeout waiting for the reply) is
@@ -481,10 +522,10 @@ class HTTPClient:
             time.sleep(self._backoff(error, attempt, url))
             attempt += 1
 
-    async def _apost(
+    async def _arequest(
         self, url: str, body: bytes | None, model: str | None = None
     ) -> httpx.Response:
-        """Async twin of `_post`."""
+        """Async twin of `_request`."""
         headers = self._request_headers()
         client = await self._async_client()
         method = "GET" if body is None else "POST"
@@ -563,6 +604,12 @@ class HTTPClient:
 
 
 _C = TypeVar("_C", bound=HTTPClient)
+
+
+def _as_is(data: Any) -> Any:
+    return data
+
+
 _Request = TypeVar("_Request")
 _Reply = TypeVar("_Reply")
 _Result = TypeVar("_Result")

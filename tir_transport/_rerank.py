@@ -320,7 +320,7 @@ class RerankClient(HTTPClient):
     ) -> tuple[int, list[RerankResult]]:
         url = self._api_url("rerank", None)
         try:
-            response = self._post(url, self._body(query, documents, top_n), self.config.model)
+            response = self._request(url, self._body(query, documents, top_n), self.config.model)
         except ContextLengthExceededError as e:
             raise self._located(e, start, len(documents), total) from e
         return start, self._reply(response, documents, top_n)
@@ -330,7 +330,7 @@ class RerankClient(HTTPClient):
     ) -> tuple[int, list[RerankResult]]:
         url = self._api_url("rerank", None)
         try:
-            response = await self._apost(
+            response = await self._arequest(
                 url, self._body(query, documents, top_n), self.config.model
             )
         except ContextLengthExceededError as e:
