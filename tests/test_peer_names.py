@@ -43,7 +43,7 @@ from tests.test_every_adapter import (
     model_for,
 )
 from tir_transport import build_payload
-from tir_transport._arguments import PEER_NAMES, looks_secret
+from tir_transport._arguments import KNOWN_REQUEST_FIELDS, PEER_NAMES, looks_secret
 
 # Long and unlike any other text of a request: found wherever a copy of it went.
 KEY = "sk-peer-7d1c0b9e4f2a68355a1b"
@@ -377,7 +377,7 @@ def _peer_names() -> set[str]:
 def test_no_peers_name_becomes_a_request_field_unannounced() -> None:
     # Every argument of the four peers is ours (a field or an alias), refused / dropped by
     # the table, or a request field vLLM takes (moved with a warning that names it).
-    from tir_transport._arguments import KNOWN_REQUEST_FIELDS, argument_names
+    from tir_transport._arguments import argument_names
 
     ours = set(argument_names(ChatTIRLlama)) | set(argument_names(TIRLlamaLLM))
     ours |= set(argument_names(TIREmbeddings)) | set(argument_names(TIREmbedding))
@@ -416,6 +416,9 @@ NOT_SECRETS = [
 def test_what_looks_like_a_secret() -> None:
     assert [n for n in SECRET_NAMES if not looks_secret(n)] == []
     assert [n for n in NOT_SECRETS if looks_secret(n)] == []
+    # No request field vLLM takes (nor its newer ones) is taken for a secret.
+    vllm = {"add_special_tokens", "allowed_token_ids", "return_tokens_as_token_ids", "cache_salt"}
+    assert [n for n in KNOWN_REQUEST_FIELDS | vllm if looks_secret(n)] == []
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=IDS)
