@@ -191,6 +191,12 @@ def test_the_ray_path_strips_a_pasted_key_and_refuses_a_broken_one(emulator: Emu
     out = ray_tir.chat(ray.data.from_items(rows), api_key=KEY + "\n", **options).take_all()
     assert [r["error"] for r in out] == [None] * 4
     assert {r.headers["authorization"] for r in emulator.requests} == {f"Bearer {KEY}"}
+    # A row whose reply echoes the key: its error column says what failed, without the key.
+    emulator.queue(ECHOES["header"], ECHOES["past-the-cut"])
+    out = ray_tir.chat(ray.data.from_items(rows[:2]), api_key=KEY, **options).take_all()
+    errors = [r["error"] for r in out]
+    assert all(e and "BadRequestError" in e for e in errors), errors
+    assert_hidden(*errors)
     before = len(emulator.requests)
     with pytest.raises((ValidationError, ValueError)) as caught:
         ray_tir.chat(ray.data.from_items(rows), api_key=KEY + "\x00", **options).take_all()

@@ -12,7 +12,7 @@ import httpx
 
 from ._chat_wire import DONE, ChatChunk, ChatCompletion, parse_chunk, parse_completion
 from ._config import TIRConfig
-from ._errors import StreamInterruptedError, TIRError, request_id_of, scrub_secret
+from ._errors import StreamInterruptedError, TIRError, key_hider, request_id_of
 from ._http import AsyncStream, HTTPClient, HTTPOptions, ParserFactory, adrive, drive
 from ._negotiate import Negotiation, negotiates
 from ._sse import ServerSentEvent, SSEDecoder
@@ -31,6 +31,7 @@ class _ChatStreamParser:
         "done",
         "events",
         "finish_reason",
+        "hider",
         "model",
         "request_id",
         "secret",
@@ -41,6 +42,7 @@ class _ChatStreamParser:
 
     def __init__(self, response: httpx.Response, url: str, config: TIRConfig, tools: bool) -> None:
         self.secret = config.secret()
+        self.hider = key_hider(self.secret)
         self.request_id = request_id_of(response.headers, self.secret)
         self.url = url
         self.tools = tools
@@ -70,7 +72,7 @@ class _ChatStreamParser:
             return None
         # A gateway may echo the Authorization header into an event: hidden before anything
         # parses, quotes or cuts it (the one stream-side twin of HTTPClient._read).
-        data = scrub_secret(event.data, self.secret)
+        data = self.hider.text(event.data)
         if data == DONE:
             self.done = True
             return None

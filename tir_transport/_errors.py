@@ -21,6 +21,7 @@ __all__ = [
     "ContextLengthExceededError",
     "InputError",
     "InvalidResponseError",
+    "KeyHider",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
@@ -31,6 +32,7 @@ __all__ = [
     "TIRError",
     "error_from_event",
     "error_from_response",
+    "key_hider",
     "quote",
     "request_id_of",
     "scrub_bytes",
@@ -219,13 +221,57 @@ MIN_SECRET_CHARS = 8
 HIDDEN = "**********"
 
 
+_UNRESERVED = re.compile(r"[A-Za-z0-9._~-]*")
+
+
+class KeyHider:
+    """Hides one API key in texts and raw replies, in every form a reply may echo it in.
+
+    The forms: as sent, escaped in JSON, percent-encoded. A key shorter than
+    `MIN_SECRET_CHARS` is no real token and is left alone (hiding "k" would mangle text).
+    """
+
+    __slots__ = ("_forms", "_probe", "_raw_forms", "_raw_probe")
+
+    def __init__(self, secret: str | None) -> None:
+        forms: set[str] = set()
+        probe = ""
+        if secret and len(secret) >= MIN_SECRET_CHARS:
+            escaped = json.dumps(secret)[1:-1]
+            forms = {secret, escaped, escaped.replace("/", "\\/"), url_quote(secret, safe="")}
+            # The key's longest start that no form escapes: the common case (a text without
+            # the key) is then one substring test.
+            start = _UNRESERVED.match(secret)
+            probe = start.group() if start and len(start.group()) >= 4 else ""
+        # Longest first: a shorter form inside a longer one must not leave the rest of it.
+        self._forms = tuple(sorted(forms, key=len, reverse=True))
+        self._raw_forms = tuple(f.encode() for f in self._forms)
+        self._probe = probe
+        self._raw_probe = probe.encode()
+
+    def text(self, text: str) -> str:
+        """`text` with the key hidden."""
+        if not self._forms or (self._probe and self._probe not in text):
+            return text
+        for form in self._forms:
+            if form in text:
+                text = text.replace(form, HIDDEN)
+        return text
+
+    def raw(self, content: bytes) -> bytes:
+        """`content` (a reply's bytes) with the key hidden, before anything decodes it."""
+        if not self._forms or (self._raw_probe and self._raw_probe not in content):
+            return content
+        for form in self._raw_forms:
+            if form in content:
+                content = content.replace(form, HIDDEN.encode())
+        return content
+
+
 @functools.lru_cache(maxsize=8)
-def _secret_forms(secret: str) -> tuple[str, ...]:
-    """The key as a reply may echo it: as sent, escaped in JSON, percent-encoded."""
-    forms = {secret, json.dumps(secret)[1:-1], json.dumps(secret)[1:-1].replace("/", "\\/")}
-    forms.add(url_quote(secret, safe=""))
-    # Longest first: a shorter form inside a longer one must not leave the rest of it.
-    return tuple(sorted(forms, key=len, reverse=True))
+def key_hider(secret: str | None) -> KeyHider:
+    """The `KeyHider` of a key, made once per key (a stream's parser asks for it each time)."""
+    return KeyHider(secret)
 
 
 def scrub_secret(text: str, secret: str | None) -> str:
@@ -235,23 +281,12 @@ def scrub_secret(text: str, secret: str | None) -> str:
     header; the key is looked for as sent, JSON-escaped and percent-encoded. Hide before
     cutting: a key cut in half is no longer found.
     """
-    if not secret or len(secret) < MIN_SECRET_CHARS:
-        return text
-    for form in _secret_forms(secret):
-        if form in text:
-            text = text.replace(form, HIDDEN)
-    return text
+    return key_hider(secret).text(text)
 
 
 def scrub_bytes(content: bytes, secret: str | None) -> bytes:
     """`scrub_secret` for a raw reply, before anything decodes, parses or quotes it."""
-    if not secret or len(secret) < MIN_SECRET_CHARS:
-        return content
-    for form in _secret_forms(secret):
-        raw = form.encode()
-        if raw in content:
-            content = content.replace(raw, HIDDEN.encode())
-    return content
+    return key_hider(secret).raw(content)
 
 
 def request_id_of(headers: Mapping[str, str] | None, secret: str | None = None) -> str | None:
