@@ -13,13 +13,15 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess test
 
 from tir_transport import Usage, track_usage
 
-from ._bulk import CHAT_COLUMNS, EMBED_COLUMNS, chat, embed
-from ._output import OutputFolderError, pending, usage, write_output
+from ._bulk import CHAT_COLUMNS, EMBED_COLUMNS, JobStopped, chat, embed
+from ._output import OutputFolderError, OutputWriteError, pending, usage, write_output
 
 __all__ = [
     "CHAT_COLUMNS",
     "EMBED_COLUMNS",
+    "JobStopped",
     "OutputFolderError",
+    "OutputWriteError",
     "Usage",
     "chat",
     "embed",

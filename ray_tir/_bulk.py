@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+import weakref
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -16,9 +20,12 @@ from tir_transport import (
     DEFAULT_EMBED_BATCH_SIZE,
     DEFAULT_MODEL,
     EMBEDDING_MODEL_HINT,
+    AuthenticationError,
     ChatClient,
     EmbeddingsClient,
     Limits,
+    NotFoundError,
+    PermissionDeniedError,
     RatePacer,
     TIRConfig,
     TIRConnection,
@@ -30,7 +37,9 @@ from tir_transport import (
     scrub_secret,
 )
 
-__all__ = ["CHAT_COLUMNS", "EMBED_COLUMNS", "chat", "embed"]
+from ._output import Format, OutputWriteError, Sink
+
+__all__ = ["CHAT_COLUMNS", "EMBED_COLUMNS", "JobStopped", "chat", "embed", "job_of"]
 
 CHAT_COLUMNS = ("response", "finish_reason", "input_tokens", "output_tokens", "error")
 EMBED_COLUMNS = ("embedding", "error")
@@ -135,19 +144,198 @@ def _job_pacer(requests_per_minute: float | None) -> Any:
     return _JobPacerActor.remote(requests_per_minute)
 
 
+class JobStopped(RuntimeError):
+    """The job stopped early: an error every row would hit (the key, the project, the model).
+
+    Raised after the first such failures, before paying for the rest; the rows answered
+    before it are written, the others are still pending (resume once it is fixed).
+    """
+
+
+# Failures that no row escapes: the key (401), its rights (403), the model, project or
+# endpoint (404). Anything else (a 400 for one prompt, a 429, a 5xx) is the row's own.
+_FATAL = (AuthenticationError, PermissionDeniedError, NotFoundError)
+_HINTS = {
+    AuthenticationError: "set TIR_API_KEY to a valid key (tir-llama doctor checks it)",
+    PermissionDeniedError: "check that the key belongs to TIR_PROJECT_ID and may use the model",
+    NotFoundError: "check --model, TIR_PROJECT_ID, --endpoint-id or the base URL "
+    "(tir-llama doctor checks them)",
+}
+# Batches one actor answers at once: the bound on what a kill loses is this many batches per
+# actor (each written as soon as it is answered), whatever the job's size.
+BATCHES_AT_ONCE = 2
+
+
+class _Stopping(Exception):
+    """No request is sent once the job is stopping (the row stays pending)."""
+
+
+def _driver() -> tuple[str, int]:
+    return os.uname().nodename, os.getpid()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _Guard:
+    """Asked before every request (retries too): is the job still on?
+
+    A job whose driver died sends nothing more: on the driver's machine each request first
+    checks that its process is alive, and the actor ends itself if not (Ray would end it
+    too, but only seconds later, after hundreds of requests). On other machines Ray's own
+    clean-up ends the actors.
+    """
+
+    def __init__(self, worker: _Worker, driver: tuple[str, int], pacer: Any) -> None:
+        self.worker = worker
+        self.driver_pid = driver[1] if driver[0] == os.uname().nodename else None
+        self.pacer = _JobPacerClient(pacer) if pacer is not None else None
+
+    async def reserve(self) -> float:
+        """Seconds to wait before sending; raises when the job is stopping."""
+        if self.worker.stopped is not None:
+            raise _Stopping
+        if self.driver_pid is not None and not _alive(self.driver_pid):
+            os._exit(1)  # nobody is left to read the answers: send nothing more
+        return await self.pacer.reserve() if self.pacer is not None else 0.0
+
+
 class _Worker:
-    """What both workers share: the limits of one actor.
+    """What both workers share: the limits of one actor, and writing its answers.
 
     `__call__` is async: Ray Data then runs the actor on an event loop and hands it several
     batches at once, so requests stay in flight across batch boundaries; `max_in_flight`
-    holds for the whole actor, and its connection pool lives as long as the loop.
+    holds for the whole actor, and its connection pool lives as long as the loop. With a
+    `sink`, each answered batch is written at once, and only its file's name goes back.
     """
 
-    def __init__(self, max_in_flight: int, pacer: Any) -> None:
-        self.limits = Limits(
-            max_in_flight=max_in_flight,
-            remote_pacer=_JobPacerClient(pacer) if pacer is not None else None,
+    columns: tuple[str, ...] = ()
+
+    def __init__(
+        self, max_in_flight: int, pacer: Any, driver: tuple[str, int], sink: Sink | None
+    ) -> None:
+        self.stopped: str | None = None
+        self.limits = Limits(max_in_flight=max_in_flight, remote_pacer=_Guard(self, driver, pacer))
+        self.sink = sink
+        self.batches = asyncio.Semaphore(BATCHES_AT_ONCE)
+
+    def _fatal(self, error: BaseException, description: str) -> bool:
+        """Whether `error` stops the job (and note the first such error)."""
+        if isinstance(error, _Stopping):
+            return True
+        if not isinstance(error, _FATAL):
+            return False
+        if self.stopped is None:
+            hint = next(h for kind, h in _HINTS.items() if isinstance(error, kind))
+            self.stopped = f"{description}: every row would fail the same way; {hint}"
+        return True
+
+    async def _answer(self, batch: pa.Table) -> tuple[pa.Table, list[bool]]:
+        raise NotImplementedError
+
+    async def __call__(self, batch: pa.Table) -> pa.Table:
+        async with self.batches:
+            table, fatal = await self._answer(batch)
+        stopped = self.stopped
+        if stopped is not None:
+            # The rows that met the job-wide error stay pending (not written as failed); the
+            # ones answered before it are kept.
+            table = table.filter(pa.array([not f for f in fatal], type=pa.bool_()))
+            if self.sink is None:
+                raise JobStopped(stopped)
+        if self.sink is None:
+            return table
+        # With a sink the driver is told in the output, not by an exception: Ray Data does
+        # not carry a task's exception (only its text) back to the driver.
+        name, failed = None, None
+        if table.num_rows:
+            try:
+                name = self.sink.write(table)
+            except OutputWriteError as e:
+                failed = str(e)
+        return pa.table(
+            {
+                "file": pa.array([name], pa.string()),
+                "stopped": pa.array([stopped], pa.string()),
+                "failed": pa.array([failed], pa.string()),
+            }
         )
+
+
+@dataclass
+class _Job:
+    """What `chat` or `embed` will run, kept so that `write_output` can run it into a folder."""
+
+    source: ray.data.Dataset
+    worker: type[_Worker]
+    kwargs: dict[str, Any]
+    batch_size: int
+    concurrency: int
+    num_cpus: float
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def plan(self, sink: Sink | None) -> ray.data.Dataset:
+        return self.source.map_batches(
+            self.worker,
+            fn_constructor_kwargs={**self.kwargs, "sink": sink},
+            batch_size=self.batch_size,
+            batch_format="pyarrow",
+            compute=_actors(self.concurrency),
+            num_cpus=self.num_cpus,
+        )
+
+    def run(self, folder: Path, fmt: Format, run: str) -> list[str]:
+        """Run the job, its actors writing into `folder`; return the files written.
+
+        Raises:
+            JobStopped: an error every row would hit; the job stops at the first report.
+            OutputWriteError: a file could not be written; the job stops there.
+        """
+        names: list[str] = []
+        batches = iter(
+            self.plan(Sink(folder, fmt, run)).iter_batches(batch_format="pyarrow", batch_size=None)
+        )
+        try:
+            for batch in batches:
+                table: pa.Table = batch
+                report: dict[str, list[Any]] = table.to_pydict()
+                names += [name for name in report["file"] if name]
+                for stopped, failed in zip(report["stopped"], report["failed"], strict=True):
+                    if failed:
+                        raise OutputWriteError(failed)
+                    if stopped:
+                        raise JobStopped(stopped)
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()  # stops Ray Data's executor, and with it the actors
+        # A batch Ray ran again (its actor died) was written twice: the copy no task
+        # reported is the dead attempt's.
+        for path in folder.glob(f"part-{run}-*"):
+            if path.name not in names:
+                path.unlink()
+        return names
+
+
+_jobs: weakref.WeakKeyDictionary[ray.data.Dataset, _Job] = weakref.WeakKeyDictionary()
+
+
+def job_of(ds: ray.data.Dataset) -> _Job | None:
+    """The job `ds` is the answer of (`chat` or `embed`), or None for any other Dataset."""
+    return _jobs.get(ds)
+
+
+def _start(job: _Job) -> ray.data.Dataset:
+    ds = job.plan(None)
+    _jobs[ds] = job
+    return ds
 
 
 class _ChatWorker(_Worker):
@@ -160,8 +348,10 @@ class _ChatWorker(_Worker):
         system: str | None,
         max_in_flight: int,
         pacer: Any,
+        driver: tuple[str, int],
+        sink: Sink | None,
     ) -> None:
-        super().__init__(max_in_flight, pacer)
+        super().__init__(max_in_flight, pacer, driver, sink)
         self.client = ChatClient(config, limits=self.limits)
         self.secret = config.secret()
         self.request = request
@@ -182,12 +372,13 @@ class _ChatWorker(_Worker):
             messages.insert(0, {"role": "system", "content": self.system})
         return messages
 
-    async def _one(self, value: Any) -> tuple[Any, ...]:
+    async def _one(self, value: Any) -> tuple[tuple[Any, ...], bool]:
         try:
             body = build_payload(self._messages(value), self.client.config.model, **self.request)
             reply = await self.client.acreate(body)
         except Exception as e:  # a bad row never fails the job: it carries its error
-            return None, None, None, None, _describe(e, self.secret)
+            description = _describe(e, self.secret)
+            return (None, None, None, None, description), self._fatal(e, description)
         tokens = reply.usage
         return (
             reply.text or "",
@@ -195,21 +386,20 @@ class _ChatWorker(_Worker):
             tokens.input_tokens if tokens else None,
             tokens.output_tokens if tokens else None,
             None,
-        )
+        ), False
 
-    async def _all(self, values: list[Any]) -> list[tuple[Any, ...]]:
-        return list(await asyncio.gather(*(self._one(v) for v in values)))
-
-    async def __call__(self, batch: pa.Table) -> pa.Table:
+    async def _answer(self, batch: pa.Table) -> tuple[pa.Table, list[bool]]:
         column = self.messages_column or self.prompt_column
         assert column is not None
         option = "messages_column" if self.messages_column else "prompt_column"
         check_columns(batch.column_names, column, CHAT_COLUMNS, option)
-        results = await self._all(batch.column(column).to_pylist())
+        values = batch.column(column).to_pylist()
+        answers = await asyncio.gather(*(self._one(v) for v in values))
+        results = [row for row, _ in answers]
         types = (pa.string(), pa.string(), pa.int64(), pa.int64(), pa.string())
         for index, (name, kind) in enumerate(zip(CHAT_COLUMNS, types, strict=True)):
             batch = batch.append_column(name, pa.array([r[index] for r in results], type=kind))
-        return batch
+        return batch, [fatal for _, fatal in answers]
 
 
 def chat(
@@ -229,7 +419,9 @@ def chat(
 
     Each row gains `response`, `finish_reason`, `input_tokens`, `output_tokens` (None when the
     server reported no usage) and `error` (None, or the error's class and message after the
-    retries: a bad row never fails the job, and never carries the key).
+    retries: a bad row never fails the job, and never carries the key). An error every row
+    would hit (a refused key, a missing model or project: 401, 403, 404) stops the job after
+    the first ones instead, with `JobStopped`, before paying for the rest.
 
     Args:
         ds: the rows.
@@ -239,7 +431,8 @@ def chat(
         concurrency: Ray actors (each with its own connection pool).
         max_in_flight: requests in flight inside each actor.
         requests_per_minute: for the whole job, across every actor and node.
-        batch_size: rows per Ray batch (default: 4 x `max_in_flight`).
+        batch_size: rows per Ray batch (default: 4 x `max_in_flight`); written to the
+            output folder as one file each (`write_output`).
         num_cpus: CPUs Ray reserves for each actor (waiting on the network takes little).
         **options: configuration (`api_key`, `project_id`, `model`, `host`, `endpoint_id`,
             `base_url`, `timeout`, `max_retries`) and request fields (`temperature`,
@@ -259,21 +452,35 @@ def chat(
         _check_schema(ds, messages_column, CHAT_COLUMNS, "messages_column")
     else:
         _check_schema(ds, prompt_column, CHAT_COLUMNS, "prompt_column")
-    return ds.map_batches(
-        _ChatWorker,
-        fn_constructor_kwargs={
-            "config": config,
-            "request": request,
-            "prompt_column": None if messages_column else prompt_column,
-            "messages_column": messages_column,
-            "system": system,
-            "max_in_flight": max_in_flight,
-            "pacer": _job_pacer(requests_per_minute),
-        },
-        batch_size=batch_size or 4 * max_in_flight,
-        batch_format="pyarrow",
-        compute=_actors(concurrency),
-        num_cpus=num_cpus,
+    column = {"messages_column": messages_column} if messages_column else {}
+    return _start(
+        _Job(
+            source=ds,
+            worker=_ChatWorker,
+            kwargs={
+                "config": config,
+                "request": request,
+                "prompt_column": None if messages_column else prompt_column,
+                "messages_column": messages_column,
+                "system": system,
+                "max_in_flight": max_in_flight,
+                "pacer": _job_pacer(requests_per_minute),
+                "driver": _driver(),
+            },
+            batch_size=batch_size or 4 * max_in_flight,
+            concurrency=concurrency,
+            num_cpus=num_cpus,
+            # What makes two answers comparable: recorded with the output, compared on resume.
+            settings={
+                "kind": "chat",
+                "model": model,
+                "endpoint_id": config.endpoint_id,
+                "system": system,
+                "prompt_column": None if messages_column else prompt_column,
+                **column,
+                "request": request,
+            },
+        )
     )
 
 
@@ -284,8 +491,10 @@ class _EmbedWorker(_Worker):
         text_column: str,
         max_in_flight: int,
         pacer: Any,
+        driver: tuple[str, int],
+        sink: Sink | None,
     ) -> None:
-        super().__init__(max_in_flight, pacer)
+        super().__init__(max_in_flight, pacer, driver, sink)
         self.client = client
         self.client.limits = self.limits
         self.secret = client.config.secret()
@@ -309,14 +518,17 @@ class _EmbedWorker(_Worker):
             results[i] = _describe(answer, self.secret) if isinstance(answer, TIRError) else answer
         return results
 
-    async def __call__(self, batch: pa.Table) -> pa.Table:
+    async def _answer(self, batch: pa.Table) -> tuple[pa.Table, list[bool]]:
         check_columns(batch.column_names, self.text_column, EMBED_COLUMNS, "text_column")
         texts = batch.column(self.text_column).to_pylist()
         results = await self._all(texts)
         vectors = [None if isinstance(r, str) else r for r in results]
         errors = [r if isinstance(r, str) else None for r in results]
         batch = batch.append_column("embedding", pa.array(vectors, type=pa.list_(pa.float32())))
-        return batch.append_column("error", pa.array(errors, type=pa.string()))
+        # Embedding rows keep their errors, whatever they are: a batch costs one request.
+        return batch.append_column("error", pa.array(errors, type=pa.string())), [False] * len(
+            texts
+        )
 
 
 def embed(
@@ -364,16 +576,27 @@ def embed(
     client = settings.embeddings_client(batch_size)
     client.config.require(model_hint=EMBEDDING_MODEL_HINT)
     _check_schema(ds, text_column, EMBED_COLUMNS, "text_column")
-    return ds.map_batches(
-        _EmbedWorker,
-        fn_constructor_kwargs={
-            "client": client,
-            "text_column": text_column,
-            "max_in_flight": max_in_flight,
-            "pacer": _job_pacer(requests_per_minute),
-        },
-        batch_size=batch_size * max_in_flight,
-        batch_format="pyarrow",
-        compute=_actors(concurrency),
-        num_cpus=num_cpus,
+    shaping = {k: v for k, v in options.items() if k not in _CONFIG_ARGS}
+    return _start(
+        _Job(
+            source=ds,
+            worker=_EmbedWorker,
+            kwargs={
+                "client": client,
+                "text_column": text_column,
+                "max_in_flight": max_in_flight,
+                "pacer": _job_pacer(requests_per_minute),
+                "driver": _driver(),
+            },
+            batch_size=batch_size * max_in_flight,
+            concurrency=concurrency,
+            num_cpus=num_cpus,
+            settings={
+                "kind": "embed",
+                "model": client.config.model,
+                "endpoint_id": client.config.endpoint_id,
+                "text_column": text_column,
+                "request": shaping,
+            },
+        )
     )

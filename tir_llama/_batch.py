@@ -1,9 +1,14 @@
 """`tir-llama batch INPUT OUTPUT` on Ray (its arguments are parsed in tir_llama.cli).
 
 Everything that can be checked without Ray is checked before Ray starts, and said in one
-line: the input (exists, a known format, UTF-8, the columns), the output folder (not a file,
-not inside the input, its rows and the decision `--resume` / `--overwrite` they need), the
-settings.
+line: the input (exists, a known format, UTF-8, the columns, every line parsed, the ids), the
+output folder (not a file, not inside the input, its rows and the decision `--resume` /
+`--overwrite` they need), the settings. CSV and JSON Lines are read here, on the driver, so
+that a bad line is named by its number and ids keep the form they have in the file.
+
+Exit statuses: 0 every row answered; 1 the job failed part way (a write error, a failure
+nobody foresaw); 2 refused before any request; 3 done, but some rows carry an error (resume
+to send them again); 4 stopped early on an error every row would hit (the key, the model).
 """
 
 from __future__ import annotations
@@ -13,6 +18,10 @@ import codecs
 import csv
 import json
 import os
+import re
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -22,9 +31,16 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 
-from ray_tir import CHAT_COLUMNS, OutputFolderError, chat, usage, write_output
+from ray_tir import (
+    CHAT_COLUMNS,
+    JobStopped,
+    OutputWriteError,
+    chat,
+    usage,
+    write_output,
+)
 from ray_tir._bulk import check_columns
-from ray_tir._output import WriteMode, check_output, done_ids, without_done
+from ray_tir._output import WriteMode, check_output, done_ids, folder_lock, without_done
 from tir_transport import DEFAULT_MODEL, TIRConnection, Usage
 
 __all__ = ["run"]
@@ -32,6 +48,9 @@ __all__ = ["run"]
 # pyarrow reads CSV in blocks of 1 MiB by default, and a row longer than a block fails
 # ("straddling object straddles two block boundaries"); blocks grow with the longest line.
 _MIN_BLOCK = 1 << 20
+
+
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_ROWS_FAILED, EXIT_STOPPED = 0, 1, 2, 3, 4
 
 
 class _Refused(Exception):
@@ -128,18 +147,155 @@ def _check_output_place(output: Path, source: Path, given: str) -> None:
         raise _Refused(f"cannot create the output folder {output}: {parent} is not writable")
 
 
-def _read(path: Path, fmt: str, block_size: int, prompt_column: str) -> ray.data.Dataset:
-    if fmt == "csv":
-        return ray.data.read_csv(
-            str(path),
-            read_options=pacsv.ReadOptions(block_size=block_size),
-            # A column of numbers is still a column of prompts.
-            convert_options=pacsv.ConvertOptions(column_types={prompt_column: pa.string()}),
+# A whole number written the one way a number is written: read as a number, it is written
+# back exactly as it was ("007", "+7", "7.0" are text, and stay text).
+_INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
+_INT64 = range(-(2**63), 2**63)
+
+
+def _exact_ids(values: list[Any]) -> pa.Array:
+    """Ids as the file holds them: whole numbers when every one is, otherwise text."""
+    given = [v for v in values if v is not None]
+    if given and all(_INTEGER.fullmatch(v) and int(v) in _INT64 for v in given):
+        return pa.array([None if v is None else int(v) for v in values], pa.int64())
+    return pa.array(values, pa.string())
+
+
+def _csv_problem(path: Path, width: int) -> str | None:
+    """Where a CSV goes wrong, with its line number (pyarrow's message has none)."""
+    csv.field_size_limit(sys.maxsize)
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f)
+        try:
+            for row in reader:
+                if row and len(row) != width:
+                    return (
+                        f"line {reader.line_num} has {len(row)} fields where the header has {width}"
+                    )
+        except csv.Error as e:
+            return f"line {reader.line_num}: {e}"
+    return None
+
+
+def _read_csv(path: Path, block: int, names: list[str], args: argparse.Namespace) -> pa.Table:
+    seen: dict[str, int] = {}
+    for number, name in enumerate(names, 1):
+        if name in seen:
+            raise _Refused(
+                f"{path}: the header names the column {name!r} twice (columns {seen[name]} "
+                f"and {number}): rename one"
+            )
+        seen[name] = number
+    text_columns = {args.prompt_column: pa.string(), args.id_column: pa.string()}
+    try:
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(block_size=block),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            # A column of numbers is still a column of prompts; ids are decided below.
+            convert_options=pacsv.ConvertOptions(
+                column_types={k: v for k, v in text_columns.items() if k in names}
+            ),
         )
+    except (pa.ArrowException, OSError) as e:
+        where = _csv_problem(path, len(names)) or " ".join(str(e).split())
+        raise _Refused(f"{path}: {where}") from None
+    if args.id_column in table.column_names:
+        ids = [None if v == "" else v for v in table.column(args.id_column).to_pylist()]
+        index = table.column_names.index(args.id_column)
+        table = table.set_column(index, args.id_column, _exact_ids(ids))
+    return table
+
+
+def _json_ids(path: Path, values: list[Any], lines: list[int]) -> pa.Array:
+    """JSON ids as the file holds them: text stays text, numbers stay numbers, exactly."""
+    first: dict[str, tuple[int, Any]] = {}
+    for line, value in zip(lines, values, strict=True):
+        if value is None:
+            continue
+        if isinstance(value, str):
+            kind = "text"
+        elif isinstance(value, int) and not isinstance(value, bool):
+            kind = "number"
+        else:
+            raise _Refused(
+                f"{path}, line {line}: the id {json.dumps(value)} is neither text nor a whole "
+                "number"
+            )
+        first.setdefault(kind, (line, value))
+    if len(first) > 1:
+        (a, text), (b, number) = first["text"], first["number"]
+        raise _Refused(
+            f"{path}: the ids are text on line {a} ({json.dumps(text)}) and numbers on line "
+            f'{b} ({number}): 1 and "1" would be one id. Make them all text or all numbers'
+        )
+    if "text" in first or not first:
+        return pa.array(values, pa.string())
+    if all(v is None or v in _INT64 for v in values):
+        return pa.array(values, pa.int64())
+    # Longer than int64 (a 20-digit id): an exact decimal, never a float that merges them.
+    if any(v is not None and len(str(abs(v))) > 38 for v in values):
+        raise _Refused(f"{path}: ids longer than 38 digits: write them as text (in quotes)")
+    return pa.array(values, pa.decimal128(38, 0))
+
+
+def _read_jsonl(path: Path, args: argparse.Namespace) -> pa.Table:
+    records: list[dict[str, Any]] = []
+    lines: list[int] = []
+    with path.open(encoding="utf-8-sig") as f:
+        for number, text in enumerate(f, 1):
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except ValueError as e:
+                raise _Refused(
+                    f"{path}, line {number}: not JSON ({getattr(e, 'msg', e)} at column "
+                    f"{getattr(e, 'colno', '?')})"
+                ) from None
+            if not isinstance(record, dict):
+                raise _Refused(f"{path}, line {number}: not a JSON object ({{...}})")
+            records.append(record)
+            lines.append(number)
+    if not records:
+        raise _Refused(f"{path} is empty: it holds no rows")
+    names = list(dict.fromkeys(name for record in records for name in record))
+    columns: dict[str, pa.Array] = {}
+    for name in names:
+        values = [record.get(name) for record in records]
+        if name == args.id_column:
+            columns[name] = _json_ids(path, values, lines)
+            continue
+        try:
+            columns[name] = pa.array(values)
+        except (pa.ArrowException, OverflowError):
+            kinds = [(line, type(v).__name__) for line, v in zip(lines, values, strict=True)]
+            kinds = [(line, kind) for line, kind in kinds if kind != "NoneType"]
+            other = next((k for k in kinds if k[1] != kinds[0][1]), kinds[-1])
+            raise _Refused(
+                f"{path}: the column {name!r} holds {kinds[0][1]} on line {kinds[0][0]} and "
+                f"{other[1]} on line {other[0]}: one column, one kind of value"
+            ) from None
+    return pa.table(columns)
+
+
+def _load(path: Path, fmt: str, block: int, names: list[str], args: argparse.Namespace) -> Any:
+    """The input as an Arrow table (CSV, JSON Lines), or None for Parquet (read by Ray)."""
+    if fmt == "csv":
+        return _read_csv(path, block, names, args)
     if fmt == "json":
-        # Ray reads JSON Lines line by line (no blocks to outgrow).
-        return ray.data.read_json(str(path), lines=True)
-    return ray.data.read_parquet(str(path))
+        return _read_jsonl(path, args)
+    return None
+
+
+def _dataset(table: pa.Table | None, path: Path, concurrency: int) -> ray.data.Dataset:
+    if table is None:
+        return ray.data.read_parquet(str(path))  # typed: its ids keep their type
+    # Blocks small enough that every actor gets work, large enough not to flood Ray.
+    size = min(4096, max(64, -(-table.num_rows // (4 * max(concurrency, 1)))))
+    return ray.data.from_arrow(
+        [table.slice(start, size) for start in range(0, max(table.num_rows, 1), size)]
+    )
 
 
 def _line(what: str, totals: dict[str, Any]) -> str:
@@ -149,6 +305,14 @@ def _line(what: str, totals: dict[str, Any]) -> str:
         f"{tokens.input_tokens} input + {tokens.output_tokens} output = "
         f"{tokens.total_tokens} tokens"
     )
+    if len(totals.get("per_model", {})) > 1:
+        text += (
+            " ("
+            + ", ".join(
+                f"{model}: {u.total_tokens}" for model, u in sorted(totals["per_model"].items())
+            )
+            + ")"
+        )
     if totals["rows_without_usage"]:
         text += f" ({totals['rows_without_usage']} answered rows reported no usage: not counted)"
     return text
@@ -156,11 +320,8 @@ def _line(what: str, totals: dict[str, Any]) -> str:
 
 def _validate(
     args: argparse.Namespace, config: dict[str, Any]
-) -> tuple[str, int, WriteMode, set[Any]]:
-    """Every check that needs no Ray.
-
-    Returns the input format, block size, write mode and (resuming) the ids already answered.
-    """
+) -> tuple[pa.Table | None, WriteMode]:
+    """Every check that needs no Ray and changes nothing; returns the input and write mode."""
     source, output = Path(args.input), Path(args.output)
     mode: WriteMode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
     fmt = _format(source, args.input)
@@ -171,7 +332,6 @@ def _validate(
     except ValueError as e:
         raise _Refused(str(e)) from None
     _check_output_place(output, source, args.output)
-    done: set[Any] = set()
     if args.resume:
         if args.output.rstrip("/").endswith(".jsonl"):
             raise _Refused("--resume needs Parquet output (a folder not ending in .jsonl)")
@@ -180,34 +340,72 @@ def _validate(
                 f"--resume needs an id per row: the input has no column {args.id_column!r} "
                 f"(it has {', '.join(map(repr, names))}); name it with --id-column"
             )
-        # The folder is readable and has that column; its ids are read once, here.
-        done = done_ids(output, args.id_column)
     check_output(output, mode)
     settings = {k: v for k, v in config.items() if k != "model"}
     model = config.get("model") or DEFAULT_MODEL
     tir = TIRConnection(**settings).tir_config(model)
     tir.require()  # every missing setting, at once
     tir.url("chat/completions", model)  # plain http to a remote host is refused here, too
-    return fmt, block, mode, done
+    return _load(source, fmt, block, names, args), mode
+
+
+# Run by a small process of its own when this command starts Ray: once the command has
+# ended, however it ended (a kill -9 included: its end of the pipe closes), every process
+# that carries this job's mark (Ray's, which inherit it) is ended, so none is left running.
+_REAPER = """
+import os, signal, sys
+sys.stdin.buffer.read()
+mark = b"TIR_LLAMA_BATCH=" + sys.argv[1].encode()
+for _ in range(3):
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if mark not in f.read().split(b"\\0"):
+                    continue
+            os.kill(int(pid), signal.SIGKILL)
+        except OSError:
+            pass
+"""
+_reaper: subprocess.Popen[bytes] | None = None
+
+
+def _start_ray() -> None:
+    global _reaper
+    address = os.environ.get("RAY_ADDRESS") or None
+    if address is None and os.path.isdir("/proc"):
+        mark = uuid.uuid4().hex
+        env = {k: v for k, v in os.environ.items() if k != "TIR_LLAMA_BATCH"}
+        _reaper = subprocess.Popen(  # noqa: S603 (our own interpreter and code)
+            [sys.executable, "-c", _REAPER, mark], stdin=subprocess.PIPE, env=env
+        )
+        os.environ["TIR_LLAMA_BATCH"] = mark  # inherited by every process Ray starts
+    # RAY_ADDRESS names a cluster; without it, a local Ray instance is started (without a
+    # dashboard: nobody looks at one for the length of a command).
+    ray.init(address=address, log_to_driver=False, include_dashboard=False)
+
+
+def _cause(error: BaseException) -> BaseException:
+    """The exception Ray's wrappers (RayTaskError, UserCodeException) were raised for."""
+    while True:
+        inner = getattr(error, "cause", None) or (
+            error.__cause__ if "ray" in type(error).__module__ else None
+        )
+        if not isinstance(inner, BaseException) or inner is error:
+            return error
+        error = inner
 
 
 def run(args: argparse.Namespace, config: dict[str, Any], out: TextIO) -> int:
     """Run the job: check, read, answer every (pending) row, write, print the usage."""
     try:
-        fmt, block, mode, done = _validate(args, config)
+        table, mode = _validate(args, config)
     except (_Refused, ValueError) as e:  # ConfigurationError and OutputFolderError included
         print(f"error: {e}", file=out)
-        return 2
+        return EXIT_REFUSED
     if not ray.is_initialized():
-        # RAY_ADDRESS names a cluster; without it, a local Ray instance is started.
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=False)
-    ds = _read(Path(args.input), fmt, block, args.prompt_column)
-    if args.resume:
-        try:
-            ds = without_done(ds, done, args.id_column)
-        except ValueError as e:  # duplicate or missing ids: nothing has been sent
-            print(f"error: {e}", file=out)
-            return 2
+        _start_ray()
     request = {
         name: value
         for name, value in {
@@ -218,21 +416,51 @@ def run(args: argparse.Namespace, config: dict[str, Any], out: TextIO) -> int:
         }.items()
         if value is not None
     }
-    result = chat(
-        ds,
-        prompt_column=args.prompt_column,
-        system=args.system,
-        concurrency=args.concurrency,
-        max_in_flight=args.max_in_flight,
-        requests_per_minute=args.rpm,
-        **config,
-        **request,
-    )
     try:
-        written = write_output(result, args.output, mode=mode)
-    except OutputFolderError as e:  # e.g. --overwrite with no rows: nothing replaced
+        # One job per folder, from the first read of the folder to the last file written.
+        with folder_lock(args.output):
+            ds = _dataset(table, Path(args.input), args.concurrency)
+            if args.resume:
+                done = done_ids(args.output, args.id_column, keep_failed=args.keep_failed)
+                ds = without_done(ds, done, args.id_column)
+            result = chat(
+                ds,
+                prompt_column=args.prompt_column,
+                system=args.system,
+                concurrency=args.concurrency,
+                max_in_flight=args.max_in_flight,
+                requests_per_minute=args.rpm,
+                **config,
+                **request,
+            )
+            written = write_output(
+                result,
+                args.output,
+                mode=mode,
+                keep_failed=args.keep_failed,
+                source=str(Path(args.input).resolve()),
+            )
+    except ValueError as e:  # OutputFolderError (the folder, the lock, the settings), ids
         print(f"error: {e}", file=out)
-        return 2
+        return EXIT_REFUSED
+    except JobStopped as e:
+        print(
+            f"error: the job stopped early: {e}. Rows answered before it are written; "
+            "--resume once it is fixed",
+            file=out,
+        )
+        return EXIT_STOPPED
+    except OutputWriteError as e:
+        print(f"error: {e}", file=out)
+        return EXIT_FAILED
+    except Exception as e:
+        # Ray wraps a failure in its own (a task error: the cause's frames, in colour); the
+        # command's one line names the cause.
+        cause = _cause(e)
+        if cause is e:
+            raise
+        raise cause from e
     print(_line("this run", usage(written)), file=out)
-    print(_line(f"{args.output} holds", usage(args.output)), file=out)
-    return 0
+    holds = usage(args.output)
+    print(_line(f"{args.output} holds", holds), file=out)
+    return EXIT_ROWS_FAILED if holds["rows_with_error"] else EXIT_OK

@@ -224,6 +224,12 @@ def _batch_arguments(parser: argparse.ArgumentParser) -> None:
         help="OUTPUT holds an earlier run's rows: replace them, once the new output is complete",
     )
     parser.add_argument("--id-column", default="id", help="the rows' ids, for --resume (id)")
+    parser.add_argument(
+        "--keep-failed",
+        action="store_true",
+        help="with --resume: keep the rows that carry an error as they are (by default they "
+        "are sent again)",
+    )
     # Also here, so that `batch ... --debug` works as the error hint suggests.
     parser.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
@@ -273,6 +279,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             "batch",
             help="answer every row of a CSV, JSON Lines or Parquet table on Ray "
             '(pip install "tir-llama[ray]")',
+            epilog="exit status: 0 every row answered; 1 the job failed part way; 2 refused "
+            "before any request; 3 done, some rows carry an error (--resume sends them again); "
+            "4 stopped early on an error every row would hit (the key, the model, the project)",
         )
     )
     args = parser.parse_args(argv)
