@@ -320,7 +320,8 @@ class HTTPClient:
         # Started in this loop, the guard is one of the loop's async generators: asyncio.run
         # (loop.shutdown_asyncgens) closes it while the loop still runs, closing the client.
         await guard.asend(None)
-        self._async[loop] = (client, guard)
+        with self._lock:  # threads with loops of their own add theirs while this one sweeps
+            self._async[loop] = (client, guard)
         return client
 
     def _forget_closed_loops(self) -> None:
@@ -328,8 +329,9 @@ class HTTPClient:
         # does) never closed its pool: the pool's sockets hold the loop, so the weak key never
         # dies. Dropped here, the pool and its loop are garbage and their sockets close; at
         # most one closed loop's pool waits for the next new loop.
-        for loop in [loop for loop in self._async if loop.is_closed()]:
-            self._async.pop(loop, None)
+        with self._lock:
+            for loop in [loop for loop in self._async if loop.is_closed()]:
+                self._async.pop(loop, None)
 
     def close(self) -> None:
         """Close the sync pool. Async pools close with `aclose()` or when their loop ends."""
@@ -343,7 +345,8 @@ class HTTPClient:
 
     async def aclose(self) -> None:
         """Close the pool of the running event loop, and the sync pool."""
-        entry = self._async.pop(asyncio.get_running_loop(), None)
+        with self._lock:
+            entry = self._async.pop(asyncio.get_running_loop(), None)
         if entry is not None:
             await entry[1].aclose()
         self.close()
