@@ -19,17 +19,35 @@ from langchain_core.messages import (
     ToolCallChunk,
     ToolMessage,
 )
-from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.ai import InputTokenDetails, OutputTokenDetails, UsageMetadata
 
 from tir_transport import ChatChunk, ChatCompletion, Usage
 from tir_transport import ToolCall as WireToolCall
 
 PROVIDER = "tir"
 
-# Content blocks the text-only model cannot take; anything else that is not text is dropped
-# (reasoning, a provider's own tool-use echo of `tool_calls`, ...).
+# Content blocks the text-only model cannot take.
 _MEDIA_BLOCKS = frozenset(
     {"image", "image_url", "audio", "input_audio", "file", "video", "document", "media"}
+)
+# A model's own output replayed in the history (its reasoning, a provider's echo of the
+# `tool_calls` the message carries anyway): nothing the user said, left out as ChatOpenAI
+# does. Any other block that is not text is an error, never dropped.
+_REPLAYED_OUTPUT = frozenset(
+    {
+        "reasoning",
+        "reasoning_content",
+        "thinking",
+        "redacted_thinking",
+        "tool_use",
+        "tool_call",
+        "tool_call_chunk",
+        "invalid_tool_call",
+        "function_call",
+        "server_tool_call",
+        "server_tool_call_chunk",
+        "server_tool_result",
+    }
 )
 
 
@@ -38,6 +56,7 @@ class UnsupportedContentError(ValueError):
 
 
 def _text(content: str | list[Any], role: str) -> str:
+    """The text the model sees: parts joined by a newline, as vLLM joins text parts."""
     if isinstance(content, str):
         return content
     parts: list[str] = []
@@ -46,14 +65,22 @@ def _text(content: str | list[Any], role: str) -> str:
             parts.append(block)
             continue
         kind = block.get("type")
-        if kind == "text":
+        if kind in ("text", "text-plain"):
             parts.append(str(block.get("text", "")))
+        elif kind == "json":
+            # A tool's structured result (LangChain's json block): the model reads it as JSON.
+            parts.append(json.dumps(block.get("json"), ensure_ascii=False))
         elif kind in _MEDIA_BLOCKS:
             raise UnsupportedContentError(
                 f"a {role} message has a {kind!r} content block, but the TIR Llama models are "
                 "text-only: send text (for example a description or a transcript) instead."
             )
-    return "".join(parts)
+        elif kind not in _REPLAYED_OUTPUT:
+            raise UnsupportedContentError(
+                f"a {role} message has a {kind!r} content block, which ChatTIRLlama cannot "
+                "send: give its content as text (a 'text' block) or as JSON (a 'json' block)."
+            )
+    return "\n".join(parts)
 
 
 def _wire_tool_call(call: ToolCall) -> dict[str, Any]:
@@ -61,6 +88,16 @@ def _wire_tool_call(call: ToolCall) -> dict[str, Any]:
         "id": call.get("id") or "",
         "type": "function",
         "function": {"name": call["name"], "arguments": json.dumps(call["args"])},
+    }
+
+
+def _wire_invalid_tool_call(call: InvalidToolCall) -> dict[str, Any]:
+    # Sent as the model wrote it, as ChatOpenAI does: a tool result that answers it must
+    # not be left without its call.
+    return {
+        "id": call.get("id") or "",
+        "type": "function",
+        "function": {"name": call.get("name") or "", "arguments": call.get("args") or ""},
     }
 
 
@@ -75,8 +112,10 @@ def message_to_wire(message: BaseMessage) -> dict[str, Any]:
         wire: dict[str, Any] = {"role": "user", "content": _text(message.content, "user")}
     elif isinstance(message, AIMessage):
         wire = {"role": "assistant", "content": _text(message.content, "assistant")}
-        if message.tool_calls:
-            wire["tool_calls"] = [_wire_tool_call(c) for c in message.tool_calls]
+        if message.tool_calls or message.invalid_tool_calls:
+            wire["tool_calls"] = [_wire_tool_call(c) for c in message.tool_calls] + [
+                _wire_invalid_tool_call(c) for c in message.invalid_tool_calls
+            ]
     elif isinstance(message, SystemMessage):
         wire = {"role": "system", "content": _text(message.content, "system")}
     elif isinstance(message, ToolMessage):
@@ -101,14 +140,37 @@ def messages_to_wire(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
     return [message_to_wire(m) for m in messages]
 
 
-def usage_metadata(usage: Usage | None) -> UsageMetadata | None:
-    """LangChain's usage shape, or None when the server sent none (never invented)."""
+def _details(raw: Any, key: str) -> dict[str, Any]:
+    value = raw.get(key) if isinstance(raw, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def usage_metadata(usage: Usage | None, raw: Any = None) -> UsageMetadata | None:
+    """LangChain's usage shape, or None when the server sent none (never invented).
+
+    `raw` is the reply's `usage` object: its `prompt_tokens_details.cached_tokens` (vLLM's
+    prefix cache) and `completion_tokens_details` become the token details, as ChatOpenAI
+    reads them.
+    """
     if usage is None:
         return None
+    prompt = _details(raw, "prompt_tokens_details")
+    completion = _details(raw, "completion_tokens_details")
+    inputs = {"audio": prompt.get("audio_tokens"), "cache_read": prompt.get("cached_tokens")}
+    outputs = {
+        "audio": completion.get("audio_tokens"),
+        "reasoning": completion.get("reasoning_tokens"),
+    }
     return UsageMetadata(
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
         total_tokens=usage.total_tokens,
+        input_token_details=InputTokenDetails(
+            **{k: v for k, v in inputs.items() if isinstance(v, int)}  # type: ignore[typeddict-item]
+        ),
+        output_token_details=OutputTokenDetails(
+            **{k: v for k, v in outputs.items() if isinstance(v, int)}  # type: ignore[typeddict-item]
+        ),
     )
 
 
@@ -123,6 +185,33 @@ def response_metadata(
         metadata["finish_reason"] = finish_reason
     if stop_reason is not None:
         metadata["stop_reason"] = stop_reason
+    return metadata
+
+
+def choice_logprobs(raw: dict[str, Any]) -> Any:
+    """The first choice's `logprobs` of a reply or chunk (None when not asked for)."""
+    choices = raw.get("choices")
+    if not choices or not isinstance(choices[0], dict):
+        return None
+    return choices[0].get("logprobs")
+
+
+def reply_metadata(completion: ChatCompletion) -> dict[str, Any]:
+    """A whole reply's metadata, with what ChatOpenAI puts there.
+
+    `token_usage` is the server's `usage` under OpenAI's names (`prompt_tokens`...), and
+    `id`, `system_fingerprint` and `logprobs` are there too (None when the server sent none).
+    """
+    raw = completion.raw
+    metadata: dict[str, Any] = {}
+    if isinstance(raw.get("usage"), dict):
+        metadata["token_usage"] = dict(raw["usage"])
+    metadata.update(
+        response_metadata(completion.model, completion.finish_reason, completion.stop_reason)
+    )
+    metadata["id"] = completion.id
+    metadata["system_fingerprint"] = raw.get("system_fingerprint")
+    metadata["logprobs"] = choice_logprobs(raw)
     return metadata
 
 
@@ -156,10 +245,8 @@ def completion_to_message(completion: ChatCompletion) -> AIMessage:
         content=completion.text or "",
         tool_calls=tool_calls,
         invalid_tool_calls=invalid,
-        usage_metadata=usage_metadata(completion.usage),
-        response_metadata=response_metadata(
-            completion.model, completion.finish_reason, completion.stop_reason
-        ),
+        usage_metadata=usage_metadata(completion.usage, completion.raw.get("usage")),
+        response_metadata=reply_metadata(completion),
         id=completion.id,
     )
 
@@ -172,7 +259,16 @@ class StreamConverter:
     on the chunk `last()` returns (marked `chunk_position="last"`).
     """
 
-    __slots__ = ("finish_reason", "id", "model", "seen_calls", "stop_reason", "usage")
+    __slots__ = (
+        "fingerprint",
+        "finish_reason",
+        "id",
+        "model",
+        "raw_usage",
+        "seen_calls",
+        "stop_reason",
+        "usage",
+    )
 
     def __init__(self) -> None:
         self.id: str | None = None
@@ -183,6 +279,8 @@ class StreamConverter:
         self.finish_reason: str | None = None
         self.stop_reason: str | int | None = None
         self.usage: Usage | None = None
+        self.raw_usage: Any = None
+        self.fingerprint: Any = None
 
     def convert(self, chunk: ChatChunk) -> AIMessageChunk | None:
         """The message chunk for `chunk`, or None when it carries no content."""
@@ -195,6 +293,9 @@ class StreamConverter:
             self.stop_reason = chunk.stop_reason
         if chunk.usage is not None:
             self.usage = chunk.usage
+            self.raw_usage = chunk.raw.get("usage")
+        if self.fingerprint is None:
+            self.fingerprint = chunk.raw.get("system_fingerprint")
         if chunk.tool_calls:
             pieces = []
             for d in chunk.tool_calls:
@@ -214,15 +315,23 @@ class StreamConverter:
             return AIMessageChunk(content=chunk.text or "", tool_call_chunks=pieces, id=self.id)
         if not chunk.text:
             return None
+        logprobs = choice_logprobs(chunk.raw)
+        if logprobs is not None:
+            # Asked for: each piece carries its own; LangChain joins the lists as chunks add.
+            return AIMessageChunk(
+                content=chunk.text, id=self.id, response_metadata={"logprobs": logprobs}
+            )
         # The hot path: nothing but the text (the last chunk carries the metadata).
         return AIMessageChunk(content=chunk.text, id=self.id)
 
     def last(self) -> AIMessageChunk:
         """The closing chunk: usage, model name and finish reason, once."""
+        metadata = response_metadata(self.model, self.finish_reason, self.stop_reason)
+        metadata["system_fingerprint"] = self.fingerprint
         return AIMessageChunk(
             content="",
             id=self.id,
-            usage_metadata=usage_metadata(self.usage),
-            response_metadata=response_metadata(self.model, self.finish_reason, self.stop_reason),
+            usage_metadata=usage_metadata(self.usage, self.raw_usage),
+            response_metadata=metadata,
             chunk_position="last",
         )

@@ -72,7 +72,16 @@ def _whole_reply_parser(base: type, name: str) -> Any:
     # Built with type(): the pydantic mypy plugin fails on a class statement that subclasses
     # these parsers ("TBaseModel is not defined", from their `pydantic_object` field).
     doc = f"`{base.__name__}` whose stream ends in the whole reply's parse, or raises."
-    return type(name, (_WholeReplyCheck, base), {"__module__": __name__, "__doc__": doc})
+    cls = type(name, (_WholeReplyCheck, base), {"__module__": __name__, "__doc__": doc})
+
+    # Traces and event filters (`astream_events(include_names=[...])`) see the parser under
+    # LangChain's own name, as they would with ChatOpenAI.
+    def get_name(self: Any, suffix: str | None = None, *, name: str | None = None) -> str:
+        named: str = base.get_name(self, suffix, name=name or self.name or base.__name__)  # type: ignore[attr-defined]
+        return named
+
+    cls.get_name = get_name  # type: ignore[attr-defined]
+    return cls
 
 
 WholeJsonOutputParser = _whole_reply_parser(JsonOutputParser, "WholeJsonOutputParser")

@@ -22,7 +22,7 @@ from langchain_core.output_parsers.openai_tools import (
     PydanticToolsParser,
 )
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.runnables import Runnable, RunnableLambda, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
@@ -71,6 +71,54 @@ def _tool_choice(tool_choice: Any) -> Any:
     )
 
 
+def _pydantic_class(value: Any) -> bool:
+    return isinstance(value, type) and is_basemodel_subclass(value)
+
+
+def _response_format(schema: Any, strict: bool | None) -> dict[str, Any]:
+    """`response_format` json_schema for a pydantic class, TypedDict or JSON schema."""
+    json_schema = convert_to_json_schema(schema)
+    response_format: dict[str, Any] = {
+        "type": "json_schema",
+        "json_schema": {"name": json_schema.get("title", "output"), "schema": json_schema},
+    }
+    if json_schema.get("description"):
+        response_format["json_schema"]["description"] = json_schema["description"]
+    if strict is not None:
+        response_format["json_schema"]["strict"] = strict
+    return response_format
+
+
+def _parse(schema: type[BaseModel], message: AIMessage) -> BaseModel | None:
+    """`additional_kwargs["parsed"]` for `response_format=<pydantic class>`, as ChatOpenAI's.
+
+    None when the model called a tool instead of answering.
+
+    Raises:
+        OutputParserException: the reply is not the schema's JSON.
+    """
+    if message.tool_calls or message.invalid_tool_calls:
+        return None
+    parsed: BaseModel = WholePydanticOutputParser(pydantic_object=schema).parse(message.text)
+    return parsed
+
+
+def _none_for_tool_calls(parser: OutputParserLike[Any]) -> Runnable[Any, Any]:
+    """The parser, except that a reply calling a tool parses to None (ChatOpenAI's rule)."""
+
+    def parse(message: BaseMessage) -> Any:
+        if isinstance(message, AIMessage) and message.tool_calls:
+            return None
+        return parser.invoke(message)
+
+    async def aparse(message: BaseMessage) -> Any:
+        if isinstance(message, AIMessage) and message.tool_calls:
+            return None
+        return await parser.ainvoke(message)
+
+    return RunnableLambda(parse, afunc=aparse, name=parser.get_name())
+
+
 class ChatTIRLlama(TIRConnection, BaseChatModel):
     """A chat model served by E2E Networks TIR (GenAI API or a model endpoint).
 
@@ -102,7 +150,8 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
     top_p: float | None = None
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
-    stop: list[str] | None = Field(default=None, alias="stop_sequences")
+    stop: list[str] | str | None = Field(default=None, alias="stop_sequences")
+    """Where to stop generating: a list of strings, or one (as ChatOpenAI takes it)."""
     seed: int | None = None
 
     streaming: bool = False
@@ -127,6 +176,11 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
     @property
     def _client(self) -> ChatClient:
         return self.chat_client(self.model, self.tool_mode)
+
+    @property
+    def model_name(self) -> str:
+        """The model, under ChatOpenAI's attribute name."""
+        return self.model
 
     # -- LangChain plumbing ----------------------------------------------------------------
 
@@ -172,9 +226,9 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
         max_tokens = kwargs.get("max_tokens", self.max_tokens)
         if max_tokens is not None:
             params["ls_max_tokens"] = max_tokens
-        stop = stop or kwargs.get("stop") or self.stop
-        if stop:
-            params["ls_stop"] = stop
+        stops: Any = stop if stop is not None else kwargs.get("stop", self.stop)
+        if stops:
+            params["ls_stop"] = [stops] if isinstance(stops, str) else stops
         return params
 
     def _resolve_model_profile(self) -> ModelProfile | None:
@@ -272,9 +326,13 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
         params: dict[str, Any] = {**self._sampling_params(), **self.model_kwargs, **kwargs}
         model = params.pop("model", None) or self.model
         extra_body = {**(self.extra_body or {}), **(params.pop("extra_body", None) or {})}
-        params["stop"] = stop or params.get("stop") or self.stop or None
+        # A per-call stop, even an empty one, replaces the constructor's (as ChatOpenAI's).
+        stops: Any = params.get("stop", self.stop) if stop is None else stop
+        params["stop"] = [stops] if isinstance(stops, str) else (stops or None)
         if "tool_choice" in params:
             params["tool_choice"] = _tool_choice(params["tool_choice"])
+        if _pydantic_class(params.get("response_format")):
+            params["response_format"] = _response_format(params["response_format"], True)
         return build_payload(
             messages_to_wire(messages),
             model,
@@ -285,12 +343,19 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
             **params,
         )
 
-    def _result(self, completion: ChatCompletion) -> ChatResult:
+    def _result(self, completion: ChatCompletion, schema: Any = None) -> ChatResult:
         message = completion_to_message(completion)
+        if _pydantic_class(schema):
+            message.additional_kwargs["parsed"] = _parse(schema, message)
         generation_info = {"finish_reason": completion.finish_reason}
-        llm_output: dict[str, Any] = {"model_name": completion.model or self.model}
-        if message.usage_metadata:
-            llm_output["token_usage"] = dict(message.usage_metadata)
+        llm_output: dict[str, Any] = {
+            "model_name": completion.model or self.model,
+            "system_fingerprint": completion.raw.get("system_fingerprint"),
+            "id": completion.id,
+        }
+        if "token_usage" in message.response_metadata:
+            # OpenAI's names (prompt_tokens, completion_tokens, total_tokens), as ChatOpenAI.
+            llm_output["token_usage"] = message.response_metadata["token_usage"]
         return ChatResult(
             generations=[ChatGeneration(message=message, generation_info=generation_info)],
             llm_output=llm_output,
@@ -323,7 +388,7 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
         payload = self._payload(messages, stop, False, kwargs)
         with langchain_errors():
             completion = self._client.create(payload)
-        return self._result(completion)
+        return self._result(completion, kwargs.get("response_format"))
 
     async def _agenerate(
         self,
@@ -337,7 +402,7 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
         payload = self._payload(messages, stop, False, kwargs)
         with langchain_errors():
             completion = await self._client.acreate(payload)
-        return self._result(completion)
+        return self._result(completion, kwargs.get("response_format"))
 
     def _stream(
         self,
@@ -348,19 +413,21 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         payload = self._payload(messages, stop, True, kwargs)
         converter = StreamConverter()
+        texts: list[str] = []
         with langchain_errors():
             stream = self._client.stream(payload)
             try:
                 for chunk in stream:
                     message = converter.convert(chunk)
                     if message is not None:
+                        texts.append(message.text)
                         generation = ChatGenerationChunk(message=message)
                         if run_manager:
                             run_manager.on_llm_new_token(message.text, chunk=generation)
                         yield generation
             finally:
                 stream.close()
-        yield self._last(converter)
+        yield self._last(converter, kwargs.get("response_format"), texts)
 
     async def _astream(
         self,
@@ -371,12 +438,14 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         payload = self._payload(messages, stop, True, kwargs)
         converter = StreamConverter()
+        texts: list[str] = []
         with langchain_errors():
             stream = self._client.astream(payload)
             try:
                 async for chunk in stream:
                     message = converter.convert(chunk)
                     if message is not None:
+                        texts.append(message.text)
                         generation = ChatGenerationChunk(message=message)
                         if run_manager:
                             await run_manager.on_llm_new_token(message.text, chunk=generation)
@@ -385,10 +454,15 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
                 # A break or a cancel gives the connection back now (the client's stream is
                 # no async generator: this never races asyncio's closing of them at shutdown).
                 await stream.aclose()
-        yield self._last(converter)
+        yield self._last(converter, kwargs.get("response_format"), texts)
 
-    def _last(self, converter: StreamConverter) -> ChatGenerationChunk:
+    def _last(
+        self, converter: StreamConverter, schema: Any, texts: list[str]
+    ) -> ChatGenerationChunk:
         message = converter.last()
+        if _pydantic_class(schema) and not converter.seen_calls:
+            # The whole reply's parse, on the closing chunk, as ChatOpenAI gives it.
+            message.additional_kwargs["parsed"] = _parse(schema, AIMessage("".join(texts)))
         info = {"finish_reason": converter.finish_reason} if converter.finish_reason else None
         return ChatGenerationChunk(message=message, generation_info=info)
 
@@ -438,6 +512,7 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
         method: Literal["json_schema", "function_calling", "json_mode"] = "json_schema",
         include_raw: bool = False,
         strict: bool | None = None,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool] | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
         """Return a runnable whose output matches `schema`.
@@ -451,6 +526,9 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
             include_raw: return `{"raw": AIMessage, "parsed": ..., "parsing_error": ...}`
                 instead of raising on a parsing error.
             strict: with `json_schema` / `function_calling`, ask for exact schema adherence.
+            tools: with `json_schema`, tools the model may call instead of answering (as
+                ChatOpenAI takes them): a reply that calls one parses to None, and
+                `include_raw=True` shows its `tool_calls`.
             **kwargs: other request fields to bind.
 
         Returns:
@@ -462,6 +540,10 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
             )
         if schema is None and method != "json_mode":
             raise ValueError(f"method={method!r} needs a schema")
+        if tools and method != "json_schema":
+            raise ValueError(
+                f"tools are taken with method='json_schema' only (as ChatOpenAI), not {method!r}"
+            )
         is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
         if schema is not None:
             # For tracing; langchain-core reads its "schema", so without one it is left out.
@@ -487,25 +569,18 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
         else:
             if method == "json_schema":
                 assert schema is not None
-                json_schema = convert_to_json_schema(schema)
-                response_format: dict[str, Any] = {
-                    "type": "json_schema",
-                    "json_schema": {
-                        "name": json_schema.get("title", "output"),
-                        "schema": json_schema,
-                    },
-                }
-                if json_schema.get("description"):
-                    response_format["json_schema"]["description"] = json_schema["description"]
-                if strict is not None:
-                    response_format["json_schema"]["strict"] = strict
+                response_format = _response_format(schema, strict)
             else:
                 response_format = {"type": "json_object"}
+            if tools:
+                kwargs["tools"] = [convert_to_openai_tool(t, strict=strict) for t in tools]
             llm = self.bind(response_format=response_format, **kwargs)
             if is_pydantic:
                 parser = WholePydanticOutputParser(pydantic_object=schema)
             else:
                 parser = WholeJsonOutputParser()
+            if tools:
+                parser = _none_for_tool_calls(parser)
         if not include_raw:
             return llm | parser
         parsed = RunnablePassthrough.assign(

@@ -247,11 +247,17 @@ def rejection_text(error: TIRError) -> str | None:
 
 
 def is_tools_rejection(error: TIRError) -> bool:
-    """Whether the endpoint says it cannot take native `tools` (vLLM without tool parsing)."""
+    """Whether the endpoint says it cannot take native `tools` (vLLM without tool parsing).
+
+    Only what shows the endpoint's setup counts: vLLM's "--enable-auto-tool-choice and
+    --tool-call-parser", llama.cpp's "--jinja", a server that does not support tools. A
+    request the caller got wrong (vLLM's "The tool specified in `tool_choice` does not
+    match any of the specified `tools`") is the caller's error, raised as it is.
+    """
     message = rejection_text(error)
     return message is not None and (
         "enable-auto-tool-choice" in message
         or "tool-call-parser" in message
-        or "tool_choice" in message
-        or ("tools" in message and "not supported" in message)
+        or "--jinja" in message
+        or ("tool" in message and "not supported" in message)
     )

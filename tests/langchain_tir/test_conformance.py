@@ -172,12 +172,13 @@ def test_several_choices_are_refused_before_any_request(emulator: Emulator, mode
 def test_generate_carries_usage_and_model(emulator: Emulator) -> None:
     llm = make(emulator, max_tokens=3)
     result = llm.generate([[HumanMessage("hello there")], [HumanMessage("one two three")]])
+    # OpenAI's names, as ChatOpenAI's llm_output has them.
     assert result.llm_output == {
         "model_name": "llama3_1_8b_instruct",
-        "token_usage": {"input_tokens": 6 + 7, "output_tokens": 6, "total_tokens": 19},
+        "token_usage": {"prompt_tokens": 6 + 7, "completion_tokens": 6, "total_tokens": 19},
     }
     again = asyncio.run(llm.agenerate([[HumanMessage("hello there")]])).llm_output
-    assert again is not None and again["token_usage"]["input_tokens"] == 6
+    assert again is not None and again["token_usage"]["prompt_tokens"] == 6
 
 
 # -- a short key does not mangle what the server says -------------------------------------------

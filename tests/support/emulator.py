@@ -47,6 +47,15 @@ HOLD_SECONDS = 60.0
 TOOLS_REJECTED = (
     '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
 )
+# vLLM's request validation, whatever the tool parser: a caller's mistake, not the endpoint's.
+TOOL_CHOICE_MISMATCH = (
+    "1 validation error for ChatCompletionRequest\n  Value error, The tool specified in "
+    "`tool_choice` does not match any of the specified `tools`"
+)
+# Content part types vLLM's chat API reads; any other is refused ("Unknown part type").
+KNOWN_PART_TYPES = frozenset(
+    {"text", "image_url", "input_audio", "audio_url", "video_url", "file", "refusal"}
+)
 
 
 def _dumps(value: Any) -> str:
@@ -68,6 +77,7 @@ class Reply:
     message: str = "emulated failure"
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    cached_tokens: int | None = None  # usage.prompt_tokens_details (vLLM's prefix cache)
     id: str | None = None
     created: int | None = None
     model: str | None = None
@@ -177,6 +187,26 @@ def instance_of(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> A
     return "emulated"
 
 
+def _logprobs(payload: dict[str, Any], pieces: list[str]) -> dict[str, Any] | None:
+    """vLLM's `logprobs` of a choice, when the request asks (`logprobs`, `top_logprobs`).
+
+    Each piece is one token; its logprob is a fixed function of its position, and the
+    alternatives are named `alt1`, `alt2`... so that a test knows every value.
+    """
+    if not payload.get("logprobs"):
+        return None
+    top = int(payload.get("top_logprobs") or 0)
+    content = []
+    for i, piece in enumerate(pieces):
+        chosen = {"token": piece, "logprob": -0.125 * (i + 1), "bytes": list(piece.encode())}
+        alternatives = [
+            {"token": f"alt{k}", "logprob": -1.0 * k - 1, "bytes": list(f"alt{k}".encode())}
+            for k in range(1, top)
+        ]
+        content.append({**chosen, "top_logprobs": [chosen, *alternatives][:top]})
+    return {"content": content}
+
+
 def _count_prompt_tokens(body: dict[str, Any]) -> int:
     # Deterministic stand-in for a tokenizer: words plus 4 per message (role, markers).
     total = 0
@@ -238,6 +268,9 @@ class Emulator:
         self.max_context: int | None = None
         self.require_key: str | None = None
         self.model = DEFAULT_MODEL
+        # The models this server serves (every POST naming another gets vLLM's 404); None:
+        # any name is served.
+        self.served_models: set[str] | None = None
         # The window `/models` reports (vLLM's `max_model_len`); None: an endpoint that
         # reports none. What `tir-llama doctor` compares the window in use with.
         self.max_model_len: int | None = DEFAULT_MAX_MODEL_LEN
@@ -322,6 +355,7 @@ class Emulator:
         self.max_context = None
         self.require_key = None
         self.model = DEFAULT_MODEL
+        self.served_models = None
         self.max_model_len = DEFAULT_MAX_MODEL_LEN
         self.embed_dim = EMBED_DIM
         self.embed_max_tokens = None
@@ -533,6 +567,11 @@ class Emulator:
             body = _error_body("nested", "Invalid API key", 401)
             await self._send(writer, 401, _dumps(body).encode())
             return True
+        unknown = self._unknown_model(request)
+        if unknown is not None:
+            body = _error_body("flat", f"The model `{unknown}` does not exist.", 404)
+            await self._send(writer, 404, _dumps(body).encode())
+            return True
         if is_embeddings:
             return await self._embeddings(request, writer)
         if is_rerank:
@@ -720,6 +759,16 @@ class Emulator:
             results[0]["document"] = {"text": texts[other]}
         return results
 
+    def _unknown_model(self, request: RecordedRequest) -> str | None:
+        """The model a POST names when this server does not serve it (vLLM answers 404)."""
+        if self.served_models is None:
+            return None
+        try:
+            model = json.loads(request.body).get("model")
+        except (ValueError, AttributeError):
+            return None
+        return model if isinstance(model, str) and model not in self.served_models else None
+
     def _default_reply(self, payload: dict[str, Any]) -> Reply:
         """What vLLM's constraints make of the request; otherwise the recorded reply."""
         tools = payload.get("tools") or []
@@ -745,6 +794,19 @@ class Emulator:
         return Reply()
 
     def _endpoint_rejection(self, payload: dict[str, Any]) -> dict[str, Any] | None:
+        # vLLM validates the request before it looks at what the endpoint supports.
+        for message in payload.get("messages") or []:
+            content = message.get("content") if isinstance(message, dict) else None
+            for part in content if isinstance(content, list) else []:
+                kind = part.get("type") if isinstance(part, dict) else None
+                if kind not in KNOWN_PART_TYPES:
+                    return _error_body("flat", f"Unknown part type: {kind}", 400)
+        choice = payload.get("tool_choice")
+        if isinstance(choice, dict) and payload.get("tools"):
+            wanted = (choice.get("function") or {}).get("name")
+            names = {(t.get("function") or {}).get("name") for t in payload["tools"]}
+            if wanted not in names:
+                return _error_body("flat", TOOL_CHOICE_MISMATCH, 400)
         if self.reject_tools and payload.get("tools"):
             return _error_body("flat", TOOLS_REJECTED, 400)
         kind = (payload.get("response_format") or {}).get("type")
@@ -805,12 +867,13 @@ class Emulator:
                         pieces.append(rest)
                     break
                 pieces.append(piece)
-        limit = payload.get("max_tokens")
+        # vLLM takes OpenAI's newer name too.
+        limit = payload.get("max_tokens", payload.get("max_completion_tokens"))
         if isinstance(limit, int) and len(pieces) > limit:
             pieces, finish = pieces[:limit], "length"
         return pieces, finish, stop_reason
 
-    def _usage(self, payload: dict[str, Any], reply: Reply, pieces: list[str]) -> dict[str, int]:
+    def _usage(self, payload: dict[str, Any], reply: Reply, pieces: list[str]) -> dict[str, Any]:
         prompt = reply.prompt_tokens
         if prompt is None:
             prompt = _count_prompt_tokens(payload)
@@ -820,11 +883,14 @@ class Emulator:
                 1 + len(str(c.get("arguments", ""))) // 4 for c in reply.tool_calls or []
             )
         # vLLM's field order.
-        return {
+        usage: dict[str, Any] = {
             "prompt_tokens": prompt,
             "total_tokens": prompt + completion,
             "completion_tokens": completion,
         }
+        if reply.cached_tokens is not None:
+            usage["prompt_tokens_details"] = {"cached_tokens": reply.cached_tokens}
+        return usage
 
     def _finish(self, reply: Reply) -> str:
         return reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")
@@ -852,7 +918,7 @@ class Emulator:
                 {
                     "index": 0,
                     "message": message,
-                    "logprobs": None,
+                    "logprobs": _logprobs(payload, pieces),
                     "finish_reason": finish,
                     "stop_reason": stop_reason,
                 }
@@ -874,10 +940,11 @@ class Emulator:
         include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+            content = delta.get("content")
             choice: dict[str, Any] = {
                 "index": 0,
                 "delta": delta,
-                "logprobs": None,
+                "logprobs": _logprobs(payload, [content]) if content else None,
                 "finish_reason": finish,
             }
             if finish is not None:
