@@ -410,9 +410,9 @@ def test_a_killed_job_loses_at_most_a_bound_sends_nothing_after_and_leaves_nothi
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TIR_", "RAY_ADDRESS"))}
     env.update(TIR_API_KEY=TEST_KEY, TIR_TEST_JOB=mark)
     argv = ["--concurrency", "2", "--max-in-flight", "4", "--max-tokens", "2"]
-    job = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "tir_llama", "--base-url", emulator.base_url, "batch"]
-        + [str(source), str(output), *argv],
+    command = [sys.executable, "-m", "tir_llama", "--base-url", emulator.base_url, "batch"]
+    job = subprocess.Popen(
+        [*command, str(source), str(output), *argv],
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
