@@ -9,6 +9,7 @@ from typing import Any
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
+    LogProb,
     MessageRole,
     TextBlock,
     ToolCallBlock,
@@ -125,13 +126,63 @@ def _assistant(text: str, calls: Sequence[ToolCall]) -> ChatMessage:
     return ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks, additional_kwargs=additional)
 
 
+class RawReply(dict[str, Any]):
+    """The reply's JSON, readable as a dict and, as OpenAILike's `raw`, by attribute.
+
+    `r.raw["usage"]["prompt_tokens"]` and `r.raw.usage.prompt_tokens` (code written for
+    OpenAILike, whose `raw` is openai's `ChatCompletion`) both work; a field the reply lacks
+    is None by attribute, as an unset field of openai's model is.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _wrap(self.get(name))
+
+    def model_dump(self) -> dict[str, Any]:
+        """The plain JSON, as openai's models give it."""
+        return json.loads(json.dumps(self))  # type: ignore[no-any-return]
+
+
+def _wrap(value: Any) -> Any:
+    if isinstance(value, dict) and not isinstance(value, RawReply):
+        return RawReply(value)
+    if isinstance(value, list):
+        return [_wrap(v) for v in value]
+    return value
+
+
+def logprobs(raw: dict[str, Any]) -> list[list[LogProb]] | None:
+    """`ChatResponse.logprobs` from a reply's first choice, as OpenAILike reads them.
+
+    One list per token: its top alternatives (`top_logprobs`). None when not asked for.
+    """
+    choices = raw.get("choices")
+    if not choices or not isinstance(choices[0], dict):
+        return None
+    content = (choices[0].get("logprobs") or {}).get("content")
+    if not content:
+        return None
+    tokens = [
+        [
+            LogProb(token=top["token"], logprob=top["logprob"], bytes=top.get("bytes") or [])
+            for top in token.get("top_logprobs") or ()
+        ]
+        for token in content
+    ]
+    return [t for t in tokens if t]
+
+
 def completion_to_response(completion: ChatCompletion) -> ChatResponse:
     """Convert a whole reply; `raw` is the parsed JSON, usage is in `additional_kwargs`."""
     message = _assistant(completion.text or "", completion.tool_calls)
     if completion.finish_reason:
         message.additional_kwargs["finish_reason"] = completion.finish_reason
     return ChatResponse(
-        message=message, raw=completion.raw, additional_kwargs=token_counts(completion.usage)
+        message=message,
+        raw=RawReply(completion.raw),
+        logprobs=logprobs(completion.raw),
+        additional_kwargs=token_counts(completion.usage),
     )
 
 
@@ -161,7 +212,7 @@ class StreamConverter:
                         role=MessageRole.ASSISTANT, blocks=[TextBlock(text=self._text)]
                     ),
                     delta=delta,
-                    raw=chunk.raw,
+                    raw=RawReply(chunk.raw),
                 )
         message = _assistant(self._text, self._calls.result() if self._calls else ())
         if chunk.finish_reason:
@@ -169,6 +220,6 @@ class StreamConverter:
         return ChatResponse(
             message=message,
             delta=delta,
-            raw=chunk.raw,
+            raw=RawReply(chunk.raw),
             additional_kwargs=token_counts(chunk.usage),
         )

@@ -109,6 +109,12 @@ class TIRLlamaLLM(TIRConnection, FunctionCallingLLM):
     presence_penalty: float | None = None
     stop: list[str] | None = None
     seed: int | None = None
+    logprobs: bool | None = Field(
+        default=None, description="Return each token's log probability (`ChatResponse.logprobs`)."
+    )
+    top_logprobs: int | None = Field(
+        default=None, description="With `logprobs`, how many alternatives per token."
+    )
     context_window: int | None = Field(
         default=None,
         gt=0,
@@ -222,6 +228,8 @@ class TIRLlamaLLM(TIRConnection, FunctionCallingLLM):
             "presence_penalty": self.presence_penalty,
             "stop": self.stop or None,
             "seed": self.seed,
+            "logprobs": self.logprobs,
+            "top_logprobs": self.top_logprobs if self.logprobs else None,
             **self.additional_kwargs,
             **kwargs,
         }
