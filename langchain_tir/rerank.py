@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from copy import deepcopy
+from typing import Any
 
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
@@ -42,32 +43,70 @@ class TIRRerank(TIRRerankConnection, BaseDocumentCompressor):
     `compress_documents` returns the best `top_n` as new `Document`s (same content, id and a
     copy of the metadata, plus `metadata["relevance_score"]`); the documents given are never
     changed. More than `batch_size` documents go in several requests, up to `max_concurrency`
-    at once, merged into one order by score (ties in input order).
+    at once, merged into one order by score (ties in input order). A blank document (empty
+    or whitespace) is not sent: it comes after every scored one, in input order, with
+    `relevance_score` 0.0 (as `llama_index_tir.TIRRerank` places a blank node). `top_n=0`
+    keeps none, and sends nothing.
     """
 
     @property
     def _client(self) -> RerankClient:
         return self.rerank_client()
 
-    def rerank(self, query: str, documents: Sequence[str | Document]) -> list[tuple[int, float]]:
-        """Score every document against `query`: `(index, relevance_score)`, best first.
+    def rerank(
+        self,
+        documents: Sequence[str | Document] | str,
+        query: str | Sequence[str | Document],
+        *,
+        top_n: int | None = -1,
+    ) -> list[dict[str, Any]]:
+        """Rank documents by relevance to `query`, as `CohereRerank.rerank` does.
 
-        Indices are positions in `documents`; ties keep input order. Every document is
-        returned (`top_n` applies to `compress_documents` only).
+        Args:
+            documents: texts or `Document`s.
+            query: the question. (The older order, `rerank(query, documents)`, is taken too,
+                and then ranks every document unless `top_n` says otherwise.)
+            top_n: how many (the best): -1 (or 0) for this reranker's `top_n`, None for all.
+
+        Returns:
+            `{"index", "relevance_score"}` dicts, best first; `index` is the position in
+            `documents`, ties keep input order. A blank document comes last, scored 0.0.
 
         Raises:
-            InputError: the query or a document is empty or not text (nothing is sent).
+            InputError: the query is empty, or a document is not text (nothing is sent).
             InvalidResponseError: a reply that does not fit the documents sent.
         """
+        texts, question, wanted = self._arguments(documents, query, top_n)
+        if not texts or wanted == 0:
+            return []
         with langchain_errors():
-            return _pairs(self._client.rerank(query, _texts(documents)))
+            return _dicts(self._client.rerank(question, texts, top_n=wanted, blank="last"))
 
     async def arerank(
-        self, query: str, documents: Sequence[str | Document]
-    ) -> list[tuple[int, float]]:
+        self,
+        documents: Sequence[str | Document] | str,
+        query: str | Sequence[str | Document],
+        *,
+        top_n: int | None = -1,
+    ) -> list[dict[str, Any]]:
         """Async twin of `rerank`, natively async."""
+        texts, question, wanted = self._arguments(documents, query, top_n)
+        if not texts or wanted == 0:
+            return []
         with langchain_errors():
-            return _pairs(await self._client.arerank(query, _texts(documents)))
+            results = await self._client.arerank(question, texts, top_n=wanted, blank="last")
+        return _dicts(results)
+
+    def _arguments(
+        self, documents: Any, query: Any, top_n: int | None
+    ) -> tuple[list[Any], Any, int | None]:
+        if isinstance(documents, str) and not isinstance(query, str):
+            # rerank(query, documents), this class's first signature: every document.
+            documents, query = query, documents
+            top_n = None if top_n == -1 else top_n
+        elif top_n is not None and top_n <= 0:
+            top_n = self.top_n  # Cohere's rule: -1 (the default) or 0 mean the instance's
+        return _texts(documents), query, top_n
 
     def compress_documents(
         self,
@@ -84,13 +123,16 @@ class TIRRerank(TIRRerankConnection, BaseDocumentCompressor):
                 the run.
 
         Returns:
-            Up to `top_n` documents; none (and no request) for none given.
+            Up to `top_n` documents; none (and no request) for none given or `top_n=0`.
+            A blank document is not sent; it comes after every scored one, scored 0.0.
 
         Raises:
-            InputError: a document with empty content (nothing is sent).
+            InputError: the query is empty (nothing is sent).
         """
+        if not documents or self.top_n == 0:
+            return []  # before the client: no settings are needed to rank nothing
         with langchain_errors():
-            results = self._client.rerank(query, _texts(documents), top_n=self.top_n)
+            results = self._client.rerank(query, _texts(documents), top_n=self.top_n, blank="last")
         return _ranked(documents, results)
 
     async def acompress_documents(
@@ -100,13 +142,17 @@ class TIRRerank(TIRRerankConnection, BaseDocumentCompressor):
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
         """Async twin of `compress_documents`, natively async (no thread pool)."""
+        if not documents or self.top_n == 0:
+            return []
         with langchain_errors():
-            results = await self._client.arerank(query, _texts(documents), top_n=self.top_n)
+            results = await self._client.arerank(
+                query, _texts(documents), top_n=self.top_n, blank="last"
+            )
         return _ranked(documents, results)
 
 
-def _pairs(results: list[RerankResult]) -> list[tuple[int, float]]:
-    return [(r.index, r.relevance_score) for r in results]
+def _dicts(results: list[RerankResult]) -> list[dict[str, Any]]:
+    return [{"index": r.index, "relevance_score": r.relevance_score} for r in results]
 
 
 def _ranked(documents: Sequence[Document], results: list[RerankResult]) -> list[Document]:

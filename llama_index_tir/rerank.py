@@ -37,7 +37,10 @@ class TIRRerank(TIRRerankConnection, BaseNodePostprocessor):
     score (the nodes given keep theirs). A node is scored on its content as embedded
     (`MetadataMode.EMBED`), as LlamaIndex's other rerankers do. More than `batch_size` nodes
     go in several requests, up to `max_concurrency` at once, merged into one order by score
-    (ties in input order). The rerank callback event (`CBEventType.RERANKING`) and the
+    (ties in input order). A blank node (no text, such as an image node) is not sent: it
+    comes after every scored one, in input order, with score 0.0 (as
+    `langchain_tir.TIRRerank` places a blank document); `top_n=0` keeps none and sends
+    nothing. The rerank callback event (`CBEventType.RERANKING`) and the
     instrumentation events (`ReRankStartEvent`, `ReRankEndEvent`) fire once per call.
     """
 
@@ -81,8 +84,9 @@ class TIRRerank(TIRRerankConnection, BaseNodePostprocessor):
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
         with self._events(nodes, query_bundle) as (query, ranked):
-            results = self._client.rerank(query, _texts(nodes), top_n=self.top_n)
-            ranked.extend(_ranked(nodes, results))
+            if nodes and self.top_n != 0:
+                results = self._client.rerank(query, _texts(nodes), top_n=self.top_n, blank="last")
+                ranked.extend(_ranked(nodes, results))
         return ranked
 
     async def _apostprocess_nodes(
@@ -90,8 +94,11 @@ class TIRRerank(TIRRerankConnection, BaseNodePostprocessor):
     ) -> list[NodeWithScore]:
         # Natively async: BaseNodePostprocessor's default runs the sync method in a thread.
         with self._events(nodes, query_bundle) as (query, ranked):
-            results = await self._client.arerank(query, _texts(nodes), top_n=self.top_n)
-            ranked.extend(_ranked(nodes, results))
+            if nodes and self.top_n != 0:
+                results = await self._client.arerank(
+                    query, _texts(nodes), top_n=self.top_n, blank="last"
+                )
+                ranked.extend(_ranked(nodes, results))
         return ranked
 
 

@@ -66,6 +66,8 @@ OWN_NUMBERS: dict[type[Any], tuple[str, ...]] = {
     LlamaIndexRerank: ("top_n", "batch_size", "max_concurrency"),
 }
 BATCHING = [c for c in CLASSES if OWN_NUMBERS[c]]
+# The value each own number refuses: top_n=0 keeps none (issue 27), as other rerankers do.
+REFUSED = {"top_n": -1}
 # Long and JWT-like: a validation error that quoted the arguments would show its tail.
 KEY = "eyJhbGciOiJSUzI1NiJ9.payload.signature-0123456789abcdef"
 
@@ -105,7 +107,7 @@ def test_unknown_arguments_are_request_fields_or_errors(cls: type[Any]) -> None:
 def test_a_refused_own_number_never_shows_the_key(cls: type[Any]) -> None:
     for name in OWN_NUMBERS[cls]:
         with pytest.raises(ValidationError, match=name) as caught:
-            cls(**{name: 0}, api_key=KEY)
+            cls(**{name: REFUSED.get(name, 0)}, api_key=KEY)
         assert "signature" not in str(caught.value) + repr(caught.value)
 
 
@@ -200,7 +202,7 @@ def test_the_environment_is_read_the_same_way(
 
 @pytest.mark.parametrize("cls", CLASSES, ids=IDS)
 def test_bad_settings_fail_alike(cls: type[Any]) -> None:
-    own = [{name: 0} for name in OWN_NUMBERS[cls]]
+    own = [{name: REFUSED.get(name, 0)} for name in OWN_NUMBERS[cls]]
     for bad in ({"timeout": 0}, {"max_retries": -1}, {"requests_per_minute": 0}, *own):
         with pytest.raises(ValidationError):
             cls(**bad)

@@ -312,8 +312,9 @@ class TIRRerankConnection(TIRConnection):
     model: str | None = None
     """The rerank model's API name; from `TIR_RERANK_MODEL`. Required: TIR documents no
     default rerank model."""
-    top_n: int | None = Field(default=DEFAULT_RERANK_TOP_N, ge=1)
-    """How many documents (the best) to keep; None keeps them all, reordered."""
+    top_n: int | None = Field(default=DEFAULT_RERANK_TOP_N, ge=0)
+    """How many documents (the best) to keep; None keeps them all, reordered; 0 keeps none
+    (and sends nothing), as LangChain's and LlamaIndex's other rerankers do."""
     batch_size: int = Field(default=DEFAULT_RERANK_BATCH_SIZE, ge=1)
     """Documents per request; more than this go in several requests, merged by score."""
     max_concurrency: int = Field(default=DEFAULT_RERANK_CONCURRENCY, ge=1)

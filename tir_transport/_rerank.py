@@ -12,7 +12,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, Unpack
+from typing import Any, Literal, TypeVar, Unpack
 
 import httpx
 
@@ -77,6 +77,35 @@ def check_documents(query: Any, documents: Sequence[Any]) -> None:
                 f"document {index} is empty or blank: a score for it means nothing. Drop empty "
                 "documents before reranking (e.g. `[d for d in docs if d.strip()]`)."
             )
+
+
+# What a blank document scores when the adapters rank it without sending it: the floor of
+# vLLM's rerank scores (a cross-encoder's logit through a sigmoid), so it sorts with the rest.
+BLANK_SCORE = 0.0
+
+
+def split_blank(documents: Sequence[Any]) -> tuple[list[int], list[int]]:
+    """The positions of the documents to send, and of the blank ones (whitespace only).
+
+    Anything but a str goes with those to send, for `check_documents` to name.
+    """
+    sent: list[int] = []
+    blank: list[int] = []
+    for index, text in enumerate(documents):
+        (blank if isinstance(text, str) and not text.strip() else sent).append(index)
+    return sent, blank
+
+
+def place_blank_last(
+    results: Sequence[RerankResult], sent: Sequence[int], blank: Sequence[int], top_n: int | None
+) -> list[RerankResult]:
+    """The results of the documents sent, in the caller's indices, then the blank ones.
+
+    Blank documents come after every scored one, in input order, scored `BLANK_SCORE`.
+    """
+    ranked = [RerankResult(sent[r.index], r.relevance_score) for r in results]
+    ranked += [RerankResult(index, BLANK_SCORE) for index in blank]
+    return ranked if top_n is None else ranked[:top_n]
 
 
 def build_rerank_payload(
@@ -340,7 +369,12 @@ class RerankClient(HTTPClient):
     # -- sync and async --------------------------------------------------------------------
 
     def rerank(
-        self, query: str, documents: Sequence[str], *, top_n: int | None = None
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_n: int | None = None,
+        blank: Literal["refuse", "last"] = "refuse",
     ) -> list[RerankResult]:
         """Rank `documents` by relevance to `query`, best first.
 
@@ -351,6 +385,10 @@ class RerankClient(HTTPClient):
             query: the question.
             documents: the texts; none may be empty. Results name them by index in this list.
             top_n: how many results (the best); all when None.
+            blank: what a blank document does: `"refuse"` raises `InputError`; `"last"`
+                (the adapters', whose callers cannot filter what a retriever gives) is not
+                sent and comes after every scored document, in input order, scored
+                `BLANK_SCORE` (0.0).
 
         Returns:
             Up to `top_n` results, best first; ties in input order.
@@ -360,6 +398,13 @@ class RerankClient(HTTPClient):
             InvalidResponseError: a reply that does not fit the documents sent.
             TIRError: any other failure, after the retries the policy allows.
         """
+        if blank == "last":
+            sent, blanks = split_blank(documents)
+            if blanks:
+                check_documents(query, [])
+                kept = [documents[i] for i in sent]
+                scored = self.rerank(query, kept, top_n=top_n) if kept else []
+                return place_blank_last(scored, sent, blanks, top_n)
         batches = self._batches(query, documents, top_n)
         total = len(documents)
         results = in_flight(
@@ -371,9 +416,21 @@ class RerankClient(HTTPClient):
         return merge_results(results, top_n)
 
     async def arerank(
-        self, query: str, documents: Sequence[str], *, top_n: int | None = None
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_n: int | None = None,
+        blank: Literal["refuse", "last"] = "refuse",
     ) -> list[RerankResult]:
         """Async twin of `rerank`: batches go out up to `max_concurrency` at a time."""
+        if blank == "last":
+            sent, blanks = split_blank(documents)
+            if blanks:
+                check_documents(query, [])
+                kept = [documents[i] for i in sent]
+                scored = await self.arerank(query, kept, top_n=top_n) if kept else []
+                return place_blank_last(scored, sent, blanks, top_n)
         batches = self._batches(query, documents, top_n)
         total = len(documents)
         results = await ain_flight(

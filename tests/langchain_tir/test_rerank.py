@@ -100,8 +100,9 @@ def test_rerank_gives_every_index_and_score(reranker: TIRRerank, mode: str) -> N
     else:
         pairs = asyncio.run(reranker.arerank(QUERY, given))
     texts = [PASSAGES[0], PASSAGES[2], PASSAGES[3], PASSAGES[4]]
+    # rerank(query, documents), the first signature, still ranks every document.
     assert pairs == [
-        (i, rerank_score(QUERY, texts[i]))
+        {"index": i, "relevance_score": rerank_score(QUERY, texts[i])}
         for i in sorted(range(4), key=lambda i: (-rerank_score(QUERY, texts[i]), i))
     ]
 
@@ -142,9 +143,8 @@ def test_errors_are_langchain_errors_and_name_the_document(
     reranker: TIRRerank, emulator: Emulator, mode: str
 ) -> None:
     docs = [Document(page_content=t) for t in PASSAGES]
-    docs[3] = Document(page_content="  ")
-    with pytest.raises(InputError, match="document 3 is empty"):
-        compress(reranker, mode, docs, QUERY)
+    with pytest.raises(InputError, match="query is empty"):
+        compress(reranker, mode, docs, "  ")
     assert emulator.requests == []
     emulator.queue_rerank(RerankReply(duplicate_index=True))
     with pytest.raises(InvalidResponseError, match="two results") as caught:
@@ -164,7 +164,7 @@ def test_a_missing_model_names_the_variable(
 
 
 def test_bad_settings_are_refused() -> None:
-    for bad in ({"top_n": 0}, {"batch_size": 0}, {"max_concurrency": 0}):
+    for bad in ({"top_n": -1}, {"batch_size": 0}, {"max_concurrency": 0}):
         with pytest.raises(ValidationError):
             TIRRerank(model=MODEL, **bad)
 
@@ -179,7 +179,7 @@ def test_key_hidden_and_picklable(reranker: TIRRerank) -> None:
         assert TEST_KEY not in text
     copy = pickle.loads(pickle.dumps(reranker))
     assert copy.api_key is not None and copy.api_key.get_secret_value() == TEST_KEY
-    assert copy.rerank(QUERY, PASSAGES)[0][0] == 2
+    assert copy.rerank(PASSAGES, QUERY)[0]["index"] == 2
 
 
 def test_changed_settings_take_effect(reranker: TIRRerank, emulator: Emulator) -> None:

@@ -140,8 +140,8 @@ def test_no_nodes_no_request(reranker: TIRRerank, emulator: Emulator, mode: str)
 
 
 def test_errors_name_the_node(reranker: TIRRerank, emulator: Emulator, mode: str) -> None:
-    with pytest.raises(InputError, match="document 1 is empty"):
-        run(reranker, mode, nodes(["fine", ""]), query_str=QUERY)
+    with pytest.raises(InputError, match="query is empty"):
+        run(reranker, mode, nodes(["fine", "also fine"]), query_str="  ")
     assert emulator.requests == []
     emulator.queue_rerank(RerankReply(index_out_of_range=True))
     with pytest.raises(InvalidResponseError, match="no valid index"):
@@ -202,7 +202,7 @@ def test_a_missing_model_names_the_variable(
 
 
 def test_bad_settings_are_refused() -> None:
-    for bad in ({"top_n": 0}, {"batch_size": 0}, {"max_concurrency": 0}):
+    for bad in ({"top_n": -1}, {"batch_size": 0}, {"max_concurrency": 0}):
         with pytest.raises(ValidationError):
             TIRRerank(model=MODEL, **bad)
 
