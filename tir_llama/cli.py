@@ -12,6 +12,8 @@ from tir_transport import (
     DEFAULT_MODEL,
     ChatClient,
     ConfigurationError,
+    EmbeddingsClient,
+    RerankClient,
     TIRConfig,
     TIRConnection,
     TIRError,
@@ -21,7 +23,12 @@ from tir_transport import (
 )
 
 # Not for adapters: which variable the key came from, and the no-tool-parser 400, for doctor.
-from tir_transport._config import API_KEY_ENV_VARS, env_first
+from tir_transport._config import (
+    API_KEY_ENV_VARS,
+    EMBEDDING_MODEL_ENV_VARS,
+    RERANK_MODEL_ENV_VARS,
+    env_first,
+)
 from tir_transport._http import HTTPClient
 from tir_transport._tools import is_tools_rejection
 
@@ -48,16 +55,20 @@ def _connection(args: argparse.Namespace) -> dict[str, Any]:
     return {name: value for name, value in given.items() if value is not None}
 
 
-def _config(args: argparse.Namespace) -> TIRConfig:
+def _config(args: argparse.Namespace, model: str | None = None) -> TIRConfig:
     try:
         connection = TIRConnection(**_connection(args))
     except ValueError as e:  # pydantic's, for a bad flag value: said in one line
         raise ConfigurationError(" ".join(str(e).split())) from None
-    return connection.tir_config(args.model or DEFAULT_MODEL)
+    return connection.tir_config(model or args.model or DEFAULT_MODEL)
 
 
 def doctor(args: argparse.Namespace, out: TextIO) -> int:
-    """Check the configuration, send a one-token request, probe native tools."""
+    """Check the configuration, send a one-token request, probe native tools.
+
+    Then one small request to each model `TIR_EMBEDDING_MODEL` / `TIR_RERANK_MODEL` names,
+    each reported; any failure makes the exit status 1.
+    """
     config = _config(args)
     key_source = next((name for name in API_KEY_ENV_VARS if env_first((name,))), None)
     print(f"model:       {config.model}", file=out)
@@ -100,11 +111,46 @@ def doctor(args: argparse.Namespace, out: TextIO) -> int:
             )
     except TIRError as e:
         print(f"request:     failed: {e}", file=out)
-        return 1
+        chat_ok = False
+    else:
+        chat_ok = True
     finally:
         client.close()
-    _check_window(config, args.context_window, out)
-    return 0
+    if chat_ok:
+        _check_window(config, args.context_window, out)
+    # Every model that is set, checked and reported, whatever the chat request gave.
+    models_ok = _check_other_models(args, out)
+    return 0 if chat_ok and models_ok else 1
+
+
+def _check_other_models(args: argparse.Namespace, out: TextIO) -> bool:
+    """Send one small request to each of the embedding and rerank models that are set.
+
+    Returns:
+        Whether every one of them answered.
+    """
+    ok = True
+    embedding_model = env_first(EMBEDDING_MODEL_ENV_VARS)
+    if embedding_model:
+        label = f"embeddings:  {embedding_model} ({EMBEDDING_MODEL_ENV_VARS[0]})"
+        try:
+            with EmbeddingsClient(_config(args, embedding_model)) as embedder:
+                (vector,) = embedder.embed(["ready"])
+            print(f"{label}: ok, {len(vector)} dimensions", file=out)
+        except TIRError as e:
+            print(f"{label}: failed: {e}", file=out)
+            ok = False
+    rerank_model = env_first(RERANK_MODEL_ENV_VARS)
+    if rerank_model:
+        label = f"rerank:      {rerank_model} ({RERANK_MODEL_ENV_VARS[0]})"
+        try:
+            with RerankClient(_config(args, rerank_model)) as reranker:
+                reranker.rerank("ready?", ["ready"])
+            print(f"{label}: ok", file=out)
+        except TIRError as e:
+            print(f"{label}: failed: {e}", file=out)
+            ok = False
+    return ok
 
 
 _PROBE_TIMEOUT = 10.0
