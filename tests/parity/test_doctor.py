@@ -8,6 +8,7 @@ says "ok" for such a model is wrong.
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import pytest
 from langchain_openai import OpenAIEmbeddings
@@ -51,13 +52,14 @@ def test_a_model_that_does_not_exist_fails_the_doctor(configured: Emulator, miss
         served.add(RERANK_MODEL)
     configured.served_models = served
     # What the peer shows for such a model.
-    peer = OpenAIEmbeddings(
-        model=EMBEDDING_MODEL,
-        base_url=configured.base_url,
-        api_key=TEST_KEY,  # type: ignore[arg-type]
-        check_embedding_ctx_length=False,
-        max_retries=0,
-    )
+    options: dict[str, Any] = {
+        "model": EMBEDDING_MODEL,
+        "base_url": configured.base_url,
+        "api_key": TEST_KEY,
+        "check_embedding_ctx_length": False,
+        "max_retries": 0,
+    }
+    peer = OpenAIEmbeddings(**options)
     if missing != "rerank":
         with pytest.raises(Exception, match="does not exist") as caught:
             peer.embed_query("ready")
