@@ -1,0 +1,169 @@
+"""Fixtures of the vLLM tier: a real vLLM on loopback, started by scripts/vllm_server.py.
+
+Three servers, each started on first use and kept for the session: `vllm_chat` (SmolLM2-135M
+served as `llama3_1_8b_instruct`, with vLLM's `llama3_json` tool parser), `vllm_chat_notools`
+(the same without tool parsing) and `vllm_embed` (multilingual-e5-small, embeddings, rerank,
+score). The two chat servers never run together (the one a test does not need is stopped
+first) and the tier's tests run last, grouped so that each server starts once: chat, then
+chat with embeddings, then embeddings, then the server without tool parsing. Both servers
+together stay within 10 GB.
+
+Where vLLM cannot be installed (no CPU build of torch for pip to find, another platform) the
+tier is skipped with what is missing; with TIR_LLAMA_REQUIRE_VLLM=1 (CI) it fails instead.
+TIR_LLAMA_VLLM_CHAT / _CHAT_NOTOOLS / _EMBED, set to a base URL (`http://127.0.0.1:N/v1`),
+use a server already running (`scripts/vllm-server run chat`) instead of starting one.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import vllm_server  # noqa: E402
+
+REQUIRE_ENV = "TIR_LLAMA_REQUIRE_VLLM"
+# How long a test of this tier may take, its server's start included: a guard against a hang
+# (the start has its own 600 s bound), not a measurement.
+TIER_TIMEOUT = 900
+_FIXTURES = {"vllm_chat": "chat", "vllm_chat_notools": "chat-notools", "vllm_embed": "embed"}
+_URL_ENV = {
+    "chat": "TIR_LLAMA_VLLM_CHAT",
+    "chat-notools": "TIR_LLAMA_VLLM_CHAT_NOTOOLS",
+    "embed": "TIR_LLAMA_VLLM_EMBED",
+}
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A running vLLM server, as the tests see it."""
+
+    kind: str
+    base_url: str
+    model: str
+
+    @property
+    def origin(self) -> str:
+        return self.base_url.removesuffix("/v1")
+
+
+class Servers:
+    """Starts each server on first use; at most one chat server runs at a time."""
+
+    def __init__(self) -> None:
+        self._running: dict[str, vllm_server.Server] = {}
+        self._unavailable: str | None = None
+
+    def get(self, kind: str) -> Engine:
+        model = vllm_server.EMBED_MODEL if kind == "embed" else vllm_server.CHAT_MODEL
+        given = os.environ.get(_URL_ENV[kind])
+        if given:
+            return Engine(kind, given.rstrip("/"), model)
+        if kind not in self._running:
+            self._check()
+            for other in [k for k in self._running if k != kind and k.startswith("chat")]:
+                if kind.startswith("chat"):
+                    vllm_server.stop(self._running.pop(other))
+            self._running[kind] = vllm_server.start(kind)
+        return Engine(kind, self._running[kind].base_url, model)
+
+    def release_except(self, needed: set[str]) -> None:
+        """Stop the servers no remaining test of the session needs."""
+        for kind in [k for k in self._running if k not in needed]:
+            vllm_server.stop(self._running.pop(kind))
+
+    def _check(self) -> None:
+        if self._unavailable is None:
+            try:
+                vllm_server.check()
+                self._unavailable = ""
+            except vllm_server.Unavailable as e:
+                self._unavailable = str(e)
+        if self._unavailable:
+            if os.environ.get(REQUIRE_ENV) == "1":
+                pytest.fail(f"vLLM is required here ({REQUIRE_ENV}=1): {self._unavailable}")
+            pytest.skip(f"vLLM tier: {self._unavailable}")
+
+    def stop_all(self) -> None:
+        self.release_except(set())
+
+
+_servers = Servers()
+
+
+@pytest.fixture(scope="session")
+def _vllm_servers() -> Iterator[Servers]:
+    try:
+        yield _servers
+    finally:
+        _servers.stop_all()
+
+
+@pytest.fixture
+def vllm_chat(_vllm_servers: Servers) -> Engine:
+    """vLLM serving SmolLM2-135M as `llama3_1_8b_instruct`, with tool parsing."""
+    return _vllm_servers.get("chat")
+
+
+@pytest.fixture
+def vllm_chat_notools(_vllm_servers: Servers) -> Engine:
+    """The same model without `--enable-auto-tool-choice` (tools are a 400 there)."""
+    return _vllm_servers.get("chat-notools")
+
+
+@pytest.fixture
+def vllm_embed(_vllm_servers: Servers) -> Engine:
+    """vLLM serving multilingual-e5-small (pooling): embeddings, rerank, score."""
+    return _vllm_servers.get("embed")
+
+
+def _kinds(item: pytest.Item) -> set[str]:
+    names = getattr(item, "fixturenames", ())
+    return {kind for name, kind in _FIXTURES.items() if name in names}
+
+
+def _group(item: pytest.Item) -> int:
+    kinds = _kinds(item)
+    if "chat-notools" in kinds:
+        return 3
+    if kinds == {"chat", "embed"}:
+        return 1
+    if kinds == {"embed"}:
+        return 2
+    return 0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The tier last, grouped so that each server starts once; the rest keeps its order.
+    tier = [item for item in items if item.get_closest_marker("vllm") is not None]
+    if not tier:
+        return
+    others = [item for item in items if item.get_closest_marker("vllm") is None]
+    tier.sort(key=_group)  # stable: within a group, collection order
+    items[:] = others + tier
+    # Until the tier joins `make test` (issue 28), it runs when asked for: `make test-vllm`.
+    asked = "vllm" in (config.getoption("markexpr") or "")
+    for item in tier:
+        item.add_marker(pytest.mark.timeout(TIER_TIMEOUT))
+        if not asked:
+            item.add_marker(pytest.mark.skip(reason="the vLLM tier runs with `make test-vllm`"))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    # Memory: a server no later test needs is stopped as soon as its last test is done.
+    if item.get_closest_marker("vllm") is None:
+        return
+    session_items = item.session.items
+    later = session_items[session_items.index(item) + 1 :] if nextitem is not None else []
+    needed: set[str] = set()
+    for other in later:
+        needed |= _kinds(other)
+    _servers.release_except(needed)
