@@ -16,7 +16,6 @@ import ray
 import ray.data
 
 from tir_transport import (
-    CONNECTION_FIELDS,
     DEFAULT_EMBED_BATCH_SIZE,
     DEFAULT_MODEL,
     EMBEDDING_MODEL_HINT,
@@ -36,6 +35,7 @@ from tir_transport import (
     check_single_choice,
     scrub_secret,
 )
+from tir_transport._arguments import argument_names, refuse_secrets
 
 from ._output import Format, OutputWriteError, Sink
 
@@ -46,7 +46,9 @@ EMBED_COLUMNS = ("embedding", "error")
 
 # The connection's settings, and `model`; everything else a caller passes to `chat` is a
 # request field.
-_CONFIG_ARGS = frozenset({*CONNECTION_FIELDS, "request_timeout", "model"})
+# Aliases too: the peers' names for the key and URL (`openai_api_key`, `api_base`, ...) are
+# the connection's, never request fields.
+_CONFIG_ARGS = frozenset({*argument_names(TIRConnection), "model"})
 
 
 # Ray Data restarts an actor whose process died and retries its batches (max_restarts and
@@ -448,6 +450,9 @@ def chat(
     model = config_args.pop("model", None) or DEFAULT_MODEL
     config = TIRConnection(**config_args).tir_config(model)
     config.require()
+    # On the driver, before anything runs: a secret must never become a field of every row's
+    # request (nor an error on every row).
+    refuse_secrets(request, config.secret(), "option")
     if messages_column:
         _check_schema(ds, messages_column, CHAT_COLUMNS, "messages_column")
     else:
@@ -569,7 +574,7 @@ def embed(
         ValueError: the rows lack `text_column`, or already have `embedding` or `error`;
             raised here when the schema is known, else by the job.
     """
-    unknown = set(options) - set(TIREmbeddingsConnection.model_fields) - {"request_timeout"}
+    unknown = set(options) - set(argument_names(TIREmbeddingsConnection))
     if unknown:
         raise TypeError(f"embed() got unknown option(s): {', '.join(sorted(unknown))}")
     settings = TIREmbeddingsConnection(model=model, max_concurrency=max_in_flight, **options)

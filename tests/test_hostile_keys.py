@@ -201,7 +201,18 @@ def test_the_ray_path_strips_a_pasted_key_and_refuses_a_broken_one(emulator: Emu
     with pytest.raises((ValidationError, ValueError)) as caught:
         ray_tir.chat(ray.data.from_items(rows), api_key=KEY + "\x00", **options).take_all()
     assert_hidden(*texts_of(caught.value))
+    # The peers' names for the key are the key, never request fields; a secret-looking option
+    # (by name, or holding the key) is refused on the driver, before any request.
+    refusals: list[dict[str, Any]] = [{"hf_token": "hf_0123456789abcdef"}, {"user": KEY}]
+    for refused in refusals:
+        with pytest.raises(ValueError, match="refused") as caught:
+            ray_tir.chat(ray.data.from_items(rows), api_key=KEY, **options, **refused)
+        assert_hidden(*texts_of(caught.value))
     assert len(emulator.requests) == before
+    out = ray_tir.chat(ray.data.from_items(rows[:1]), openai_api_key=KEY, **options).take_all()
+    assert out[0]["error"] is None
+    assert emulator.requests[-1].headers["authorization"] == f"Bearer {KEY}"
+    assert KEY not in emulator.requests[-1].body.decode()
 
 
 # -- a key echoed back by a gateway ---------------------------------------------------------
@@ -562,3 +573,126 @@ def test_a_proxy_needs_no_key_check_for_https(monkeypatch: pytest.MonkeyPatch) -
     client = ChatClient(TIRConfig.from_env(api_key=KEY, project_id="1"))
     assert client._api_url("chat/completions", None).startswith("https://")
     assert client._proxies == {client._api_url("chat/completions", None): "http://192.0.2.1:3128"}
+
+
+# -- found in review: each failed before its fix -----------------------------------------------
+
+WRAPPED = {
+    "quoted": (f'"{KEY}"', "wrapped in quotes"),
+    "single-quoted": (f"'{KEY}'", "wrapped in quotes"),
+    "bearer": (f"Bearer {KEY}", "starts with 'Bearer '"),
+    "env-line": (f"TIR_API_KEY={KEY}", "NAME=value"),
+    "export-line": (f"export TIR_API_KEY={KEY}", "NAME=value"),
+}
+
+
+@pytest.mark.parametrize("case", WRAPPED.values(), ids=WRAPPED.keys())
+def test_a_key_pasted_with_its_wrapping_is_refused_saying_so(
+    case: tuple[str, str], emulator: Emulator
+) -> None:
+    with pytest.raises((ValidationError, ValueError)) as caught:
+        make(ChatTIRLlama, emulator, key=case[0])
+    assert case[1] in str(caught.value)
+    assert_hidden(*texts_of(caught.value))
+
+
+@pytest.mark.parametrize("cls", CHATS, ids=["ChatTIRLlama", "TIRLlamaLLM"])
+def test_a_key_set_after_construction_is_cleaned_and_hidden(
+    cls: type[Any], emulator: Emulator
+) -> None:
+    instance = cls(base_url=emulator.base_url, max_retries=0)
+    instance.api_key = KEY + "\n"
+    copy = instance.model_copy(update={"api_key": KEY})
+    for each in (instance, copy):
+        assert_hidden(repr(each), str(each))
+        assert call(each)
+        assert emulator.requests[-1].headers["authorization"] == f"Bearer {KEY}"
+    with pytest.raises(ConfigurationError) as caught:
+        instance.api_key = KEY + "\x00"
+    assert_hidden(*texts_of(caught.value))
+
+
+@pytest.mark.parametrize("cls", CHATS, ids=["ChatTIRLlama", "TIRLlamaLLM"])
+def test_a_cancelled_request_counts(cls: type[Any], emulator: Emulator) -> None:
+    emulator.queue(Reply(stall_after=0, stall_seconds=5))
+    instance = make(cls, emulator)
+
+    async def main() -> tuple[int, int]:
+        with track_usage() as usage:
+            request = asyncio.ensure_future(acall(instance))
+            await asyncio.to_thread(emulator.wait_until, lambda: emulator.in_flight == 1, "it")
+            request.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await request
+        return usage.requests, usage.requests_without_usage
+
+    assert asyncio.run(main()) == (1, 1)
+
+
+def test_requests_count_under_the_model_they_named(emulator: Emulator) -> None:
+    # The server says it ran another name: requests stay under the one asked for, invoke and
+    # stream alike; tokens go under the server's name.
+    emulator.queue(Reply(model="served/Llama-3.1-8B"), Reply(model="served/Llama-3.1-8B"))
+    llm = make(ChatTIRLlama, emulator)
+    with track_usage() as usage:
+        llm.invoke("hi")
+        list(llm.stream("hi"))
+    assert usage.requests_by_model == {"llama3_1_8b_instruct": 2}
+    assert list(usage.by_model) == ["served/Llama-3.1-8B"]
+    assert usage.requests_without_usage_by_model == {}
+
+
+def test_the_proxy_checked_is_the_proxy_used(
+    emulator: Emulator, proxy: Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Read once per client: a proxy set in the environment later does not take a new event
+    # loop's pool elsewhere, unchecked.
+    llm = make(ChatTIRLlama, emulator)
+    assert llm.invoke("hi").content
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+    assert asyncio.run(llm.ainvoke("hi")).content
+    assert proxy.lines == [] and len(emulator.requests) == 2
+
+
+def test_your_own_sync_client_leaves_the_async_side_checked(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    monkeypatch.setenv("HTTP_PROXY", "http://192.0.2.1:3128")
+    with httpx.Client(trust_env=False) as own:
+        llm = make(ChatTIRLlama, emulator, http_client=own)
+        with pytest.raises(ConfigurationError, match="through the proxy"):
+            asyncio.run(llm.ainvoke("hi"))
+    assert emulator.requests == []
+
+
+def test_keys_are_forgotten_with_their_clients(emulator: Emulator) -> None:
+    from tir_transport import _http
+
+    keys = [f"{KEY}-{n}" for n in range(50)]
+    clients = [ChatClient(TIRConfig.from_env(api_key=k, base_url=emulator.base_url)) for k in keys]
+    assert _http.keys_in_use() >= set(keys)
+    del clients
+    gc.collect()
+    assert not _http.keys_in_use() & set(keys)
+
+
+def test_the_process_exits_without_waiting_for_an_abandoned_batch(emulator: Emulator) -> None:
+    import subprocess
+    import sys
+
+    queue(TIREmbeddings, emulator, Reply(status=400, hold_until_in_flight=2), Reply(delay=30.0))
+    script = (
+        "from langchain_tir import TIREmbeddings\n"
+        f"e = TIREmbeddings(api_key={KEY!r}, base_url={emulator.base_url!r}, model='e5',\n"
+        "    batch_size=1, max_concurrency=2, max_retries=0)\n"
+        "try:\n    e.embed_documents(['a b', 'c d'])\nexcept Exception as error:\n"
+        "    print(type(error).__name__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "BadRequestError" in done.stdout
+    # The process has ended while the slow batch is still being answered: nobody waited.
+    assert emulator.in_flight == 1

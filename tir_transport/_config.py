@@ -91,6 +91,20 @@ def _key_problem(char: str) -> str:
     return f"a character that is not ASCII ({code})"
 
 
+_ASSIGNMENT = re.compile(r"(export\s+)?[A-Z0-9_]*(KEY|TOKEN)\s*=")
+
+
+def _wrapping(text: str) -> str | None:
+    """What a key was pasted with, when it carries more than the key (TIR's JWTs never do)."""
+    if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":
+        return "is wrapped in quotes (as a .env or YAML file may keep them)"
+    if text[:7].lower() == "bearer ":
+        return "starts with 'Bearer ' (the header's word, which is added for you)"
+    if _ASSIGNMENT.match(text):
+        return "looks like a line of a shell or .env file (NAME=value)"
+    return None
+
+
 def clean_api_key(value: str | SecretStr | None, source: str = "api_key") -> SecretStr | None:
     """An API key as users hold it, made ready for the Authorization header.
 
@@ -115,6 +129,11 @@ def clean_api_key(value: str | SecretStr | None, source: str = "api_key") -> Sec
     text = text.strip()
     if not text:
         return None
+    wrapped = _wrapping(text)
+    if wrapped:
+        raise ConfigurationError(
+            f"The API key ({source}) {wrapped}: give the key alone (it is not shown here)."
+        )
     if _KEY_CHARS.fullmatch(text) is None:
         position, char = next((i, c) for i, c in enumerate(text) if not "!" <= c <= "~")
         raise ConfigurationError(

@@ -73,6 +73,7 @@ class TIRConnection(BaseModel):
     api_key: SecretStr | None = Field(
         default=None,
         exclude=True,
+        repr=False,
         validation_alias=AliasChoices("api_key", "openai_api_key"),
     )
     """The TIR API token; from `TIR_API_KEY` or `E2E_TIR_ACCESS_TOKEN` when not given. Never
@@ -166,8 +167,17 @@ class TIRConnection(BaseModel):
         return self
 
     def _key_text(self) -> str | None:
-        # For the payload builder, which refuses a request field holding the key.
-        return self.api_key.get_secret_value() if self.api_key else None
+        # For the payload builder, which refuses a request field holding the key. Cleaned
+        # here too: `model_copy(update={"api_key": "..."})` sets a plain str, unvalidated.
+        key = clean_api_key(self.api_key)
+        return key.get_secret_value() if key else None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # `llm.api_key = open("key").read()` is cleaned (and kept secret) as the argument is:
+        # pydantic does not validate assignments here.
+        if name == "api_key":
+            value = clean_api_key(value)
+        super().__setattr__(name, value)
 
     @model_validator(mode="after")
     def _build_client(self) -> Any:

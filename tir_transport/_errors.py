@@ -11,6 +11,7 @@ from urllib.parse import quote as url_quote
 from urllib.parse import unquote
 
 __all__ = [
+    "HIDDEN",
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
@@ -231,7 +232,7 @@ class KeyHider:
     `MIN_SECRET_CHARS` is no real token and is left alone (hiding "k" would mangle text).
     """
 
-    __slots__ = ("_forms", "_probe", "_raw_forms", "_raw_probe")
+    __slots__ = ("_forms", "_probe", "_raw_forms", "_raw_probe", "forms")
 
     def __init__(self, secret: str | None) -> None:
         forms: set[str] = set()
@@ -245,6 +246,7 @@ class KeyHider:
             probe = start.group() if start and len(start.group()) >= 4 else ""
         # Longest first: a shorter form inside a longer one must not leave the rest of it.
         self._forms = tuple(sorted(forms, key=len, reverse=True))
+        self.forms = self._forms  # the forms looked for (none: no key worth hiding)
         self._raw_forms = tuple(f.encode() for f in self._forms)
         self._probe = probe
         self._raw_probe = probe.encode()
@@ -268,7 +270,7 @@ class KeyHider:
         return content
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=1024)
 def key_hider(secret: str | None) -> KeyHider:
     """The `KeyHider` of a key, made once per key (a stream's parser asks for it each time)."""
     return KeyHider(secret)

@@ -14,6 +14,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import ssl
 import threading
 import time
@@ -28,7 +29,6 @@ from collections.abc import (
     Iterable,
     Sequence,
 )
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, ClassVar, Generic, Protocol, Self, TypedDict, TypeVar
 
@@ -36,6 +36,7 @@ import httpx
 
 from ._config import TIRConfig, _is_loopback, env_first
 from ._errors import (
+    HIDDEN,
     APIConnectionError,
     APITimeoutError,
     ConfigurationError,
@@ -44,6 +45,7 @@ from ._errors import (
     StreamInterruptedError,
     TIRError,
     error_from_response,
+    key_hider,
     quote,
     request_id_of,
     scrub_bytes,
@@ -156,15 +158,64 @@ def proxy_for(url: str) -> str | None:
 # The keys of every client made in this process, hidden in httpx's and httpcore's own log
 # records: at DEBUG, httpcore logs each reply's headers, and a gateway may echo the
 # Authorization value in one. The filter runs only for records a logger lets through.
-_KEYS_IN_USE: set[str] = set()
+_KEYS_IN_USE: dict[str, int] = {}  # key -> clients holding it (a key leaves with its last)
+_KEYS_LOCK = threading.Lock()
+_keys_pattern: re.Pattern[str] | None = None  # every form of every key in use, or None
+# Keys whose client was collected. The collector may run inside a block that holds the lock
+# (any allocation can start it): it only appends here, and the lock's holders drain it.
+_released: deque[str] = deque()
+
+
+def _hold_key(client: HTTPClient) -> None:
+    """Hide `client`'s key in httpx's and httpcore's log records while the client lives."""
+    global _keys_pattern
+    key = client.config.api_key.get_secret_value() if client.config.api_key else ""
+    if not key_hider(key).forms:
+        return  # no key, or one too short to be one
+    with _KEYS_LOCK:
+        _drain_released()
+        _KEYS_IN_USE[key] = _KEYS_IN_USE.get(key, 0) + 1
+        _keys_pattern = None
+    weakref.finalize(client, _released.append, key)
+
+
+def _drain_released() -> None:
+    global _keys_pattern
+    while _released:
+        key = _released.popleft()
+        left = _KEYS_IN_USE.get(key, 0) - 1
+        if left > 0:
+            _KEYS_IN_USE[key] = left
+        else:
+            _KEYS_IN_USE.pop(key, None)
+        _keys_pattern = None
+
+
+def keys_in_use() -> frozenset[str]:
+    """The keys whose log records are hidden now (those of the clients alive)."""
+    with _KEYS_LOCK:
+        _drain_released()
+        return frozenset(_KEYS_IN_USE)
+
+
+def _pattern() -> re.Pattern[str] | None:
+    global _keys_pattern
+    with _KEYS_LOCK:
+        _drain_released()
+        if _keys_pattern is None and _KEYS_IN_USE:
+            forms = {form for key in _KEYS_IN_USE for form in key_hider(key).forms}
+            # Longest first: a form inside a longer one must not leave the rest of it.
+            ordered = sorted(forms, key=len, reverse=True)
+            _keys_pattern = re.compile("|".join(map(re.escape, ordered)))
+        return _keys_pattern
 
 
 class _HideKeys(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        if _KEYS_IN_USE:
-            text = shown = record.getMessage()
-            for key in tuple(_KEYS_IN_USE):
-                shown = scrub_secret(shown, key)
+        pattern = _pattern() if _KEYS_IN_USE else None
+        if pattern is not None:
+            text = record.getMessage()
+            shown = pattern.sub(HIDDEN, text)
             if shown != text:
                 record.msg, record.args = shown, None
         return True
@@ -220,8 +271,7 @@ class HTTPClient:
                 the event loop it was first used in).
         """
         self.config = config
-        if config.api_key is not None:
-            _KEYS_IN_USE.add(config.api_key.get_secret_value())
+        _hold_key(self)
         self.retry = retry or RetryPolicy(max_retries=config.max_retries)
         self.limits = limits or Limits()
         self.http_client = http_client
@@ -236,6 +286,8 @@ class HTTPClient:
         # Config is immutable: URLs and headers are worked out once, not per request.
         self._urls: dict[tuple[str, str | None], str] = {}
         self._proxies: dict[str, str] = {}  # URL -> the proxy it goes through, as shown
+        self._proxy: str | None = None  # the environment's, read once (`_check_proxy`)
+        self._proxy_read = False
         self._headers: tuple[dict[str, str], dict[str, str]] | None = None
         self._finalizer: weakref.finalize[[], HTTPClient] | None = None
         self._async: weakref.WeakKeyDictionary[
@@ -271,8 +323,7 @@ class HTTPClient:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        if self.config.api_key is not None:
-            _KEYS_IN_USE.add(self.config.api_key.get_secret_value())
+        _hold_key(self)
         self._timeout = _timeout(self.config.timeout)
         self._init_pools()
 
@@ -301,6 +352,8 @@ class HTTPClient:
                         timeout=self._timeout,
                         limits=_LIMITS,
                         verify=_ssl_context(),
+                        proxy=self._pool_proxy(),
+                        trust_env=False,
                     )
                     # Users rarely close a chat model: close its sockets when it is collected.
                     self._finalizer = weakref.finalize(self, client.close)
@@ -315,7 +368,13 @@ class HTTPClient:
         if entry is not None:
             return entry[0]
         self._forget_closed_loops()
-        client = httpx.AsyncClient(timeout=self._timeout, limits=_LIMITS, verify=_ssl_context())
+        client = httpx.AsyncClient(
+            timeout=self._timeout,
+            limits=_LIMITS,
+            verify=_ssl_context(),
+            proxy=self._pool_proxy(),
+            trust_env=False,
+        )
         guard = _close_on_loop_shutdown(client)
         # Started in this loop, the guard is one of the loop's async generators: asyncio.run
         # (loop.shutdown_asyncgens) closes it while the loop still runs, closing the client.
@@ -374,15 +433,26 @@ class HTTPClient:
             self._urls[key] = url
         return url
 
+    def _pool_proxy(self) -> str | None:
+        """The proxy our pools use: the one `_check_proxy` read (and checked), never another."""
+        if not self._proxy_read:
+            self._api_url("models", None)  # any API: one host; reads and checks the proxy
+        return self._proxy
+
     def _check_proxy(self, url: str) -> None:
         """Name the proxy a URL goes through; refuse one that would carry the key in clear.
 
         Plain http is allowed to loopback only (or by `allow_insecure_http`): a proxy from the
         environment could take such a request, key and all, to another host in clear text.
         """
-        if self.http_client is not None or self.http_async_client is not None:
-            return  # the user's own clients: their proxies, as they configured them
-        proxy = proxy_for(url)
+        if self.http_client is not None and self.http_async_client is not None:
+            return  # the user's own clients only: their proxies, as they configured them
+        if not self._proxy_read:
+            # Read once (every URL of a client is on one host), and every pool of ours is
+            # built with it: the proxy checked here is the one used, whatever the
+            # environment says when a later event loop makes its pool.
+            self._proxy, self._proxy_read = proxy_for(url), True
+        proxy = self._proxy
         if proxy is None:
             return
         name = self._proxies[url] = _proxy_name(proxy)
@@ -481,7 +551,7 @@ class HTTPClient:
             raise
         if model is not None:
             usage: Usage | None = getattr(reply, "usage", None)
-            record_usage(getattr(reply, "model", None) or model, usage)
+            record_usage(model, usage, served=getattr(reply, "model", None))
         return reply
 
     # -- the request loop: send, retry, back off, map errors, respect limits -----------------
@@ -536,9 +606,16 @@ class HTTPClient:
         while True:
             try:
                 async with self._aslot():
-                    response = await client.request(
-                        method, url, content=body, headers=headers, timeout=self._timeout
-                    )
+                    try:
+                        response = await client.request(
+                            method, url, content=body, headers=headers, timeout=self._timeout
+                        )
+                    except asyncio.CancelledError:
+                        # Cancelled while out (`wait_for`, a task cancelled): the server may
+                        # have taken it; which, the client cannot tell.
+                        if model is not None:
+                            record_usage(model, None)
+                        raise
             except httpx.HTTPError as e:
                 if model is not None and isinstance(e, _AFTER_SENDING):
                     record_usage(model, None)
@@ -671,26 +748,46 @@ def in_flight(
     """`send(job)` for every job, up to `limit` at a time on threads; results in job order.
 
     Each runs in a copy of the caller's context, so `track_usage()` sees it. The first
-    failure cancels the jobs not yet started and is raised as it is.
+    failure is raised at once, as it is: jobs not started are never started, and running
+    ones are left to end on their own (a request cannot be taken back), never waited for,
+    not even by the interpreter at exit (the threads are daemons).
     """
     if len(jobs) <= 1 or limit == 1:
         return [send(job) for job in jobs]
-    pool = ThreadPoolExecutor(min(limit, len(jobs)), thread_name_prefix=name)
-    futures = [pool.submit(contextvars.copy_context().run, send, job) for job in jobs]
+    contexts = [contextvars.copy_context() for _ in jobs]  # copied here, in the caller's
+    results: list[Any] = [None] * len(jobs)
+    queue = iter(range(len(jobs)))
+    lock = threading.Lock()
+    over = threading.Event()  # every job done, or one failed, or the caller left
+    failures: list[BaseException] = []
+    left = [len(jobs)]
+
+    def work() -> None:
+        while not over.is_set():
+            with lock:
+                index = next(queue, None)
+            if index is None:
+                return
+            try:
+                results[index] = contexts[index].run(send, jobs[index])
+            except BaseException as e:
+                failures.append(e)
+                over.set()
+                return
+            with lock:
+                left[0] -= 1
+                if not left[0]:
+                    over.set()
+
+    for number in range(min(limit, len(jobs))):
+        threading.Thread(target=work, name=f"{name}-{number}", daemon=True).start()
     try:
-        # Woken by the first failure, not by the first job in order: a slow job ahead of a
-        # failed one must not let every other job be sent meanwhile.
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        for future in futures:
-            error = future.exception() if future in done else None
-            if error is not None:
-                raise error
-        return [future.result() for future in futures]
+        over.wait()
     finally:
-        # Jobs not started are cancelled; running ones are left to end on their own (a
-        # request cannot be taken back): a failure is raised now, not after the slowest
-        # batch. Their threads end with them; nothing waits for them but the interpreter.
-        pool.shutdown(wait=False, cancel_futures=True)
+        over.set()  # a caller interrupted (Ctrl-C) starts no more jobs either
+    if failures:
+        raise failures[0]
+    return results
 
 
 async def ain_flight(
@@ -856,6 +953,9 @@ class AsyncStream(Generic[_T]):
         await self._slot.__aenter__()
         try:
             response = await http.send(request, stream=True)
+        except asyncio.CancelledError:
+            record_usage(self._model, None)  # as `_arequest`: it may have been taken
+            raise
         except httpx.HTTPError as e:
             if isinstance(e, _AFTER_SENDING):
                 record_usage(self._model, None)

@@ -59,11 +59,17 @@ class UsageTracker:
         # Closed blocks count nothing more (a task started inside may finish after the block).
         self._active = False
 
-    def add(self, model: str, usage: Usage | None) -> None:
-        """Count one finished request; `usage` is None when the server sent none."""
+    def add(self, model: str, usage: Usage | None, served: str | None = None) -> None:
+        """Count one finished request; `usage` is None when the server sent none.
+
+        Args:
+            model: the model the request named (requests are counted under it).
+            usage: the reply's usage, or None.
+            served: the model the server said it ran (tokens are counted under it).
+        """
         with self._lock:
             self._start(model)
-            self._settle(model, model, usage)
+            self._settle(model, served or model, usage)
 
     # A request is counted when the server takes it (`_start`: no usage yet), and its tokens
     # when they come (`_settle`). One left before then (a stream the caller stopped reading,
@@ -144,7 +150,7 @@ class UsageTracker:
 
     @property
     def by_model(self) -> dict[str, Usage]:
-        """Totals per model name (as the server reported it)."""
+        """Token totals per model name (as the server reported it, else as requested)."""
         with self._lock:
             return dict(self._by_model)
 
@@ -201,11 +207,11 @@ def track_usage() -> Iterator[UsageTracker]:
         _current.reset(token)
 
 
-def record_usage(model: str, usage: Usage | None) -> None:
-    """Count a finished request in every tracker open in the caller's context."""
+def record_usage(model: str, usage: Usage | None, served: str | None = None) -> None:
+    """Count a finished request in every tracker open in the caller's context (see `add`)."""
     for tracker in _current.get(()):
         if tracker._active:
-            tracker.add(model, usage)
+            tracker.add(model, usage, served)
 
 
 class PendingRequest:
