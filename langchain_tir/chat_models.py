@@ -280,12 +280,15 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
         messages: list[BaseMessage],
         tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool] | None = None,
     ) -> int:
-        """The prompt tokens these messages take: what the server reports as `prompt_tokens`.
+        """The prompt tokens these messages take: never fewer than the server's `prompt_tokens`.
 
         Counts Llama 3.1's chat template as vLLM applies it (begin-of-text, the system turn
         with its date preamble, role headers, end-of-turn markers, tool definitions, tool
-        calls and results, the generation prompt). `trim_messages(..., token_counter=llm)`
-        uses this.
+        calls and results, the generation prompt), as a bound that holds whatever order the
+        messages are sent in and whichever of them are: `trim_messages(...,
+        token_counter=llm)`, which counts lists reversed, then never keeps more than
+        `max_tokens`. In the order given it is exact but for 5 tokens when the first message
+        is a system message and 5 more with tools. See docs/tokens.md.
 
         Args:
             messages: the conversation (an empty one counts the template's frame alone).
@@ -293,7 +296,8 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
                 template puts into the first user message.
 
         Returns:
-            The number of prompt tokens.
+            The number of prompt tokens (without the `[tokens]` extra: a bound, one token per
+            UTF-8 byte of text).
 
         Raises:
             UnsupportedContentError: a message carries an image, audio or a file (a request
@@ -301,7 +305,9 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
         """
         wire = [message_to_wire(m) for m in messages]
         specs = None if tools is None else [convert_to_openai_tool(t) for t in tools]
-        return count_message_tokens(self.model, wire, specs, tool_mode=self.tool_mode)
+        return count_message_tokens(
+            self.model, wire, specs, tool_mode=self.tool_mode, any_order=True
+        )
 
     # -- requests --------------------------------------------------------------------------
 

@@ -198,14 +198,20 @@ class TIRLlamaLLM(TIRConnection, FunctionCallingLLM):
     def count_message_tokens(
         self, messages: Sequence[ChatMessage], tools: Sequence[BaseTool] | None = None
     ) -> int:
-        """The prompt tokens a chat request with these messages takes (vLLM's `prompt_tokens`).
+        """The prompt tokens a chat request with these messages takes: never fewer than vLLM's.
+
+        A bound on `prompt_tokens` that holds whatever order the messages are sent in and
+        whichever of them are (as LangChain's `get_num_tokens_from_messages`): in the order
+        given, exact but for 5 tokens when the first message is a system message and 5 more
+        with tools. See docs/tokens.md.
 
         Args:
             messages: the conversation.
             tools: tools sent with it (as for `chat_with_tools`).
 
         Returns:
-            The number of prompt tokens, chat template included.
+            The number of prompt tokens, chat template included (without the `[tokens]`
+            extra: a bound, one token per UTF-8 byte of text).
         """
         wire = [message_to_wire(m) for m in messages]
         specs = (
@@ -213,7 +219,9 @@ class TIRLlamaLLM(TIRConnection, FunctionCallingLLM):
             if tools is None
             else [t.metadata.to_openai_tool(skip_length_check=True) for t in tools]
         )
-        return count_message_tokens(self.model, wire, specs, tool_mode=self.tool_mode)
+        return count_message_tokens(
+            self.model, wire, specs, tool_mode=self.tool_mode, any_order=True
+        )
 
     # -- requests --------------------------------------------------------------------------
 

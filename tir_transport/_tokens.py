@@ -16,14 +16,13 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
-import math
 import re
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ._models import TokenizerFamily, tokenizer_family
 from ._tools import ToolMode, message_text, to_prompt_mode, tool_names
@@ -140,31 +139,20 @@ _SPECS: dict[TokenizerFamily, _Spec] = {
     ),
 }
 
-# -- the approximation -------------------------------------------------------------------------
+# -- the approximation: a bound from the bytes ----------------------------------------------
 
-# Words, runs of whitespace, runs of other characters: Python's own `re` (no extra needed).
-_APPROX_PIECES = re.compile(r"\w+|\s+|[^\w\s]+")
+# Llama 3's and Llama 4's BPE vocabularies hold every single byte as a token, and each merge
+# joins two tokens into one: a piece of text never takes more tokens than it has UTF-8 bytes
+# (a special token is one token). So, without the tokenizer file, one token per byte is a
+# count the exact one never exceeds, whatever the text (hex, base64, any script); it is also
+# a bound for any other byte-level BPE tokenizer (and SentencePiece with byte fallback), which
+# is why models without a known tokenizer are counted the same way. It is high: about 4 times
+# the exact count for English, 2 for hex or base64, 3 to 5 for Indian scripts.
+_SPECIAL_LOOK = re.compile(r"<\|[A-Za-z0-9_]+\|>")
 
 
-def _approximate_count(text: str) -> int:
-    # Calibrated on Llama 3's tokenizer so as to err on the high side, which keeps trimming
-    # inside the window: an ASCII word is about one token per 5 letters; other scripts take
-    # more (Tamil about 1.4 tokens a letter, Hindi 0.5), so one per 2 bytes of UTF-8; a run
-    # of punctuation one per 2 characters; whitespace is free unless it holds a line break
-    # or is longer than the one space a word carries with it.
-    count = 0
-    for piece in _APPROX_PIECES.findall(text):
-        first = piece[0]
-        if first.isspace():
-            count += 1 if ("\n" in piece or "\r" in piece or len(piece) > 1) else 0
-        elif first.isalnum() or first == "_":
-            if piece.isascii():
-                count += math.ceil(len(piece) / 5)
-            else:
-                count += math.ceil(len(piece.encode()) / 2)
-        else:
-            count += math.ceil(len(piece.encode()) / 2)
-    return count
+def _byte_count(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 # -- tokenizers --------------------------------------------------------------------------------
@@ -178,11 +166,15 @@ class Tokenizer:
     shared, loaded once per process, and safe to use from several threads.
     """
 
-    __slots__ = ("_encoding", "family")
+    __slots__ = ("_encoding", "_special", "family")
 
     def __init__(self, family: str, encoding: tiktoken.Encoding | None) -> None:
         self.family = family
         self._encoding = encoding
+        # Without the file, the family's special tokens are still known by name (one token
+        # each in a prompt); a model of no known family has none we could count as one.
+        spec = _SPECS.get(cast(TokenizerFamily, family))
+        self._special: frozenset[str] = frozenset(spec.special) if spec else frozenset()
 
     @property
     def exact(self) -> bool:
@@ -192,19 +184,19 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         """The token ids of plain text; look-alikes of special tokens (`<|eot_id|>`) are text.
 
-        Without the tokenizer, the ids are placeholders (zeros): only their number means
-        something.
+        Without the tokenizer, the ids are placeholders (zeros), one per UTF-8 byte: only
+        their number means something, and it is never below the exact count.
         """
         if self._encoding is None:
-            return [0] * _approximate_count(text)
+            return [0] * _byte_count(text)
         return self._encoding.encode_ordinary(text)
 
     __call__ = encode
 
     def count(self, text: str) -> int:
-        """How many tokens plain text takes."""
+        """How many tokens plain text takes (without the tokenizer: its UTF-8 bytes, a bound)."""
         if self._encoding is None:
-            return _approximate_count(text)
+            return _byte_count(text)
         return len(self._encoding.encode_ordinary(text))
 
     def count_prompt(self, prompt: str) -> int:
@@ -212,9 +204,15 @@ class Tokenizer:
 
         This is what vLLM does with the text its chat template produces: its tokenizer finds
         `<|eot_id|>` (and the like) anywhere in the text, message contents included.
+        Without the tokenizer: the UTF-8 bytes, each special token of the family one.
         """
         if self._encoding is None:
-            return _approximate_count(prompt)
+            count = _byte_count(prompt)
+            if self._special:
+                for found in _SPECIAL_LOOK.finditer(prompt):
+                    if found.group() in self._special:
+                        count -= len(found.group()) - 1
+            return count
         return len(self._encoding.encode(prompt, allowed_special="all"))
 
     def __repr__(self) -> str:
@@ -297,8 +295,9 @@ def _by_family(family: str) -> Tokenizer:
     if not tokenizer.exact:
         _warn_once(
             "extra",
-            "Token counts are approximate: the Llama tokenizer is not installed. For exact "
-            f"counts, offline: {TOKENS_EXTRA_HINT}",
+            "Token counts are approximate: the Llama tokenizer is not installed, so a text "
+            "counts one token per UTF-8 byte (never fewer than the exact count, often 2 to 5 "
+            f"times more). For exact counts, offline: {TOKENS_EXTRA_HINT}",
         )
     return tokenizer
 
@@ -314,8 +313,9 @@ def tokenizer_for(model: str) -> Tokenizer:
     if family is None:
         _warn_once(
             f"model:{model}",
-            f"Token counts for {model!r} are approximate: its tokenizer is not known "
-            "(exact counts cover Llama 3.x and Llama 4 models).",
+            f"Token counts for {model!r} are approximate: its tokenizer is not known, so a "
+            "text counts one token per UTF-8 byte, in Llama 3.1's chat frame (exact counts "
+            "cover Llama 3.x and Llama 4 models).",
         )
         return _by_family("approximate")
     return _by_family(family)
@@ -384,6 +384,29 @@ def _split_system(
     return "", rest
 
 
+def _llama3_turn(message: Mapping[str, Any]) -> str:
+    """A message as the template writes it after the first turns (header to end of turn)."""
+    role = str(message.get("role"))
+    calls = message.get("tool_calls") if role == "assistant" else None
+    if calls:
+        # The template takes one call per turn (more: vLLM answers 400); several are
+        # counted as one turn each, which is how a history can carry them.
+        return "".join(
+            _header("assistant")
+            + '{"name": "'
+            + str((call.get("function") or {}).get("name", ""))
+            + '", "parameters": '
+            + _json(_arguments((call.get("function") or {}).get("arguments")))
+            + "}"
+            + _LLAMA3_EOT
+            for call in calls
+        )
+    if role in ("tool", "ipython"):
+        # A string is "iterable" to Jinja, so the template writes tool results as JSON.
+        return _header("ipython") + _json(_content(message)) + _LLAMA3_EOT
+    return _header(role) + _content(message).strip() + _LLAMA3_EOT
+
+
 def render_llama3_prompt(
     messages: Sequence[Mapping[str, Any]],
     tools: Sequence[Mapping[str, Any]] | None = None,
@@ -419,31 +442,26 @@ def render_llama3_prompt(
         parts.append(_header("user") + _LLAMA3_TOOLS_INSTRUCTION)
         parts.extend(_json(_server_tool(t), indent=4) + "\n\n" for t in tools)
         parts.append(first + _LLAMA3_EOT)
-    for message in rest:
-        role = str(message.get("role"))
-        calls = message.get("tool_calls") if role == "assistant" else None
-        if calls:
-            # The template takes one call per turn (more: vLLM answers 400); several are
-            # counted as one turn each, which is how a history can carry them.
-            for call in calls:
-                function = call.get("function") or {}
-                parts.append(
-                    _header("assistant")
-                    + '{"name": "'
-                    + str(function.get("name", ""))
-                    + '", "parameters": '
-                    + _json(_arguments(function.get("arguments")))
-                    + "}"
-                    + _LLAMA3_EOT
-                )
-        elif role in ("tool", "ipython"):
-            # A string is "iterable" to Jinja, so the template writes tool results as JSON.
-            parts.append(_header("ipython") + _json(_content(message)) + _LLAMA3_EOT)
-        else:
-            parts.append(_header(role) + _content(message).strip() + _LLAMA3_EOT)
+    parts.extend(_llama3_turn(message) for message in rest)
     if add_generation_prompt:
         parts.append(_header("assistant"))
     return "".join(parts)
+
+
+def _llama4_turn(message: Mapping[str, Any]) -> str:
+    """A message after the system turn, in Llama 4's chat frame."""
+    role = str(message.get("role"))
+    role = "ipython" if role == "tool" else role
+    text = _content(message).strip()
+    for call in message.get("tool_calls") or () if role == "assistant" else ():
+        function = call.get("function") or {}
+        text += _json(
+            {
+                "name": function.get("name", ""),
+                "parameters": _arguments(function.get("arguments")),
+            }
+        )
+    return f"<|header_start|>{role}<|header_end|>\n\n{text}<|eot|>"
 
 
 def render_llama4_prompt(
@@ -461,19 +479,7 @@ def render_llama4_prompt(
         system = "".join(_json(_server_tool(t), indent=4) + "\n\n" for t in tools) + system
     if system:
         parts.append(f"<|header_start|>system<|header_end|>\n\n{system}<|eot|>")
-    for message in rest:
-        role = str(message.get("role"))
-        role = "ipython" if role == "tool" else role
-        text = _content(message).strip()
-        for call in message.get("tool_calls") or () if role == "assistant" else ():
-            function = call.get("function") or {}
-            text += _json(
-                {
-                    "name": function.get("name", ""),
-                    "parameters": _arguments(function.get("arguments")),
-                }
-            )
-        parts.append(f"<|header_start|>{role}<|header_end|>\n\n{text}<|eot|>")
+    parts.extend(_llama4_turn(message) for message in rest)
     parts.append("<|header_start|>assistant<|header_end|>\n\n")
     return "".join(parts)
 
@@ -484,31 +490,110 @@ def count_message_tokens(
     tools: Sequence[Mapping[str, Any]] | None = None,
     *,
     tool_mode: ToolMode = "native",
+    any_order: bool = False,
 ) -> int:
     """The prompt tokens a chat request takes: what vLLM reports as `prompt_tokens`.
 
     Exact for Llama 3.x models with the `[tokens]` extra (Meta's chat template, rendered as
     vLLM renders it, and Llama 3's tokenizer); Llama 4 models are counted with Llama 4's
-    tokenizer in its chat frame; other models approximately.
+    tokenizer in its chat frame. Without the extra, and for other models, each text counts
+    one token per UTF-8 byte: never fewer than the exact count.
 
     Args:
         model: the model's API name.
         messages: OpenAI-style message dicts, as sent on the wire (an empty list counts the
             frame alone).
-        tools: OpenAI-style tool definitions sent with the request, if any.
+        tools: OpenAI-style tool definitions sent with the request, if any (an empty list
+            is sent, and the template frames it as tools: counted so).
         tool_mode: `"prompt"` counts the request as prompt mode sends it (tools and calls
             rewritten into the messages); `"auto"` and `"native"` count native tools (an
             endpoint that `"auto"` has switched to prompt mode takes a few tokens more).
+        any_order: count a bound instead, one that holds for these messages sent in any
+            order, or any part of them: the frame once, and each message as the largest of
+            the ways the template frames it where it may land (the system turn, the first
+            user turn that carries the tools, a turn of its own). In the order given it is
+            exact but for 5 tokens when the first message is a system message and 5 when
+            tools are given (the first other message); `count(a + b)` is then at most
+            `count(a) + count(b) - count([])` (equal outside prompt mode). This is what
+            LangChain's `trim_messages` needs: it counts lists reversed.
 
     Returns:
         The number of prompt tokens.
     """
-    if tool_mode == "prompt" and tools and tool_names(tools):
-        body = to_prompt_mode({"messages": list(messages), "tools": list(tools)})
-        messages, tools = body["messages"], None
     tokenizer = tokenizer_for(model)
-    # As vLLM: an empty list is still "tools given" to the template (None is not).
+    # As vLLM: an empty list is still "tools given" to the template (None is not), and the
+    # adapters send `"tools": []` for `bind_tools([])`.
     tool_list = None if tools is None else list(tools)
+    if tool_mode == "prompt" and tool_list and tool_names(tool_list):
+        if any_order:
+            return _prompt_mode_bound(tokenizer, messages, tool_list)
+        body = to_prompt_mode({"messages": list(messages), "tools": tool_list})
+        messages, tool_list = body["messages"], None
+    if any_order:
+        return _bound(tokenizer, messages, tool_list)
     if tokenizer.family == "llama4":
         return tokenizer.count_prompt(render_llama4_prompt(messages, tool_list))
     return tokenizer.count_prompt(render_llama3_prompt(messages, tool_list))
+
+
+# -- a count for any order ---------------------------------------------------------------------
+#
+# Every turn of the template but one begins with a header and ends with an end-of-turn token,
+# and tiktoken splits the prompt at special tokens before its BPE: a turn's tokens do not
+# depend on its neighbours. The exceptions are texts glued to the frame, and there the frame
+# ends in a pre-token boundary: the system message after "Today Date: ...\n\n" and, with
+# tools, the first other message after the last definition's "}\n\n" (both stripped, so they
+# begin with no whitespace to join the newlines). So the prompt's count is the frame's count
+# (rendered with those texts empty) plus each message's, and a message's count depends only
+# on where it lands; taking its largest gives a sum that no order or subset exceeds.
+
+
+def _bound(
+    tokenizer: Tokenizer,
+    messages: Sequence[Mapping[str, Any]],
+    tools: list[Mapping[str, Any]] | None,
+) -> int:
+    llama4 = tokenizer.family == "llama4"
+    render = render_llama4_prompt if llama4 else render_llama3_prompt
+    turn = _llama4_turn if llama4 else _llama3_turn
+    total = tokenizer.count_prompt(render([], tools))
+    for message in messages:
+        cost = tokenizer.count_prompt(turn(message))
+        # Glued to the frame (Llama 3.1 with tools: the first message after the system
+        # one, whatever its role), a message is its stripped text alone: fewer tokens than
+        # its own turn for a text, but not always for a tool result (not written as JSON
+        # there) or a tool call (its text there, its call lost).
+        if (
+            tools is not None
+            and not llama4
+            and (message.get("role") in ("tool", "ipython") or message.get("tool_calls"))
+        ):
+            cost = max(cost, tokenizer.count_prompt(_content(message).strip()))
+        total += cost
+    return total
+
+
+def _prompt_mode_bound(
+    tokenizer: Tokenizer,
+    messages: Sequence[Mapping[str, Any]],
+    tools: list[Mapping[str, Any]],
+) -> int:
+    # Prompt mode rewrites each call and result on its own, then puts the definitions in
+    # front of the first user message (or in a user message of their own when there is
+    # none) and adds its system message when the first is not one: counted here as the
+    # largest of those, whichever message is first.
+    rewritten = to_prompt_mode({"messages": list(messages)})["messages"]
+    probe = to_prompt_mode({"messages": [{"role": "user", "content": ""}], "tools": tools})
+    added_system, first_user = probe["messages"]
+    preamble = str(first_user["content"])
+    turn = _llama4_turn if tokenizer.family == "llama4" else _llama3_turn
+    extra = tokenizer.count_prompt(turn({"role": "user", "content": preamble.rstrip()}))
+    for message in rewritten:
+        if message.get("role") == "user":
+            text = _content(message)
+            with_preamble = {"role": "user", "content": preamble + text}
+            extra = max(
+                extra,
+                tokenizer.count_prompt(turn(with_preamble)) - tokenizer.count_prompt(turn(message)),
+            )
+    return _bound(tokenizer, rewritten, None) + tokenizer.count_prompt(turn(added_system)) + extra

@@ -6,6 +6,7 @@ The reference is the official Llama 3.1 chat template tokenized by Meta's tokeni
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from llama_index_tir import TIRLlamaLLM
 from tests.conftest import TEST_KEY
 from tests.support.emulator import Emulator
 from tests.tir_transport.test_tokens import META3, TEXTS, reference_prompt_tokens
+from tir_transport._tools import DEFAULT_SYSTEM
 
 
 @tool
@@ -75,7 +77,12 @@ def test_message_counts_equal_the_prompt_the_server_builds(
     assert ("tools" in sent) is with_tools
     expected = reference_prompt_tokens(sent["messages"], sent.get("tools"))
     tools = [get_weather] if with_tools else None
-    assert llm.get_num_tokens_from_messages(HISTORY, tools=tools) == expected
+    # A bound for any order (trim_messages counts lists reversed): in this order, 5 tokens
+    # over for the system message first (written into the system turn), 5 more with tools
+    # (the next message shares the tools' turn).
+    slack = 5 + 5 * with_tools
+    assert llm.get_num_tokens_from_messages(HISTORY, tools=tools) == expected + slack
+    assert llm.get_num_tokens_from_messages(HISTORY[::-1], tools=tools) == expected + slack
 
 
 @pytest.mark.parametrize(
@@ -106,8 +113,13 @@ def test_prompt_mode_counts_what_prompt_mode_sends(emulator: Emulator) -> None:
     sent = emulator.requests[-1].json
     assert "tools" not in sent  # the tools are in the prompt
     expected = reference_prompt_tokens(sent["messages"])
-    assert llm.get_num_tokens_from_messages(messages, tools=[get_weather]) == expected
-    assert expected != ChatTIRLlama().get_num_tokens_from_messages(messages, tools=[get_weather])
+    # A bound for any order: prompt mode adds its own system message when the first is not
+    # one, so that message is counted whatever comes first.
+    added = ChatTIRLlama().get_num_tokens_from_messages([SystemMessage(DEFAULT_SYSTEM)])
+    added -= ChatTIRLlama().get_num_tokens_from_messages([])
+    count = llm.get_num_tokens_from_messages(messages, tools=[get_weather])
+    assert expected <= count <= expected + added + 10
+    assert count != ChatTIRLlama().get_num_tokens_from_messages(messages, tools=[get_weather])
 
 
 def test_images_are_refused_as_the_request_would_be() -> None:
@@ -182,3 +194,89 @@ def test_context_window_is_validated_and_not_sent(emulator: Emulator) -> None:
         ChatTIRLlama(context_window=0)
     chat(emulator, context_window=4096).invoke("hi")
     assert "context_window" not in emulator.requests[-1].json
+
+
+def test_an_empty_list_of_tools_counts_as_sent(emulator: Emulator) -> None:
+    # bind_tools([]) sends "tools": [], which the template frames as tools (vLLM passes the
+    # empty list on): counting it as no tools would be 56 tokens short.
+    llm = chat(emulator)
+    messages = HISTORY[1:]
+    llm.bind_tools([]).invoke(messages)
+    sent = emulator.requests[-1].json
+    expected = reference_prompt_tokens(sent["messages"], sent.get("tools"))
+    assert llm.get_num_tokens_from_messages(messages, tools=[]) >= expected
+
+
+@tool
+def search(query: str) -> str:
+    """Search the catalogue."""
+    return query
+
+
+def _rows(i: int, n: int) -> str:
+    # A JSON tool result: the template writes it as a JSON string, every quote escaped.
+    rows = [{"id": f"item-{i}-{k}", "tags": ["a", "b"], "price": k * 1.5} for k in range(n)]
+    return json.dumps(rows, indent=2)
+
+
+def agent_history(system: bool) -> list[BaseMessage]:
+    history: list[BaseMessage] = [SystemMessage("You are brief.")] if system else []
+    for i in range(8):
+        history.append(HumanMessage(f"Question {i}: find items of kind {i}."))
+        call = {"name": "search", "args": {"query": f"kind {i}"}, "id": f"c{i}"}
+        history.append(AIMessage("", tool_calls=[call]))
+        history.append(ToolMessage(_rows(i, 10), tool_call_id=f"c{i}"))
+        history.append(AIMessage(f"Found 10 items of kind {i}."))
+    history.append(HumanMessage("And kind 99?"))
+    history.append(AIMessage("", tool_calls=[{"name": "search", "args": {}, "id": "c99"}]))
+    history.append(ToolMessage(_rows(99, 40), tool_call_id="c99"))  # the newest: big
+    return history
+
+
+STRATEGIES = {
+    "last, system kept": {"strategy": "last", "start_on": "human", "include_system": True},
+    "last": {"strategy": "last", "start_on": "human"},
+    "last, partial": {"strategy": "last", "allow_partial": True},
+    "first": {"strategy": "first"},
+    "first, partial": {"strategy": "first", "allow_partial": True},
+}
+
+
+@pytest.mark.parametrize("with_tools", [False, True], ids=["no tools", "tools"])
+@pytest.mark.parametrize("system", [True, False], ids=["system", "no system"])
+@pytest.mark.parametrize("how", STRATEGIES.values(), ids=STRATEGIES.keys())
+def test_every_trim_strategy_stays_inside_the_budget(
+    emulator: Emulator, with_tools: bool, system: bool, how: dict[str, Any]
+) -> None:
+    # Issue 27, item 10: counting reversed lists, trim_messages once kept 3,807 tokens for
+    # 3,500 with tools (the newest tool result counted as unescaped text).
+    llm = chat(emulator)
+    history = agent_history(system)
+    tools = [search] if with_tools else None
+    runnable = llm.bind_tools([search]) if with_tools else llm
+    for budget in (3_500, 5_000):
+        kept = trim_messages(
+            history,
+            max_tokens=budget,
+            token_counter=lambda m: llm.get_num_tokens_from_messages(m, tools=tools),
+            **how,
+        )
+        if not [m for m in kept if not isinstance(m, SystemMessage)]:
+            continue  # nothing but the system message would be sent
+        runnable.invoke(kept)
+        sent = emulator.requests[-1].json
+        assert reference_prompt_tokens(sent["messages"], sent.get("tools")) <= budget
+
+
+@pytest.mark.parametrize("with_tools", [False, True], ids=["no tools", "tools"])
+def test_a_reversed_history_counts_no_less_than_it_is_sent(
+    emulator: Emulator, with_tools: bool
+) -> None:
+    llm = chat(emulator)
+    history = agent_history(system=False)
+    (llm.bind_tools([search]) if with_tools else llm).invoke(history)
+    sent = emulator.requests[-1].json
+    tools = [search] if with_tools else None
+    assert llm.get_num_tokens_from_messages(history[::-1], tools=tools) >= (
+        reference_prompt_tokens(sent["messages"], sent.get("tools"))
+    )

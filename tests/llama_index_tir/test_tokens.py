@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from collections.abc import Iterator
 
@@ -10,7 +11,7 @@ from llama_index.core import Settings
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.callbacks import CallbackManager, TokenCountingHandler
 from llama_index.core.memory import ChatMemoryBuffer
-from llama_index.core.tools import FunctionTool
+from llama_index.core.tools import FunctionTool, ToolSelection
 from llama_index.core.utils import get_tokenizer
 
 from llama_index_tir import TIRLlamaLLM
@@ -80,13 +81,41 @@ def test_message_counts_equal_the_prompt_the_server_builds(emulator: Emulator) -
     ]
     llm.chat(messages)
     sent = emulator.requests[-1].json
-    assert llm.count_message_tokens(messages) == reference_prompt_tokens(sent["messages"])
+    # A bound for any order: 5 tokens over for the system message first (written into the
+    # system turn), 5 more with tools (the next message shares the tools' turn).
+    expected = reference_prompt_tokens(sent["messages"])
+    assert llm.count_message_tokens(messages) == expected + 5
+    assert llm.count_message_tokens(messages[::-1]) == expected + 5
     llm.chat_with_tools([tool], chat_history=messages)
     sent = emulator.requests[-1].json
     assert "tools" in sent
-    assert llm.count_message_tokens(sent_messages(sent), tools=[tool]) == (
-        reference_prompt_tokens(sent["messages"], sent["tools"])
-    )
+    expected = reference_prompt_tokens(sent["messages"], sent["tools"])
+    assert llm.count_message_tokens(sent_messages(sent), tools=[tool]) == expected + 10
+    assert llm.count_message_tokens(sent_messages(sent)[::-1], tools=[tool]) == expected + 10
+
+
+def test_a_reversed_agent_history_counts_no_less_than_it_is_sent(emulator: Emulator) -> None:
+    # The newest message a big tool result: first in a reversed list, where the template
+    # would write it without JSON's escapes (issue 27, item 10).
+    llm = TIRLlamaLLM(base_url=emulator.base_url, api_key=TEST_KEY)
+    tool = FunctionTool.from_defaults(fn=get_weather)
+    result = json.dumps([{"id": f"row-{k}", "note": "a\nb"} for k in range(30)], indent=2)
+    call = ToolSelection(tool_id="c1", tool_name="get_weather", tool_kwargs={"city": "Pune"})
+    messages = [
+        ChatMessage(role=MessageRole.USER, content="Weather in Pune?"),
+        ChatMessage(
+            role=MessageRole.ASSISTANT,
+            content="",
+            additional_kwargs={"tool_calls": [call]},
+        ),
+        ChatMessage(
+            role=MessageRole.TOOL, content=result, additional_kwargs={"tool_call_id": "c1"}
+        ),
+    ]
+    llm.chat_with_tools([tool], chat_history=messages)
+    sent = emulator.requests[-1].json
+    expected = reference_prompt_tokens(sent["messages"], sent["tools"])
+    assert llm.count_message_tokens(messages[::-1], tools=[tool]) >= expected
 
 
 def sent_messages(sent: dict[str, object]) -> list[ChatMessage]:

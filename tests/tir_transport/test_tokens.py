@@ -8,12 +8,16 @@ llama-models. Our counts come from our own renderer and loader, which share none
 
 from __future__ import annotations
 
+import base64
 import json
 import pickle
+import random
 import subprocess
 import sys
 import threading
 import time
+import uuid
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,7 +38,8 @@ from tir_transport import (
     tokenizer_for,
 )
 from tir_transport._models import tokenizer_family
-from tir_transport._tokens import render_llama3_prompt
+from tir_transport._tokens import _SPECS, _read_ranks, _tokenizer_file, render_llama3_prompt
+from tir_transport._tools import to_prompt_mode
 
 # Meta's chat template for Llama 3.1 Instruct, from the model's tokenizer_config.json.
 LLAMA31_TEMPLATE = """{{- bos_token }}
@@ -306,7 +311,8 @@ def test_unknown_models_count_approximately_with_one_warning() -> None:
     assert not tokenizer.exact
     text = TEXTS["english"]
     exact = tokenizer_for("llama3_1_8b_instruct").count(text)
-    assert exact <= tokenizer.count(text) <= 2 * exact
+    # One per byte: a bound on the exact count (see test_the_approximation_is_never_below...).
+    assert exact <= tokenizer.count(text) == len(text.encode())
     assert tokenizer.encode(text) == [0] * tokenizer.count(text)
 
 
@@ -563,3 +569,200 @@ def test_the_tokenizer_family_is_read_from_the_version_after_llama(
     model: str, family: str | None
 ) -> None:
     assert tokenizer_family(model) == family
+
+
+# -- a count for any order (issue 27, item 10) -------------------------------------------------
+
+MODEL = "llama3_1_8b_instruct"
+
+
+def _big_result(rows: int) -> str:
+    # A tool result the template writes as JSON: every quote and newline escaped.
+    return json.dumps(
+        [{"id": f"item-{k}", "tags": ["a", "b"], "n": k} for k in range(rows)], indent=2
+    )
+
+
+AGENT: list[dict[str, Any]] = [
+    {"role": "system", "content": "You are brief."},
+    {"role": "user", "content": "Weather in Pune?"},
+    {"role": "assistant", "content": "Let me look.", "tool_calls": [CALL]},
+    {"role": "tool", "content": _big_result(6), "tool_call_id": "call_1"},
+    {"role": "assistant", "content": "Sunny."},
+    {"role": "user", "content": "And the catalogue?"},
+    {"role": "assistant", "content": None, "tool_calls": [CALL]},
+    {"role": "tool", "content": _big_result(12), "tool_call_id": "call_1"},
+]
+BOUNDED = {
+    **CONVERSATIONS,
+    "agent with tools": (AGENT, [WEATHER, NO_DESCRIPTION]),
+    "agent without tools": (AGENT, None),
+    "agent without a system message": (AGENT[1:], [WEATHER]),
+}
+
+
+def _arrangements(messages: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The given order, reversed (as trim_messages counts), shuffled; each with its parts."""
+    rng = random.Random(27)
+    orders = [messages, messages[::-1]]
+    for _ in range(4):
+        orders.append(rng.sample(messages, len(messages)))
+    found = []
+    for order in orders:
+        n = len(order)
+        found += [order[:k] for k in range(1, n + 1)] + [order[k:] for k in range(1, n)]
+        found.append(order[::2])
+    return found
+
+
+@pytest.mark.parametrize(("messages", "tools"), BOUNDED.values(), ids=list(BOUNDED.keys()))
+def test_the_any_order_count_bounds_every_order_and_part(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+) -> None:
+    bound = count_message_tokens(MODEL, messages, tools, any_order=True)
+    for part in _arrangements(messages):
+        # Counted in any order, the same bound; sent in any order, no more than it.
+        assert count_message_tokens(MODEL, part[::-1], tools, any_order=True) == (
+            count_message_tokens(MODEL, part, tools, any_order=True)
+        )
+        if tools and [m["role"] for m in part] == ["system"]:
+            continue  # no message after the system one to carry the tools: vLLM says 400
+        assert (
+            reference_prompt_tokens(part, tools)
+            <= count_message_tokens(MODEL, part, tools, any_order=True)
+            <= bound
+        )
+
+
+@pytest.mark.parametrize(("messages", "tools"), BOUNDED.values(), ids=list(BOUNDED.keys()))
+def test_the_any_order_count_in_order_is_exact_but_for_the_first_messages(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+) -> None:
+    # A system message first is written into the system turn (5 tokens less than a turn of
+    # its own); with tools, the next message goes into the user turn with the definitions
+    # (its header and end of turn, 5 tokens, are the frame's).
+    leading_system = messages[0]["role"] == "system"
+    rest = messages[1:] if leading_system else messages
+    first_plain = (
+        bool(tools) and bool(rest) and not (rest[0]["role"] == "tool" or rest[0].get("tool_calls"))
+    )
+    slack = 5 * leading_system + 5 * first_plain
+    assert count_message_tokens(MODEL, messages, tools, any_order=True) == (
+        reference_prompt_tokens(messages, tools) + slack
+    )
+
+
+def test_the_any_order_count_adds_up() -> None:
+    messages, tools = BOUNDED["agent with tools"]
+    frame = count_message_tokens(MODEL, [], tools, any_order=True)
+    whole = count_message_tokens(MODEL, messages, tools, any_order=True)
+    for k in range(len(messages) + 1):
+        head = count_message_tokens(MODEL, messages[:k], tools, any_order=True)
+        tail = count_message_tokens(MODEL, messages[k:], tools, any_order=True)
+        assert whole == head + tail - frame
+
+
+@pytest.mark.parametrize("name", ["agent with tools", "agent without a system message", "tools"])
+def test_the_any_order_count_bounds_prompt_mode(name: str) -> None:
+    messages, tools = BOUNDED[name]
+    assert tools
+    for part in _arrangements(messages):
+        sent = to_prompt_mode({"messages": part, "tools": tools})["messages"]
+        assert reference_prompt_tokens(sent) <= count_message_tokens(
+            MODEL, part, tools, tool_mode="prompt", any_order=True
+        )
+
+
+# -- without the tokenizer: a bound from the bytes (issue 27, item 11) -------------------------
+
+_rng = random.Random(11)
+HARD_TEXTS = {
+    "hex": " ".join(_rng.randbytes(32).hex() for _ in range(8)),
+    "base64": base64.b64encode(_rng.randbytes(300)).decode(),
+    "uuids": "\n".join(str(uuid.UUID(bytes=_rng.randbytes(16))) for _ in range(20)),
+    "digits": "".join(_rng.choice("0123456789") for _ in range(400)),
+    "punctuation": "".join(_rng.choice("!@#$%^&*()[]{};:'\",.<>/?\\|`~-=+") for _ in range(300)),
+    "any code points": "".join(chr(_rng.randrange(0x20, 0x3000)) for _ in range(300)),
+    "astral": "".join(chr(_rng.randrange(0x10000, 0x30000)) for _ in range(100)),
+    "whitespace": "".join(_rng.choice(" \t\n\r\u00a0\u3000") for _ in range(300)),
+    **TEXTS,
+}
+
+
+def test_every_byte_is_a_token_in_both_vocabularies() -> None:
+    # Why one token per byte bounds the exact count: BPE starts from the bytes and each
+    # merge makes one token of two.
+    for family in ("llama3", "llama4"):
+        path = _tokenizer_file(_SPECS[family])
+        assert path is not None
+        ranks = _read_ranks(path)
+        assert all(bytes([b]) in ranks for b in range(256))
+
+
+@pytest.mark.parametrize("text", HARD_TEXTS.values(), ids=HARD_TEXTS.keys())
+def test_the_approximation_is_never_below_the_exact_count(text: str) -> None:
+    exact3 = tokenizer_for(MODEL)
+    exact4 = tokenizer_for("llama_4_scout_17b_16e_instruct")
+    without_the_file = Tokenizer("llama3", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ApproximateTokenCountWarning)
+        unknown = tokenizer_for("a model of no known family")
+    assert without_the_file.count(text) == len(text.encode()) >= exact3.count(text)
+    assert unknown.count(text) >= max(exact3.count(text), exact4.count(text))
+    assert len(without_the_file.encode(text)) == without_the_file.count(text)
+    prompt = render_llama3_prompt([{"role": "user", "content": text}], [WEATHER])
+    assert without_the_file.count_prompt(prompt) >= exact3.count_prompt(prompt)
+    assert unknown.count_prompt(prompt) >= exact3.count_prompt(prompt)
+
+
+# Message counts in a fresh interpreter without the extra (as WITHOUT_THE_EXTRA below): the
+# conversations come in on stdin, their counts go out on stdout.
+COUNT_WITHOUT_THE_EXTRA = """
+import json, sys, warnings
+
+class NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tiktoken", "llama_models"):
+            raise ModuleNotFoundError(name)
+        return None
+
+sys.meta_path.insert(0, NotInstalled())
+warnings.simplefilter("ignore")
+from tir_transport import count_message_tokens
+
+counts = []
+for model, messages, tools in json.load(sys.stdin):
+    counts.append([
+        count_message_tokens(model, messages, tools),
+        count_message_tokens(model, messages, tools, any_order=True),
+        count_message_tokens(model, messages, tools, tool_mode="prompt", any_order=True),
+    ])
+print(json.dumps(counts))
+"""
+
+
+def test_without_the_extra_message_counts_are_never_below_the_exact_ones() -> None:
+    cases: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]] | None]] = []
+    for model in (MODEL, "a model of no known family"):
+        for text in HARD_TEXTS.values():
+            messages: list[dict[str, Any]] = [
+                {"role": "system", "content": text},
+                {"role": "user", "content": text},
+                {"role": "assistant", "content": "", "tool_calls": [CALL]},
+                {"role": "tool", "content": text, "tool_call_id": "call_1"},
+            ]
+            cases += [(model, messages, None), (model, messages, [WEATHER])]
+    result = subprocess.run(
+        [sys.executable, "-c", COUNT_WITHOUT_THE_EXTRA],
+        input=json.dumps(cases),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    for (_, messages, tools), counts in zip(cases, json.loads(result.stdout), strict=True):
+        exact = reference_prompt_tokens(messages, tools)
+        assert min(counts) >= exact
+        if tools:
+            sent = to_prompt_mode({"messages": messages, "tools": tools})["messages"]
+            assert counts[2] >= reference_prompt_tokens(sent)
