@@ -35,6 +35,9 @@ SEED_CREATED = 1738752367
 SEED_PIECES = ["Hello", ".", " How", " can", " I", " assist", " you", " today", "?"]
 DEFAULT_MODEL = "llama3_1_8b_instruct"
 RERANK_MODEL = "bge_reranker_v2_m3"
+# What vLLM 0.32 sends as `system_fingerprint` (Emulator.system_fingerprint; TIR's recorded
+# stream has none).
+VLLM_FINGERPRINT = "vllm-0.32.0-emulated"
 # What `/models` reports as the served window (vLLM's `max_model_len`): Llama 3.1 8B's.
 DEFAULT_MAX_MODEL_LEN = 131_072
 
@@ -274,6 +277,12 @@ class Emulator:
         # The window `/models` reports (vLLM's `max_model_len`); None: an endpoint that
         # reports none. What `tir-llama doctor` compares the window in use with.
         self.max_model_len: int | None = DEFAULT_MAX_MODEL_LEN
+        # The shape of the errors the endpoint itself sends (validation, unknown model, the
+        # window): older vLLM's "flat" `{"object": "error", ...}`, or vLLM 0.32's "nested".
+        self.error_format = "flat"
+        # vLLM 0.32's `system_fingerprint`, on the usage chunk (on the last chunk without
+        # include_usage) and on whole replies; None: none anywhere, as TIR's recorded stream.
+        self.system_fingerprint: str | None = None
         # Embeddings: vector width, the model's context (tokens per text), base64 handling.
         self.embed_dim = EMBED_DIM
         self.embed_max_tokens: int | None = None
@@ -357,6 +366,8 @@ class Emulator:
         self.model = DEFAULT_MODEL
         self.served_models = None
         self.max_model_len = DEFAULT_MAX_MODEL_LEN
+        self.error_format = "flat"
+        self.system_fingerprint = None
         self.embed_dim = EMBED_DIM
         self.embed_max_tokens = None
         self.embed_ignore_base64 = False
@@ -569,7 +580,7 @@ class Emulator:
             return True
         unknown = self._unknown_model(request)
         if unknown is not None:
-            body = _error_body("flat", f"The model `{unknown}` does not exist.", 404)
+            body = _error_body(self.error_format, f"The model `{unknown}` does not exist.", 404)
             await self._send(writer, 404, _dumps(body).encode())
             return True
         if is_embeddings:
@@ -617,7 +628,9 @@ class Emulator:
         try:
             payload = json.loads(request.body)
         except ValueError:
-            await self._send(writer, 400, _dumps(_error_body("flat", "bad JSON", 400)).encode())
+            await self._send(
+                writer, 400, _dumps(_error_body(self.error_format, "bad JSON", 400)).encode()
+            )
             return True
         texts = payload.get("input")
         texts = [texts] if isinstance(texts, str) else texts
@@ -627,7 +640,9 @@ class Emulator:
                 "1 validation error for EmbeddingRequest\nencoding_format\n  Input should be "
                 "'float' [type=literal_error, input_value='base64']"
             )
-            await self._send(writer, 400, _dumps(_error_body("flat", message, 400)).encode())
+            await self._send(
+                writer, 400, _dumps(_error_body(self.error_format, message, 400)).encode()
+            )
             return True
         truncate = payload.get("truncate_prompt_tokens")
         counts = [embed_tokens(t) for t in texts]
@@ -639,7 +654,9 @@ class Emulator:
                     f"However, you requested {too_long[0]} tokens in the input for embedding "
                     "generation. Please reduce the length of the input."
                 )
-                await self._send(writer, 400, _dumps(_error_body("flat", message, 400)).encode())
+                await self._send(
+                    writer, 400, _dumps(_error_body(self.error_format, message, 400)).encode()
+                )
                 return True
         reply = self._embed_queue.popleft() if self._embed_queue else Reply()
         await self._hold(reply)
@@ -682,13 +699,17 @@ class Emulator:
         try:
             payload = json.loads(request.body)
         except ValueError:
-            await self._send(writer, 400, _dumps(_error_body("flat", "bad JSON", 400)).encode())
+            await self._send(
+                writer, 400, _dumps(_error_body(self.error_format, "bad JSON", 400)).encode()
+            )
             return True
         query, documents = payload.get("query"), payload.get("documents")
         if not isinstance(query, str) or not isinstance(documents, list):
             # As vLLM's request validation answers a body without them.
             message = "1 validation error for RerankRequest: query and documents are required"
-            await self._send(writer, 400, _dumps(_error_body("flat", message, 400)).encode())
+            await self._send(
+                writer, 400, _dumps(_error_body(self.error_format, message, 400)).encode()
+            )
             return True
         texts = [d if isinstance(d, str) else str(d) for d in documents]
         counts = [rerank_tokens(query, t) for t in texts]
@@ -701,7 +722,9 @@ class Emulator:
                     f"However, you requested {too_long[0]} tokens in the input. Please reduce "
                     "the length of the input."
                 )
-                await self._send(writer, 400, _dumps(_error_body("flat", message, 400)).encode())
+                await self._send(
+                    writer, 400, _dumps(_error_body(self.error_format, message, 400)).encode()
+                )
                 return True
         reply = self._rerank_queue.popleft() if self._rerank_queue else RerankReply()
         await self._hold(reply)
@@ -778,7 +801,9 @@ class Emulator:
             tool = next((t for t in tools if wanted in (None, t["function"]["name"])), tools[0])
             function = tool["function"]
             arguments = instance_of(function.get("parameters") or {"type": "object"})
-            return Reply(tool_calls=[{"name": function["name"], "arguments": _dumps(arguments)}])
+            call = {"name": function["name"], "arguments": _dumps(arguments)}
+            # vLLM: "tool_calls" for required, "stop" for a named function.
+            return Reply(tool_calls=[call], finish_reason="stop" if wanted else None)
         messages = payload.get("messages") or [{}]
         last = messages[-1]
         if self.answer_from_tool_results and last.get("role") in ("tool", "ipython"):
@@ -800,15 +825,15 @@ class Emulator:
             for part in content if isinstance(content, list) else []:
                 kind = part.get("type") if isinstance(part, dict) else None
                 if kind not in KNOWN_PART_TYPES:
-                    return _error_body("flat", f"Unknown part type: {kind}", 400)
+                    return _error_body(self.error_format, f"Unknown part type: {kind}", 400)
         choice = payload.get("tool_choice")
         if isinstance(choice, dict) and payload.get("tools"):
             wanted = (choice.get("function") or {}).get("name")
             names = {(t.get("function") or {}).get("name") for t in payload["tools"]}
             if wanted not in names:
-                return _error_body("flat", TOOL_CHOICE_MISMATCH, 400)
+                return _error_body(self.error_format, TOOL_CHOICE_MISMATCH, 400)
         if self.reject_tools and payload.get("tools"):
-            return _error_body("flat", TOOLS_REJECTED, 400)
+            return _error_body(self.error_format, TOOLS_REJECTED, 400)
         kind = (payload.get("response_format") or {}).get("type")
         if (self.reject_response_format and kind == "json_schema") or (
             self.reject_json_object and kind == "json_object"
@@ -833,7 +858,7 @@ class Emulator:
                     f"{payload.get('max_tokens')} in the completion). "
                     "Please reduce the length of the messages or completion."
                 )
-                return _error_body("flat", message, 400)
+                return _error_body(self.error_format, message, 400)
         return None
 
     # -- replies ----------------------------------------------------------------------------
@@ -901,7 +926,7 @@ class Emulator:
             "role": "assistant",
             "content": "".join(pieces) if pieces or not reply.tool_calls else None,
         }
-        message["tool_calls"] = [
+        calls = [
             {
                 "id": call.get("id") or f"chatcmpl-tool-{uuid.uuid4().hex}",
                 "type": "function",
@@ -909,6 +934,9 @@ class Emulator:
             }
             for call in reply.tool_calls or []
         ]
+        if calls:  # vLLM leaves the key out of a reply without calls
+            message["tool_calls"] = calls
+        fingerprint = {"system_fingerprint": self.system_fingerprint}
         return {
             "id": reply.id or f"chat-{uuid.uuid4().hex}",
             "object": "chat.completion",
@@ -923,6 +951,7 @@ class Emulator:
                     "stop_reason": stop_reason,
                 }
             ],
+            **(fingerprint if self.system_fingerprint else {}),
             "usage": None if reply.no_usage else self._usage(payload, reply, pieces),
             "prompt_logprobs": None,
         }
@@ -980,11 +1009,23 @@ class Emulator:
                     delta.update(id=call_id, type="function")
                     delta["function"]["name"] = call["name"]
                 events.append(chunk({"tool_calls": [delta]}))
+        usage_follows = include_usage and not reply.no_usage
+        fingerprint = {"system_fingerprint": self.system_fingerprint}
         if not reply.no_finish:
-            events.append(chunk({"content": ""}, finish))
-        if include_usage and not reply.no_usage:
+            # vLLM ends a tool call with an empty piece of its arguments, text with "".
+            calls = reply.tool_calls or []
+            closing: dict[str, Any] = {"content": ""}
+            if calls:
+                closing = {"tool_calls": [{"index": len(calls) - 1, "function": {"arguments": ""}}]}
+            last = chunk(closing, finish)
+            if self.system_fingerprint and not usage_follows:
+                last = _dumps({**json.loads(last), **fingerprint})
+            events.append(last)
+        if usage_follows:
             usage = self._usage(payload, reply, pieces)
             usage_chunk: dict[str, Any] = {**head, "choices": [], "usage": usage}
+            if self.system_fingerprint:
+                usage_chunk.update(fingerprint)
             events.append(_dumps(usage_chunk))
         if not reply.no_done:
             events.append("[DONE]")
