@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 import ray.data
 
@@ -37,7 +38,7 @@ from tir_transport import (
 )
 from tir_transport._arguments import argument_names, refuse_secrets
 
-from ._output import Format, OutputWriteError, Sink
+from ._output import Format, OutputWriteError, Progress, Sink
 
 __all__ = ["CHAT_COLUMNS", "EMBED_COLUMNS", "JobStopped", "chat", "embed", "job_of"]
 
@@ -262,11 +263,21 @@ class _Worker:
                 name = self.sink.write(table)
             except OutputWriteError as e:
                 failed = str(e)
+        # What the batch holds, for the driver's progress (rows, errors, tokens).
+        counts = {
+            name: (pc.sum(table.column(name)).as_py() or 0) if name in table.column_names else 0
+            for name in ("input_tokens", "output_tokens")
+        }
+        errors = table.num_rows - table.column("error").null_count
         return pa.table(
             {
                 "file": pa.array([name], pa.string()),
                 "stopped": pa.array([stopped], pa.string()),
                 "failed": pa.array([failed], pa.string()),
+                "rows": pa.array([table.num_rows], pa.int64()),
+                "errors": pa.array([errors], pa.int64()),
+                "input_tokens": pa.array([counts["input_tokens"]], pa.int64()),
+                "output_tokens": pa.array([counts["output_tokens"]], pa.int64()),
             }
         )
 
@@ -293,8 +304,13 @@ class _Job:
             num_cpus=self.num_cpus,
         )
 
-    def run(self, folder: Path, fmt: Format, run: str) -> list[str]:
+    def run(
+        self, folder: Path, fmt: Format, run: str, progress: Progress | None = None
+    ) -> list[str]:
         """Run the job, its actors writing into `folder`; return the files written.
+
+        `progress`, if given, is called on the driver once per batch written, with that
+        batch's rows, rows with an error, input tokens and output tokens.
 
         Raises:
             JobStopped: an error every row would hit; the job stops at the first report.
@@ -309,6 +325,16 @@ class _Job:
                 table: pa.Table = batch
                 report: dict[str, list[Any]] = table.to_pydict()
                 names += [name for name in report["file"] if name]
+                if progress is not None:
+                    for counts in zip(
+                        report["rows"],
+                        report["errors"],
+                        report["input_tokens"],
+                        report["output_tokens"],
+                        strict=True,
+                    ):
+                        if counts[0]:
+                            progress(*counts)
                 for stopped, failed in zip(report["stopped"], report["failed"], strict=True):
                     if failed:
                         raise OutputWriteError(failed)

@@ -19,7 +19,7 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,6 +57,10 @@ _RECORD = ".tir-llama-job-"  # + the run id: the job's settings
 _TMP = ".tir-llama-tmp-"  # a file being written; renamed into place once complete
 # Beside the folder: `.{name}.tir-llama-{run}`, the new output of an overwrite.
 _STAGING = ".tir-llama-"
+
+
+# Called on the driver per batch a job writes: rows, rows with an error, input and output tokens.
+Progress = Callable[[int, int, int, int], None]
 
 
 class OutputFolderError(ValueError):
@@ -570,6 +574,7 @@ def write_output(
     format: Format | None = None,
     keep_failed: bool = False,
     source: str | None = None,
+    progress: Progress | None = None,
 ) -> list[str]:
     """Run the job by writing `ds` to the folder `output`; return the files this run wrote.
 
@@ -593,6 +598,8 @@ def write_output(
             same to `pending`).
         source: what the rows were read from (a file name), recorded with the settings and
             compared when resuming.
+        progress: called once per batch a job of `chat` or `embed` writes, with its rows,
+            rows with an error, input tokens and output tokens (on the driver).
 
     Raises:
         OutputFolderError: see `check_output`; another job holds the folder; it cannot be
@@ -641,7 +648,11 @@ def write_output(
         if mode == "resume" and not keep_failed:
             _drop_failed(folder)
         try:
-            names = job.run(target, fmt, run) if job is not None else _plain_write(ds, target, fmt)
+            names = (
+                job.run(target, fmt, run, progress)
+                if job is not None
+                else _plain_write(ds, target, fmt)
+            )
         except BaseException:
             # The earlier output is untouched. Rows this run already wrote aside were paid
             # for: they stay in the staging folder (the docs say so); an empty one goes.

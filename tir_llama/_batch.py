@@ -15,13 +15,19 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import contextlib
 import csv
 import json
+import logging
 import os
 import re
 import subprocess
 import sys
+import tempfile
+import time
 import uuid
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -41,9 +47,20 @@ from ray_tir import (
 )
 from ray_tir._bulk import check_columns
 from ray_tir._output import WriteMode, check_output, done_ids, folder_lock, without_done
-from tir_transport import DEFAULT_MODEL, TIRConnection, Usage
+from tir_transport import (
+    DEFAULT_MODEL,
+    ApproximateTokenCountWarning,
+    TIRConnection,
+    Usage,
+    context_window,
+    count_message_tokens,
+    tokenizer_for,
+)
+from tir_transport._tokens import TOKENS_EXTRA_HINT
 
-__all__ = ["run"]
+from ._words import shell_words
+
+__all__ = ["estimate", "run"]
 
 # pyarrow reads CSV in blocks of 1 MiB by default, and a row longer than a block fails
 # ("straddling object straddles two block boundaries"); blocks grow with the longest line.
@@ -318,12 +335,9 @@ def _line(what: str, totals: dict[str, Any]) -> str:
     return text
 
 
-def _validate(
-    args: argparse.Namespace, config: dict[str, Any]
-) -> tuple[pa.Table | None, WriteMode]:
-    """Every check that needs no Ray and changes nothing; returns the input and write mode."""
-    source, output = Path(args.input), Path(args.output)
-    mode: WriteMode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
+def _check_input(args: argparse.Namespace) -> tuple[str, int, list[str]]:
+    """The input's format, CSV block size and columns, checked (exists, UTF-8, the columns)."""
+    source = Path(args.input)
     fmt = _format(source, args.input)
     block = max(_MIN_BLOCK, 2 * _scan_text(source) + 1) if fmt != "parquet" else _MIN_BLOCK
     names = _columns(source, fmt)
@@ -331,6 +345,16 @@ def _validate(
         check_columns(names, args.prompt_column, CHAT_COLUMNS, "--prompt-column")
     except ValueError as e:
         raise _Refused(str(e)) from None
+    return fmt, block, names
+
+
+def _validate(
+    args: argparse.Namespace, config: dict[str, Any]
+) -> tuple[pa.Table | None, WriteMode]:
+    """Every check that needs no Ray and changes nothing; returns the input and write mode."""
+    source, output = Path(args.input), Path(args.output)
+    mode: WriteMode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
+    fmt, block, names = _check_input(args)
     _check_output_place(output, source, args.output)
     if args.resume:
         if args.output.rstrip("/").endswith(".jsonl"):
@@ -371,7 +395,7 @@ for _ in range(3):
 _reaper: subprocess.Popen[bytes] | None = None
 
 
-def _start_ray() -> None:
+def _start_ray(verbose: bool) -> None:
     global _reaper
     address = os.environ.get("RAY_ADDRESS") or None
     if address is None and os.path.isdir("/proc"):
@@ -381,9 +405,51 @@ def _start_ray() -> None:
             [sys.executable, "-c", _REAPER, mark], stdin=subprocess.PIPE, env=env
         )
         os.environ["TIR_LLAMA_BATCH"] = mark  # inherited by every process Ray starts
+    if not verbose:
+        _quiet_ray()
     # RAY_ADDRESS names a cluster; without it, a local Ray instance is started (without a
     # dashboard: nobody looks at one for the length of a command).
-    ray.init(address=address, log_to_driver=False, include_dashboard=False)
+    with contextlib.nullcontext() if verbose else _stderr_held():
+        ray.init(
+            address=address,
+            log_to_driver=verbose,
+            include_dashboard=False,
+            logging_level=logging.INFO if verbose else logging.ERROR,
+        )
+
+
+@contextlib.contextmanager
+def _stderr_held() -> Iterator[None]:
+    """Keep what Ray's C++ side writes to stderr while it starts; said only if starting fails.
+
+    (Its core worker announces the log level it was given, whatever that level is.)
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace")[-3000:])
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _quiet_ray() -> None:
+    """Ray's own log lines, warnings and block progress bars off: the command says its own."""
+    # Read by Ray's C++ core worker when it starts (its "E ... core_worker.cc" lines).
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.enable_operator_progress_bars = False
+    warnings.filterwarnings("ignore", module=r"ray(\.|$)")
 
 
 def _cause(error: BaseException) -> BaseException:
@@ -397,15 +463,95 @@ def _cause(error: BaseException) -> BaseException:
         error = inner
 
 
-def run(args: argparse.Namespace, config: dict[str, Any], out: TextIO) -> int:
-    """Run the job: check, read, answer every (pending) row, write, print the usage."""
+def _clock(seconds: float) -> str:
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02}:{rest % 60:02}" if hours else f"{rest // 60}:{rest % 60:02}"
+
+
+class _Progress:
+    """Rows answered, said as they come: one line redrawn on a terminal, else a line a while."""
+
+    # When not on a terminal (a log file, CI): a line at the first batch, then at most this often.
+    EVERY_SECONDS = 10.0
+
+    def __init__(self, total: int, err: TextIO) -> None:
+        self.total, self.err = total, err
+        self.tty = err.isatty()
+        self.rows = self.errors = self.tokens = 0
+        self.started = time.monotonic()
+        self.said: float | None = None
+
+    def __call__(self, rows: int, errors: int, input_tokens: int, output_tokens: int) -> None:
+        self.rows += rows
+        self.errors += errors
+        self.tokens += input_tokens + output_tokens
+        now = time.monotonic()
+        if self.tty:
+            print(f"\r{self.line(now)}\x1b[K", end="", file=self.err, flush=True)
+        elif self.said is None or now - self.said >= self.EVERY_SECONDS or self.rows >= self.total:
+            print(self.line(now), file=self.err, flush=True)
+            self.said = now
+
+    def line(self, now: float) -> str:
+        """Rows of the total, rows/s, errors, tokens and the time left at this pace."""
+        elapsed = max(now - self.started, 1e-9)
+        rate = self.rows / elapsed
+        share = f" ({100 * self.rows // self.total}%)" if self.total else ""
+        left = (
+            f", {_clock((self.total - self.rows) / rate)} left"
+            if rate and self.rows < self.total
+            else ""
+        )
+        return (
+            f"{self.rows:,}/{self.total:,} rows{share}, {rate:.1f} rows/s, "
+            f"{self.errors:,} with an error, {self.tokens:,} tokens{left}"
+        )
+
+    def done(self) -> None:
+        """End the redrawn line (on a terminal)."""
+        if self.tty and self.rows:
+            print(file=self.err, flush=True)
+
+
+def _ids(table: pa.Table | None, args: argparse.Namespace) -> list[Any]:
+    if table is None:
+        return list(pq.read_table(args.input, columns=[args.id_column]).column(0).to_pylist())
+    return list(table.column(args.id_column).to_pylist())
+
+
+def _rows(table: pa.Table | None, path: Path) -> int:
+    if table is not None:
+        return int(table.num_rows)
+    files = [path] if path.is_file() else sorted(path.glob("*.parquet"))
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+def run(args: argparse.Namespace, config: dict[str, Any], out: TextIO, err: TextIO) -> int:
+    """Run the job: check, read, answer every (pending) row, write, print the usage.
+
+    Progress and errors go to `err`, the summary to `out`.
+    """
+    started = time.monotonic()
     try:
         table, mode = _validate(args, config)
+        total = _rows(table, Path(args.input))
+        if args.resume:
+            done = done_ids(args.output, args.id_column, keep_failed=args.keep_failed)
+            if done:
+                total = sum(1 for i in _ids(table, args) if i not in done)
     except (_Refused, ValueError) as e:  # ConfigurationError and OutputFolderError included
-        print(f"error: {e}", file=out)
+        print(f"error: {shell_words(str(e))}", file=err)
         return EXIT_REFUSED
+    if total == 0:
+        # Answered without Ray: starting it takes longer than reading the folder.
+        holds = usage(args.output)
+        print(f"nothing to do: every row of {args.input} is in {args.output}", file=out)
+        print(_line(f"{args.output} holds", holds), file=out)
+        return EXIT_ROWS_FAILED if holds["rows_with_error"] else EXIT_OK
+    print(f"{total:,} rows to answer; starting Ray", file=err, flush=True)
     if not ray.is_initialized():
-        _start_ray()
+        _start_ray(args.verbose)
     request = {
         name: value
         for name, value in {
@@ -416,6 +562,7 @@ def run(args: argparse.Namespace, config: dict[str, Any], out: TextIO) -> int:
         }.items()
         if value is not None
     }
+    progress = _Progress(total, err)
     try:
         # One job per folder, from the first read of the folder to the last file written.
         with folder_lock(args.output):
@@ -439,28 +586,114 @@ def run(args: argparse.Namespace, config: dict[str, Any], out: TextIO) -> int:
                 mode=mode,
                 keep_failed=args.keep_failed,
                 source=str(Path(args.input).resolve()),
+                progress=progress,
             )
     except ValueError as e:  # OutputFolderError (the folder, the lock, the settings), ids
-        print(f"error: {e}", file=out)
+        progress.done()
+        print(f"error: {e}", file=err)
         return EXIT_REFUSED
     except JobStopped as e:
+        progress.done()
         print(
             f"error: the job stopped early: {e}. Rows answered before it are written; "
             "--resume once it is fixed",
-            file=out,
+            file=err,
         )
         return EXIT_STOPPED
     except OutputWriteError as e:
-        print(f"error: {e}", file=out)
+        progress.done()
+        print(f"error: {e}", file=err)
         return EXIT_FAILED
     except Exception as e:
+        progress.done()
         # Ray wraps a failure in its own (a task error: the cause's frames, in colour); the
         # command's one line names the cause.
         cause = _cause(e)
         if cause is e:
             raise
         raise cause from e
-    print(_line("this run", usage(written)), file=out)
+    progress.done()
+    print(f"{_line('this run', usage(written))}; {_clock(time.monotonic() - started)}", file=out)
     holds = usage(args.output)
     print(_line(f"{args.output} holds", holds), file=out)
     return EXIT_ROWS_FAILED if holds["rows_with_error"] else EXIT_OK
+
+
+def _prompts(table: pa.Table | None, args: argparse.Namespace) -> list[Any]:
+    if table is None:
+        return list(pq.read_table(args.input, columns=[args.prompt_column]).column(0).to_pylist())
+    return list(table.column(args.prompt_column).to_pylist())
+
+
+def estimate(args: argparse.Namespace, config: dict[str, Any], out: TextIO, err: TextIO) -> int:
+    """`--estimate`: rows, prompt tokens, an output bound and a cost bound; nothing is sent.
+
+    Prompt tokens are counted as vLLM counts them (the chat template and Llama's tokenizer,
+    offline, with the `[tokens]` extra; approximately without it). With `--resume` and an
+    OUTPUT, only the rows it does not hold yet are counted.
+    """
+    model = config.get("model") or DEFAULT_MODEL
+    try:
+        fmt, block, names = _check_input(args)
+        table = _load(Path(args.input), fmt, block, names, args)
+        prompts = _prompts(table, args)
+        if args.resume and args.output and Path(args.output).is_dir():
+            done = done_ids(args.output, args.id_column, keep_failed=args.keep_failed)
+            prompts = [p for p, i in zip(prompts, _ids(table, args), strict=True) if i not in done]
+    except (_Refused, ValueError) as e:
+        print(f"error: {shell_words(str(e))}", file=err)
+        return EXIT_REFUSED
+    exact = tokenizer_for(model).exact
+    system = [{"role": "system", "content": args.system}] if args.system else []
+    sent = [p for p in prompts if isinstance(p, str) and p.strip()]
+    with warnings.catch_warnings():
+        # Said once below, in the command's words.
+        warnings.simplefilter("ignore", ApproximateTokenCountWarning)
+        counts = [
+            count_message_tokens(model, [*system, {"role": "user", "content": p}]) for p in sent
+        ]
+    input_tokens = sum(counts)
+    skipped = len(prompts) - len(sent)
+    dropped = f" ({skipped:,} with an empty prompt: not sent, they carry an error)"
+    print(f"rows:          {len(prompts):,}{dropped if skipped else ''}", file=out)
+    how = (
+        "exact, Llama's tokenizer and chat template"
+        if exact
+        else f"approximate: {TOKENS_EXTRA_HINT} for exact counts, offline"
+    )
+    print(f"input tokens:  {input_tokens:,} ({how}; model {model})", file=out)
+    window = context_window(model)
+    if args.max_tokens is not None:
+        output_bound: int | None = len(sent) * args.max_tokens
+        print(
+            f"output tokens: at most {output_bound:,} ({len(sent):,} rows x --max-tokens "
+            f"{args.max_tokens:,})",
+            file=out,
+        )
+    elif window:
+        # Without --max-tokens an answer may fill what the window leaves after its prompt.
+        output_bound = sum(max(window - c, 0) for c in counts)
+        print(
+            f"output tokens: at most {output_bound:,} (no --max-tokens: each answer may fill "
+            f"the {window:,}-token window after its prompt; set --max-tokens for a useful bound)",
+            file=out,
+        )
+    else:
+        output_bound = None
+        print(
+            "output tokens: no bound (no --max-tokens, and the model's window is not known)",
+            file=out,
+        )
+    if args.input_price is not None or args.output_price is not None:
+        price_in, price_out = args.input_price or 0.0, args.output_price or 0.0
+        if output_bound is None and price_out:
+            print("cost:          no bound: set --max-tokens", file=out)
+        else:
+            cost = input_tokens * price_in / 1e6 + (output_bound or 0) * price_out / 1e6
+            print(
+                f"cost:          at most {cost:,.4f} ({input_tokens:,} x {price_in:g} + "
+                f"{output_bound or 0:,} x {price_out:g} per million tokens)",
+                file=out,
+            )
+    print("nothing was sent (--estimate)", file=err)
+    return EXIT_OK

@@ -1,12 +1,21 @@
-"""`tir-llama`: check a configuration (`doctor`), chat in the terminal, run a job (`batch`)."""
+"""`tir-llama`: check a configuration (`doctor`), chat in the terminal, run a job (`batch`).
+
+Results go to stdout; errors, prompts, progress and usage to stderr. Exit statuses: 0 done,
+1 a request or the job failed, 2 refused before any request (the same missing setting gives 2
+in every command), 3 and 4 batch's own (see `_batch`), 130 Ctrl-C.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+import termios
 import time
-from collections.abc import Sequence
-from typing import Any, TextIO
+from collections.abc import Iterator, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, NoReturn, TextIO
 
 from tir_transport import (
     DEFAULT_MODEL,
@@ -31,6 +40,8 @@ from tir_transport._config import (
 )
 from tir_transport._http import HTTPClient
 from tir_transport._tools import is_tools_rejection
+
+from ._words import shell_words
 
 _PROBE_TOOL = {
     "type": "function",
@@ -63,11 +74,12 @@ def _config(args: argparse.Namespace, model: str | None = None) -> TIRConfig:
     return connection.tir_config(model or args.model or DEFAULT_MODEL)
 
 
-def doctor(args: argparse.Namespace, out: TextIO) -> int:
+def doctor(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Check the configuration, send a one-token request, probe native tools.
 
     Then one small request to each model `TIR_EMBEDDING_MODEL` / `TIR_RERANK_MODEL` names,
-    each reported; any failure makes the exit status 1.
+    each reported; any failure makes the exit status 1. What failed goes to `err`, the rest
+    of the report to `out`.
     """
     config = _config(args)
     key_source = next((name for name in API_KEY_ENV_VARS if env_first((name,))), None)
@@ -77,13 +89,13 @@ def doctor(args: argparse.Namespace, out: TextIO) -> int:
     if missing:
         # Every missing setting at once: fixing them one run at a time is no fun.
         for item in missing:
-            print(f"missing:     {item}", file=out)
-        return 2
+            print(f"missing:     {shell_words(item)}", file=err)
+        return EXIT_REFUSED
     try:
         url = config.chat_url()
     except ConfigurationError as e:
-        print(f"url:         cannot be built: {e}", file=out)
-        return 2
+        print(f"url:         cannot be built: {shell_words(str(e))}", file=err)
+        return EXIT_REFUSED
     print(f"url:         {url}", file=out)
     print(f"api key:     set (from {key_source or 'the command line'}; never shown)", file=out)
     # Tools are probed explicitly below; the plain request must not fall back by itself.
@@ -110,7 +122,7 @@ def doctor(args: argparse.Namespace, out: TextIO) -> int:
                 file=out,
             )
     except TIRError as e:
-        print(f"request:     failed: {e}", file=out)
+        print(f"request:     failed: {_one_line(e)}", file=err)
         chat_ok = False
     else:
         chat_ok = True
@@ -119,11 +131,11 @@ def doctor(args: argparse.Namespace, out: TextIO) -> int:
     if chat_ok:
         _check_window(config, args.context_window, out)
     # Every model that is set, checked and reported, whatever the chat request gave.
-    models_ok = _check_other_models(args, out)
-    return 0 if chat_ok and models_ok else 1
+    models_ok = _check_other_models(args, out, err)
+    return EXIT_OK if chat_ok and models_ok else EXIT_FAILED
 
 
-def _check_other_models(args: argparse.Namespace, out: TextIO) -> bool:
+def _check_other_models(args: argparse.Namespace, out: TextIO, err: TextIO) -> bool:
     """Send one small request to each of the embedding and rerank models that are set.
 
     Returns:
@@ -138,7 +150,7 @@ def _check_other_models(args: argparse.Namespace, out: TextIO) -> bool:
                 (vector,) = embedder.embed(["ready"])
             print(f"{label}: ok, {len(vector)} dimensions", file=out)
         except TIRError as e:
-            print(f"{label}: failed: {e}", file=out)
+            print(f"{label}: failed: {_one_line(e)}", file=err)
             ok = False
     rerank_model = env_first(RERANK_MODEL_ENV_VARS)
     if rerank_model:
@@ -148,7 +160,7 @@ def _check_other_models(args: argparse.Namespace, out: TextIO) -> bool:
                 reranker.rerank("ready?", ["ready"])
             print(f"{label}: ok", file=out)
         except TIRError as e:
-            print(f"{label}: failed: {e}", file=out)
+            print(f"{label}: failed: {_one_line(e)}", file=err)
             ok = False
     return ok
 
@@ -203,60 +215,216 @@ def _check_window(config: TIRConfig, setting: int | None, out: TextIO) -> None:
         )
 
 
-def chat(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
-    """A streaming chat; usage is printed after each turn. An empty line or EOF ends it."""
+class _Terminal:
+    """A person at a terminal: readline's line editing and history, quiet keys while answering."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    @classmethod
+    def of(cls, stdin: TextIO) -> _Terminal | None:
+        """The terminal `stdin` is, or None for a pipe or a file (read as plain lines)."""
+        try:
+            fd = stdin.fileno()
+        except (AttributeError, OSError, ValueError):
+            return None
+        if stdin is not sys.__stdin__ or not os.isatty(fd):
+            return None
+        # Imported for its effect: input() then edits lines and keeps a history. A Python
+        # built without it still chats, without editing.
+        with contextlib.suppress(ImportError):
+            import readline  # noqa: F401
+        return cls(fd)
+
+    def read(self, prompt: str) -> str:
+        """One line, edited with readline; the prompt goes to the terminal, never to a pipe.
+
+        Raises:
+            EOFError: Ctrl-D.
+            KeyboardInterrupt: Ctrl-C.
+        """
+        sys.stdout.flush()
+        if os.isatty(1):
+            return input(prompt)
+        # Answers are piped: input() only edits lines (and writes its prompt) on fd 1 when fd 1
+        # is a terminal, so fd 1 points at the terminal (stderr) for as long as it reads.
+        saved = os.dup(1)
+        os.dup2(2, 1)
+        try:
+            return input(prompt)
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        """While an answer streams: keys typed are not echoed into it, nor kept for the prompt."""
+        try:
+            saved = termios.tcgetattr(self.fd)
+        except termios.error:
+            yield
+            return
+        quiet = list(saved)
+        quiet[3] &= ~termios.ECHO  # lflag; ISIG stays on, so Ctrl-C still stops the answer
+        termios.tcsetattr(self.fd, termios.TCSANOW, quiet)
+        try:
+            yield
+        finally:
+            termios.tcflush(self.fd, termios.TCIFLUSH)
+            termios.tcsetattr(self.fd, termios.TCSANOW, saved)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+def chat(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
+    """A streaming chat: answers on `out`; the banner, prompts and usage on `err`.
+
+    At a terminal: line editing and history, Ctrl-C stops an answer (the conversation goes on
+    without it), Ctrl-D or a second Ctrl-C leaves, a failed turn is one line. From a pipe: a
+    turn per line until the end of the input; exit status 1 if any turn failed.
+    """
     config = _config(args)
-    client = ChatClient(config)
+    # Every missing setting said before a banner invites typing.
+    config.require()
+    config.chat_url()
+    terminal = _Terminal.of(stdin)
     history: list[dict[str, Any]] = []
     if args.system:
         history.append({"role": "system", "content": args.system})
-    print(f"chatting with {config.model}; an empty line ends the chat", file=out)
-    try:
+    if terminal is not None:
+        print(
+            f"chatting with {config.model}. Ctrl-C stops an answer; Ctrl-D or Ctrl-C twice leaves.",
+            file=err,
+        )
+    failed = interrupted = False
+    with ChatClient(config) as client:
         while True:
-            print("> ", end="", file=out, flush=True)
-            line = stdin.readline()
-            if not line.strip():
-                return 0
-            history.append({"role": "user", "content": line.strip()})
-            parts: list[str] = []
-            with track_usage() as usage:
-                for chunk in client.stream(
-                    build_payload(history, config.model, stream=True, max_tokens=args.max_tokens)
-                ):
-                    if chunk.text:
-                        parts.append(chunk.text)
-                        print(chunk.text, end="", file=out, flush=True)
-            history.append({"role": "assistant", "content": "".join(parts)})
-            tokens = (
-                "the server reported no usage"
-                if usage.requests_without_usage
-                else f"{usage.input_tokens} in, {usage.output_tokens} out"
-            )
-            print(f"\n[{tokens}]", file=out, flush=True)
-    except TIRError as e:
-        print(f"\nerror: {e}", file=out)
-        return 1
-    finally:
-        client.close()
+            try:
+                if terminal is not None:
+                    line = terminal.read("> ")
+                else:
+                    line = stdin.readline()
+                    if not line:
+                        break
+            except EOFError:
+                print(file=err)
+                break
+            except KeyboardInterrupt:
+                print(file=err)
+                if interrupted:
+                    break
+                interrupted = True
+                print("(Ctrl-C again or Ctrl-D leaves)", file=err)
+                continue
+            interrupted = False
+            text = line.strip()
+            if not text:
+                continue
+            history.append({"role": "user", "content": text})
+            shown: list[str] = []
+            try:
+                with terminal.answering() if terminal else contextlib.nullcontext():
+                    tokens = _answer(client, config.model, history, args.max_tokens, out, shown)
+            except KeyboardInterrupt:
+                history.pop()
+                interrupted = True
+                print(file=out, flush=True)
+                print("[stopped: the conversation goes on without this turn]", file=err)
+                continue
+            except TIRError as e:
+                history.pop()
+                failed = True
+                if shown:
+                    print(file=out, flush=True)
+                print(f"error: {_one_line(e)}", file=err, flush=True)
+                continue
+            history.append({"role": "assistant", "content": "".join(shown)})
+            print(file=out, flush=True)
+            print(f"[{tokens}]", file=err, flush=True)
+    return EXIT_FAILED if failed and terminal is None else EXIT_OK
+
+
+def _answer(
+    client: ChatClient,
+    model: str,
+    history: list[dict[str, Any]],
+    max_tokens: int,
+    out: TextIO,
+    shown: list[str],
+) -> str:
+    """Stream one answer to `out` (its parts into `shown`); return the turn's usage, said."""
+    with track_usage() as usage:
+        stream = client.stream(build_payload(history, model, stream=True, max_tokens=max_tokens))
+        try:
+            for chunk in stream:
+                if chunk.text:
+                    shown.append(chunk.text)
+                    print(chunk.text, end="", file=out, flush=True)
+        finally:
+            stream.close()  # a Ctrl-C between two chunks: the response is closed here
+    if usage.requests_without_usage:
+        return "the server reported no usage"
+    return f"{usage.input_tokens} in, {usage.output_tokens} out"
+
+
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def _at_least_zero(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text}")
+    return value
 
 
 def _batch_arguments(parser: argparse.ArgumentParser) -> None:
     """The `batch` subcommand's arguments (here: parsing them needs no Ray)."""
     parser.add_argument("input", help="a CSV, JSON Lines (.jsonl) or Parquet file or folder")
     parser.add_argument(
-        "output", help="a folder; Parquet files, or JSON Lines when it ends in .jsonl"
+        "output",
+        nargs="?",
+        help="a folder: Parquet files, or JSON Lines files when its name ends in .jsonl "
+        "(not needed with --estimate)",
     )
-    parser.add_argument("--prompt-column", default="prompt", help="default: prompt")
-    parser.add_argument("--system", help="a system prompt for every row")
-    parser.add_argument("--temperature", type=float)
-    parser.add_argument("--max-tokens", type=int)
-    parser.add_argument("--top-p", type=float)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--concurrency", type=int, default=2, help="Ray actors (default 2)")
     parser.add_argument(
-        "--max-in-flight", type=int, default=16, help="requests in flight per actor (16)"
+        "--prompt-column", default="prompt", help="the column holding each row's prompt (prompt)"
     )
-    parser.add_argument("--rpm", type=float, help="requests per minute for the whole job")
+    parser.add_argument("--system", help="a system prompt for every row")
+    parser.add_argument("--temperature", type=_at_least_zero, help="sampling temperature")
+    parser.add_argument(
+        "--max-tokens", type=_count, help="the most tokens an answer may take (bounds the cost)"
+    )
+    parser.add_argument("--top-p", type=_positive_number, help="nucleus sampling: 0 to 1")
+    parser.add_argument("--seed", type=int, help="a seed, for answers that repeat")
+    parser.add_argument("--concurrency", type=_count, default=2, help="Ray actors (2)")
+    parser.add_argument(
+        "--max-in-flight", type=_count, default=16, help="requests in flight per actor (16)"
+    )
+    parser.add_argument(
+        "--rpm", type=_positive_number, help="requests per minute for the whole job"
+    )
     folder = parser.add_mutually_exclusive_group()
     folder.add_argument(
         "--resume",
@@ -276,80 +444,215 @@ def _batch_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --resume: keep the rows that carry an error as they are (by default they "
         "are sent again)",
     )
-    # Also here, so that `batch ... --debug` works as the error hint suggests.
     parser.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+        "--estimate",
+        action="store_true",
+        help="send nothing: read and check the input, count its prompt tokens and bound the "
+        'output by --max-tokens (exact counts need pip install "tir-llama[tokens]")',
+    )
+    parser.add_argument(
+        "--input-price",
+        type=_at_least_zero,
+        metavar="PRICE",
+        help="with --estimate: the price of a million input tokens, for the cost bound",
+    )
+    parser.add_argument(
+        "--output-price",
+        type=_at_least_zero,
+        metavar="PRICE",
+        help="with --estimate: the price of a million output tokens, for the cost bound",
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="show Ray's own log lines and progress bars"
     )
 
 
-def batch(args: argparse.Namespace, out: TextIO) -> int:
+def batch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Run a chat job over a table on Ray (`ray_tir`), imported only for this command."""
+    if args.output is None and not args.estimate:
+        print("error: batch needs an OUTPUT folder (or --estimate)", file=err)
+        return EXIT_REFUSED
+    if (args.input_price is not None or args.output_price is not None) and not args.estimate:
+        print("error: --input-price and --output-price go with --estimate", file=err)
+        return EXIT_REFUSED
     try:
-        from tir_llama._batch import run
+        from tir_llama import _batch
     except ImportError as e:
-        print(f"error: {e}", file=out)
-        return 2
+        print(
+            f'error: tir-llama batch needs Ray and pyarrow ({e}): pip install "tir-llama[ray]"',
+            file=err,
+        )
+        return EXIT_REFUSED
     config = _connection(args)
     if args.model:
         config["model"] = args.model
-    return run(args, config, out)
+    if args.estimate:
+        return _batch.estimate(args, config, out, err)
+    return _batch.run(args, config, out, err)
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    """Run the `tir-llama` command line."""
-    out = out or sys.stdout
-    parser = argparse.ArgumentParser(prog="tir-llama", description=__doc__)
-    parser.add_argument("--project-id", help="TIR project id (default: TIR_PROJECT_ID)")
-    parser.add_argument("--model", help="model name (default: llama3_1_8b_instruct)")
-    parser.add_argument("--host", help="inference host (default: TIR_HOST or TIR's)")
-    parser.add_argument("--endpoint-id", help="a self-deployed model endpoint's id")
-    parser.add_argument("--base-url", help="a full .../v1 URL (default: TIR_BASE_URL)")
-    parser.add_argument("--timeout", type=float, default=None, help="seconds (default 60)")
-    parser.add_argument(
-        "--allow-insecure-http", action="store_true", help="allow http:// to a remote host"
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
+_EXIT_STATUSES = (
+    "exit status: 0 done; 1 a request or the job failed; 2 refused before any request (a "
+    "missing or bad setting, flag or input); batch also: 3 done, some rows carry an error "
+    "(--resume sends them again); 4 stopped early on an error every row would hit. "
+    "Ctrl-C leaves with 130."
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error said in one line (to stderr, exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Say what is wrong in one line and where the help is; exit with status 2."""
+        self.exit(EXIT_REFUSED, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _global_flags(parser: argparse.ArgumentParser, *, sub: bool) -> None:
+    """The flags every command takes, before or after the command's name.
+
+    On a subcommand their default is "not given", so that one given before the command's name
+    is not put back to its default by the subcommand.
+    """
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if sub else value
+
+    group = parser.add_argument_group("connection (before or after the command)")
+    group.add_argument(
+        "--project-id", default=default(None), help="TIR project id (default: TIR_PROJECT_ID)"
     )
-    parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
-    sub = parser.add_subparsers(dest="command", required=True)
-    doctor_parser = sub.add_parser("doctor", help="check the configuration and the endpoint")
+    group.add_argument(
+        "--model", default=default(None), help=f"model API name (default: {DEFAULT_MODEL})"
+    )
+    group.add_argument(
+        "--host", default=default(None), help="inference host (default: TIR_HOST, else TIR's)"
+    )
+    group.add_argument(
+        "--endpoint-id", default=default(None), help="a self-deployed TIR model endpoint's id"
+    )
+    group.add_argument(
+        "--base-url",
+        default=default(None),
+        help="a full .../v1 URL, in place of host, project and model (default: TIR_BASE_URL)",
+    )
+    group.add_argument(
+        "--timeout",
+        type=_positive_number,
+        default=default(None),
+        metavar="SECONDS",
+        help="seconds to wait for a reply, and between two streamed chunks (60)",
+    )
+    group.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        default=default(False),
+        help="allow plain http:// to a host other than this machine (the key travels in clear)",
+    )
+    group.add_argument(
+        "--debug",
+        action="store_true",
+        default=default(False),
+        help="show the traceback of a failure",
+    )
+
+
+def _version() -> str:
+    try:
+        return version("tir-llama")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def parser() -> argparse.ArgumentParser:
+    """The `tir-llama` command line's parser."""
+    top = _Parser(
+        prog="tir-llama",
+        description="Check a TIR configuration (doctor), chat in the terminal (chat), or "
+        "answer every row of a table on Ray (batch).",
+        epilog=_EXIT_STATUSES,
+    )
+    top.add_argument("--version", action="version", version=f"tir-llama {_version()}")
+    _global_flags(top, sub=False)
+    sub = top.add_subparsers(dest="command", required=True, metavar="{doctor,chat,batch}")
+    doctor_parser = sub.add_parser(
+        "doctor",
+        help="check the configuration and the endpoint",
+        description="Check the configuration, send a one-token request, probe native tools "
+        "and the served context window; one small request to TIR_EMBEDDING_MODEL and "
+        "TIR_RERANK_MODEL when they are set.",
+        epilog=_EXIT_STATUSES,
+    )
     doctor_parser.add_argument(
         "--context-window",
         type=_positive_int,
         help="the context_window you set on ChatTIRLlama / TIRLlamaLLM, to check against the "
         "endpoint's (default: the model's known window)",
     )
-    chat_parser = sub.add_parser("chat", help="a streaming chat in the terminal")
-    chat_parser.add_argument("--system", help="a system prompt")
-    chat_parser.add_argument("--max-tokens", type=int, default=512)
-    _batch_arguments(
-        sub.add_parser(
-            "batch",
-            help="answer every row of a CSV, JSON Lines or Parquet table on Ray "
-            '(pip install "tir-llama[ray]")',
-            epilog="exit status: 0 every row answered; 1 the job failed part way; 2 refused "
-            "before any request; 3 done, some rows carry an error (--resume sends them again); "
-            "4 stopped early on an error every row would hit (the key, the model, the project)",
-        )
+    _global_flags(doctor_parser, sub=True)
+    chat_parser = sub.add_parser(
+        "chat",
+        help="a streaming chat in the terminal",
+        description="A streaming chat. At a terminal: line editing and history, Ctrl-C stops "
+        "an answer, Ctrl-D or Ctrl-C twice leaves. From a pipe: one turn per line; answers "
+        "on stdout, usage on stderr.",
+        epilog=_EXIT_STATUSES,
     )
-    args = parser.parse_args(argv)
+    chat_parser.add_argument("--system", help="a system prompt")
+    chat_parser.add_argument(
+        "--max-tokens", type=_count, default=512, help="the most tokens an answer may take (512)"
+    )
+    _global_flags(chat_parser, sub=True)
+    batch_parser = sub.add_parser(
+        "batch",
+        help="answer every row of a CSV, JSON Lines or Parquet table on Ray "
+        '(pip install "tir-llama[ray]")',
+        description="Answer every row of a table on Ray Data; bad input is refused in one "
+        "line before Ray starts. --estimate counts the tokens and bounds the cost, sending "
+        "nothing.",
+        epilog=_EXIT_STATUSES,
+    )
+    _batch_arguments(batch_parser)
+    _global_flags(batch_parser, sub=True)
+    return top
+
+
+def main(
+    argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    """Run the `tir-llama` command line.
+
+    Args:
+        argv: the arguments (default: the process's).
+        out: where results go (default: stdout).
+        err: where errors, progress and prompts go (default: stderr; `out` when only `out`
+            is given, so that a caller capturing one stream sees everything).
+    """
+    err = err or out or sys.stderr
+    out = out or sys.stdout
+    args = parser().parse_args(argv)
     try:
         if args.command == "doctor":
-            return doctor(args, out)
+            return doctor(args, out, err)
         if args.command == "batch":
-            return batch(args, out)
-        return chat(args, out, sys.stdin)
+            return batch(args, out, err)
+        return chat(args, out, err, sys.stdin)
     except ConfigurationError as e:
-        print(f"error: {e}", file=out)
-        return 2
+        print(f"error: {shell_words(str(e))}", file=err)
+        return EXIT_REFUSED
+    except KeyboardInterrupt:
+        print(file=err)
+        return 130
     except Exception as e:
         if args.debug:
             raise
         # One line, not a screen of Ray and pyarrow frames; the frames are one flag away.
-        text = " ".join(str(e).split())
         print(
-            f"error: {type(e).__name__}: {text[:500]} (run again with --debug for the traceback)",
-            file=out,
+            f"error: {type(e).__name__}: {_one_line(e)[:500]} (run again with --debug for the "
+            "traceback)",
+            file=err,
         )
-        return 1
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

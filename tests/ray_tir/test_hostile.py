@@ -326,7 +326,9 @@ def test_bad_cli_input_is_one_line_before_ray_starts(case: str, tmp_path: Path) 
     settings = {"TIR_API_KEY": TEST_KEY, "TIR_BASE_URL": "http://127.0.0.1:9/v1"}
     result = batch_before_ray(source, output, settings)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert result.stdout.count("\n") == 1 and expected in result.stdout, result.stdout
+    # The error alone, on stderr (stdout stays empty: nothing was done).
+    assert result.stdout == "", result.stdout
+    assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     assert list(tmp_path.glob("out*")) == []
 
@@ -334,7 +336,7 @@ def test_bad_cli_input_is_one_line_before_ray_starts(case: str, tmp_path: Path) 
 def test_missing_settings_are_named_before_ray_starts(tmp_path: Path) -> None:
     (tmp_path / "in.csv").write_text("id,prompt\n1,hi\n")
     result = batch_before_ray(tmp_path / "in.csv", tmp_path / "out", {})
-    assert result.returncode == 2 and "TIR_API_KEY" in result.stdout
+    assert result.returncode == 2 and "TIR_API_KEY" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
 
 
