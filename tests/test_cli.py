@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import io
+import os
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import TEST_KEY
 from tests.support.emulator import Emulator, Reply
-from tir_llama.cli import main
+from tir_llama.cli import main, parser
 
 
 def run(
@@ -90,3 +93,111 @@ def test_console_script_is_installed() -> None:
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=False)
     assert result.returncode == 0
     assert "doctor" in result.stdout and "chat" in result.stdout
+
+
+# -- what every command owes a person at a shell (issue 29) --------------------------------
+
+
+def command(
+    *argv: str, env: dict[str, str] | None = None, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """`tir-llama` in a process of its own, with only `env` for TIR."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("TIR_", "E2E_TIR_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "tir_llama", *argv],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**base, **(env or {})},
+        timeout=120,
+        check=False,
+    )
+
+
+def test_errors_go_to_stderr_and_stdout_stays_clean(emulator: Emulator) -> None:
+    result = command("doctor")
+    assert result.returncode == 2
+    assert "TIR_API_KEY" in result.stderr and "TIR_PROJECT_ID" in result.stderr
+    assert "missing" not in result.stdout and "error" not in result.stdout
+
+
+def test_a_missing_setting_has_one_exit_status_in_every_command(tmp_path: Path) -> None:
+    (tmp_path / "in.csv").write_text("id,prompt\n1,hi\n")
+    statuses = {
+        "doctor": command("doctor").returncode,
+        "chat": command("chat", stdin="hello\n").returncode,
+        "batch": command("batch", str(tmp_path / "in.csv"), str(tmp_path / "out")).returncode,
+    }
+    assert statuses == {"doctor": 2, "chat": 2, "batch": 2}
+
+
+def test_messages_name_flags_and_variables_not_python() -> None:
+    missing = command("doctor", env={"TIR_API_KEY": TEST_KEY}).stderr
+    assert "--project-id" in missing and "--base-url" in missing
+    insecure = command(
+        "chat", env={"TIR_API_KEY": TEST_KEY, "TIR_BASE_URL": "http://example.com/v1"}
+    ).stderr
+    assert "--allow-insecure-http" in insecure
+    for text in (missing, insecure, command("doctor").stderr):
+        assert "=..." not in text and "=True" not in text and "base_url" not in text, text
+
+
+def test_version() -> None:
+    result = command("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"tir-llama {version('tir-llama')}"
+
+
+def test_connection_flags_after_the_command(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIR_API_KEY", TEST_KEY)
+    code, text = run(["doctor", "--base-url", emulator.base_url, "--model", "m2"])
+    assert code == 0, text
+    assert emulator.requests[0].json["model"] == "m2"
+    # One before the command's name is not put back to its default by the command.
+    code, text = run(["--model", "m1", "doctor", "--base-url", emulator.base_url])
+    assert code == 0, text
+    chats = [r for r in emulator.requests if r.path.endswith("/chat/completions")]
+    assert chats[-1].json["model"] == "m1"
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_timeout_zero_is_one_line(where: str) -> None:
+    argv = ["--timeout", "0", "doctor"] if where == "before" else ["doctor", "--timeout", "0"]
+    result = command(*argv)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "--timeout" in result.stderr and "above 0" in result.stderr
+    assert "pydantic" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_every_flag_has_help_without_backticks() -> None:
+    top = parser()
+    commands = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in [("tir-llama", top), *commands.choices.items()]:
+        for action in sub._actions:
+            if action.option_strings or action.dest in ("input", "output"):
+                assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+        text = sub.format_help()
+        assert "`" not in text, f"{name} --help shows backticks:\n{text}"
+    # The exit statuses are said where a person looks for them.
+    assert "exit status: 0" in " ".join(top.format_help().split())
+
+
+def test_batch_on_a_bare_install_names_the_pip_line(tmp_path: Path) -> None:
+    (tmp_path / "in.csv").write_text("id,prompt\n1,hi\n")
+    # A bare install: neither Ray nor pyarrow can be imported.
+    bare = (
+        "import sys; sys.modules['pyarrow'] = None; sys.modules['ray'] = None\n"
+        "from tir_llama.cli import main\n"
+        f"sys.exit(main(['batch', {str(tmp_path / 'in.csv')!r}, {str(tmp_path / 'out')!r}]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", bare], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert 'pip install "tir-llama[ray]"' in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
