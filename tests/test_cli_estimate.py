@@ -1,0 +1,189 @@
+"""`tir-llama batch --estimate` and the answers `batch` gives without starting Ray.
+
+Counted at the emulator: an estimate sends no request. Ray is never started: the commands run
+in processes of their own with `RAY_ADDRESS` pointing nowhere, where starting (or joining) Ray
+would fail.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import TEST_KEY
+from tests.support.emulator import Emulator
+from tir_llama._batch import _Progress
+from tir_llama.cli import main
+from tir_transport import count_message_tokens, tokenizer_for
+
+PROMPTS = ["Classify: my bill is wrong", "Classify: the app crashes on start", "  ", "Hi"]
+
+
+@pytest.fixture
+def tickets(tmp_path: Path) -> Path:
+    path = tmp_path / "tickets.jsonl"
+    path.write_text("".join(f'{{"id": {i}, "prompt": "{p}"}}\n' for i, p in enumerate(PROMPTS)))
+    return path
+
+
+def estimate(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    return main(["batch", *argv, "--estimate"], out, err), out.getvalue(), err.getvalue()
+
+
+def test_estimate_counts_exact_tokens_and_sends_nothing(
+    emulator: Emulator, tickets: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Everything a run would need is set: the estimate still sends nothing.
+    monkeypatch.setenv("TIR_API_KEY", TEST_KEY)
+    monkeypatch.setenv("TIR_BASE_URL", emulator.base_url)
+    assert tokenizer_for("llama3_1_8b_instruct").exact  # the [tokens] extra, in the dev venv
+    system = "Answer billing, bug or other."
+    code, out, err = estimate(
+        str(tickets),
+        "--system",
+        system,
+        "--max-tokens",
+        "5",
+        "--input-price",
+        "0.2",
+        "--output-price",
+        "0.6",
+    )
+    assert code == 0, err
+    assert emulator.requests == []
+    sent = [p for p in PROMPTS if p.strip()]
+    tokens = sum(
+        count_message_tokens(
+            "llama3_1_8b_instruct",
+            [{"role": "system", "content": system}, {"role": "user", "content": p}],
+        )
+        for p in sent
+    )
+    lines = dict(line.split(":", 1) for line in out.splitlines())
+    assert lines["rows"].strip().startswith("4 (1 with an empty prompt: not sent")
+    assert lines["input tokens"].split()[0] == f"{tokens:,}"
+    assert "exact" in lines["input tokens"]
+    assert lines["output tokens"].split()[:3] == ["at", "most", "15"]  # 3 rows x 5
+    cost = tokens * 0.2 / 1e6 + 15 * 0.6 / 1e6
+    assert lines["cost"].split()[:3] == ["at", "most", f"{cost:,.4f}"]
+    assert "nothing was sent" in err
+    assert TEST_KEY not in out + err
+
+
+def test_estimate_checks_the_input(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": 1, "prompt": "fine"}\n{"id": 2, "prompt": \n')
+    code, out, err = estimate(str(bad))
+    assert code == 2 and out == ""
+    assert "line 2" in err and "not JSON" in err
+
+
+def test_estimate_with_resume_counts_only_what_is_left(tickets: Path, tmp_path: Path) -> None:
+    answered = tmp_path / "answers"
+    answered.mkdir()
+    done = pa.table(
+        {
+            "id": [0, 1],
+            "prompt": PROMPTS[:2],
+            "response": ["billing", "bug"],
+            "error": pa.array([None, None], pa.string()),
+        }
+    )
+    pq.write_table(done, answered / "part-0.parquet")
+    code, out, _ = estimate(str(tickets), str(answered), "--resume", "--max-tokens", "5")
+    assert code == 0
+    assert out.splitlines()[0].split()[:2] == ["rows:", "2"]  # ids 2 and 3
+
+
+def test_estimate_without_max_tokens_is_bounded_by_the_window(tickets: Path) -> None:
+    code, out, _ = estimate(str(tickets))
+    assert code == 0
+    assert "no --max-tokens" in out and "131,072-token window" in out
+
+
+def run_alone(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("TIR_", "E2E_TIR_"))}
+    # Were Ray started (or joined), this address would fail the command.
+    base.update(env, RAY_ADDRESS="127.0.0.1:9")
+    return subprocess.run(
+        [sys.executable, "-m", "tir_llama", *argv],
+        capture_output=True,
+        text=True,
+        env=base,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_estimate_starts_no_ray(tickets: Path) -> None:
+    result = run_alone(["batch", str(tickets), "--estimate"], {})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("rows:          4")
+
+
+def test_resume_with_nothing_left_starts_no_ray(
+    emulator: Emulator, tickets: Path, tmp_path: Path
+) -> None:
+    answered = tmp_path / "answers"
+    answered.mkdir()
+    every = pa.table(
+        {
+            "id": list(range(len(PROMPTS))),
+            "prompt": PROMPTS,
+            "response": ["a"] * len(PROMPTS),
+            "input_tokens": [3] * len(PROMPTS),
+            "output_tokens": [1] * len(PROMPTS),
+            "error": pa.array([None] * len(PROMPTS), pa.string()),
+        }
+    )
+    pq.write_table(every, answered / "part-0.parquet")
+    result = run_alone(
+        ["batch", str(tickets), str(answered), "--resume"],
+        {"TIR_API_KEY": TEST_KEY, "TIR_BASE_URL": emulator.base_url},
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        result.stdout.splitlines()[0] == f"nothing to do: every row of {tickets} is in {answered}"
+    )
+    assert f"{answered} holds: 4 rows, 0 with an error" in result.stdout
+    assert emulator.requests == []
+
+
+class Screen(io.StringIO):
+    """stderr as a terminal shows it."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_redraws_one_line_on_a_terminal() -> None:
+    screen = Screen()
+    progress = _Progress(200, screen)
+    progress(64, 1, 640, 128)
+    progress(64, 0, 640, 128)
+    progress.done()
+    text = screen.getvalue()
+    assert text.count("\r") == 2 and text.endswith("\n")
+    last = text.split("\r")[-1]
+    assert last.startswith("128/200 rows (64%), ") and "rows/s" in last
+    assert "1 with an error, 1,536 tokens" in last and " left" in last
+
+
+def test_progress_when_piped_is_plain_lines_now_and_then() -> None:
+    log = io.StringIO()
+    progress = _Progress(192, log)
+    progress(64, 0, 10, 10)  # the first batch is said
+    progress(64, 0, 10, 10)  # within EVERY_SECONDS of it: not
+    progress(64, 0, 10, 10)  # the last: said
+    progress.done()
+    lines = log.getvalue().splitlines()
+    assert [line.split(" rows")[0] for line in lines] == ["64/192", "192/192"]
+    assert "\r" not in log.getvalue() and "\x1b" not in log.getvalue()
