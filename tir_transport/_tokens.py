@@ -213,6 +213,10 @@ class Tokenizer:
                     if found.group() in self._special:
                         count -= len(found.group()) - 1
             return count
+        if "<|" not in prompt:
+            # No special token can be in it, and this path skips handing tiktoken the set of
+            # special tokens, which costs more than counting a short text.
+            return len(self._encoding.encode_ordinary(prompt))
         return len(self._encoding.encode(prompt, allowed_special="all"))
 
     def __repr__(self) -> str:
@@ -556,20 +560,28 @@ def _bound(
     llama4 = tokenizer.family == "llama4"
     render = render_llama4_prompt if llama4 else render_llama3_prompt
     turn = _llama4_turn if llama4 else _llama3_turn
-    total = tokenizer.count_prompt(render([], tools))
-    for message in messages:
-        cost = tokenizer.count_prompt(turn(message))
-        # Glued to the frame (Llama 3.1 with tools: the first message after the system
-        # one, whatever its role), a message is its stripped text alone: fewer tokens than
-        # its own turn for a text, but not always for a tool result (not written as JSON
-        # there) or a tool call (its text there, its call lost).
-        if (
-            tools is not None
-            and not llama4
-            and (message.get("role") in ("tool", "ipython") or message.get("tool_calls"))
-        ):
-            cost = max(cost, tokenizer.count_prompt(_content(message).strip()))
-        total += cost
+    turns = [turn(message) for message in messages]
+    # Each turn is bounded by special tokens, so the frame and the turns count as one text:
+    # one call to the tokenizer instead of one per message.
+    total = tokenizer.count_prompt(render([], tools) + "".join(turns))
+    if tools is not None and not llama4:
+        empty_result = tokenizer.count_prompt(_header("ipython") + _LLAMA3_EOT)
+        for message, text in zip(messages, turns, strict=True):
+            # Glued to the frame (Llama 3.1 with tools: the first message after the system
+            # one, whatever its role), a message is its stripped text alone: fewer tokens
+            # than its own turn for a text, but not always for a tool result (not written as
+            # JSON there) or a tool call (its text there, its call lost).
+            if message.get("role") in ("tool", "ipython"):
+                # Its turn is the empty turn's tokens and its JSON's (the header ends in
+                # "\n\n", the JSON begins with a quote: no token spans them).
+                own = empty_result + tokenizer.count_prompt(_json(_content(message)))
+            elif message.get("tool_calls"):
+                own = tokenizer.count_prompt(text)
+            else:
+                continue
+            glued = _content(message).strip()
+            if glued:
+                total += max(0, tokenizer.count_prompt(glued) - own)
     return total
 
 
