@@ -117,6 +117,11 @@ def build_payload(
     for key, value in params.items():
         if value is not None:
             payload[key] = value
+    if payload.get("tools") == []:
+        # `bind_tools([])`: no tools. Sent as `[]`, the chat template would still frame the
+        # prompt for tools (56 tokens of it); OpenAI's API refuses an empty list outright.
+        del payload["tools"]
+        payload.pop("parallel_tool_calls", None)
     if stream:
         payload["stream"] = True
         if include_usage:

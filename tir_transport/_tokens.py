@@ -525,9 +525,8 @@ def count_message_tokens(
         The number of prompt tokens.
     """
     tokenizer = tokenizer_for(model)
-    # As vLLM: an empty list is still "tools given" to the template (None is not), and the
-    # adapters send `"tools": []` for `bind_tools([])`.
-    tool_list = None if tools is None else list(tools)
+    # No tools and an empty list are one request: `build_payload` sends no `tools: []`.
+    tool_list = list(tools) if tools else None
     if tool_mode == "prompt" and tool_list and tool_names(tool_list):
         if any_order:
             return _prompt_mode_bound(tokenizer, messages, tool_list)

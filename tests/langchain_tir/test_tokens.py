@@ -196,15 +196,18 @@ def test_context_window_is_validated_and_not_sent(emulator: Emulator) -> None:
     assert "context_window" not in emulator.requests[-1].json
 
 
-def test_an_empty_list_of_tools_counts_as_sent(emulator: Emulator) -> None:
-    # bind_tools([]) sends "tools": [], which the template frames as tools (vLLM passes the
-    # empty list on): counting it as no tools would be 56 tokens short.
+def test_an_empty_list_of_tools_is_no_tools(emulator: Emulator) -> None:
+    # bind_tools([]) sends no "tools" (as `[]` the template would frame the prompt for tools,
+    # 56 tokens, and OpenAI's API refuses it), and counts as no tools: the same request.
     llm = chat(emulator)
     messages = HISTORY[1:]
     llm.bind_tools([]).invoke(messages)
     sent = emulator.requests[-1].json
-    expected = reference_prompt_tokens(sent["messages"], sent.get("tools"))
-    assert llm.get_num_tokens_from_messages(messages, tools=[]) >= expected
+    assert "tools" not in sent and "parallel_tool_calls" not in sent
+    expected = reference_prompt_tokens(sent["messages"], None)
+    counted = llm.get_num_tokens_from_messages(messages, tools=[])
+    assert counted == llm.get_num_tokens_from_messages(messages)
+    assert expected <= counted <= expected + 5  # the any-order bound's slack
 
 
 @tool
