@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -251,3 +254,43 @@ def test_a_refused_plain_http_url_is_named_before_any_work(
     code = main([*argv, str(tmp_path / "o")], out)
     assert (code, "clear text" in out.getvalue()) == (2, True)
     assert not (tmp_path / "o").exists()
+
+
+def test_progress_in_rows_and_a_summary_with_the_time_taken(
+    emulator: Emulator, csv_input: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIR_API_KEY", TEST_KEY)
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["--base-url", emulator.base_url, "batch", str(csv_input), str(tmp_path / "o")]
+    assert main([*argv, "--max-tokens", "3"], out, err) == 0, err.getvalue()
+    said = err.getvalue().splitlines()
+    assert said[0] == "60 rows to answer; starting Ray"
+    # Piped (not a terminal): plain lines, the last one the whole job.
+    assert said[-1].startswith("60/60 rows (100%), ") and "rows/s, 0 with an error" in said[-1]
+    assert "\r" not in err.getvalue()
+    summary = out.getvalue().splitlines()[0]
+    assert summary.startswith("this run: 60 rows, 0 with an error; ")
+    minutes, seconds = summary.rsplit("; ", 1)[1].split(":")
+    assert minutes.isdigit() and len(seconds) == 2 and seconds.isdigit()
+
+
+def test_ray_is_quiet_unless_verbose(emulator: Emulator, tmp_path: Path) -> None:
+    # A command of its own, which starts its own Ray as a person's command does.
+    source = tmp_path / "five.csv"
+    source.write_text("id,prompt\n" + "".join(f"{i},hello {i}\n" for i in range(5)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIR_", "E2E_TIR_", "RAY_"))}
+    env.update(TIR_API_KEY=TEST_KEY, TIR_BASE_URL=emulator.base_url)
+    result = subprocess.run(
+        [sys.executable, "-m", "tir_llama", "batch", str(source), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    # Only the command's own lines: no Ray log lines, warnings or progress bars.
+    lines = result.stderr.splitlines()
+    assert lines[0] == "5 rows to answer; starting Ray", result.stderr
+    assert all(line.startswith("5/5 rows") for line in lines[1:]), result.stderr
+    assert result.stdout.splitlines()[0].startswith("this run: 5 rows, 0 with an error")
