@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import vllm_server  # noqa: E402
 
-REQUIRE_ENV = "TIR_LLAMA_REQUIRE_VLLM"
+REQUIRE_ENV = vllm_server.REQUIRE_ENV
 # How long a test of this tier may take, its server's start included: a guard against a hang
 # (the start has its own 600 s bound), not a measurement.
 TIER_TIMEOUT = 900
