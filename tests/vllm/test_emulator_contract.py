@@ -149,7 +149,15 @@ def both(
     return post(like_vllm.base_url, route, body), post(engine.base_url, route, body)
 
 
-CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 6}
+# Greedy, and cut by max_tokens: vLLM then sends the last token with finish_reason "length".
+# (A reply that ends on its own ends with an empty delta and stop_reason the token id there;
+# the emulator sends {"content": ""} and null, as TIR's recorded stream does.)
+CHAT = {
+    "model": MODEL,
+    "messages": [{"role": "user", "content": "Say hello."}],
+    "max_tokens": 6,
+    "temperature": 0,
+}
 
 
 @pytest.mark.parametrize("include_usage", [True, False], ids=["usage", "no-usage"])
