@@ -52,7 +52,9 @@ LOCAL_EMBED_BATCH = 16
 
 
 def embed_progress(done: int, total: int) -> None:
-    print(f"\rembedded:    {done}/{total} chunks", end="\n" if done == total else "", flush=True)
+    # One line redrawn at a terminal; a line per step in a log.
+    redraw = sys.stdout.isatty() and done < total
+    print(f"\rembedded:    {done}/{total} chunks", end="" if redraw else "\n", flush=True)
 
 
 def langchain_chain(options: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -176,3 +177,42 @@ def test_a_killed_demo_leaves_no_servers_running() -> None:
         for pid in servers:  # whatever a failing run left behind
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.realmodel
+@pytest.mark.timeout(600)
+def test_quickstart_try_it_without_an_account(tmp_path: Path) -> None:
+    # The page's own lines, with a free port in place of 8080.
+    page = (ROOT / "docs" / "quickstart.md").read_text()
+    section = page.split("## Try it without an account", 1)[1]
+    serve, chat = (block.strip() for block in section.split("```sh\n")[1:3])
+    serve, chat = serve.split("```")[0].strip(), chat.split("```")[0].strip()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    serve_line = serve.split("#")[0].replace("8080", port).split()
+    server = subprocess.Popen(
+        serve_line, cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        assert server.stdout is not None
+        assert "serving" in server.stdout.readline()  # up
+        env = env_without_tir()
+        export, command = chat.replace("8080", port).splitlines()
+        env.update(w.split("=", 1) for w in export.split()[1:])
+        argv = command.split()
+        assert argv[0] == "tir-llama"
+        result = subprocess.run(
+            [str(Path(sys.executable).parent / "tir-llama"), *argv[1:]],
+            input="Say hello.\n",
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip(), result.stderr  # an answer, on stdout
+    finally:
+        os.killpg(server.pid, signal.SIGINT)  # Ctrl-C, as the page says
+        server.wait(timeout=60)
