@@ -505,6 +505,8 @@ def chat(
             settings={
                 "kind": "chat",
                 "model": model,
+                # Which server and project answered (no key in it): another is another model.
+                "server": config.chat_url(),
                 "endpoint_id": config.endpoint_id,
                 "system": system,
                 "prompt_column": None if messages_column else prompt_column,
@@ -625,6 +627,7 @@ def embed(
             settings={
                 "kind": "embed",
                 "model": client.config.model,
+                "server": client.config.embeddings_url(),
                 "endpoint_id": client.config.endpoint_id,
                 "text_column": text_column,
                 "request": shaping,

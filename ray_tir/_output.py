@@ -261,9 +261,12 @@ def _normal(settings: Mapping[str, Any]) -> dict[str, Any]:
 def differences(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
     """What differs between the folder's recorded settings and this run's, named."""
     old, new = _normal(recorded), _normal(now)
-    if old.get("input") is None or new.get("input") is None:
-        old.pop("input", None)  # the API knows no input file: only compared when both do
-        new.pop("input", None)
+    # Compared only when both say: the API knows no input file, and folders written before
+    # the server was recorded do not name it.
+    for name in ("input", "server"):
+        if old.get(name) is None or new.get(name) is None:
+            old.pop(name, None)
+            new.pop(name, None)
     return [
         f"{name}: {old.get(name)!r} in the folder, {new.get(name)!r} now"
         for name in sorted(set(old) | set(new))
@@ -618,9 +621,16 @@ def write_output(
     fmt: Format = format or ("json" if output.rstrip("/").endswith(".jsonl") else "parquet")
     if mode == "resume" and fmt != "parquet":
         raise OutputFolderError("resuming needs Parquet output (a folder not ending in .jsonl)")
-    # Absolute: Ray's workers resolve a relative path from their own working directory.
-    folder = Path(os.path.abspath(output))
+    # Absolute: Ray's workers resolve a relative path from their own working directory. Real:
+    # through a symlink, the folder replaced (--overwrite) is the one it points to.
+    folder = Path(os.path.realpath(output))
     check_output(folder, mode)  # before the folder is created or locked
+    if mode == "overwrite" and folder.is_dir() and _is_mount_point(folder):
+        raise OutputFolderError(
+            f"{folder} is a mount point: --overwrite writes the new output beside the folder "
+            "and swaps the two, which cannot cross filesystems. Write to a new folder "
+            "inside it, or empty it first"
+        )
     job = job_of(ds)
     settings = None if job is None else {**job.settings, "input": source}
     run = uuid.uuid4().hex[:12]
@@ -665,8 +675,18 @@ def write_output(
                 raise OutputFolderError(
                     f"the new output has no rows: nothing in {folder} was replaced"
                 )
-            _swap_in(folder, target)
+            try:
+                _swap_in(folder, target)
+            except OSError as e:
+                raise OutputWriteError(
+                    f"the new output is complete in {target} but could not replace {folder}: "
+                    f"{e.strerror or e}"
+                ) from e
     return [str(folder / name) for name in names]
+
+
+def _is_mount_point(folder: Path) -> bool:
+    return os.stat(folder).st_dev != os.stat(folder.parent).st_dev
 
 
 def _swap_in(folder: Path, staging: Path) -> None:
@@ -744,7 +764,11 @@ def usage(
         isinstance(source, Sequence) and source and isinstance(source[0], str | os.PathLike)
     ):
         paths = _paths(source)  # type: ignore[arg-type]
-        groups = [(_model_of(path), _token_rows([path])) for path in paths]
+        models: dict[Path, str | None] = {}  # a folder's settings read once, not per file
+        for path in paths:
+            if path.parent not in models:
+                models[path.parent] = _model_of(path)
+        groups = [(models[path.parent], _token_rows([path])) for path in paths]
     else:
         groups = [(None, source)]  # type: ignore[list-item]
     total, count, errors, unknown = Usage(), 0, 0, 0

@@ -1,0 +1,96 @@
+"""Bulk jobs: what a hostile review of round 2 (issue 26) found; each failed before its fix.
+
+Requests are counted at the emulator and folders read back with pyarrow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+import ray.data
+
+import ray_tir
+from ray_tir import _output
+from tests.ray_tir.test_hostile import options, rows
+from tests.ray_tir.test_hostile_jobs import mounted
+from tests.support.emulator import Emulator
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+
+def ids_in(folder: Path) -> list[Any]:
+    found: list[Any] = []
+    for path in sorted(folder.glob("*.parquet")):
+        found += pq.read_table(path, columns=["id"]).column("id").to_pylist()
+    return sorted(found)
+
+
+def test_overwrite_through_a_symlink_replaces_the_folder_it_points_to(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    real = tmp_path / "bigdisk" / "answers"
+    real.mkdir(parents=True)
+    link = tmp_path / "out"
+    link.symlink_to(real)
+    ds = ray.data.from_items(rows(6))
+    ray_tir.write_output(ray_tir.chat(ds.limit(3), **options(emulator)), link)
+    newer = ray.data.from_items([{"id": 100 + i, "prompt": f"q {i}"} for i in range(3)])
+    ray_tir.write_output(ray_tir.chat(newer, **options(emulator)), link, mode="overwrite")
+    # The link is still the user's link, and what it points to holds the new rows only.
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    assert ids_in(real) == [100, 101, 102]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_overwrite_of_a_mount_point_is_refused_before_any_request(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    output = tmp_path / "volume"
+    ds = ray.data.from_items(rows(4))
+    with mounted(output, "-t", "tmpfs", "-o", "size=4m", "tmpfs"):
+        ray_tir.write_output(ray_tir.chat(ds, **options(emulator)), output)
+        sent = len(emulator.requests)
+        with pytest.raises(ray_tir.OutputFolderError, match="mount point"):
+            ray_tir.write_output(ray_tir.chat(ds, **options(emulator)), output, mode="overwrite")
+        assert len(emulator.requests) == sent  # nothing paid for twice
+        assert ids_in(output) == [0, 1, 2, 3]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".volume")]
+
+
+def test_a_resume_against_another_server_is_refused(emulator: Emulator, tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    ds = ray.data.from_items(rows(6))
+    ray_tir.write_output(ray_tir.chat(ds.limit(3), **options(emulator)), output)
+    todo = ray_tir.pending(ds, str(output), id_column="id")
+    with Emulator() as other:
+        elsewhere = {**options(emulator), "base_url": other.base_url}
+        with pytest.raises(ray_tir.OutputFolderError, match="server"):
+            ray_tir.write_output(ray_tir.chat(todo, **elsewhere), output, mode="resume")
+        assert other.requests == []
+    # The same server (and project) resumes.
+    ray_tir.write_output(ray_tir.chat(todo, **options(emulator)), output, mode="resume")
+    assert ids_in(output) == list(range(6))
+
+
+def test_usage_reads_a_folders_settings_once(
+    emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    output = tmp_path / "out"
+    ds = ray.data.from_items(rows(12))
+    job = ray_tir.chat(ds, **options(emulator), batch_size=1, concurrency=1)
+    written = ray_tir.write_output(job, output)
+    assert len(written) >= 6  # a file per batch: the case that made it quadratic
+    reads: list[Path] = []
+    real = _output.read_settings
+
+    def counted(folder: Any) -> Any:
+        reads.append(Path(folder))
+        return real(folder)
+
+    monkeypatch.setattr(_output, "read_settings", counted)
+    totals = ray_tir.usage(str(output))
+    assert totals["rows"] == 12 and list(totals["per_model"]) == ["llama3_1_8b_instruct"]
+    assert len(reads) == 1
