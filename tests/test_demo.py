@@ -199,7 +199,7 @@ def test_quickstart_try_it_without_an_account(tmp_path: Path) -> None:
         assert "serving" in server.stdout.readline()  # up
         env = env_without_tir()
         export, command = chat.replace("8080", port).splitlines()
-        env.update(w.split("=", 1) for w in export.split()[1:])
+        env.update(dict(w.split("=", 1) for w in export.split()[1:]))
         argv = command.split()
         assert argv[0] == "tir-llama"
         result = subprocess.run(
