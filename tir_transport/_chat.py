@@ -14,7 +14,7 @@ from ._chat_wire import DONE, ChatChunk, ChatCompletion, parse_chunk, parse_comp
 from ._config import TIRConfig
 from ._errors import StreamInterruptedError, TIRError, key_hider, request_id_of
 from ._http import AsyncStream, HTTPClient, HTTPOptions, ParserFactory, adrive, drive
-from ._negotiate import Negotiation, negotiates
+from ._negotiate import EndpointMemory, Negotiation, negotiates
 from ._sse import ServerSentEvent, SSEDecoder
 from ._tool_stream import TextToolCallFilter
 from ._tools import ToolMode
@@ -142,8 +142,8 @@ class ChatClient(HTTPClient):
         Args:
             config: where and how to connect.
             tool_mode: how tools are sent. `"auto"` sends them natively and, if the endpoint
-                rejects them (vLLM without tool parsing), in the prompt, remembering that for
-                the endpoint; `"native"` and `"prompt"` force one way.
+                rejects them (vLLM without tool parsing), in the prompt, remembering that in
+                this client (never for the process); `"native"` and `"prompt"` force one way.
             **options: `retry`, `limits`, `http_client`, `http_async_client` (see
                 `HTTPClient`).
         """
@@ -151,6 +151,12 @@ class ChatClient(HTTPClient):
             raise ValueError(f"tool_mode must be 'auto', 'native' or 'prompt', got {tool_mode!r}")
         super().__init__(config, **options)
         self.tool_mode: ToolMode = tool_mode
+        # What this client's endpoint rejected; never shared with other clients.
+        self._endpoints = EndpointMemory()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._endpoints = EndpointMemory()
 
     # -- chat steps -------------------------------------------------------------------------
 
@@ -195,7 +201,7 @@ class ChatClient(HTTPClient):
     # -- public: one request, with the fallbacks the endpoint forces -------------------------
 
     def _negotiation(self, payload: Mapping[str, Any]) -> Negotiation:
-        return Negotiation(payload, self._url(payload), self.tool_mode)
+        return Negotiation(payload, self._url(payload), self.tool_mode, self._endpoints)
 
     def create(self, payload: Mapping[str, Any]) -> ChatCompletion:
         """Send a non-streamed request and return the reply.

@@ -1,12 +1,14 @@
 """Per-request choice of how to send tools and schemas, with the fallbacks an endpoint forces.
 
-Pure apart from a process-wide memory of what each endpoint rejected; the clients run it.
+Pure apart from an `EndpointMemory` of what each endpoint rejected, one per `ChatClient`
+(one request, or one client, never switches the whole process); the clients run it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Generator, Mapping
 from typing import Any
 
@@ -23,9 +25,8 @@ from ._tools import ToolMode, is_tools_rejection, read_text_calls, to_prompt_mod
 logger = logging.getLogger("tir_transport")
 
 _lock = threading.Lock()
-# Endpoints (chat URLs) that rejected native tools / response_format, for the process's life.
-_prompt_tool_endpoints: set[str] = set()
-_schema_levels: dict[str, int] = {}
+# Every live memory, so that `forget_endpoints()` can reach them all.
+_memories: weakref.WeakSet[EndpointMemory] = weakref.WeakSet()
 
 # How a JSON schema is sent: response_format json_schema; vLLM's guided_json; an instruction
 # with JSON mode; an instruction alone.
@@ -37,11 +38,36 @@ _LEVEL_NAMES = {
 }
 
 
+class EndpointMemory:
+    """What the endpoints one client talks to rejected: native tools, schema levels.
+
+    Kept by the `ChatClient` that saw the rejection, so another client (another LangChain or
+    LlamaIndex object) finds out for itself; a copy (pickled for a Ray actor) starts empty.
+    """
+
+    def __init__(self) -> None:
+        self.prompt_tool_endpoints: set[str] = set()
+        self.schema_levels: dict[str, int] = {}
+        with _lock:
+            _memories.add(self)
+
+    def __reduce__(self) -> tuple[type[EndpointMemory], tuple[()]]:
+        return (EndpointMemory, ())
+
+    def forget(self) -> None:
+        """Forget everything this memory holds."""
+        with _lock:
+            self.prompt_tool_endpoints.clear()
+            self.schema_levels.clear()
+
+
 def forget_endpoints() -> None:
-    """Forget what endpoints rejected (for tests, or after an endpoint was reconfigured)."""
+    """Forget what endpoints rejected, in every client (for tests, or after an endpoint was
+    reconfigured)."""
     with _lock:
-        _prompt_tool_endpoints.clear()
-        _schema_levels.clear()
+        memories = list(_memories)
+    for memory in memories:
+        memory.forget()
 
 
 def _json_schema(response_format: Any) -> Mapping[str, Any] | None:
@@ -65,7 +91,14 @@ class Negotiation:
     it is, and an error is raised as it is.
     """
 
-    def __init__(self, payload: Mapping[str, Any], url: str, tool_mode: ToolMode) -> None:
+    def __init__(
+        self,
+        payload: Mapping[str, Any],
+        url: str,
+        tool_mode: ToolMode,
+        memory: EndpointMemory | None = None,
+    ) -> None:
+        self._memory = memory if memory is not None else EndpointMemory()
         self._original = payload
         self._url = url
         self._tool_mode = tool_mode
@@ -75,9 +108,9 @@ class Negotiation:
         remembered, self._level = False, _NATIVE
         if self._names or self._schema is not None:
             with _lock:
-                remembered = url in _prompt_tool_endpoints
+                remembered = url in self._memory.prompt_tool_endpoints
                 if self._schema is not None:
-                    self._level = _schema_levels.get(url, _NATIVE)
+                    self._level = self._memory.schema_levels.get(url, _NATIVE)
         self._prompt = bool(self._names) and (
             tool_mode == "prompt" or (tool_mode == "auto" and remembered)
         )
@@ -181,20 +214,21 @@ class Negotiation:
 
     def _remember_tools(self) -> None:
         with _lock:
-            first = self._url not in _prompt_tool_endpoints
-            _prompt_tool_endpoints.add(self._url)
+            first = self._url not in self._memory.prompt_tool_endpoints
+            self._memory.prompt_tool_endpoints.add(self._url)
         if first:
             logger.info(
                 "%s does not take native tools (vLLM without tool parsing): sending tools in "
-                "the prompt (Llama 3.1 JSON format) from now on",
+                "the prompt (Llama 3.1 JSON format) from now on, for this client",
                 self._url,
             )
 
     def _set_level(self, level: int, rejected: str) -> None:
         self._level = level
         with _lock:
-            first = _schema_levels.get(self._url, _NATIVE) < level
-            _schema_levels[self._url] = max(level, _schema_levels.get(self._url, _NATIVE))
+            levels = self._memory.schema_levels
+            first = levels.get(self._url, _NATIVE) < level
+            levels[self._url] = max(level, levels.get(self._url, _NATIVE))
         if first:
             logger.info(
                 "%s rejected %s: falling back to %s for structured output",

@@ -249,15 +249,16 @@ def rejection_text(error: TIRError) -> str | None:
 def is_tools_rejection(error: TIRError) -> bool:
     """Whether the endpoint says it cannot take native `tools` (vLLM without tool parsing).
 
-    Only what shows the endpoint's setup counts: vLLM's "--enable-auto-tool-choice and
-    --tool-call-parser", llama.cpp's "--jinja", a server that does not support tools. A
-    request the caller got wrong (vLLM's "The tool specified in `tool_choice` does not
-    match any of the specified `tools`") is the caller's error, raised as it is.
+    Only messages about the endpoint's setup count: vLLM's `"auto" tool choice requires
+    --enable-auto-tool-choice and --tool-call-parser to be set`, llama.cpp's `--jinja`. Any
+    other 400 about tools is about the request (vLLM's "The tool specified in `tool_choice`
+    does not match any of the specified `tools`", an older vLLM's `tool_choice = "required"
+    is not supported!`): the caller's error, raised as it is, as the peers raise it.
     """
     message = rejection_text(error)
     return message is not None and (
         "enable-auto-tool-choice" in message
         or "tool-call-parser" in message
         or "--jinja" in message
-        or ("tool" in message and "not supported" in message)
+        or '"auto" tool choice requires' in message
     )

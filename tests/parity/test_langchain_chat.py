@@ -29,6 +29,7 @@ from tests.parity.sides import (
     chat_openai,
     chat_tir,
     model_sees,
+    run,
     side_by_side,
 )
 from tests.support.emulator import SEED_PIECES, Emulator, Reply
@@ -411,6 +412,47 @@ def test_a_tool_choice_naming_no_tool_is_an_error_and_tools_stay_native(
     assert ours.value == peer.value == "ModelInvalidRequestError"
     assert len(ours.bodies) == len(peer.bodies) == 2  # no silent retry in prompt mode
     assert all("tools" in body for body in ours.bodies)
+
+
+def test_a_request_the_endpoint_refuses_is_an_error_not_prompt_mode(emulator: Emulator) -> None:
+    # An older vLLM refuses one request's tool_choice; its tool parser is on all the same.
+    refused = Reply(
+        status=400, error_format="flat", message='tool_choice = "required" is not supported!'
+    )
+
+    def act(make: Any) -> Any:
+        with pytest.raises(Exception) as caught:
+            make(emulator).bind_tools([get_weather], tool_choice="required").invoke("Weather?")
+        later = make(emulator).bind_tools([get_weather]).invoke("Weather in Pune?")
+        return Outcome(error=caught.value).raised(), later.tool_calls
+
+    peer, ours = side_by_side(
+        emulator,
+        lambda: act(chat_openai),
+        lambda: act(chat_tir),
+        replies=(refused, Reply(tool_calls=[WEATHER])),
+    )
+    no_error(peer, ours)
+    assert ours.value == peer.value
+    assert ours.value[0] == "ModelInvalidRequestError"
+    assert len(ours.bodies) == len(peer.bodies) == 2  # no silent retry in prompt mode
+    assert all("tools" in body for body in ours.bodies)
+
+
+def test_what_one_client_learns_stays_in_that_client(emulator: Emulator) -> None:
+    # Ours only: the peer never falls back. An endpoint without tool parsing sends this
+    # client's later calls to prompt mode at once; another object finds out for itself.
+    def act() -> Any:
+        first = chat_tir(emulator).bind_tools([get_weather])
+        first.invoke("Weather?")
+        first.invoke("Weather?")
+        chat_tir(emulator).bind_tools([get_weather]).invoke("Weather?")
+        return ["tools" in r.json for r in emulator.requests if r.method == "POST"]
+
+    outcome = run(emulator, act, setup=lambda em: setattr(em, "reject_tools", True))
+    assert outcome.error is None
+    # native, refused -> prompt; prompt at once; a new object: native, refused -> prompt
+    assert outcome.value == [True, False, False, True, False]
 
 
 # -- tools and structured output, as the peer does them -------------------------------------------

@@ -248,6 +248,9 @@ def test_rejections() -> None:
     )
     assert is_tools_rejection(tools_400)
     assert not is_response_format_rejection(tools_400)
+    # About one request, not the endpoint's setup: the caller's error.
+    old_vllm = BadRequestError('tool_choice = "required" is not supported!', status_code=400)
+    assert not is_tools_rejection(old_vllm)
     rf_400 = BadRequestError("response_format type 'json_schema' is not supported", status_code=400)
     assert is_response_format_rejection(rf_400)
     llama_cpp_500 = ServerError(
