@@ -119,9 +119,11 @@ def build_payload(
             payload[key] = value
     if payload.get("tools") == []:
         # `bind_tools([])`: no tools. Sent as `[]`, the chat template would still frame the
-        # prompt for tools (56 tokens of it); OpenAI's API refuses an empty list outright.
+        # prompt for tools (56 tokens of it); OpenAI's API and vLLM refuse an empty list
+        # outright. Its `tool_choice` goes too: vLLM refuses one without `tools`.
         del payload["tools"]
         payload.pop("parallel_tool_calls", None)
+        payload.pop("tool_choice", None)
     if stream:
         payload["stream"] = True
         if include_usage:

@@ -455,6 +455,24 @@ def test_what_one_client_learns_stays_in_that_client(emulator: Emulator) -> None
     assert outcome.value == [True, False, False, True, False]
 
 
+@pytest.mark.parametrize("choice", ["auto", "required", "none"])
+@pytest.mark.better_than_peer("bind_tools([]): vLLM 0.32 refuses the peer's empty tools list")
+def test_no_tools_with_a_tool_choice_is_a_plain_call(emulator: Emulator, choice: str) -> None:
+    # A program that binds a list of tools that happens to be empty (filtered by permissions).
+    def act(llm: Any) -> Any:
+        return llm.bind_tools([], tool_choice=choice).invoke("Hello").content
+
+    peer, ours = side_by_side(
+        emulator, lambda: act(chat_openai(emulator)), lambda: act(chat_tir(emulator))
+    )
+    assert peer.raised() == "ModelInvalidRequestError"  # "`tools` must not be an empty array"
+    assert peer.body["tools"] == []
+    no_error(ours)
+    assert ours.value
+    # Neither `tools` nor its `tool_choice`: vLLM refuses a tool_choice without tools.
+    assert "tools" not in ours.body and "tool_choice" not in ours.body
+
+
 # -- tools and structured output, as the peer does them -------------------------------------------
 
 

@@ -55,6 +55,15 @@ TOOL_CHOICE_MISMATCH = (
     "1 validation error for ChatCompletionRequest\n  Value error, The tool specified in "
     "`tool_choice` does not match any of the specified `tools`"
 )
+# vLLM 0.32's checks of `tools` and `tool_choice` before the one above (protocol.py).
+EMPTY_TOOLS = (
+    "1 validation error for ChatCompletionRequest\n  Value error, `tools` must not be an empty "
+    "array. Either provide at least one tool or omit the field entirely."
+)
+TOOL_CHOICE_WITHOUT_TOOLS = (
+    "1 validation error for ChatCompletionRequest\n  Value error, When using `tool_choice`, "
+    "`tools` must be set."
+)
 # Content part types vLLM's chat API reads; any other is refused ("Unknown part type").
 KNOWN_PART_TYPES = frozenset(
     {"text", "image_url", "input_audio", "audio_url", "video_url", "file", "refusal"}
@@ -827,6 +836,10 @@ class Emulator:
                 if kind not in KNOWN_PART_TYPES:
                     return _error_body(self.error_format, f"Unknown part type: {kind}", 400)
         choice = payload.get("tool_choice")
+        if payload.get("tools") == []:
+            return _error_body(self.error_format, EMPTY_TOOLS, 400)
+        if choice not in (None, "none") and payload.get("tools") is None:
+            return _error_body(self.error_format, TOOL_CHOICE_WITHOUT_TOOLS, 400)
         if isinstance(choice, dict) and payload.get("tools"):
             wanted = (choice.get("function") or {}).get("name")
             names = {(t.get("function") or {}).get("name") for t in payload["tools"]}
