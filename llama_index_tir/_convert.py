@@ -126,22 +126,95 @@ def _assistant(text: str, calls: Sequence[ToolCall]) -> ChatMessage:
     return ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks, additional_kwargs=additional)
 
 
+# The fields of openai's ChatCompletion and ChatCompletionChunk models and everything inside
+# them (choices, messages, deltas, tool calls, usage and its details, logprobs): one the reply
+# lacks reads as None, as an unset field of openai's model does. Any other missing name is an
+# AttributeError, so `hasattr` and a misspelt field tell the truth.
+_OPENAI_FIELDS = frozenset(
+    {
+        "accepted_prediction_tokens", "annotations", "arguments", "audio", "audio_tokens",
+        "bytes", "cache_write_tokens", "cached_tokens", "choices", "code", "completion_tokens",
+        "completion_tokens_details", "content", "created", "data", "delta", "end_index",
+        "expires_at", "finish_reason", "function", "function_call", "id", "index", "logprob",
+        "logprobs", "message", "model", "name", "object", "prompt_tokens",
+        "prompt_tokens_details", "reasoning_tokens", "refusal", "role", "service_tier",
+        "start_index", "system_fingerprint", "title", "token", "tool_calls", "top_logprobs",
+        "total_tokens", "transcript", "type", "url", "url_citation", "usage",
+    }
+)  # fmt: skip
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
+
+
 class RawReply(dict[str, Any]):
     """The reply's JSON, readable as a dict and, as OpenAILike's `raw`, by attribute.
 
     `r.raw["usage"]["prompt_tokens"]` and `r.raw.usage.prompt_tokens` (code written for
-    OpenAILike, whose `raw` is openai's `ChatCompletion`) both work; a field the reply lacks
-    is None by attribute, as an unset field of openai's model is.
+    OpenAILike, whose `raw` is openai's `ChatCompletion`) both work; an OpenAI field the reply
+    lacks is None by attribute, as an unset field of openai's model is, and any other name
+    the reply lacks is an AttributeError. `model_dump`, `model_dump_json`, `to_dict` and
+    `to_json` give the JSON as openai's models do.
     """
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return _wrap(self.get(name))
+        if name in self:
+            return _wrap(self[name])
+        if name in _OPENAI_FIELDS:
+            return None
+        raise AttributeError(f"{type(self).__name__} (the reply's JSON) has no field {name!r}")
 
-    def model_dump(self) -> dict[str, Any]:
-        """The plain JSON, as openai's models give it."""
-        return json.loads(json.dumps(self))  # type: ignore[no-any-return]
+    def model_dump(
+        self,
+        *,
+        mode: str = "python",
+        include: Any = None,
+        exclude: Any = None,
+        by_alias: bool | None = None,
+        exclude_unset: bool = False,
+        exclude_defaults: bool = False,
+        exclude_none: bool = False,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """The plain JSON, as openai's models give it.
+
+        Args:
+            mode: `"python"` or `"json"`; the same here (the reply is JSON already).
+            include: top-level fields to keep (a set, or a dict whose keys are kept).
+            exclude: top-level fields to leave out.
+            by_alias: accepted; the JSON's names are the API's.
+            exclude_unset: accepted; only what the server sent is here.
+            exclude_defaults: accepted, as `exclude_unset`.
+            exclude_none: leave out fields (at any depth) whose value is None.
+            **options: pydantic's other options (`round_trip`, `warnings`...), accepted.
+        """
+        data: dict[str, Any] = json.loads(json.dumps(self))
+        if include is not None:
+            data = {k: v for k, v in data.items() if k in include}
+        if exclude is not None:
+            data = {k: v for k, v in data.items() if k not in exclude}
+        return _without_none(data) if exclude_none else data
+
+    def model_dump_json(
+        self, *, indent: int | None = None, exclude_none: bool = False, **options: Any
+    ) -> str:
+        """The JSON as a string (compact unless `indent`), as openai's models give it."""
+        data = self.model_dump(exclude_none=exclude_none, **options)
+        separators = (",", ":") if indent is None else None
+        return json.dumps(data, indent=indent, separators=separators, ensure_ascii=False)
+
+    def to_dict(self, *, exclude_none: bool = False, **options: Any) -> dict[str, Any]:
+        """The plain JSON, as openai's `to_dict()` gives it."""
+        return self.model_dump(exclude_none=exclude_none, **options)
+
+    def to_json(self, *, indent: int | None = 2, exclude_none: bool = False, **options: Any) -> str:
+        """The JSON as a string, indented by 2 by default, as openai's `to_json()` gives it."""
+        return self.model_dump_json(indent=indent, exclude_none=exclude_none, **options)
 
 
 def _wrap(value: Any) -> Any:
@@ -189,11 +262,12 @@ def completion_to_response(completion: ChatCompletion) -> ChatResponse:
 class StreamConverter:
     """Turns stream chunks into cumulative ChatResponses; shared by sync and async paths."""
 
-    __slots__ = ("_calls", "_text")
+    __slots__ = ("_calls", "_finish", "_text")
 
     def __init__(self) -> None:
         self._text = ""
         self._calls = ToolCallAccumulator()
+        self._finish: str | None = None
 
     def convert(self, chunk: ChatChunk) -> ChatResponse | None:
         """The response for `chunk`, or None when it carries nothing (the role-only chunk)."""
@@ -216,10 +290,17 @@ class StreamConverter:
                 )
         message = _assistant(self._text, self._calls.result() if self._calls else ())
         if chunk.finish_reason:
+            self._finish = chunk.finish_reason
             message.additional_kwargs["finish_reason"] = chunk.finish_reason
+        raw = RawReply(chunk.raw)
+        if not raw.get("choices"):
+            # vLLM's usage chunk has `"choices": []`; OpenAILike's last response holds a choice
+            # (it asks for no usage), and code written for it reads `raw.choices[0].delta`:
+            # an empty delta with the finish reason, as the finish chunk had.
+            raw["choices"] = [{"index": 0, "delta": {"content": ""}, "finish_reason": self._finish}]
         return ChatResponse(
             message=message,
             delta=delta,
-            raw=RawReply(chunk.raw),
+            raw=raw,
             additional_kwargs=token_counts(chunk.usage),
         )

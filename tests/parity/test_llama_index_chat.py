@@ -105,6 +105,41 @@ def test_raw_reads_like_the_peers(emulator: Emulator, asynchronous: bool) -> Non
     assert tir_llm(emulator).chat(HELLO).raw["usage"]["prompt_tokens"] > 0  # still a dict
 
 
+def test_streamed_raw_reads_like_the_peers(emulator: Emulator) -> None:
+    # OpenAILike code reading each streamed chunk: every raw has a first choice with a delta.
+    def act(llm: Any) -> Any:
+        responses = list(llm.stream_chat(HELLO))
+        pieces = [r.raw.choices[0].delta.content or "" for r in responses]
+        return "".join(pieces), responses[-1].raw.choices[0].finish_reason
+
+    peer, ours = side_by_side(
+        emulator, lambda: act(openai_like(emulator)), lambda: act(tir_llm(emulator))
+    )
+    no_error(peer, ours)
+    assert ours.value == peer.value == (SEED_TEXT, "stop")
+
+
+def test_raw_has_the_peers_methods_and_no_made_up_fields(emulator: Emulator) -> None:
+    def act(llm: Any) -> tuple[Any, ...]:
+        raw = llm.chat(HELLO).raw
+        return (
+            json.loads(raw.model_dump_json())["model"],
+            json.loads(raw.to_json())["usage"]["total_tokens"],
+            raw.to_dict()["choices"][0]["message"]["role"],
+            None in raw.model_dump(exclude_none=True)["choices"][0]["message"].values(),
+            raw.usage.model_dump()["prompt_tokens"] > 0,
+            hasattr(raw, "no_such_field"),
+            raw.choices[0].message.refusal,  # an OpenAI field the reply lacks: None
+        )
+
+    peer, ours = side_by_side(
+        emulator, lambda: act(openai_like(emulator)), lambda: act(tir_llm(emulator))
+    )
+    no_error(peer, ours)
+    assert ours.value == peer.value
+    assert ours.value[5] is False
+
+
 # -- item 2: logprobs ----------------------------------------------------------------------------
 
 
