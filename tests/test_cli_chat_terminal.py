@@ -114,11 +114,9 @@ def test_ctrl_d_leaves_with_a_newline(emulator: Emulator, chat: Terminal) -> Non
 
 
 def ctrl_c_at_the_prompt(chat: Terminal, typed: str) -> None:
-    # Typed text shown means readline is reading: a SIGINT that came between the prompt and
-    # its first read would wait for the next key (CPython's readline checks signals only when
-    # its wait for a key is interrupted); a person never types that fast.
     chat.type(typed)
     chat.expect(typed)
+    chat.wait_reading()  # see Terminal.wait_reading: a person is never that fast
     chat.type(CTRL_C)
 
 

@@ -81,6 +81,27 @@ class Terminal:
                     continue
                 raise AssertionError(f"{text!r} never showed; the screen:\n{self.screen}")
 
+    def wait_reading(self) -> None:
+        """Wait until the command is blocked waiting for a key (select, pselect6 or poll).
+
+        A SIGINT that lands while readline is between two reads waits for the next key
+        (CPython's readline checks signals only when its wait for a key is interrupted); a
+        person never types that fast, a test does.
+        """
+        waiting_for_input = {"7", "23", "270", "271"}  # poll, select, pselect6, ppoll (x86-64)
+        deadline = time.monotonic() + WAIT_SECONDS
+        while True:
+            try:
+                with open(f"/proc/{self.process.pid}/syscall") as f:
+                    call = f.read().split()
+            except OSError:
+                call = []
+            if call and call[0] in waiting_for_input:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the command never waited for a key: {call}")
+            time.sleep(0.01)
+
     def type(self, keys: bytes | str) -> None:
         """Type `keys` (bytes as they are: b"\\x03" is Ctrl-C, b"\\x1b[D" the Left arrow)."""
         os.write(self.master, keys.encode() if isinstance(keys, str) else keys)
