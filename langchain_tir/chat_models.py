@@ -119,6 +119,21 @@ def _none_for_tool_calls(parser: OutputParserLike[Any]) -> Runnable[Any, Any]:
     return RunnableLambda(parse, afunc=aparse, name=parser.get_name())
 
 
+def _add_usage(total: dict[str, Any], usage: dict[str, Any]) -> dict[str, Any]:
+    """`usage` added to `total` field by field, nested dicts too; None counts as absent."""
+    summed = dict(total)
+    for key, value in usage.items():
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, dict):
+            before = summed.get(key)
+            summed[key] = _add_usage(before if isinstance(before, dict) else {}, value)
+        elif isinstance(value, int | float):
+            before = summed.get(key)
+            summed[key] = value + (before if isinstance(before, int | float) else 0)
+    return summed
+
+
 class ChatTIRLlama(TIRConnection, BaseChatModel):
     """A chat model served by E2E Networks TIR (GenAI API or a model endpoint).
 
@@ -368,18 +383,21 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
         )
 
     def _combine_llm_outputs(self, llm_outputs: list[dict[str, Any] | None]) -> dict[str, Any]:
-        # `generate` over several inputs: the token usage of all of them, and the model.
-        combined: dict[str, Any] = {}
-        usage: dict[str, int] = {}
+        # `generate` over several inputs, as ChatOpenAI combines them: the token usage of all
+        # of them summed field by field (the nested `prompt_tokens_details` too), the model,
+        # and the first `system_fingerprint`. Streamed outputs are None: usage stays {}.
+        usage: dict[str, Any] = {}
+        model_name: Any = None
+        fingerprint: Any = None
         for output in llm_outputs:
             if not output:
                 continue
-            combined.setdefault("model_name", output.get("model_name"))
-            for key, value in (output.get("token_usage") or {}).items():
-                if isinstance(value, int):
-                    usage[key] = usage.get(key, 0) + value
-        if usage:
-            combined["token_usage"] = usage
+            usage = _add_usage(usage, output.get("token_usage") or {})
+            model_name = model_name or output.get("model_name")
+            fingerprint = fingerprint or output.get("system_fingerprint")
+        combined: dict[str, Any] = {"token_usage": usage, "model_name": model_name or self.model}
+        if fingerprint:
+            combined["system_fingerprint"] = fingerprint
         return combined
 
     def _generate(

@@ -171,6 +171,36 @@ def test_generate_llm_output_token_usage(emulator: Emulator) -> None:
     assert ours.value.llm_output["model_name"] == peer.value.llm_output["model_name"]
 
 
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["generate", "streaming"])
+def test_generate_llm_output_keeps_the_fingerprint_and_usage_details(
+    emulator: Emulator, streaming: bool
+) -> None:
+    prompts: list[list[BaseMessage]] = [[HumanMessage("Hello")], [HumanMessage("Hello again")]]
+
+    def setup(server: Emulator) -> None:
+        server.system_fingerprint = "fp-1"
+
+    peer, ours = side_by_side(
+        emulator,
+        lambda: chat_openai(emulator, streaming=streaming).generate(prompts).llm_output,
+        lambda: chat_tir(emulator, streaming=streaming).generate(prompts).llm_output,
+        setup=setup,
+        replies=(Reply(cached_tokens=3), Reply(cached_tokens=2)),
+    )
+    no_error(peer, ours)
+    # openai's models give the details' unset fields as None; the server sent none of them.
+    assert _without_none(ours.value) == _without_none(peer.value)
+    if not streaming:
+        assert ours.value["system_fingerprint"] == "fp-1"
+        assert ours.value["token_usage"]["prompt_tokens_details"] == {"cached_tokens": 5}
+
+
 # -- item 2: logprobs ----------------------------------------------------------------------------
 
 
