@@ -508,7 +508,7 @@ def count_message_tokens(
         messages: OpenAI-style message dicts, as sent on the wire (an empty list counts the
             frame alone).
         tools: OpenAI-style tool definitions sent with the request, if any (an empty list
-            is sent, and the template frames it as tools: counted so).
+            counts as no tools: `build_payload` does not send one).
         tool_mode: `"prompt"` counts the request as prompt mode sends it (tools and calls
             rewritten into the messages); `"auto"` and `"native"` count native tools (an
             endpoint that `"auto"` has switched to prompt mode takes a few tokens more).
