@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from operator import itemgetter
 from typing import Any, ClassVar, Literal
@@ -552,7 +553,8 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
             strict: with `json_schema` / `function_calling`, ask for exact schema adherence.
             tools: with `json_schema`, tools the model may call instead of answering (as
                 ChatOpenAI takes them): a reply that calls one parses to None, and
-                `include_raw=True` shows its `tool_calls`.
+                `include_raw=True` shows its `tool_calls`. With the other methods they are
+                not sent, with a warning (ChatOpenAI ignores them silently).
             **kwargs: other request fields to bind.
 
         Returns:
@@ -565,9 +567,16 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
         if schema is None and method != "json_mode":
             raise ValueError(f"method={method!r} needs a schema")
         if tools and method != "json_schema":
-            raise ValueError(
-                f"tools are taken with method='json_schema' only (as ChatOpenAI), not {method!r}"
+            # ChatOpenAI takes them and sends none (the call is forced to the schema, or the
+            # reply is JSON): a program written for it keeps working, and is told why.
+            warnings.warn(
+                f"tools are used with method='json_schema' only; with method={method!r} the "
+                "model must answer with the schema, so the tools are not sent (ChatOpenAI "
+                "leaves them out too)",
+                UserWarning,
+                stacklevel=2,
             )
+            tools = None
         is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
         if schema is not None:
             # For tracing; langchain-core reads its "schema", so without one it is left out.

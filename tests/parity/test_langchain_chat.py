@@ -360,6 +360,35 @@ def test_structured_output_with_tools(emulator: Emulator, answer: str) -> None:
     ]
 
 
+@pytest.mark.parametrize("method", ["function_calling", "json_mode"])
+def test_structured_output_tools_with_another_method_are_left_out(
+    emulator: Emulator, method: str
+) -> None:
+    # ChatOpenAI sends no tools with these methods (the answer must be the schema), and a
+    # program written for it works. Ours does the same, and warns: the tools do nothing here.
+    reply = (
+        Reply(tool_calls=[{"name": "City", "arguments": '{"name": "Pune", "country": "India"}'}])
+        if method == "function_calling"
+        else Reply(text='{"name": "Pune", "country": "India"}')
+    )
+
+    def act(llm: Any) -> Any:
+        return llm.with_structured_output(City, method=method, tools=[get_weather]).invoke("?")
+
+    with pytest.warns(UserWarning, match="not sent"):
+        peer, ours = side_by_side(
+            emulator,
+            lambda: act(chat_openai(emulator)),
+            lambda: act(chat_tir(emulator)),
+            replies=(reply,),
+        )
+    no_error(peer, ours)
+    assert ours.value == peer.value == City(name="Pune", country="India")
+    names = [[t["function"]["name"] for t in o.body.get("tools", [])] for o in (peer, ours)]
+    assert names[0] == names[1]
+    assert "get_weather" not in names[1]
+
+
 # -- item 8: model_name, stop, max_completion_tokens, invalid tool calls -------------------------
 
 
