@@ -83,3 +83,15 @@ def langchain_errors() -> Iterator[None]:
     except TIRError as e:
         as_langchain_error(e)
         raise
+
+
+# The langchain-core-compatible BadRequestError (langchain-core lacking the class: ours alone).
+_BAD_REQUEST: type[TIRError] = _DUAL.get(BadRequestError, BadRequestError)
+
+
+class InvalidToolChoiceError(_BAD_REQUEST, ValueError):  # type: ignore[valid-type,misc]
+    """A `tool_choice` naming no bound tool, refused before any request is sent.
+
+    A `BadRequestError` (and langchain-core's `ModelInvalidRequestError`), as the server's
+    400 for it is with ChatOpenAI; also a `ValueError`, as it was before.
+    """

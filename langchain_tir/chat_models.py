@@ -48,7 +48,7 @@ from ._convert import (
     message_to_wire,
     messages_to_wire,
 )
-from ._errors import langchain_errors
+from ._errors import InvalidToolChoiceError, langchain_errors
 from ._parsers import WholeJsonOutputParser, WholePydanticOutputParser
 
 __all__ = ["ChatTIRLlama"]
@@ -521,7 +521,9 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
         if isinstance(choice, dict) and "function" in choice:
             names = {t["function"]["name"] for t in formatted}
             if choice["function"].get("name") not in names:
-                raise ValueError(
+                # Refused before sending (ChatOpenAI's server answers it with a 400), with
+                # the class the peer raises, so `except BadRequestError` catches both.
+                raise InvalidToolChoiceError(
                     f"tool_choice names {choice['function'].get('name')!r}, which is not among "
                     f"the bound tools {sorted(names)}"
                 )

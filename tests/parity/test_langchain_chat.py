@@ -473,6 +473,25 @@ def test_a_tool_choice_naming_no_tool_is_an_error_and_tools_stay_native(
     assert all("tools" in body for body in ours.bodies)
 
 
+@pytest.mark.better_than_peer("bind_tools with a tool_choice naming no bound tool: a 400")
+def test_bind_tools_with_a_tool_choice_naming_no_tool_is_refused_before_sending(
+    emulator: Emulator,
+) -> None:
+    wrong = {"type": "function", "function": {"name": "nope"}}
+
+    def act(make: Any) -> Any:
+        with pytest.raises(Exception) as caught:
+            make(emulator).bind_tools([get_weather], tool_choice=wrong).invoke("Weather?")
+        return Outcome(error=caught.value).raised(), isinstance(caught.value, BadRequestError)
+
+    peer, ours = side_by_side(emulator, lambda: act(chat_openai), lambda: act(chat_tir))
+    no_error(peer, ours)
+    assert peer.value[0] == ours.value[0] == "ModelInvalidRequestError"
+    assert ours.value[1]  # tir_transport's BadRequestError, as the peer's is openai's
+    assert len(peer.bodies) == 1
+    assert ours.bodies == []  # refused before sending: nothing billed, nothing to wait for
+
+
 def test_a_request_the_endpoint_refuses_is_an_error_not_prompt_mode(emulator: Emulator) -> None:
     # An older vLLM refuses one request's tool_choice; its tool parser is on all the same.
     refused = Reply(
