@@ -9,7 +9,7 @@ from typing import Any
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 
-from tir_transport import RerankClient, RerankResult, TIRRerankConnection
+from tir_transport import InputError, RerankClient, RerankResult, TIRRerankConnection
 
 from ._errors import langchain_errors
 
@@ -58,25 +58,37 @@ class TIRRerank(TIRRerankConnection, BaseDocumentCompressor):
         documents: Sequence[str | Document] | str,
         query: str | Sequence[str | Document],
         *,
+        model: str | None = None,
         top_n: int | None = -1,
+        max_chunks_per_doc: int | None = None,
     ) -> list[dict[str, Any]]:
         """Rank documents by relevance to `query`, as `CohereRerank.rerank` does.
 
         Args:
-            documents: texts or `Document`s.
+            documents: texts or `Document`s (a list: one string is refused, not ranked by
+                its characters).
             query: the question. (The older order, `rerank(query, documents)`, is taken too,
                 and then ranks every document unless `top_n` says otherwise.)
-            top_n: how many (the best): -1 (or 0) for this reranker's `top_n`, None for all.
+            model: taken as Cohere's is, but it must be this reranker's model (a client
+                serves one model); None for that.
+            top_n: how many (the best): -1 for this reranker's `top_n`, None for all, 0 for
+                none (Cohere's reranker would give its own `top_n` for 0).
+            max_chunks_per_doc: Cohere's; only None is taken (TIR's models score each
+                document whole).
 
         Returns:
             `{"index", "relevance_score"}` dicts, best first; `index` is the position in
             `documents`, ties keep input order. A blank document comes last, scored 0.0.
 
         Raises:
-            InputError: the query is empty, or a document is not text (nothing is sent).
+            InputError: the query is empty, the documents are one string, a document is not
+                text, `model` is another model, or `max_chunks_per_doc` is set (nothing is
+                sent).
             InvalidResponseError: a reply that does not fit the documents sent.
         """
-        texts, question, wanted = self._arguments(documents, query, top_n)
+        texts, question, wanted = self._arguments(
+            documents, query, top_n, model, max_chunks_per_doc
+        )
         if not texts or wanted == 0:
             return []
         with langchain_errors():
@@ -87,10 +99,14 @@ class TIRRerank(TIRRerankConnection, BaseDocumentCompressor):
         documents: Sequence[str | Document] | str,
         query: str | Sequence[str | Document],
         *,
+        model: str | None = None,
         top_n: int | None = -1,
+        max_chunks_per_doc: int | None = None,
     ) -> list[dict[str, Any]]:
         """Async twin of `rerank`, natively async."""
-        texts, question, wanted = self._arguments(documents, query, top_n)
+        texts, question, wanted = self._arguments(
+            documents, query, top_n, model, max_chunks_per_doc
+        )
         if not texts or wanted == 0:
             return []
         with langchain_errors():
@@ -98,14 +114,37 @@ class TIRRerank(TIRRerankConnection, BaseDocumentCompressor):
         return _dicts(results)
 
     def _arguments(
-        self, documents: Any, query: Any, top_n: int | None
+        self,
+        documents: Any,
+        query: Any,
+        top_n: int | None,
+        model: str | None,
+        max_chunks_per_doc: int | None,
     ) -> tuple[list[Any], Any, int | None]:
+        if max_chunks_per_doc is not None:
+            raise InputError(
+                f"max_chunks_per_doc={max_chunks_per_doc!r} is Cohere's: TIR's rerank models "
+                "score each document whole (a long one is cut at the model's window); split "
+                "long documents before ranking, and leave max_chunks_per_doc unset"
+            )
         if isinstance(documents, str) and not isinstance(query, str):
             # rerank(query, documents), this class's first signature: every document.
             documents, query = query, documents
             top_n = None if top_n == -1 else top_n
-        elif top_n is not None and top_n <= 0:
-            top_n = self.top_n  # Cohere's rule: -1 (the default) or 0 mean the instance's
+        elif isinstance(documents, str):
+            raise InputError(
+                "documents is one string: pass a list of texts or Documents "
+                f"(rerank([{documents[:40]!r}], query)); a string would be ranked by character"
+            )
+        elif top_n == -1:
+            top_n = self.top_n  # Cohere's default: the instance's
+        if top_n is not None and top_n < 0:
+            raise InputError(f"top_n must be -1, None or at least 0, got {top_n}")
+        if model is not None and documents and model != self._client.config.model:
+            raise InputError(
+                f"model={model!r}, but this reranker serves {self._client.config.model!r}: "
+                "make a TIRRerank(model=...) for another model"
+            )
         return _texts(documents), query, top_n
 
     def compress_documents(

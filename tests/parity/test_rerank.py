@@ -30,6 +30,7 @@ from llama_index_tir import TIRRerank as LlamaIndexRerank
 from tests.conftest import TEST_KEY
 from tests.parity.sides import TIMEOUT, side_by_side
 from tests.support.emulator import RERANK_MODEL, Emulator, rerank_score
+from tir_transport import InputError
 
 QUERY = "which river flows east"
 TEXTS = [
@@ -192,4 +193,52 @@ def test_top_n_zero_keeps_none(emulator: Emulator) -> None:
         base_url=emulator.base_url, api_key=TEST_KEY, model=RERANK_MODEL, top_n=0
     )
     assert reranker.postprocess_nodes(_nodes(), QueryBundle(QUERY)) == []
+    assert emulator.requests == []
+
+
+def test_rerank_takes_cohere_keywords(emulator: Emulator) -> None:
+    # CohereRerank.rerank(documents, query, *, model=None, top_n=-1, max_chunks_per_doc=None)
+    texts = [t for i, t in enumerate(TEXTS) if i != BLANK]
+    peer, mine = side_by_side(
+        emulator,
+        lambda: cohere(emulator).rerank(texts, QUERY, model=None, max_chunks_per_doc=None),
+        lambda: ours(emulator).rerank(
+            texts, QUERY, model=RERANK_MODEL, top_n=-1, max_chunks_per_doc=None
+        ),
+    )
+    assert peer.error is None and mine.error is None, repr(mine.error)
+    assert mine.value == peer.value
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        {"model": "another-reranker"},  # one client serves one model
+        {"max_chunks_per_doc": 2},  # TIR's models score a document whole
+    ],
+    ids=["another model", "max_chunks_per_doc"],
+)
+def test_rerank_refuses_what_it_cannot_do(emulator: Emulator, call: dict[str, Any]) -> None:
+    with pytest.raises(InputError, match=next(iter(call))):
+        ours(emulator).rerank(list(TEXTS[:2]), QUERY, **call)
+    assert emulator.requests == []
+
+
+def test_rerank_refuses_documents_given_as_one_string(emulator: Emulator) -> None:
+    # Both arguments strings: ranking the characters of "Pune is in India." is never meant.
+    with pytest.raises(InputError, match="one string"):
+        ours(emulator).rerank("The Ganga flows east.", QUERY)
+    assert emulator.requests == []
+
+
+@pytest.mark.parametrize("order", ["cohere", "older"])
+def test_rerank_top_n_zero_keeps_none_in_either_order(emulator: Emulator, order: str) -> None:
+    # CohereRerank takes 0 as "the instance's top_n"; CrossEncoderReranker, LlamaIndex and
+    # compress_documents keep none for 0, and so does every call of ours.
+    texts = list(TEXTS[:3])
+    reranker = ours(emulator)
+    if order == "cohere":
+        assert reranker.rerank(texts, QUERY, top_n=0) == []
+    else:
+        assert reranker.rerank(QUERY, texts, top_n=0) == []
     assert emulator.requests == []
