@@ -151,6 +151,11 @@ class RecordedRequest:
         return json.loads(self.body) if self.body else None
 
 
+def _max_tokens(payload: dict[str, Any]) -> Any:
+    # vLLM: `max_completion_tokens or max_tokens` (OpenAI's newer name first).
+    return payload.get("max_completion_tokens") or payload.get("max_tokens")
+
+
 def _error_body(fmt: str, message: str, status: int) -> dict[str, Any]:
     error_type = HTTPStatus(status).phrase.replace(" ", "") + "Error" if status else "Error"
     if fmt == "flat":
@@ -862,7 +867,7 @@ class Emulator:
                 400,
             )
         if self.max_context is not None:
-            wanted = _count_prompt_tokens(payload) + int(payload.get("max_tokens") or 0)
+            wanted = _count_prompt_tokens(payload) + int(_max_tokens(payload) or 0)
             if wanted > self.max_context:
                 message = (
                     f"This model's maximum context length is {self.max_context} tokens. "
@@ -905,8 +910,7 @@ class Emulator:
                         pieces.append(rest)
                     break
                 pieces.append(piece)
-        # vLLM takes OpenAI's newer name too.
-        limit = payload.get("max_tokens", payload.get("max_completion_tokens"))
+        limit = _max_tokens(payload)
         if isinstance(limit, int) and len(pieces) > limit:
             pieces, finish = pieces[:limit], "length"
         return pieces, finish, stop_reason

@@ -47,6 +47,20 @@ def test_full_reply_shape(emulator: Emulator) -> None:
     assert data["choices"][0]["message"]["content"] == "Hello. How can I assist you today?"
 
 
+@pytest.mark.parametrize(
+    ("limits", "words"),
+    [({"max_completion_tokens": 2, "max_tokens": 5}, 2), ({"max_tokens": 3}, 3)],
+    ids=["both: max_completion_tokens", "max_tokens alone"],
+)
+def test_the_limit_is_taken_as_vllm_takes_it(
+    emulator: Emulator, limits: dict[str, int], words: int
+) -> None:
+    # vLLM: `max_completion_tokens or max_tokens`.
+    data = httpx.post(f"{emulator.base_url}/chat/completions", json={**BODY, **limits}).json()
+    assert data["choices"][0]["finish_reason"] == "length"
+    assert data["usage"]["completion_tokens"] == words
+
+
 def test_records_requests(emulator: Emulator) -> None:
     httpx.post(f"{emulator.url}/project/p-1/genai/m/v1/chat/completions?project_id=1", json=BODY)
     (request,) = emulator.requests
