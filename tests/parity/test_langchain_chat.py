@@ -13,6 +13,7 @@ import warnings
 from typing import Any
 
 import pytest
+from langchain_core.exceptions import OutputParserException
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
@@ -22,7 +23,7 @@ from langchain_core.messages import (
 )
 from langchain_core.messages.tool import invalid_tool_call
 from langchain_core.tools import tool
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from tests.parity.sides import (
     Outcome,
@@ -358,6 +359,27 @@ def test_structured_output_with_tools(emulator: Emulator, answer: str) -> None:
     assert [c["name"] for c in ours.value["raw"].tool_calls] == [
         c["name"] for c in peer.value["raw"].tool_calls
     ]
+
+
+def test_response_format_pydantic_class_with_a_reply_that_does_not_fit(emulator: Emulator) -> None:
+    # The peer raises pydantic's ValidationError; pydantic's class cannot be subclassed, so
+    # ours raises OutputParserException (LangChain's parsing error), with the reply in
+    # `llm_output` and the ValidationError as its cause. Both are ValueErrors: catch that.
+    def act(llm: Any) -> Any:
+        return llm.bind(response_format=City).invoke("The city?")
+
+    peer, ours = side_by_side(
+        emulator,
+        lambda: act(chat_openai(emulator)),
+        lambda: act(chat_tir(emulator)),
+        replies=(Reply(text='{"name": "Pune"}'),),
+    )
+    assert isinstance(peer.error, ValidationError)
+    assert isinstance(ours.error, OutputParserException)
+    assert isinstance(ours.error, ValueError) and isinstance(peer.error, ValueError)
+    assert isinstance(ours.error.__cause__, ValidationError)
+    assert ours.error.llm_output == '{"name": "Pune"}'
+    assert "country" in str(ours.error) and "country" in str(peer.error)
 
 
 @pytest.mark.parametrize("method", ["function_calling", "json_mode"])
