@@ -62,8 +62,10 @@ class EndpointMemory:
 
 
 def forget_endpoints() -> None:
-    """Forget what endpoints rejected, in every client (for tests, or after an endpoint was
-    reconfigured)."""
+    """Forget what endpoints rejected, in every client.
+
+    For tests, or after an endpoint was reconfigured (a new client starts knowing nothing).
+    """
     with _lock:
         memories = list(_memories)
     for memory in memories:
