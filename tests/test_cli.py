@@ -201,3 +201,18 @@ def test_batch_on_a_bare_install_names_the_pip_line(tmp_path: Path) -> None:
     assert result.stdout == ""
     assert 'pip install "tir-llama[ray]"' in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_doctor_probes_other_models_once_and_briefly(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stalled embedding server: one try, within the probe's time, never the retries of a
+    # request (3 tries of 60 s held doctor for minutes).
+    monkeypatch.setenv("TIR_API_KEY", TEST_KEY)
+    monkeypatch.setenv("TIR_EMBEDDING_MODEL", "e5")
+    emulator.queue_embeddings(*[Reply(delay=30.0)] * 3)
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["--base-url", emulator.base_url, "--timeout", "1", "doctor"], out, err)
+    assert code == 1
+    assert "embeddings:" in err.getvalue() and "timed out" in err.getvalue()
+    assert len([r for r in emulator.requests if r.path.endswith("/embeddings")]) == 1

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import ray
@@ -166,7 +167,7 @@ def _check_output_place(output: Path, source: Path, given: str) -> None:
 
 # A whole number written the one way a number is written: read as a number, it is written
 # back exactly as it was ("007", "+7", "7.0" are text, and stay text).
-_INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
+_INTEGER = re.compile(r"0|-?[1-9][0-9]*")  # not "-0": read as 0, it would merge with "0"
 _INT64 = range(-(2**63), 2**63)
 
 
@@ -409,13 +410,18 @@ def _start_ray(verbose: bool) -> None:
         _quiet_ray()
     # RAY_ADDRESS names a cluster; without it, a local Ray instance is started (without a
     # dashboard: nobody looks at one for the length of a command).
-    with contextlib.nullcontext() if verbose else _stderr_held():
-        ray.init(
-            address=address,
-            log_to_driver=verbose,
-            include_dashboard=False,
-            logging_level=logging.INFO if verbose else logging.ERROR,
-        )
+    try:
+        with contextlib.nullcontext() if verbose else _stderr_held():
+            ray.init(
+                address=address,
+                log_to_driver=verbose,
+                include_dashboard=False,
+                logging_level=logging.INFO if verbose else logging.ERROR,
+            )
+    finally:
+        # Ray's processes have inherited the mark; a process the caller starts later (batch
+        # run inside a program of theirs) must not carry it, or the reaper would end it.
+        os.environ.pop("TIR_LLAMA_BATCH", None)
 
 
 @contextlib.contextmanager
@@ -527,6 +533,23 @@ def _rows(table: pa.Table | None, path: Path) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
+def _check_unique_ids(table: pa.Table | None, id_column: str) -> None:
+    """Refuse ids that repeat: a later --resume could not tell their rows apart.
+
+    (A Parquet input is not read on the driver: a resume checks its ids as it reads them.)
+    """
+    if table is None or id_column not in table.column_names:
+        return
+    counts = pc.value_counts(table.column(id_column)).to_pylist()
+    repeated = [c["values"] for c in counts if c["counts"] > 1]
+    if repeated:
+        shown = ", ".join("(empty)" if v is None else str(v) for v in repeated[:3])
+        raise _Refused(
+            f"the ids in {id_column!r} are not unique ({shown} repeat): --resume could not "
+            "tell their rows apart. Give every row its own id (--id-column names the column)"
+        )
+
+
 def run(args: argparse.Namespace, config: dict[str, Any], out: TextIO, err: TextIO) -> int:
     """Run the job: check, read, answer every (pending) row, write, print the usage.
 
@@ -536,6 +559,9 @@ def run(args: argparse.Namespace, config: dict[str, Any], out: TextIO, err: Text
     try:
         table, mode = _validate(args, config)
         total = _rows(table, Path(args.input))
+        if total == 0:
+            raise _Refused(f"{args.input} holds no rows: nothing was sent, nothing written")
+        _check_unique_ids(table, args.id_column)
         if args.resume:
             done = done_ids(args.output, args.id_column, keep_failed=args.keep_failed)
             if done:

@@ -135,6 +135,12 @@ def doctor(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK if chat_ok and models_ok else EXIT_FAILED
 
 
+def _probe_config(args: argparse.Namespace, model: str) -> TIRConfig:
+    # A probe: a model server that stalls must not hold doctor for minutes (60 s, retried).
+    config = _config(args, model)
+    return config.replace(timeout=min(config.timeout, _PROBE_TIMEOUT), max_retries=0)
+
+
 def _check_other_models(args: argparse.Namespace, out: TextIO, err: TextIO) -> bool:
     """Send one small request to each of the embedding and rerank models that are set.
 
@@ -146,7 +152,7 @@ def _check_other_models(args: argparse.Namespace, out: TextIO, err: TextIO) -> b
     if embedding_model:
         label = f"embeddings:  {embedding_model} ({EMBEDDING_MODEL_ENV_VARS[0]})"
         try:
-            with EmbeddingsClient(_config(args, embedding_model)) as embedder:
+            with EmbeddingsClient(_probe_config(args, embedding_model)) as embedder:
                 (vector,) = embedder.embed(["ready"])
             print(f"{label}: ok, {len(vector)} dimensions", file=out)
         except TIRError as e:
@@ -156,7 +162,7 @@ def _check_other_models(args: argparse.Namespace, out: TextIO, err: TextIO) -> b
     if rerank_model:
         label = f"rerank:      {rerank_model} ({RERANK_MODEL_ENV_VARS[0]})"
         try:
-            with RerankClient(_config(args, rerank_model)) as reranker:
+            with RerankClient(_probe_config(args, rerank_model)) as reranker:
                 reranker.rerank("ready?", ["ready"])
             print(f"{label}: ok", file=out)
         except TIRError as e:

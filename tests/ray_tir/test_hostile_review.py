@@ -5,6 +5,9 @@ Requests are counted at the emulator and folders read back with pyarrow.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +17,13 @@ import ray.data
 
 import ray_tir
 from ray_tir import _output
-from tests.ray_tir.test_hostile import options, rows
+from tests.conftest import TEST_KEY
+from tests.ray_tir.test_hostile import batch, batch_before_ray, options, rows
 from tests.ray_tir.test_hostile_jobs import mounted
 from tests.support.emulator import Emulator
 
 pytestmark = pytest.mark.usefixtures("ray_local")
+URL = "http://127.0.0.1:9/v1"  # never reached: these are refused before any request
 
 
 def ids_in(folder: Path) -> list[Any]:
@@ -94,3 +99,65 @@ def test_usage_reads_a_folders_settings_once(
     totals = ray_tir.usage(str(output))
     assert totals["rows"] == 12 and list(totals["per_model"]) == ["llama3_1_8b_instruct"]
     assert len(reads) == 1
+
+
+# -- the CLI: found in the same review ----------------------------------------------------------
+
+
+def test_a_header_only_input_is_refused_without_a_folder(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("id,prompt\n")
+    output = tmp_path / "out"
+    done = batch_before_ray(source, output, {"TIR_API_KEY": TEST_KEY, "TIR_BASE_URL": URL})
+    assert done.returncode == 2, done.stderr
+    assert "holds no rows" in done.stderr and "Traceback" not in done.stderr
+    assert not output.exists()
+
+
+def test_repeated_ids_are_refused_before_ray(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("id,prompt\n1,a\n2,b\n1,c\n")
+    done = batch_before_ray(
+        source, tmp_path / "out", {"TIR_API_KEY": TEST_KEY, "TIR_BASE_URL": URL}
+    )
+    assert done.returncode == 2, done.stderr
+    assert "not unique (1 repeat)" in done.stderr
+
+
+def test_zero_and_minus_zero_stay_two_ids(
+    emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIR_API_KEY", TEST_KEY)
+    source = tmp_path / "in.csv"
+    source.write_text("id,prompt\n0,a\n-0,b\n")
+    output = tmp_path / "out"
+    code, text = batch(emulator, str(source), str(output), "--max-tokens", "2")
+    assert code == 0, text
+    assert ids_in(output) == ["-0", "0"]
+
+
+def test_batch_inside_a_program_leaves_no_mark_on_its_environment(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    # The reaper ends every process carrying the job's mark once the program ends: a process
+    # the program starts after the job must not carry it.
+    source = tmp_path / "in.csv"
+    source.write_text("id,prompt\n1,a\n")
+    script = (
+        "import io, os, sys\nfrom tir_llama.cli import main\n"
+        f"code = main(['--base-url', {emulator.base_url!r}, 'batch', {str(source)!r}, "
+        f"{str(tmp_path / 'out')!r}], io.StringIO())\n"
+        "print(code, 'TIR_LLAMA_BATCH' in os.environ)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIR_", "RAY_"))}
+    env["TIR_API_KEY"] = TEST_KEY
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+        check=False,
+    )
+    assert done.stdout.split()[-2:] == ["0", "False"], done.stdout + done.stderr
