@@ -329,6 +329,11 @@ class Sink:
                 f"(errno {e.errno}); the files written before it are complete: --resume "
                 "once it is fixed"
             ) from None
+        except pa.ArrowException as e:  # a column Parquet cannot store (an empty struct)
+            raise OutputWriteError(
+                f"writing {path} failed: {_one_line(e)}; the files written before it are "
+                "complete. Write JSON Lines (a folder ending in .jsonl), or leave the column out"
+            ) from None
         return path.name
 
 

@@ -533,6 +533,29 @@ def _rows(table: pa.Table | None, path: Path) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
+def _check_parquet_fits(table: pa.Table | None, source: str) -> None:
+    """Refuse columns Parquet cannot store before paying for answers it could not write."""
+    if table is None:
+        return  # read from Parquet: it fits
+    row = table.slice(0, 1)
+    for name, kind in (
+        ("response", pa.string()),
+        ("finish_reason", pa.string()),
+        ("input_tokens", pa.int64()),
+        ("output_tokens", pa.int64()),
+        ("error", pa.string()),
+    ):
+        if name not in row.column_names:
+            row = row.append_column(name, pa.nulls(1, kind))
+    try:
+        pq.write_table(row, pa.BufferOutputStream())
+    except pa.ArrowException as e:
+        raise _Refused(
+            f"the rows of {source} cannot be written to Parquet ({' '.join(str(e).split())}): "
+            "write JSON Lines instead (an OUTPUT ending in .jsonl), or leave the column out"
+        ) from None
+
+
 def _check_unique_ids(table: pa.Table | None, id_column: str) -> None:
     """Refuse ids that repeat: a later --resume could not tell their rows apart.
 
@@ -562,6 +585,8 @@ def run(args: argparse.Namespace, config: dict[str, Any], out: TextIO, err: Text
         if total == 0:
             raise _Refused(f"{args.input} holds no rows: nothing was sent, nothing written")
         _check_unique_ids(table, args.id_column)
+        if not args.output.rstrip("/").endswith(".jsonl"):
+            _check_parquet_fits(table, args.input)
         if args.resume:
             done = done_ids(args.output, args.id_column, keep_failed=args.keep_failed)
             if done:

@@ -161,3 +161,15 @@ def test_batch_inside_a_program_leaves_no_mark_on_its_environment(
         check=False,
     )
     assert done.stdout.split()[-2:] == ["0", "False"], done.stdout + done.stderr
+
+
+def test_a_column_parquet_cannot_store_is_refused_before_paying(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        "".join(f'{{"id": {i}, "prompt": "q {i}", "meta": {{}}}}\n' for i in range(5))
+    )
+    output = tmp_path / "out"
+    done = batch_before_ray(source, output, {"TIR_API_KEY": TEST_KEY, "TIR_BASE_URL": URL})
+    assert done.returncode == 2, done.stderr
+    assert "cannot be written to Parquet" in done.stderr and ".jsonl" in done.stderr
+    assert done.stderr.count("\n") == 1 and not output.exists()
