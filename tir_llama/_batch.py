@@ -47,7 +47,14 @@ from ray_tir import (
     write_output,
 )
 from ray_tir._bulk import check_columns
-from ray_tir._output import WriteMode, check_output, done_ids, folder_lock, without_done
+from ray_tir._output import (
+    WriteMode,
+    _parquet_outputs,
+    check_output,
+    done_ids,
+    folder_lock,
+    without_done,
+)
 from tir_transport import (
     DEFAULT_MODEL,
     ApproximateTokenCountWarning,
@@ -556,6 +563,44 @@ def _check_parquet_fits(table: pa.Table | None, source: str) -> None:
         ) from None
 
 
+def _align_ids(table: pa.Table | None, args: argparse.Namespace) -> pa.Table | None:
+    """The input's ids in the type the folder holds them in, when that changes no id.
+
+    CSV ids are typed from the whole file: rows appended since the first run (an id `A10`
+    after `1`..`9`) change the type of all of them.
+
+    Raises:
+        _Refused: an id that cannot be the folder's type (named with its row), before Ray.
+    """
+    if table is None or args.id_column not in table.column_names:
+        return table
+    files = _parquet_outputs(Path(args.output), args.id_column)
+    if not files:
+        return table
+    held = pq.read_schema(files[0]).field(args.id_column).type
+    column = table.column(args.id_column)
+    if column.type == held:
+        return table
+    values = column.to_pylist()
+    if pa.types.is_integer(held) and pa.types.is_string(column.type):
+        for row, value in enumerate(values, 1):
+            if value is not None and not (_INTEGER.fullmatch(value) and int(value) in _INT64):
+                raise _Refused(
+                    f"row {row} of {args.input} has the id {value!r}, but the ids in "
+                    f"{args.output} are whole numbers: a resume keeps the ids' type. Give "
+                    "that row a whole-number id, or write to another folder (or --overwrite)"
+                )
+        aligned = pa.array([None if v is None else int(v) for v in values], pa.int64())
+    elif pa.types.is_string(held) and pa.types.is_integer(column.type):
+        aligned = pa.array([None if v is None else str(v) for v in values], pa.string())
+    else:
+        raise _Refused(
+            f"the ids of {args.input} are {column.type} and those in {args.output} are {held}: "
+            "a resume keeps the ids' type; write to another folder (or --overwrite)"
+        )
+    return table.set_column(table.column_names.index(args.id_column), args.id_column, aligned)
+
+
 def _check_unique_ids(table: pa.Table | None, id_column: str) -> None:
     """Refuse ids that repeat: a later --resume could not tell their rows apart.
 
@@ -588,6 +633,7 @@ def run(args: argparse.Namespace, config: dict[str, Any], out: TextIO, err: Text
         if not args.output.rstrip("/").endswith(".jsonl"):
             _check_parquet_fits(table, args.input)
         if args.resume:
+            table = _align_ids(table, args)
             done = done_ids(args.output, args.id_column, keep_failed=args.keep_failed)
             if done:
                 total = sum(1 for i in _ids(table, args) if i not in done)

@@ -173,3 +173,26 @@ def test_a_column_parquet_cannot_store_is_refused_before_paying(tmp_path: Path) 
     assert done.returncode == 2, done.stderr
     assert "cannot be written to Parquet" in done.stderr and ".jsonl" in done.stderr
     assert done.stderr.count("\n") == 1 and not output.exists()
+
+
+def test_rows_appended_since_the_first_run_keep_the_ids_type(
+    emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIR_API_KEY", TEST_KEY)
+    source, output = tmp_path / "in.csv", tmp_path / "out"
+    source.write_text("id,prompt\n" + "".join(f"{i},q {i}\n" for i in range(4)))
+    code, text = batch(emulator, str(source), str(output), "--max-tokens", "2")
+    assert code == 0, text
+    # An appended row whose id is text makes the whole file's ids text: refused, naming it,
+    # before Ray and before any request.
+    with source.open("a") as f:
+        f.write("A10,q 10\n")
+    sent = len(emulator.requests)
+    code, text = batch(emulator, str(source), str(output), "--resume", "--max-tokens", "2")
+    assert code == 2 and "row 5" in text and "'A10'" in text, text
+    assert len(emulator.requests) == sent
+    # Appended rows with whole-number ids resume into the int ids, each id once.
+    source.write_text("id,prompt\n" + "".join(f"{i},q {i}\n" for i in range(6)))
+    code, text = batch(emulator, str(source), str(output), "--resume", "--max-tokens", "2")
+    assert code == 0, text
+    assert ids_in(output) == list(range(6)) and len(emulator.requests) == sent + 2
