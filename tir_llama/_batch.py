@@ -628,7 +628,10 @@ def run(args: argparse.Namespace, config: dict[str, Any], out: TextIO, err: Text
         table, mode = _validate(args, config)
         total = _rows(table, Path(args.input))
         if total == 0:
-            raise _Refused(f"{args.input} holds no rows: nothing was sent, nothing written")
+            raise _Refused(
+                f"{args.input} holds no rows: nothing was sent, and nothing in {args.output} "
+                "was written or replaced"
+            )
         _check_unique_ids(table, args.id_column)
         if not args.output.rstrip("/").endswith(".jsonl"):
             _check_parquet_fits(table, args.input)
