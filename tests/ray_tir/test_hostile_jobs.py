@@ -369,6 +369,16 @@ def test_overwrite_never_leaves_both_outputs(emulator: Emulator, tmp_path: Path)
 # -- 8. a killed job: what it loses, what it sends after, what it leaves running ----------------
 
 
+def describe(pid: int) -> str:
+    """A process as a failure names it: its command, and whether it carries the reaper's mark."""
+    with contextlib.suppress(OSError):
+        proc = Path("/proc") / str(pid)
+        command = proc.joinpath("cmdline").read_bytes().replace(b"\0", b" ")[:120].decode()
+        reaped = b"TIR_LLAMA_BATCH=" in proc.joinpath("environ").read_bytes()
+        return f"{pid} {command!r} reaper-mark={reaped}"
+    return f"{pid} (gone)"
+
+
 def marked(mark: str) -> list[int]:
     """Processes that inherited `TIR_TEST_JOB=mark` (the command and everything it started)."""
     wanted = f"TIR_TEST_JOB={mark}".encode()
@@ -400,7 +410,10 @@ def wait_for_exit(mark: str) -> None:
         try:
             for fd in fds:
                 ready, _, _ = select.select([fd], [], [], RAY_GONE_SECONDS)
-                assert ready, f"a process still runs {RAY_GONE_SECONDS} s after the kill"
+                assert ready, (
+                    f"a process still runs {RAY_GONE_SECONDS} s after the kill: "
+                    f"{[describe(pid) for pid in marked(mark)]}"
+                )
         finally:
             for fd in fds:
                 os.close(fd)
