@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import contextvars
 import json
 import math
 import struct
@@ -68,6 +69,10 @@ TOOL_CHOICE_WITHOUT_TOOLS = (
 KNOWN_PART_TYPES = frozenset(
     {"text", "image_url", "input_audio", "audio_url", "video_url", "file", "refusal"}
 )
+
+
+# The test generation (see `Emulator.reset`) of the request a connection's task is answering.
+_GENERATION: contextvars.ContextVar[int] = contextvars.ContextVar("emulator_generation")
 
 
 def _dumps(value: Any) -> str:
@@ -513,6 +518,7 @@ class Emulator:
                 request = RecordedRequest(method, parts.path, parse_qs(parts.query), headers, body)
                 self.requests.append(request)
                 generation = self._generation
+                _GENERATION.set(generation)  # this connection's task: read by `_sent`
                 self.in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
                 started = time.monotonic()
@@ -556,7 +562,10 @@ class Emulator:
         await writer.drain()
 
     def _sent(self, status: int) -> None:
-        self.sent.append((time.monotonic(), status))
+        # A response to a request of an earlier test (a slow reply the client gave up on)
+        # belongs to that test: it must not show in this one's statuses.
+        if _GENERATION.get(self._generation) == self._generation:
+            self.sent.append((time.monotonic(), status))
         self._notify()
 
     async def _respond(self, request: RecordedRequest, writer: asyncio.StreamWriter) -> bool:
