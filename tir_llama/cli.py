@@ -13,9 +13,9 @@ import os
 import sys
 import termios
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn, TextIO, TypeVar
 
 from tir_transport import (
     DEFAULT_MODEL,
@@ -175,7 +175,7 @@ _PROBE_TIMEOUT = 10.0
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _parsed(text, int, "a whole number")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive number of tokens, got {text}")
     return value
@@ -375,31 +375,33 @@ def _answer(
     return f"{usage.input_tokens} in, {usage.output_tokens} out"
 
 
-def _positive_number(text: str) -> float:
+_N = TypeVar("_N", int, float)
+
+
+def _parsed(text: str, cast: Callable[[str], _N], kind: str) -> _N:
+    """A flag's value read with `cast`, or argparse's error that says it is not `kind`."""
     try:
-        value = float(text)
+        return cast(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
+        raise argparse.ArgumentTypeError(f"not {kind}: {text}") from None
+
+
+def _positive_number(text: str) -> float:
+    value = _parsed(text, float, "a number")
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
     return value
 
 
 def _at_least_zero(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
+    value = _parsed(text, float, "a number")
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 
 def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text}") from None
+    value = _parsed(text, int, "a whole number")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {text}")
     return value
