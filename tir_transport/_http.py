@@ -285,7 +285,6 @@ class HTTPClient:
         self._sync: httpx.Client | None = None
         # Config is immutable: URLs and headers are worked out once, not per request.
         self._urls: dict[tuple[str, str | None], str] = {}
-        self._proxies: dict[str, str] = {}  # URL -> the proxy it goes through, as shown
         self._proxy: str | None = None  # the environment's, read once (`_check_proxy`)
         self._proxy_read = False
         self._headers: tuple[dict[str, str], dict[str, str]] | None = None
@@ -433,6 +432,11 @@ class HTTPClient:
             self._urls[key] = url
         return url
 
+    @property
+    def _proxy_shown(self) -> str | None:
+        """The proxy our requests go through, as errors name it (every URL: one host)."""
+        return _proxy_name(self._proxy) if self._proxy else None
+
     def _pool_proxy(self) -> str | None:
         """The proxy our pools use: the one `_check_proxy` read (and checked), never another."""
         if not self._proxy_read:
@@ -455,7 +459,7 @@ class HTTPClient:
         proxy = self._proxy
         if proxy is None:
             return
-        name = self._proxies[url] = _proxy_name(proxy)
+        name = _proxy_name(proxy)
         target, via = httpx.URL(url), httpx.URL(proxy)
         clear = target.scheme == "http" and via.scheme == "http"
         if clear and not _is_loopback(via.host) and not self.config.allow_insecure_http:
@@ -481,7 +485,7 @@ class HTTPClient:
             secret=self.config.secret(),
             url=str(response.request.url),
         )
-        proxy = self._proxies.get(str(response.request.url))
+        proxy = self._proxy_shown
         if proxy and response.status_code in (407, 502, 503, 504):
             # The answer may be the proxy's own (it could not reach TIR, or wants a login).
             error.message += f" (the request went through the proxy {proxy})"
@@ -522,7 +526,7 @@ class HTTPClient:
             url,
             in_stream=in_stream,
             secret=self.config.secret(),
-            proxy=self._proxies.get(url),
+            proxy=self._proxy_shown,
         )
 
     def _read(self, response: httpx.Response, parse: Callable[[Any], _R], model: str | None) -> _R:
