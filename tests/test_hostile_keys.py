@@ -492,8 +492,13 @@ class Proxy:
         await writer.drain()
         writer.close()
 
-    def close(self) -> None:
+    async def _stop(self) -> None:
         self._server.close()
+
+    def close(self) -> None:
+        # The server belongs to the loop's thread: closed there (closing it from this thread
+        # raced the loop's own bookkeeping and failed a CI run).
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
