@@ -22,9 +22,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-# The real model server is built before pytest starts: its first build (4 to 6 minutes) must not
-# count against a test's timeout.
-pytest: $(STAMP) model-server
+# The real model servers are installed before pytest starts: their first builds (llama.cpp 4 to 6
+# minutes, vLLM about 5) must not count against a test's timeout.
+pytest: $(STAMP) model-server vllm-server
 	$(PY) -m pytest
 
 # The docs build (--strict) also runs inside pytest (tests/test_docs.py), with every sample.
@@ -52,10 +52,11 @@ bench: $(STAMP)
 model-server: $(STAMP)
 	$(PY) scripts/local_model_server.py ensure
 
-# The vLLM tier (tests/vllm, marker `vllm`; tests/README.md): a real vLLM installed once per
-# machine into ~/.cache/tir-llama/vllm-* (about 5 minutes, 3.5 GB, mostly download) before
-# pytest starts. Where pip cannot find the CPU build of torch it says so and the tier is
-# skipped; with TIR_LLAMA_REQUIRE_VLLM=1 (CI) that is a failure. Not yet part of `make test`.
+# The vLLM tier (tests/vllm, marker `vllm`; tests/README.md), part of `make test`: a real vLLM
+# installed once per machine into ~/.cache/tir-llama/vllm-* (about 5 minutes, 3.5 GB, mostly
+# download) before pytest starts. Where pip cannot find the CPU build of torch it says so and
+# the tier is skipped; with TIR_LLAMA_REQUIRE_VLLM=1 (CI, .ci/run) that is a failure.
+# `make test-vllm` runs the tier alone.
 vllm-server: $(STAMP)
 	$(PY) scripts/vllm_server.py ensure --if-available
 

@@ -148,12 +148,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     others = [item for item in items if item.get_closest_marker("vllm") is None]
     tier.sort(key=_group)  # stable: within a group, collection order
     items[:] = others + tier
-    # Until the tier joins `make test` (issue 28), it runs when asked for: `make test-vllm`.
-    asked = "vllm" in (config.getoption("markexpr") or "")
     for item in tier:
         item.add_marker(pytest.mark.timeout(TIER_TIMEOUT))
-        if not asked:
-            item.add_marker(pytest.mark.skip(reason="the vLLM tier runs with `make test-vllm`"))
 
 
 @pytest.hookimpl(trylast=True)
