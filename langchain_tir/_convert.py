@@ -215,13 +215,18 @@ def reply_metadata(completion: ChatCompletion) -> dict[str, Any]:
     return metadata
 
 
-def _parse_tool_call(call: WireToolCall) -> ToolCall | InvalidToolCall:
+def _parse_tool_call(call: WireToolCall, cut: bool = False) -> ToolCall | InvalidToolCall:
     if not call.arguments.strip():
         return ToolCall(name=call.name, args={}, id=call.id, type="tool_call")
     try:
         args = json.loads(call.arguments)
     except ValueError as e:
         error = f"the arguments are not valid JSON: {e}"
+        if cut:
+            error = (
+                "max_tokens cut the call before its arguments were complete: raise max_tokens"
+                f" ({error})"
+            )
     else:
         if isinstance(args, dict):
             return ToolCall(name=call.name, args=args, id=call.id, type="tool_call")
@@ -235,8 +240,9 @@ def completion_to_message(completion: ChatCompletion) -> AIMessage:
     """Convert a whole reply; malformed tool-call JSON becomes `invalid_tool_calls`."""
     tool_calls: list[ToolCall] = []
     invalid: list[InvalidToolCall] = []
+    cut = completion.finish_reason == "length"
     for call in completion.tool_calls:
-        parsed = _parse_tool_call(call)
+        parsed = _parse_tool_call(call, cut)
         if parsed.get("type") == "invalid_tool_call":
             invalid.append(parsed)  # type: ignore[arg-type]
         else:

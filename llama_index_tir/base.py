@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -79,6 +80,14 @@ def _tool_choice(tool_choice: str | dict[str, Any] | None, tool_required: bool) 
     return {"type": "function", "function": {"name": tool_choice}}
 
 
+def _whole_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
 class TIRLlamaLLM(TIRConnection, FunctionCallingLLM):
     """A chat model served by E2E Networks TIR (GenAI API or a model endpoint), for LlamaIndex.
 
@@ -124,6 +133,13 @@ class TIRLlamaLLM(TIRConnection, FunctionCallingLLM):
     )
     additional_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Other request fields (e.g. vLLM's top_k)."
+    )
+    strict: bool | None = Field(
+        default=None,
+        description="Send tools with `strict` (as OpenAI's `strict`), so that vLLM's guided "
+        "decoding makes a forced call's arguments follow the tool's schema. None (the "
+        "default): strict for a forced call (`tool_required`, a named `tool_choice`, "
+        "`structured_predict`), where vLLM otherwise forces only the name; off otherwise.",
     )
     is_function_calling_model: bool = Field(
         default=True,
@@ -373,9 +389,13 @@ class TIRLlamaLLM(TIRConnection, FunctionCallingLLM):
         allow_parallel_tool_calls: bool = False,
         tool_required: bool = False,
         tool_choice: str | dict[str, Any] | None = None,
+        strict: bool | None = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
-        """Build `chat` arguments that send `tools`; the caller's history is not changed."""
+        """Build `chat` arguments that send `tools`; the caller's history is not changed.
+
+        `strict` (as OpenAI's LlamaIndex class takes it) overrides the `strict` field.
+        """
         specs = [tool.metadata.to_openai_tool(skip_length_check=True) for tool in tools]
         messages = list(chat_history or [])
         if isinstance(user_msg, str):
@@ -390,6 +410,15 @@ class TIRLlamaLLM(TIRConnection, FunctionCallingLLM):
                 # force "required" (llama.cpp's answers HTTP 500) can force a named tool.
                 tool_choice = specs[0]["function"]["name"]
             prepared["tool_choice"] = _tool_choice(tool_choice, tool_required)
+            strict = self.strict if strict is None else strict
+            if strict is None:
+                # A forced call: without strict, vLLM's guided decoding forces the tool's
+                # name and lets the model write any JSON as its arguments (a small model
+                # writes the schema itself, until max_tokens cuts it).
+                strict = prepared["tool_choice"] not in ("auto", "none")
+            if strict:
+                for spec in specs:
+                    spec["function"]["strict"] = True
             # Llama 3.1's template takes one call per assistant turn.
             prepared["parallel_tool_calls"] = allow_parallel_tool_calls
         return prepared
@@ -431,9 +460,18 @@ class TIRLlamaLLM(TIRConnection, FunctionCallingLLM):
             if error_on_no_tool_call:
                 raise ValueError("Expected at least one tool call, but the reply has none.")
             return []
+        cut = response.message.additional_kwargs.get("finish_reason") == "length"
         selections = []
         for call in calls:
             arguments: Any = call.tool_kwargs
+            if cut and isinstance(arguments, str) and not _whole_json(arguments):
+                # The reply is over and max_tokens cut this call: its partial arguments
+                # would call the tool with what happened to fit.
+                raise ValueError(
+                    f"max_tokens cut the call to {call.tool_name or 'a tool'} before its "
+                    f"arguments were complete (finish_reason 'length'): raise max_tokens "
+                    f"(it is {self.max_tokens})"
+                )
             if isinstance(arguments, str):
                 try:
                     arguments = parse_partial_json(arguments) if arguments.strip() else {}

@@ -10,7 +10,14 @@ from typing import Any, Unpack
 
 import httpx
 
-from ._chat_wire import DONE, ChatChunk, ChatCompletion, parse_chunk, parse_completion
+from ._chat_wire import (
+    DONE,
+    ChatChunk,
+    ChatCompletion,
+    check_single_choice,
+    parse_chunk,
+    parse_completion,
+)
 from ._config import TIRConfig
 from ._errors import StreamInterruptedError, TIRError, key_hider, request_id_of
 from ._http import AsyncStream, HTTPClient, HTTPOptions, ParserFactory, adrive, drive
@@ -165,6 +172,9 @@ class ChatClient(HTTPClient):
         return self._api_url("chat/completions", model if isinstance(model, str) else None)
 
     def _prepare(self, payload: Mapping[str, Any]) -> tuple[str, dict[str, str], bytes]:
+        # A body given whole (not built by build_payload) is held to one choice too: with n=2
+        # vLLM bills both answers, and interleaves them in a stream that would read as one.
+        check_single_choice(payload)
         url = self._url(payload)
         headers = self._request_headers(bool(payload.get("stream")))
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()

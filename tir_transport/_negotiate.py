@@ -20,7 +20,14 @@ from ._structured import (
     is_response_format_rejection,
 )
 from ._tool_stream import TextToolCallFilter
-from ._tools import ToolMode, is_tools_rejection, read_text_calls, to_prompt_mode, tool_names
+from ._tools import (
+    ToolMode,
+    forced_name,
+    is_tools_rejection,
+    read_text_calls,
+    to_prompt_mode,
+    tool_names,
+)
 
 logger = logging.getLogger("tir_transport")
 
@@ -106,6 +113,7 @@ class Negotiation:
         self._tool_mode = tool_mode
         self._names = tool_names(payload.get("tools"))
         self._watch_text = bool(self._names) and payload.get("tool_choice") != "none"
+        self._forced = forced_name(payload.get("tool_choice"), self._names)
         self._schema = _json_schema(payload.get("response_format"))
         remembered, self._level = False, _NATIVE
         if self._names or self._schema is not None:
@@ -164,7 +172,7 @@ class Negotiation:
     def on_completion(self, completion: ChatCompletion) -> ChatCompletion | Mapping[str, Any]:
         """The reply to hand on, or the body of one more request to send first."""
         if self._watch_text:
-            completion = read_text_calls(completion, self._names)
+            completion = read_text_calls(completion, self._names, self._forced)
         if self._schema is None or self._level == _NATIVE:
             return completion
         instruction = self._instruction()
@@ -212,7 +220,7 @@ class Negotiation:
 
     def stream_filter(self) -> TextToolCallFilter | None:
         """A fresh filter for a stream's text, when tools are in play."""
-        return TextToolCallFilter(self._names) if self._watch_text else None
+        return TextToolCallFilter(self._names, self._forced) if self._watch_text else None
 
     def _remember_tools(self) -> None:
         with _lock:

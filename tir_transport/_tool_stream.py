@@ -6,7 +6,7 @@ from collections.abc import Collection
 from dataclasses import replace
 
 from ._chat_wire import ChatChunk, ToolCallDelta
-from ._tools import PYTHON_TAG, parse_text_tool_calls, scan_objects
+from ._tools import PYTHON_TAG, cut_calls, parse_text_tool_calls, scan_objects
 
 __all__ = ["TextToolCallFilter"]
 
@@ -40,10 +40,11 @@ class TextToolCallFilter:
     reply, where it becomes tool-call deltas, or is released as text if it was not a call.
     """
 
-    __slots__ = ("_held", "_names", "_text_mode")
+    __slots__ = ("_forced", "_held", "_names", "_text_mode")
 
-    def __init__(self, names: Collection[str]) -> None:
+    def __init__(self, names: Collection[str], forced: str | None = None) -> None:
         self._names = names
+        self._forced = forced  # see _tools.forced_name: a forced call cut short is still a call
         self._held: list[str] = []
         self._text_mode = False
 
@@ -76,10 +77,13 @@ class TextToolCallFilter:
     def _finish(self, chunk: ChatChunk) -> ChatChunk:
         held = self._release()
         calls = parse_text_tool_calls(held, self._names) if held else None
+        finish = "tool_calls"
+        if not calls and held and self._forced is not None and chunk.finish_reason == "length":
+            calls, finish = cut_calls(held, self._names, self._forced), "length"
         if calls:
             deltas = tuple(
                 ToolCallDelta(index=i, id=c.id, name=c.name, arguments=c.arguments)
                 for i, c in enumerate(calls)
             )
-            return replace(chunk, text=None, tool_calls=deltas, finish_reason="tool_calls")
+            return replace(chunk, text=None, tool_calls=deltas, finish_reason=finish)
         return replace(chunk, text=(held + (chunk.text or "")) or None)

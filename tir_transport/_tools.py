@@ -10,6 +10,7 @@ reader also catches a call that a native endpoint left in the text. Streams are 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
@@ -21,6 +22,8 @@ from ._errors import BadRequestError, ContextLengthExceededError, ServerError, T
 __all__ = [
     "PYTHON_TAG",
     "ToolMode",
+    "cut_calls",
+    "forced_name",
     "is_tools_rejection",
     "message_text",
     "parse_text_tool_calls",
@@ -221,14 +224,86 @@ def parse_text_tool_calls(text: str, names: Collection[str] | None = None) -> li
     return calls
 
 
-def read_text_calls(completion: ChatCompletion, names: Collection[str]) -> ChatCompletion:
-    """A reply whose text is a tool call, as a reply with that tool call."""
+def read_text_calls(
+    completion: ChatCompletion, names: Collection[str], forced: str | None = None
+) -> ChatCompletion:
+    """A reply whose text is a tool call, as a reply with that tool call.
+
+    `forced` (see `forced_name`) says the request forced a call: then a call that max_tokens
+    cut is read too (`cut_calls`), and the reply keeps its finish_reason "length".
+    """
     if completion.tool_calls or not completion.text:
         return completion
     calls = parse_text_tool_calls(completion.text, names)
-    if not calls:
-        return completion
-    return replace(completion, text=None, tool_calls=tuple(calls), finish_reason="tool_calls")
+    if calls:
+        return replace(completion, text=None, tool_calls=tuple(calls), finish_reason="tool_calls")
+    if forced is not None and completion.finish_reason == "length":
+        calls = cut_calls(completion.text, names, forced)
+        if calls:
+            return replace(completion, text=None, tool_calls=tuple(calls))
+    return completion
+
+
+def forced_name(tool_choice: Any, names: Collection[str]) -> str | None:
+    """The tool a `tool_choice` forces: its name, "" for "required" or "any", else None."""
+    if tool_choice in ("required", "any"):
+        return next(iter(names)) if len(names) == 1 else ""
+    if isinstance(tool_choice, Mapping):
+        function = tool_choice.get("function")
+        name = function.get("name") if isinstance(function, Mapping) else None
+        return name if isinstance(name, str) else ""
+    return None
+
+
+# The head of a call: `{"name": "...",` then maybe `"parameters":` (or `"arguments":`).
+_CALL_HEAD = re.compile(
+    r'\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,?\s*("(?:parameters|arguments)"\s*:\s*)?'
+)
+
+_CUT_NAME = re.compile(r'\{\s*(?:"(?:n(?:a(?:m(?:e)?)?)?)?)?(?:"\s*:\s*"([^"\\]*))?$')
+
+
+def cut_calls(text: str, names: Collection[str], forced: str) -> list[ToolCall] | None:
+    """The calls of a forced tool call's JSON that max_tokens cut, or None if it is not one.
+
+    vLLM's guided decoding writes a forced call (`tool_choice` "required" or a named function)
+    as JSON; cut by max_tokens, vLLM sends that JSON as the reply's text (finish_reason
+    "length"), `{"name": ..., "parameters": {...}}, {"name": ...` for "required". Whole calls
+    become calls; the cut one becomes a call whose `arguments` are the cut JSON, which is what
+    OpenAI's API sends for a call cut by max_tokens: never the reply's text, and never a call
+    with arguments that look complete.
+
+    Args:
+        text: the reply's text.
+        names: the tools offered.
+        forced: the forced tool's name, or "" when any tool may be called.
+    """
+    body = strip_wrapping(text).removeprefix("[").lstrip()
+    if not body.startswith("{"):
+        return None
+    objects, _, _ = scan_objects(body)
+    calls: list[ToolCall] = []
+    end = 0
+    for part in objects:
+        found = parse_text_tool_calls(part, names)
+        if not found:
+            break
+        calls.extend(found)
+        end = body.index(part, end) + len(part)
+    tail = body[end:].lstrip(" \t\r\n,;")
+    head = _CALL_HEAD.match(tail)
+    if head and head.group(1) in names:
+        # No arguments written yet: the cut head itself, so that they never read as `{}`.
+        arguments = tail[head.end() :].strip() if head.group(2) else ""
+        calls.append(ToolCall(id=new_call_id(), name=head.group(1), arguments=arguments or tail))
+    elif not calls and not head and tail.startswith("{"):
+        # Cut before its name was whole: the one tool the cut name (or the choice) can mean.
+        cut_name = _CUT_NAME.match(tail)
+        prefix = (cut_name.group(1) if cut_name else None) or ""
+        matches = [n for n in names if n.startswith(prefix)]
+        name = matches[0] if len(matches) == 1 else forced
+        calls.append(ToolCall(id=new_call_id(), name=name, arguments=tail))
+    return calls or None
 
 
 def rejection_text(error: TIRError) -> str | None:

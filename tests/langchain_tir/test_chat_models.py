@@ -316,6 +316,21 @@ def test_tool_choice_on_the_wire(
     assert body["tools"][0]["function"]["parameters"]["required"] == ["city"]
 
 
+def test_a_forced_call_cut_by_max_tokens_is_an_invalid_call_saying_so(
+    llm: ChatTIRLlama, emulator: Emulator
+) -> None:
+    # vLLM 0.32 sends a forced call that max_tokens cut as text, finish_reason length; it
+    # comes back as what ChatOpenAI makes of a call OpenAI cut (an invalid tool call), with
+    # an error that says what to do, and never as the message's text.
+    emulator.queue(Reply(text='{"name": "get_weather", "parameters": {"ci', finish_reason="length"))
+    message = llm.bind_tools([get_weather], tool_choice="get_weather").invoke("weather?")
+    assert message.text == "" and not message.tool_calls
+    (invalid,) = message.invalid_tool_calls
+    assert (invalid["name"], invalid["args"]) == ("get_weather", '{"ci')
+    assert "max_tokens cut the call" in (invalid["error"] or "")
+    assert message.response_metadata["finish_reason"] == "length"
+
+
 def test_tool_choice_must_name_a_bound_tool(llm: ChatTIRLlama) -> None:
     with pytest.raises(ValueError, match="not among the bound tools"):
         llm.bind_tools([get_weather], tool_choice="nope")

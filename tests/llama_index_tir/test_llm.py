@@ -357,6 +357,48 @@ def test_prepare_chat_with_tools_leaves_history_alone(llm: TIRLlamaLLM) -> None:
     assert named["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
 
 
+def test_a_forced_call_is_sent_strict_and_a_free_one_is_not(llm: TIRLlamaLLM) -> None:
+    # vLLM's guided decoding holds a forced call's arguments to the schema only with strict;
+    # OpenAI's LlamaIndex class sends strict only when asked, for every call.
+    def strict(prepared: dict[str, Any]) -> list[Any]:
+        return [t["function"].get("strict") for t in prepared["tools"]]
+
+    assert strict(llm._prepare_chat_with_tools([WEATHER], user_msg="x", tool_required=True)) == [
+        True
+    ]
+    named = llm._prepare_chat_with_tools([WEATHER], user_msg="x", tool_choice="get_weather")
+    assert strict(named) == [True]
+    assert strict(llm._prepare_chat_with_tools([WEATHER], user_msg="x")) == [None]
+    off = llm.model_copy(update={"strict": False})
+    assert strict(off._prepare_chat_with_tools([WEATHER], user_msg="x", tool_required=True)) == [
+        None
+    ]
+    assert strict(llm._prepare_chat_with_tools([WEATHER], user_msg="x", strict=True)) == [True]
+    # The caller's tool definitions are not changed.
+    assert "strict" not in WEATHER.metadata.to_openai_tool()["function"]
+
+
+@pytest.mark.parametrize(
+    "text", ['{"name": "get_weather", "parameters": {"ci', ""], ids=["as-text", "native"]
+)
+def test_a_forced_call_cut_by_max_tokens_names_max_tokens(
+    llm: TIRLlamaLLM, emulator: Emulator, text: str
+) -> None:
+    # vLLM sends a forced call that max_tokens cut as text (finish_reason length); a native
+    # cut call has partial arguments. Neither calls the tool with what happened to fit.
+    if text:
+        emulator.queue(Reply(text=text, finish_reason="length"))
+    else:
+        emulator.queue(Reply(finish_reason="length", **_cut_native()))
+    short = llm.model_copy(update={"max_tokens": 9})
+    with pytest.raises(ValueError, match=r"max_tokens cut the call to get_weather.*it is 9"):
+        short.predict_and_call([WEATHER], "Weather in Paris?", tool_required=True)
+
+
+def _cut_native() -> dict[str, Any]:
+    return {"tool_calls": [{"id": "call-1", "name": "get_weather", "arguments": '{"city": "Pa'}]}
+
+
 def test_chat_with_tools_and_history_round_trip(llm: TIRLlamaLLM, emulator: Emulator) -> None:
     emulator.queue(weather_call())
     response = llm.chat_with_tools([WEATHER], user_msg="Weather in Paris?")

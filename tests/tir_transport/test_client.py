@@ -599,3 +599,57 @@ def test_a_failed_async_stream_is_not_sent_again(
 
     asyncio.run(main())
     assert len(emulator.requests) == 1
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_a_body_given_whole_with_n_above_one_is_refused_before_sending(
+    make_client: MakeClient, emulator: Emulator, call: Caller, stream: bool
+) -> None:
+    # build_payload refuses n=2; a body built by hand must not slip past it: the server would
+    # bill both answers, and a stream interleaves them into what reads as one text.
+    body = {
+        "model": "llama3_1_8b_instruct",
+        "messages": [{"role": "user", "content": "hi"}],
+        "n": 2,
+        "stream": stream,
+    }
+    with pytest.raises(ValueError, match="n=2 is not supported"):
+        if stream:
+            call.stream(make_client(), body)
+        else:
+            call.create(make_client(), body)
+    assert emulator.requests == []
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+@pytest.mark.parametrize(
+    "choice", ["required", {"type": "function", "function": {"name": "get_weather"}}]
+)
+def test_a_forced_call_cut_by_max_tokens_is_a_cut_call_not_text(
+    make_client: MakeClient, emulator: Emulator, call: Caller, stream: bool, choice: Any
+) -> None:
+    # vLLM 0.32 sends a forced call that max_tokens cut as the reply's text (../shared/vllm.md).
+    cut = '{"name": "get_weather", "parameters": {"city": "Pa'
+    emulator.queue(Reply(pieces=[cut[:20], cut[20:]], finish_reason="length"))
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+    body = payload(stream=stream, tools=[tool], tool_choice=choice, max_tokens=9)
+    if stream:
+        chunks = call.stream(make_client(), body)
+        accumulator = ToolCallAccumulator()
+        for chunk in chunks:
+            accumulator.add(chunk.tool_calls)
+        text, calls = text_of(chunks), accumulator.result()
+        finish = chunks[-1].finish_reason or chunks[-2].finish_reason
+    else:
+        completion = call.create(make_client(), body)
+        text, calls = completion.text, list(completion.tool_calls)
+        finish = completion.finish_reason
+    assert not text
+    assert [(c.name, c.arguments) for c in calls] == [("get_weather", '{"city": "Pa')]
+    assert finish == "length"

@@ -18,6 +18,8 @@ from tir_transport._structured import (
 from tir_transport._tool_stream import TextToolCallFilter
 from tir_transport._tools import (
     DEFAULT_SYSTEM,
+    cut_calls,
+    forced_name,
     is_tools_rejection,
     parse_text_tool_calls,
     to_prompt_mode,
@@ -171,11 +173,13 @@ def chunk(text: str | None = None, finish: str | None = None, **kw: Any) -> Chat
     )
 
 
-def run(pieces: list[str]) -> list[ChatChunk | None]:
-    watch = TextToolCallFilter(NAMES)
+def run(
+    pieces: list[str], forced: str | None = None, finish: str = "stop"
+) -> list[ChatChunk | None]:
+    watch = TextToolCallFilter(NAMES, forced)
     out = [watch.process(chunk(role="assistant"))]
     out += [watch.process(chunk(p)) for p in pieces]
-    out.append(watch.process(chunk("", finish="stop")))
+    out.append(watch.process(chunk("", finish=finish)))
     return out
 
 
@@ -327,3 +331,75 @@ def test_python_tag_followed_by_code_is_released() -> None:
     out = run(["<|python_tag|>", "print('hi')"])
     assert out[1] is None
     assert out[2] is not None and out[2].text == "<|python_tag|>print('hi')"
+
+
+# -- a forced call that max_tokens cut (vLLM sends it as text, finish_reason "length") ----------
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [
+        ("required", ""),
+        ("any", ""),
+        ({"type": "function", "function": {"name": "search"}}, "search"),
+        ("auto", None),
+        ("none", None),
+        (None, None),
+    ],
+)
+def test_forced_name(choice: Any, expected: str | None) -> None:
+    assert forced_name(choice, NAMES) == expected
+    # With one tool, "required" can only mean it.
+    assert forced_name("required", {"search"}) == "search"
+
+
+def cut(text: str, forced: str = "") -> list[tuple[str, str]] | None:
+    found = cut_calls(text, NAMES, forced)
+    return None if found is None else [(c.name, c.arguments) for c in found]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # As vLLM 0.32 sent them (../shared/vllm.md): a named call cut in its arguments...
+        ('{"name": "get_weather", "parameters": {', [("get_weather", "{")]),
+        ('{"name": "get_weather", "parameters": {"city": "Pa', [("get_weather", '{"city": "Pa')]),
+        # ...before them: the head itself, so that the arguments never read as {}...
+        ('{"name": "get_weather",', [("get_weather", '{"name": "get_weather",')]),
+        # ...inside the name: the one tool the cut name can be.
+        ('{"name": "get_wea', [("get_weather", '{"name": "get_wea')]),
+        # "required" without parallel_tool_calls false: a whole call, then the cut next one.
+        (
+            '{"name": "search", "parameters": {"q": "x"}},\n{"name": "get_weather", "param',
+            [("search", '{"q": "x"}'), ("get_weather", '{"name": "get_weather", "param')],
+        ),
+        # A whole call and then something that is no call: the call, and nothing made up.
+        ('{"name": "search", "parameters": {}},\n{\n "type": "function", "fu', [("search", "{}")]),
+        # JSON's array form, and arguments that were whole when the cut came.
+        ('[{"name": "search", "parameters": {"q": "x"}', [("search", '{"q": "x"}')]),
+        ("Sure, here", None),
+        ('{"name": "unknown_tool", "parameters": {', None),
+    ],
+)
+def test_a_cut_forced_call_is_read_as_calls(text: str, expected: Any) -> None:
+    assert cut(text) == expected
+
+
+def test_a_cut_name_that_fits_several_tools_takes_the_forced_one() -> None:
+    assert cut('{"name": "', forced="search") == [("search", '{"name": "')]
+    assert cut('{"name": "', forced="") == [("", '{"name": "')]
+
+
+def test_a_stream_holding_a_cut_forced_call_ends_with_it_and_stays_length() -> None:
+    out = run(['{"name": "get_weather", ', '"parameters": {"ci'], forced="", finish="length")
+    last = out[-1]
+    assert last is not None and last.text is None
+    assert last.finish_reason == "length"
+    (delta,) = last.tool_calls
+    assert (delta.name, delta.arguments) == ("get_weather", '{"ci')
+
+
+def test_a_cut_call_is_text_when_no_call_was_forced() -> None:
+    # tool_choice "auto": the model chose to write this; cut, it is what it wrote.
+    out = run(['{"name": "get_weather", "parameters": {"ci'], finish="length")
+    assert out[-1] is not None and out[-1].text == '{"name": "get_weather", "parameters": {"ci'

@@ -183,23 +183,9 @@ def test_named_strict_tool_call(vllm_chat: Engine, call: Caller, stream: bool) -
     assert finish == "stop"
 
 
-REQUIRED_TEXT_LEAK = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 28: ChatClient.create sends tool_choice 'required' without "
-    "parallel_tool_calls as given; vLLM lets SmolLM2 run on past its first call, cuts it at "
-    'max_tokens and sends the raw \'{"name": ..., "parameters": ...},\\n{...\' as content '
-    "(finish_reason length); read_text_calls cannot parse the cut JSON, so ChatCompletion.text "
-    "is that raw JSON and no tool call comes (streamed, the text filter turns it into the "
-    "call). Both adapters send parallel_tool_calls false by default and are not affected. "
-    "Fix: send parallel_tool_calls false with 'required' when the caller set none, or read the "
-    "first whole call out of a cut text (_chat_wire.py / _negotiate.py / _tools.py, issue 27's)",
-)
-
-
 @pytest.mark.parametrize(
     "stream",
-    [pytest.param(False, id="create", marks=REQUIRED_TEXT_LEAK), pytest.param(True, id="stream")],
+    [pytest.param(False, id="create"), pytest.param(True, id="stream")],
 )
 def test_required_with_parallel_calls_never_reaches_the_user_as_text(
     vllm_chat: Engine, call: Caller, stream: bool
@@ -307,27 +293,27 @@ def test_n_above_one_is_refused_before_sending(vllm_chat: Engine) -> None:
         build_payload(ask("Say hi."), MODEL, max_tokens=4, n=2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 28: a payload given whole to ChatClient.stream with n=2 is sent as it is; "
-    "vLLM interleaves two choices (index 0 and 1) and the stream parser reads choices[0] of "
-    "every chunk, so the text of both answers is merged into one (tir_transport/_chat_wire.py, "
-    "issue 27's file)",
-)
-def test_a_raw_payload_with_n_2_streams_one_answer(vllm_chat: Engine, call: Caller) -> None:
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_a_raw_payload_with_n_2_is_refused_before_sending(
+    vllm_chat: Engine, call: Caller, stream: bool
+) -> None:
+    # Given whole to the client (not built by build_payload), n=2 would be sent as it is:
+    # vLLM bills two answers, and its stream interleaves them (index 0 and 1), which a
+    # reader of choices[0] merged into one text before this was refused.
     body = {
         "model": MODEL,
         "messages": ask("Name a colour."),
         "max_tokens": 6,
         "temperature": 1.0,
-        "seed": 3,
         "n": 2,
-        "stream": True,
+        "stream": stream,
     }
-    streamed = "".join(c.text or "" for c in call.stream(client(vllm_chat), body))
-    whole = call.create(client(vllm_chat), {**body, "stream": False})
-    assert streamed == whole.text
+    with track_usage() as usage, pytest.raises(ValueError, match="n=2 is not supported"):
+        if stream:
+            call.stream(client(vllm_chat), body)
+        else:
+            call.create(client(vllm_chat), body)
+    assert usage.requests == 0
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
