@@ -648,7 +648,7 @@ def test_a_forced_call_cut_by_max_tokens_is_a_cut_call_not_text(
         finish = chunks[-1].finish_reason or chunks[-2].finish_reason
     else:
         completion = call.create(make_client(), body)
-        text, calls = completion.text, list(completion.tool_calls)
+        text, calls = completion.text or "", list(completion.tool_calls)
         finish = completion.finish_reason
     assert not text
     assert [(c.name, c.arguments) for c in calls] == [("get_weather", '{"city": "Pa')]
