@@ -6,6 +6,7 @@ reranker), and where the outcome is on the wire, the test checks what the emulat
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import subprocess
@@ -16,8 +17,13 @@ from pathlib import Path
 import pytest
 from llama_index.core import Settings
 
+from langchain_tir import ChatTIRLlama, TIREmbeddings
+from langchain_tir import TIRRerank as LangChainRerank
+from llama_index_tir import TIREmbedding, TIRLlamaLLM
+from llama_index_tir import TIRRerank as LlamaIndexRerank
 from tests.conftest import TEST_KEY
 from tests.support.emulator import Emulator, Reply
+from tir_transport import TIRConnection
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -200,4 +206,46 @@ def test_docs_build_strict(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    assert (tmp_path / "reference" / "index.html").exists()
+    reference = (tmp_path / "reference" / "index.html").read_text()
+    assert documented_fields() - set(re.findall(r'id="([\w.]+)"', reference)) == set()
+    # docs/stylesheets/extra.css (phone-width tables, the copy button's place) is loaded, and
+    # what it names is still what the theme makes: a renamed class would undo it silently.
+    home = (tmp_path / "index.html").read_text()
+    assert 'href="stylesheets/extra.css"' in home
+    css = (tmp_path / "stylesheets" / "extra.css").read_text()
+    theme = "".join(f.read_text() for f in (tmp_path / "assets").glob("*/*.min.*"))
+    for name in sorted(set(re.findall(r"\.(md-[\w-]+)", css))):
+        assert name in theme, f"extra.css names .{name}, which the theme no longer has"
+    assert "max-width:44.984375em" in theme  # the theme's phone breakpoint, as extra.css's
+    assert 'class="doc-signature' in reference
+    assert '<div class="no-copy highlight">' in home  # the diagram, without a copy button
+
+
+def documented_fields() -> set[str]:
+    """Where each public class's fields should be in the reference, as heading ids.
+
+    Each class shows the fields it declares and those of its embeddings or rerank base; the
+    connection fields every class shares are shown once, under `TIRConnection`. The
+    frameworks' own fields are theirs to document.
+    """
+    shared = set(TIRConnection.model_fields)
+    ids = {f"tir_transport.TIRConnection.{name}" for name in shared}
+    for cls in (
+        ChatTIRLlama,
+        TIREmbeddings,
+        LangChainRerank,
+        TIRLlamaLLM,
+        TIREmbedding,
+        LlamaIndexRerank,
+    ):
+        ours = {
+            name
+            for base in cls.__mro__
+            if base.__module__.split(".")[0]
+            in {"langchain_tir", "llama_index_tir", "tir_transport"}
+            for name in inspect.get_annotations(base)
+            if name in cls.model_fields and name not in shared
+        }
+        public = cls.__module__.split(".")[0]
+        ids |= {f"{public}.{cls.__name__}.{name}" for name in ours}
+    return ids
