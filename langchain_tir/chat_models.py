@@ -509,15 +509,22 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
             tool_choice: `"auto"` (the server's default), `"none"`, `"any"` / `"required"` /
                 `True` (some tool must be called), a tool's name (that tool), or an
                 OpenAI-style dict.
-            strict: ask the server to hold the arguments to the schema exactly.
+            strict: ask the server to hold the arguments to the schema exactly. None (the
+                default): strict when `tool_choice` forces a call, where vLLM's guided
+                decoding otherwise forces only the tool's name (ChatOpenAI sends no
+                `strict` unless asked); `False` never.
             parallel_tool_calls: Llama 3.1 makes one call per turn, so off by default.
             **kwargs: other request fields to bind.
 
         Returns:
             A runnable that sends the tools with every request.
         """
-        formatted = [convert_to_openai_tool(t, strict=strict) for t in tools]
         choice = _tool_choice(tool_choice)
+        if strict is None and choice not in (None, "auto", "none"):
+            # A forced call: without strict, vLLM forces the name and lets the model write
+            # any JSON as the arguments (a small model writes the schema itself).
+            strict = True
+        formatted = [convert_to_openai_tool(t, strict=strict) for t in tools]
         if isinstance(choice, dict) and "function" in choice:
             names = {t["function"]["name"] for t in formatted}
             if choice["function"].get("name") not in names:

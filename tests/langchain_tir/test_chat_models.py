@@ -314,6 +314,16 @@ def test_tool_choice_on_the_wire(
     assert body["parallel_tool_calls"] is False
     assert body["tools"][0]["function"]["name"] == "get_weather"
     assert body["tools"][0]["function"]["parameters"]["required"] == ["city"]
+    # A forced call is sent strict (vLLM then holds its arguments to the schema, not only
+    # its name); a free one is not, as ChatOpenAI sends none unless asked.
+    forced = wire not in (None, "auto", "none")
+    assert body["tools"][0]["function"].get("strict") is (True if forced else None)
+
+
+def test_strict_false_is_never_sent_strict(llm: ChatTIRLlama, emulator: Emulator) -> None:
+    emulator.queue(weather_reply())
+    llm.bind_tools([get_weather], tool_choice="any", strict=False).invoke("weather?")
+    assert not emulator.requests[0].json["tools"][0]["function"].get("strict")
 
 
 def test_a_forced_call_cut_by_max_tokens_is_an_invalid_call_saying_so(
