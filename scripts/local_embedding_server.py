@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from local_model_server import Server, free_port, stop
+from local_model_server import Server, free_port, stop, tie_to_parent
 
 __all__ = ["DIMENSIONS", "MODEL_NAME", "start", "stop"]
 
@@ -54,6 +54,7 @@ def start(port: int | None = None, timeout: float = 60.0) -> Server:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=tie_to_parent(),  # only prctl and getppid: no locks taken
         )
     server = Server(pid=proc.pid, port=port, log=log, process=proc)
     deadline = time.monotonic() + timeout

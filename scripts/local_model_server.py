@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import fcntl
 import json
 import os
@@ -28,7 +29,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -189,8 +190,42 @@ class Server:
         return f"http://127.0.0.1:{self.port}/v1"
 
 
-def start(port: int | None = None, timeout: float = 120.0) -> Server:
-    """Start the server on a free loopback port and wait until `/v1/models` answers."""
+def tie_to_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` that makes the server die with the process that starts it (Linux).
+
+    The servers run in their own session, so that a Ctrl-C in the terminal reaches the
+    program that stops them cleanly, not them; a `kill -9` of that program (or of pytest, or
+    a CI timeout) would then leave them running under PID 1. PR_SET_PDEATHSIG sends them
+    SIGTERM instead when the thread that started them ends. Elsewhere: None (no such call).
+    """
+    if sys.platform != "linux":
+        return None
+    parent = os.getpid()
+
+    def tie() -> None:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the call: too late to be told
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return tie
+
+
+def stop_on_sigterm() -> None:
+    """Let SIGTERM and SIGHUP end a foreground `run` the way Ctrl-C does (server stopped)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)
+
+
+def start(port: int | None = None, timeout: float = 120.0, *, tied: bool = True) -> Server:
+    """Start the server on a free loopback port and wait until `/v1/models` answers.
+
+    `tied`: the server dies with this process (see `tie_to_parent`); False for `start`,
+    whose server outlives the command by design.
+    """
     ensure()
     port = port or free_port()
     log = cache_dir() / f"server-{port}.log"
@@ -219,6 +254,7 @@ def start(port: int | None = None, timeout: float = 120.0) -> Server:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=tie_to_parent() if tied else None,  # only prctl and getppid: no locks taken
         )
     server = Server(pid=proc.pid, port=port, log=log, process=proc)
     deadline = time.monotonic() + timeout
@@ -289,11 +325,12 @@ def main(argv: list[str] | None = None) -> int:
         ensure()
         print(f"server: {venv_python()}\nmodel: {model_path()}")
     elif args.command == "start":
-        server = start(args.port)
+        server = start(args.port, tied=False)
         print(json.dumps({"base_url": server.base_url, "pid": server.pid, "log": str(server.log)}))
     elif args.command == "stop":
         stop(args.pid)
     else:
+        stop_on_sigterm()
         server = start(args.port)
         print(f"serving {MODEL_NAME} at {server.base_url} (PID {server.pid}); Ctrl-C stops it")
         try:

@@ -41,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from local_model_server import cache_dir, free_port
+from local_model_server import cache_dir, free_port, stop_on_sigterm, tie_to_parent
 
 __all__ = [
     "CHAT_MODEL",
@@ -434,8 +434,14 @@ def _prune_logs(keep: int = 12) -> None:
         old.unlink(missing_ok=True)
 
 
-def start(kind: str, port: int | None = None, timeout: float = 600.0) -> Server:
-    """Start a server on a free loopback port and wait until `/health` answers 200."""
+def start(
+    kind: str, port: int | None = None, timeout: float = 600.0, *, tied: bool = True
+) -> Server:
+    """Start a server on a free loopback port and wait until `/health` answers 200.
+
+    `tied`: the server dies with this process (`local_model_server.tie_to_parent`); False
+    for `start`, whose server outlives the command by design.
+    """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
     ensure()
@@ -461,6 +467,7 @@ def start(kind: str, port: int | None = None, timeout: float = 600.0) -> Server:
             env=env,
             cwd=run,
             start_new_session=True,
+            preexec_fn=tie_to_parent() if tied else None,  # only prctl and getppid: no locks taken
         )
     (run / "pid").write_text(str(proc.pid))
     server = Server(kind=kind, pid=proc.pid, port=port, log=log, process=proc)
@@ -550,13 +557,14 @@ def main(argv: list[str] | None = None) -> int:
             ensure()
             print(f"vllm: {venv_python()}\nmodels: {models_dir()}")
         elif args.command == "start":
-            server = start(args.kind, args.port)
+            server = start(args.kind, args.port, tied=False)
             print(
                 json.dumps({"base_url": server.base_url, "pid": server.pid, "log": str(server.log)})
             )
         elif args.command == "stop":
             stop(args.pid)
         else:
+            stop_on_sigterm()
             server = start(args.kind, args.port)
             print(
                 f"serving {server.model} at {server.base_url} (PID {server.pid}); Ctrl-C stops it"
