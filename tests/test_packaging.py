@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import email
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tarfile
 import tomllib
+import zipfile
+from dataclasses import dataclass
+from email.message import Message
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import TEST_KEY
+from tests.support.emulator import Emulator, Reply
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("tir_transport", "langchain_tir", "llama_index_tir", "ray_tir", "tir_llama")
@@ -119,27 +128,93 @@ def test_the_core_imports_nothing_above_it() -> None:
                 assert not words[1].startswith(above), f"{path.name}: {line}"
 
 
-@pytest.mark.timeout(600)
-def test_the_built_wheel_installs_and_imports(tmp_path: Path) -> None:
-    """Build the sdist, the wheel from it, install the wheel, import everything from it.
+# -- the built distributions ---------------------------------------------------------------
 
-    An editable install reads the checkout, so a file the sdist or the wheel leaves out would
-    go unnoticed; here every package and the console script come from the installed wheel.
-    """
-    dist = tmp_path / "dist"
+# The Pythons, beside 3.11 (this venv's), that the README sample is run on from the built wheel;
+# the classifiers claim these and no other.
+OTHER_PYTHONS = ("3.12", "3.13")
+# The repository: every Project-URL and every README link into the project starts with it.
+SOURCE = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Source"]
+# Tracked files the sdist leaves out on purpose: CI's own entry point.
+NOT_SHIPPED = {".ci/run"}
+# Tests run from the unpacked sdist: they need conftest.py's emulator fixture, tests/support's
+# emulator and its recorded TIR stream (tests/support/fixtures).
+SDIST_RUNS = ("tests/tir_transport/test_emulator.py", "tests/tir_transport/test_sse.py")
+# Which Python, which tir-llama, and whether its packages come from that venv.
+WHICH = (
+    "import sys, importlib.metadata as m, tir_transport, langchain_tir, llama_index_tir; "
+    "print('%d.%d' % sys.version_info[:2], m.version('tir-llama'), "
+    "tir_transport.__file__.startswith(sys.prefix))"
+)
+# What the README's "In short" sample gets from the emulator, for each of its two chat calls.
+RIVERS = "The Ganga, the Narmada and the Godavari."
+
+
+@dataclass(frozen=True)
+class Dist:
+    sdist: Path
+    wheel: Path
+
+    def metadata(self) -> Message:
+        """The wheel's METADATA: what the package index shows (the long description is its body)."""
+        with zipfile.ZipFile(self.wheel) as wheel:
+            (name,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
+            return email.message_from_string(wheel.read(name).decode("utf-8"))
+
+    def sdist_names(self) -> set[str]:
+        """Paths inside the sdist, relative to its top folder."""
+        with tarfile.open(self.sdist) as sdist:
+            return {n.split("/", 1)[1] for n in sdist.getnames() if "/" in n}
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Dist:
+    """The sdist, and the wheel built from it (not from the checkout), once per module."""
+    out = tmp_path_factory.mktemp("dist")
     built = subprocess.run(
-        [sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)],
+        [sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)],
         capture_output=True,
         text=True,
         check=False,
     )
     assert built.returncode == 0, built.stderr[-3000:]
-    wheels = list(dist.glob("tir_llama-*.whl"))
-    sdists = list(dist.glob("tir_llama-*.tar.gz"))
-    assert len(wheels) == 1 and len(sdists) == 1
-    site = tmp_path / "site"
+    (wheel,) = out.glob("tir_llama-*.whl")
+    (sdist,) = out.glob("tir_llama-*.tar.gz")
+    return Dist(sdist=sdist, wheel=wheel)
+
+
+def newest_release() -> str:
+    """CHANGELOG.md's newest released version (dated, below an `[Unreleased]` heading)."""
+    headings = re.findall(r"^## (.*)$", (ROOT / "CHANGELOG.md").read_text(), re.MULTILINE)
+    assert headings[0] == "[Unreleased]", headings[:2]
+    release = re.fullmatch(r"\[(\d+\.\d+\.\d+)\] - (\d{4}-\d{2}-\d{2})", headings[1])
+    assert release, f"the newest release heading is {headings[1]!r}"
+    return release[1]
+
+
+def in_repository(url: str) -> str:
+    """The checkout's path that a link to a file or folder of the repository's main shows."""
+    for view in ("blob", "tree"):
+        if url.startswith(f"{SOURCE}/{view}/main/"):
+            return url.removeprefix(f"{SOURCE}/{view}/main/")
+    raise AssertionError(f"{url} is not a file or folder of {SOURCE} on main")
+
+
+def github_slug(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+@pytest.mark.timeout(600)
+def test_the_built_wheel_installs_and_imports(dist: Dist, tmp_path: Path) -> None:
+    """Install the wheel built from the sdist and import everything from it.
+
+    An editable install reads the checkout, so a file the sdist or the wheel leaves out would
+    go unnoticed; here every package and the console script come from the installed wheel.
+    """
+    site, wheel = tmp_path / "site", str(dist.wheel)
     installed = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), *wheels],
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), wheel],
         capture_output=True,
         text=True,
         check=False,
@@ -176,6 +251,267 @@ def test_the_built_wheel_installs_and_imports(tmp_path: Path) -> None:
         check=False,
     )
     assert script.returncode == 0 and "doctor" in script.stdout, script.stderr[-2000:]
-    with tarfile.open(sdists[0]) as sdist:
-        names = {Path(n).name for n in sdist.getnames()}
-    assert {"LICENSE", "CHANGELOG.md", "README.md", "pyproject.toml"} <= names
+    version = subprocess.run(
+        [str(site / "bin" / "tir-llama"), "--version"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert version.stdout.strip() == f"tir-llama {newest_release()}", version.stderr
+
+
+@pytest.mark.timeout(600)
+def test_the_version_is_the_changelogs_newest_release(dist: Dist) -> None:
+    import tir_transport
+
+    released = newest_release()
+    assert dist.metadata()["Version"] == released
+    assert tir_transport.__version__ == released
+    assert dist.wheel.name.startswith(f"tir_llama-{released}-")
+    assert dist.sdist.name == f"tir_llama-{released}.tar.gz"
+
+
+@pytest.mark.timeout(600)
+def test_the_metadata_a_package_index_shows(dist: Dist) -> None:
+    metadata = dist.metadata()
+    urls = dict(u.split(", ", 1) for u in metadata.get_all("Project-URL", []))
+    assert set(urls) == {"Homepage", "Documentation", "Source", "Issues", "Changelog"}
+    assert SOURCE.startswith("https://") and urls["Source"] == SOURCE
+    assert all(url.startswith(SOURCE) for url in urls.values()), urls
+    # The docs folder and the changelog they point to are in the repository.
+    assert (ROOT / in_repository(urls["Documentation"])).is_dir()
+    assert (ROOT / in_repository(urls["Changelog"])).is_file()
+    # The summary names what the package does, not only chat.
+    summary = metadata["Summary"]
+    named = ("LangChain", "LlamaIndex", "tool calling", "structured output", "embeddings")
+    for what in (*named, "rerank", "Ray", "command line"):
+        assert what in summary, what
+    classifiers = metadata.get_all("Classifier", [])
+    pythons = {c.rsplit(" ", 1)[1] for c in classifiers if re.fullmatch(r".*Python :: 3\.\d+", c)}
+    # Claimed: the venv's Python (requires-python's floor) and the ones the sample runs on.
+    assert pythons == {"3.11", *OTHER_PYTHONS}
+    assert metadata["Requires-Python"] == ">=3.11"
+    assert len([c for c in classifiers if c.startswith("Development Status ::")]) == 1
+    assert "Typing :: Typed" in classifiers
+    # The license is an SPDX expression; PEP 639 deprecates license classifiers beside it.
+    assert metadata["License-Expression"] == "MIT"
+    assert not [c for c in classifiers if c.startswith("License ::")]
+
+
+@pytest.mark.timeout(600)
+def test_the_long_descriptions_links_are_absolute(dist: Dist) -> None:
+    """A relative link in the README dies on the package index; ours point into the repository."""
+    metadata = dist.metadata()
+    assert metadata["Description-Content-Type"] == "text/markdown"
+    description = str(metadata.get_payload())
+    assert description.strip() == (ROOT / "README.md").read_text().strip()
+    inline = re.findall(r"\]\(\s*<?([^)\s>]+)", description)
+    referenced = re.findall(r"^\s*\[[^\]]+\]:\s*<?(\S+?)>?$", description, re.MULTILINE)
+    html = re.findall(r"""(?:href|src)\s*=\s*["']([^"']+)""", description)
+    links = inline + referenced + html
+    assert links, "the README has no links: this test checks nothing"
+    assert [link for link in links if not link.startswith("https://")] == []
+    # Links into the repository name files and headings that exist (the index cannot be asked).
+    for link in links:
+        if not link.startswith(SOURCE):
+            continue
+        path, _, anchor = in_repository(link).partition("#")
+        assert (ROOT / path).exists(), link
+        if anchor:
+            headings = re.findall(r"^#+ (.*)$", (ROOT / path).read_text(), re.MULTILINE)
+            assert anchor in {github_slug(h) for h in headings}, link
+
+
+@pytest.mark.timeout(600)
+def test_the_sdist_holds_the_tests_and_what_they_read(dist: Dist) -> None:
+    names = dist.sdist_names()
+    for needed in (
+        "tests/conftest.py",
+        "tests/support/emulator.py",
+        "tests/support/fixtures/seed_stream.txt",
+        "scripts/local_model_server.py",
+        "docs/index.md",
+        "mkdocs.yml",
+        "benchmarks/bench.py",
+        "LICENSE",
+        "CHANGELOG.md",
+        "README.md",
+        "pyproject.toml",
+    ):
+        assert needed in names, needed
+    assert not {n for n in names if "__pycache__" in n or n.endswith(".pyc")}
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout (an unpacked sdist): no list of tracked files to compare")
+    tracked = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    # Every tracked file ships but the ones left out on purpose; a new top-level folder that
+    # the sdist's include list does not name fails here.
+    assert set(tracked) - NOT_SHIPPED - names == set()
+    assert NOT_SHIPPED & names == set()
+
+
+@pytest.mark.timeout(600)
+def test_the_sdists_own_tests_run_from_it(dist: Dist, tmp_path: Path) -> None:
+    """What a packager does: unpack the sdist and run its tests there, without the checkout."""
+    with tarfile.open(dist.sdist) as sdist:
+        sdist.extractall(tmp_path, filter="data")
+    (top,) = tmp_path.iterdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTEST_ADDOPTS")}
+    # Every test module collects (conftest, tests/support, and the scripts, docs and
+    # benchmarks the tests read): a module that fails to import is an error, so rc 2.
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider"],
+        capture_output=True,
+        text=True,
+        cwd=top,
+        env=env,
+        check=False,
+    )
+    assert collected.returncode == 0, collected.stdout[-3000:] + collected.stderr[-2000:]
+    modules = {line.split("::")[0] for line in collected.stdout.splitlines() if "::" in line}
+    shipped = {str(p.relative_to(top)) for p in (top / "tests").rglob("test_*.py")}
+    assert len(shipped) > 50 and modules == shipped
+    ran = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:randomly",
+            *SDIST_RUNS,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=top,
+        env=env,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-2000:]
+    assert f"rootdir: {top}" in ran.stdout
+    summary = ran.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and "skipped" not in summary, summary
+
+
+# -- the README sample on the other Pythons ------------------------------------------------
+
+
+def find_python(minor: str) -> Path | None:
+    """The newest `minor` (3.12) Python under pyenv, else `python3.12` on PATH."""
+    root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+    if shutil.which("pyenv"):
+        found = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=False)
+        root = Path(found.stdout.strip()) if found.returncode == 0 else root
+    # Releases only: no 3.13t (free-threaded), 3.13-dev or virtualenvs named after them.
+    versions = [
+        v for v in (root / "versions").glob(f"{minor}.*") if v.name[len(minor) + 1 :].isdigit()
+    ]
+    for version in sorted(versions, key=lambda v: int(v.name.rsplit(".", 1)[1]), reverse=True):
+        python = version / "bin" / f"python{minor}"
+        if python.is_file():
+            return python
+    # Not pyenv's shim: it runs only a version pyenv has (and fails for a missing one).
+    shims = str(root / "shims")
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p != shims)
+    on_path = shutil.which(f"python{minor}", path=path)
+    return Path(on_path) if on_path else None
+
+
+def readme_sample() -> str:
+    """The README's "In short" Python sample, as a reader copies it."""
+    section = (ROOT / "README.md").read_text().split("\n## In short\n", 1)[1]
+    found = re.search(r"^```python\n(.*?)^```", section, re.MULTILINE | re.DOTALL)
+    assert found, "README.md's In short has no Python sample"
+    return found[1]
+
+
+@pytest.mark.parametrize("minor", OTHER_PYTHONS)
+@pytest.mark.timeout(300)
+def test_the_readme_sample_runs_on_python(
+    minor: str, dist: Dist, emulator: Emulator, tmp_path: Path
+) -> None:
+    """A fresh venv of that Python, the built wheel with the extras the sample imports, the
+    README's "In short" sample against the emulator, as a reader with TIR settings runs it.
+    """
+    python = find_python(minor)
+    if python is None:
+        places = "under `pyenv root`/versions or on PATH"
+        message = f"Python {minor} is not installed ({places}): `pyenv install {minor}` adds it"
+        # .ci/run sets TIR_LLAMA_REQUIRE_VLLM=1, most CI services set CI: there the
+        # classifier for this Python must be proven, never skipped.
+        if os.environ.get("CI") in ("1", "true") or os.environ.get("TIR_LLAMA_REQUIRE_VLLM") == "1":
+            pytest.fail(f"{message}; in CI (CI or TIR_LLAMA_REQUIRE_VLLM set) it must run")
+        pytest.skip(message)
+    venv = tmp_path / "venv"
+    # The extras the sample imports (the README's line installs [all]: Ray would add a minute
+    # and 600 MB per Python for nothing the sample runs).
+    wheel = f"{dist.wheel}[langchain,llama-index]"
+    made = subprocess.run(
+        [str(python), "-m", "venv", str(venv)], capture_output=True, text=True, check=False
+    )
+    assert made.returncode == 0, made.stderr[-2000:]
+    # Nothing of this checkout or of the dev venv may leak in: the sample sees the wheel only.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV") and not k.startswith("TIR_")
+    }
+    # --no-compile: byte-compiling every installed module (LlamaIndex's thousands) costs more
+    # CPU than the install on two cores; the sample compiles the few it imports.
+    installed = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-compile", wheel],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    sample = tmp_path / "sample.py"
+    sample.write_text(readme_sample())
+    emulator.queue(Reply(text=RIVERS), Reply(text=RIVERS))
+    reader = {
+        **env,
+        "TIR_API_KEY": TEST_KEY,
+        "TIR_PROJECT_ID": "1234",
+        "TIR_BASE_URL": emulator.base_url,
+        "TIR_EMBEDDING_MODEL": "test-embedding-model",
+    }
+    ran = subprocess.run(
+        [str(venv / "bin" / "python"), str(sample)],
+        capture_output=True,
+        text=True,
+        env=reader,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    # Its own asserts passed; both chat answers are the emulator's, printed whole.
+    assert ran.stdout.splitlines() == [RIVERS, RIVERS]
+    chats = [r for r in emulator.requests if r.path.endswith("/chat/completions")]
+    embeddings = [r for r in emulator.requests if r.path.endswith("/embeddings")]
+    assert len(chats) == 2 and len(embeddings) == 1
+    assert embeddings[0].json["input"] == ["The Ganga flows east.", "The Narmada flows west."]
+    assert {r.headers["authorization"] for r in chats} == {f"Bearer {TEST_KEY}"}
+    # And it was that Python, with the wheel's packages and version.
+    where = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", WHICH],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert where.stdout.split() == [minor, newest_release(), "True"], where.stderr[-2000:]
+    version = subprocess.run(
+        [str(venv / "bin" / "tir-llama"), "--version"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert version.stdout.strip() == f"tir-llama {newest_release()}", version.stderr

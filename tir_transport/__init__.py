@@ -88,7 +88,9 @@ from ._tokens import (
 from ._tools import ToolMode
 from ._usage import Usage, UsageTracker, track_usage
 
-__version__ = "0.1.0"
+# The distribution's one version: hatchling reads it from here at build time (pyproject.toml);
+# tests/test_packaging.py holds it equal to CHANGELOG.md's newest release.
+__version__ = "0.2.0"
 
 # The chat client's name in 0.1.0, kept so that code written for it still runs.
 TIRClient = ChatClient
