@@ -183,6 +183,19 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Dist:
     return Dist(sdist=sdist, wheel=wheel)
 
 
+def assert_cli_version(bin_dir: Path, env: dict[str, str], cwd: Path) -> None:
+    """`tir-llama --version` from an install says the newest release in CHANGELOG.md."""
+    version = subprocess.run(
+        [str(bin_dir / "tir-llama"), "--version"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        check=False,
+    )
+    assert version.stdout.strip() == f"tir-llama {newest_release()}", version.stderr
+
+
 def newest_release() -> str:
     """CHANGELOG.md's newest released version (dated, below an `[Unreleased]` heading)."""
     headings = re.findall(r"^## (.*)$", (ROOT / "CHANGELOG.md").read_text(), re.MULTILINE)
@@ -251,15 +264,7 @@ def test_the_built_wheel_installs_and_imports(dist: Dist, tmp_path: Path) -> Non
         check=False,
     )
     assert script.returncode == 0 and "doctor" in script.stdout, script.stderr[-2000:]
-    version = subprocess.run(
-        [str(site / "bin" / "tir-llama"), "--version"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        check=False,
-    )
-    assert version.stdout.strip() == f"tir-llama {newest_release()}", version.stderr
+    assert_cli_version(site / "bin", env, tmp_path)
 
 
 @pytest.mark.timeout(600)
@@ -506,12 +511,4 @@ def test_the_readme_sample_runs_on_python(
         check=False,
     )
     assert where.stdout.split() == [minor, newest_release(), "True"], where.stderr[-2000:]
-    version = subprocess.run(
-        [str(venv / "bin" / "tir-llama"), "--version"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        check=False,
-    )
-    assert version.stdout.strip() == f"tir-llama {newest_release()}", version.stderr
+    assert_cli_version(venv / "bin", env, tmp_path)

@@ -69,22 +69,12 @@ class TestChatTIRLlamaUnit(ChatModelUnitTests):
         super().test_serdes(model, snapshot)
 
 
-class TestChatTIRLlamaIntegration(ChatModelIntegrationTests):
-    @pytest.fixture(autouse=True)
-    def _aim_at_emulator(self, emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
-        # The suite builds models from chat_model_params alone; the environment carries the
-        # emulator's address, as it would carry TIR's.
-        monkeypatch.setenv("TIR_BASE_URL", emulator.base_url)
-        monkeypatch.setenv("TIR_API_KEY", TEST_KEY)
-        monkeypatch.setenv("TIR_PROJECT_ID", "1234")
+class ChatCapabilities:
+    """What ChatTIRLlama can do, for LangChain's integration suite (here and on vLLM)."""
 
     @property
     def chat_model_class(self) -> type[BaseChatModel]:
         return ChatTIRLlama
-
-    @property
-    def chat_model_params(self) -> dict[str, Any]:
-        return {"timeout": 10}
 
     @property
     def has_tool_calling(self) -> bool:
@@ -109,6 +99,20 @@ class TestChatTIRLlamaIntegration(ChatModelIntegrationTests):
     @property
     def supports_image_inputs(self) -> bool:
         return False  # Llama 3.1 8B Instruct is text-only
+
+
+class TestChatTIRLlamaIntegration(ChatCapabilities, ChatModelIntegrationTests):
+    @pytest.fixture(autouse=True)
+    def _aim_at_emulator(self, emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+        # The suite builds models from chat_model_params alone; the environment carries the
+        # emulator's address, as it would carry TIR's.
+        monkeypatch.setenv("TIR_BASE_URL", emulator.base_url)
+        monkeypatch.setenv("TIR_API_KEY", TEST_KEY)
+        monkeypatch.setenv("TIR_PROJECT_ID", "1234")
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return {"timeout": 10}
 
     @property
     def supports_model_override(self) -> bool:

@@ -14,13 +14,13 @@ import pytest
 from langchain_core.language_models import BaseChatModel
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 
-from langchain_tir import ChatTIRLlama
+from tests.langchain_tir.test_standard import ChatCapabilities
 from tests.vllm.conftest import Engine
 
 pytestmark = pytest.mark.vllm
 
 
-class TestChatTIRLlamaOnVLLM(ChatModelIntegrationTests):
+class TestChatTIRLlamaOnVLLM(ChatCapabilities, ChatModelIntegrationTests):
     @pytest.fixture(autouse=True)
     def _aim_at_vllm(self, vllm_chat: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
         # The suite builds models from chat_model_params alone; the environment carries the
@@ -29,36 +29,8 @@ class TestChatTIRLlamaOnVLLM(ChatModelIntegrationTests):
         monkeypatch.setenv("TIR_API_KEY", "vllm-local")
 
     @property
-    def chat_model_class(self) -> type[BaseChatModel]:
-        return ChatTIRLlama
-
-    @property
     def chat_model_params(self) -> dict[str, Any]:
         return {"timeout": 120, "temperature": 0, "max_tokens": 64}
-
-    @property
-    def has_tool_calling(self) -> bool:
-        return True
-
-    @property
-    def has_tool_choice(self) -> bool:
-        return True
-
-    @property
-    def has_structured_output(self) -> bool:
-        return True
-
-    @property
-    def supports_json_mode(self) -> bool:
-        return True
-
-    @property
-    def returns_usage_metadata(self) -> bool:
-        return True
-
-    @property
-    def supports_image_inputs(self) -> bool:
-        return False  # Llama 3.1 8B Instruct is text-only
 
     @pytest.mark.xfail(
         reason="SmolLM2-135M does not decide on its own to call a tool (tool_choice auto); the "
