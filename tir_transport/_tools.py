@@ -297,11 +297,12 @@ def cut_calls(text: str, names: Collection[str], forced: str) -> list[ToolCall] 
         arguments = tail[head.end() :].strip() if head.group(2) else ""
         calls.append(ToolCall(id=new_call_id(), name=head.group(1), arguments=arguments or tail))
     elif not calls and not head and tail.startswith("{"):
-        # Cut before its name was whole: the one tool the cut name (or the choice) can mean.
+        # Cut before its name was whole: the tool the choice names, else the one tool the
+        # cut name can be, else none ("").
         cut_name = _CUT_NAME.match(tail)
         prefix = (cut_name.group(1) if cut_name else None) or ""
         matches = [n for n in names if n.startswith(prefix)]
-        name = matches[0] if len(matches) == 1 else forced
+        name = forced or (matches[0] if len(matches) == 1 else "")
         calls.append(ToolCall(id=new_call_id(), name=name, arguments=tail))
     return calls or None
 
