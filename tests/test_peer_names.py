@@ -326,7 +326,6 @@ def test_a_peers_name_that_means_nothing_here_is_refused(
 FLAGS: list[tuple[type[Any], str, Any, Any]] = [
     (TIRLlamaLLM, "is_chat_model", True, False),
     (TIRLlamaLLM, "reuse_client", True, False),
-    (TIRLlamaLLM, "strict", False, True),
     (TIRLlamaLLM, "should_use_structured_outputs", False, True),
     (ChatTIRLlama, "is_function_calling_model", True, False),
     (ChatTIRLlama, "openai_organization", None, "org-1"),
@@ -540,3 +539,14 @@ def test_an_unknown_argument_of_embeddings_or_rerank_is_refused(cls: type[Any]) 
         cls(frobnicate=1, **model_for(cls))
     with pytest.raises(ValidationError, match="did you mean 'max_concurrency'"):
         cls(max_concurency=4, **model_for(cls))
+
+
+def test_strict_is_a_field_of_tir_llama_llm_and_a_binding_in_langchain(
+    emulator: Emulator,
+) -> None:
+    # OpenAILike's `strict` is TIRLlamaLLM's own field (forced calls are strict when it is
+    # None); ChatTIRLlama takes strict per binding, as ChatOpenAI does, and says so.
+    llm = TIRLlamaLLM(api_key=KEY, base_url=emulator.base_url, strict=False)
+    assert llm.strict is False
+    with pytest.raises(ValidationError, match=r"bind_tools\(\.\.\., strict=\.\.\.\)"):
+        ChatTIRLlama(api_key=KEY, base_url=emulator.base_url, strict=True)

@@ -226,9 +226,8 @@ PEER_NAMES: dict[str, PeerName] = {
     ),
     "strict": PeerName(
         "OpenAILike's",
-        "strict tool schemas are not sent by TIRLlamaLLM (ChatTIRLlama takes "
-        "bind_tools(..., strict=True))",
-        (False,),
+        "ChatTIRLlama takes it per binding, bind_tools(..., strict=...); a call that "
+        "tool_choice forces is sent strict already (TIRLlamaLLM takes it as a field)",
     ),
     "should_use_structured_outputs": PeerName(
         "OpenAILike's",
