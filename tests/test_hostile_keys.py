@@ -1,4 +1,4 @@
-"""Keys as users hold them, keys echoed back, usage of every request, resources: issue 25.
+"""Keys as users hold them, keys echoed back, usage of every request, resources.
 
 Each check runs where a user meets it: all six adapter classes (chat, embeddings and rerank in
 both frameworks), the core, `tir-llama doctor` and the Ray path, over real loopback sockets.

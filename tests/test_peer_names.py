@@ -1,4 +1,4 @@
-"""The peers' argument names, and secrets that must never become request fields (issue 25).
+"""The peers' argument names, and secrets that must never become request fields.
 
 Users come with `ChatOpenAI` / `OpenAIEmbeddings` (LangChain) and `OpenAILike` /
 `OpenAILikeEmbedding` (LlamaIndex) arguments. Each name that means something here is taken

@@ -207,7 +207,7 @@ def coerce_id(value: object, name: str, prefix: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class TIRConfig:
-    """Everything needed to reach one TIR model (chat or embeddings); construction does no I/O."""
+    """Everything needed to reach one TIR model (chat, embeddings, rerank); builds with no I/O."""
 
     api_key: SecretStr | None = field(default=None, repr=False)
     project_id: str | int | None = None
@@ -286,7 +286,8 @@ class TIRConfig:
         """Each setting a request needs and does not have, said with how to give it.
 
         Args:
-            model_hint: how to give a missing model (embeddings name `TIR_EMBEDDING_MODEL`).
+            model_hint: how to give a missing model (embeddings name `TIR_EMBEDDING_MODEL`,
+                rerank `TIR_RERANK_MODEL`).
         """
         missing = []
         if self.api_key is None or not self.api_key.get_secret_value():

@@ -1,7 +1,8 @@
 """The one HTTP layer every API shares: pools, auth headers, retries, error mapping.
 
-Each API (chat, embeddings) is a subclass that builds its payloads and reads its replies in
-its own module; this class knows nothing of either.
+Each API (chat, embeddings, rerank) is a subclass that builds its payloads and reads its
+replies in its own module; this class knows nothing of any of them. `GET /models` (what
+`tir-llama doctor` reads) goes through the same loop, by `HTTPClient.get`.
 """
 
 from __future__ import annotations

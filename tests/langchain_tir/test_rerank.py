@@ -67,7 +67,7 @@ def by_score(query: str, texts: list[str]) -> list[str]:
 
 def test_is_a_document_compressor() -> None:
     assert issubclass(TIRRerank, BaseDocumentCompressor)
-    assert TIRRerank(model=MODEL).top_n == 3  # the default the issue names
+    assert TIRRerank(model=MODEL).top_n == 3  # the documented default (docs/rag.md)
 
 
 def test_compress_returns_the_best_as_new_documents(

@@ -251,8 +251,8 @@ STRATEGIES = {
 def test_every_trim_strategy_stays_inside_the_budget(
     emulator: Emulator, with_tools: bool, system: bool, how: dict[str, Any]
 ) -> None:
-    # Issue 27, item 10: counting reversed lists, trim_messages once kept 3,807 tokens for
-    # 3,500 with tools (the newest tool result counted as unescaped text).
+    # Before reversed lists were counted right, trim_messages kept 3,807 tokens for 3,500
+    # with tools (the newest tool result counted as unescaped text).
     llm = chat(emulator)
     history = agent_history(system)
     tools = [search] if with_tools else None

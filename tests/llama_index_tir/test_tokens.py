@@ -96,7 +96,7 @@ def test_message_counts_equal_the_prompt_the_server_builds(emulator: Emulator) -
 
 def test_a_reversed_agent_history_counts_no_less_than_it_is_sent(emulator: Emulator) -> None:
     # The newest message a big tool result: first in a reversed list, where the template
-    # would write it without JSON's escapes (issue 27, item 10).
+    # would write it without JSON's escapes.
     llm = TIRLlamaLLM(base_url=emulator.base_url, api_key=TEST_KEY)
     tool = FunctionTool.from_defaults(fn=get_weather)
     result = json.dumps([{"id": f"row-{k}", "note": "a\nb"} for k in range(30)], indent=2)

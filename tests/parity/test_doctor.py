@@ -1,4 +1,4 @@
-"""`tir-llama doctor` checks every model that is set (issue 27, item 14).
+"""`tir-llama doctor` checks every model that is set.
 
 No peer has a doctor; what the peers show is the fact it must report: a request naming a model
 the server does not serve fails (`OpenAIEmbeddings` raises `NotFoundError`), so a doctor that

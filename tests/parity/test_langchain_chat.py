@@ -1,4 +1,4 @@
-"""ChatOpenAI and ChatTIRLlama, the same program against the same server (issue 27).
+"""ChatOpenAI and ChatTIRLlama, the same program against the same server.
 
 Each scenario runs with the peer and with ours (`side_by_side`); ours must give what the peer
 gives, or, where the peer is wrong (`better_than_peer`), the right thing. docs/migrating.md's
@@ -107,7 +107,7 @@ def test_stream_text_and_usage(emulator: Emulator, how: Any) -> None:
     assert ours.value.response_metadata["model_name"] == peer.value.response_metadata["model_name"]
 
 
-# -- item 6: usage details -----------------------------------------------------------------------
+# -- usage details -------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["invoke", "stream"])
@@ -137,7 +137,7 @@ def test_usage_metadata_without_details(emulator: Emulator) -> None:
     assert ours.value.usage_metadata == peer.value.usage_metadata
 
 
-# -- item 7: token_usage under OpenAI's names, id, system_fingerprint, logprobs --------------------
+# -- token_usage under OpenAI's names, id, system_fingerprint, logprobs ----------------------------
 
 
 def test_response_metadata_token_usage_has_openai_names(emulator: Emulator) -> None:
@@ -202,7 +202,7 @@ def test_generate_llm_output_keeps_the_fingerprint_and_usage_details(
         assert ours.value["token_usage"]["prompt_tokens_details"] == {"cached_tokens": 5}
 
 
-# -- item 2: logprobs ----------------------------------------------------------------------------
+# -- logprobs ------------------------------------------------------------------------------------
 
 
 def test_logprobs_invoke(emulator: Emulator) -> None:
@@ -231,7 +231,7 @@ def test_logprobs_stream(emulator: Emulator) -> None:
     assert ours.value.response_metadata["logprobs"]["content"] == expected
 
 
-# -- item 3: content lists -----------------------------------------------------------------------
+# -- content lists -------------------------------------------------------------------------------
 
 
 def test_text_parts_reach_the_model_as_vllm_joins_them(emulator: Emulator) -> None:
@@ -302,7 +302,7 @@ def test_a_block_that_cannot_be_sent_is_an_error_before_sending(emulator: Emulat
     assert ours.bodies == []  # refused before anything was sent, never dropped
 
 
-# -- item 4: bind(response_format=PydanticModel) ---------------------------------------------------
+# -- bind(response_format=PydanticModel) -----------------------------------------------------------
 
 
 @pytest.mark.parametrize("via", ["bind", "bind_tools"])
@@ -328,7 +328,7 @@ def test_response_format_pydantic_class(emulator: Emulator, via: str) -> None:
     ]
 
 
-# -- item 5: with_structured_output(..., tools=[...]) ---------------------------------------------
+# -- with_structured_output(..., tools=[...]) -----------------------------------------------------
 
 
 @pytest.mark.parametrize("answer", ["object", "tool call"])
@@ -411,7 +411,7 @@ def test_structured_output_tools_with_another_method_are_left_out(
     assert "get_weather" not in names[1]
 
 
-# -- item 8: model_name, stop, max_completion_tokens, invalid tool calls -------------------------
+# -- model_name, stop, max_completion_tokens, invalid tool calls ---------------------------------
 
 
 def test_model_name_attribute(emulator: Emulator) -> None:
@@ -471,7 +471,7 @@ def test_invalid_tool_calls_in_the_history_are_sent(emulator: Emulator) -> None:
     assert ours.body["messages"][1]["tool_calls"][0]["id"] == "call-1"
 
 
-# -- item 1: a 400 that mentions tool_choice is the caller's error ---------------------------------
+# -- a 400 that mentions tool_choice is the caller's error -----------------------------------------
 
 
 def test_a_tool_choice_naming_no_tool_is_an_error_and_tools_stay_native(
@@ -605,7 +605,7 @@ def test_with_structured_output(emulator: Emulator, method: str) -> None:
     assert ours.value == peer.value == City(name="emulated", country="emulated")
 
 
-# -- item 9: the structured-output runnables carry LangChain's usual names -------------------------
+# -- the structured-output runnables carry LangChain's usual names ---------------------------------
 
 
 def _event_names(llm: Any, schema: Any) -> set[str]:

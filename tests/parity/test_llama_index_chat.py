@@ -1,4 +1,4 @@
-"""OpenAILike and TIRLlamaLLM, the same program against the same server (issue 27).
+"""OpenAILike and TIRLlamaLLM, the same program against the same server.
 
 Each scenario runs with the peer and with ours (`side_by_side`); ours must give what the peer
 gives, or, where the peer is wrong (`better_than_peer`), the right thing.
@@ -77,7 +77,7 @@ def test_stream_chat_text(emulator: Emulator) -> None:
     assert ours.value == peer.value == (SEED_TEXT, SEED_TEXT)
 
 
-# -- item 9: ChatResponse.raw reads as OpenAILike's does ------------------------------------------
+# -- ChatResponse.raw reads as OpenAILike's does --------------------------------------------------
 
 
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["chat", "achat"])
@@ -140,7 +140,7 @@ def test_raw_has_the_peers_methods_and_no_made_up_fields(emulator: Emulator) -> 
     assert ours.value[5] is False
 
 
-# -- item 2: logprobs ----------------------------------------------------------------------------
+# -- logprobs ------------------------------------------------------------------------------------
 
 
 def test_logprobs(emulator: Emulator) -> None:
@@ -155,7 +155,7 @@ def test_logprobs(emulator: Emulator) -> None:
     assert ours.body["logprobs"] is True and ours.body["top_logprobs"] == 2
 
 
-# -- item 1: a 400 that mentions tool_choice is the caller's error ---------------------------------
+# -- a 400 that mentions tool_choice is the caller's error -----------------------------------------
 
 
 def test_a_tool_choice_naming_no_tool_is_an_error_and_tools_stay_native(

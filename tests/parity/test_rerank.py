@@ -1,4 +1,4 @@
-"""TIRRerank beside LangChain's CohereRerank and CrossEncoderReranker (issue 27, items 12-13).
+"""TIRRerank beside LangChain's CohereRerank and CrossEncoderReranker.
 
 `CohereRerank` (langchain-classic) runs over the same emulator through a small Cohere-shaped
 client (the `cohere` package is not installed; vLLM's `/rerank` is Cohere-compatible, so the
@@ -94,7 +94,7 @@ def test_compress_documents_same_order_and_scores(emulator: Emulator) -> None:
     assert len(mine.value) == 3
 
 
-# -- item 12: a blank document never fails the call -------------------------------------------
+# -- a blank document never fails the call ----------------------------------------------------
 
 
 @pytest.mark.parametrize("top_n", [3, None])
@@ -152,7 +152,7 @@ def test_llama_index_places_a_blank_node_as_langchain_does(emulator: Emulator, m
     ] == expected
 
 
-# -- item 13: CohereRerank's rerank(), top_n, nothing to rank --------------------------------------
+# -- CohereRerank's rerank(), top_n, nothing to rank -----------------------------------------------
 
 
 @pytest.mark.parametrize("top_n", [2, -1, None])

@@ -1,6 +1,6 @@
-"""Bulk jobs, round 2 (issue 26): failed rows, exit statuses, one job per folder, settings,
-ids, unwritable folders, atomic overwrite, kills. Requests are counted at the emulator and
-the folders read back with pyarrow."""
+"""Bulk jobs as a hostile user runs them: failed rows, exit statuses, one job per folder,
+settings, ids, unwritable folders, atomic overwrite, kills. Requests are counted at the
+emulator and the folders read back with pyarrow."""
 
 from __future__ import annotations
 

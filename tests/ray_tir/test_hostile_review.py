@@ -1,4 +1,4 @@
-"""Bulk jobs: what a hostile review of round 2 (issue 26) found; each failed before its fix.
+"""Bulk jobs: what a hostile review of the bulk path found; each test failed before its fix.
 
 Requests are counted at the emulator and folders read back with pyarrow.
 """

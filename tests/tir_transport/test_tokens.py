@@ -571,7 +571,7 @@ def test_the_tokenizer_family_is_read_from_the_version_after_llama(
     assert tokenizer_family(model) == family
 
 
-# -- a count for any order (issue 27, item 10) -------------------------------------------------
+# -- a count for any order ---------------------------------------------------------------------
 
 MODEL = "llama3_1_8b_instruct"
 
@@ -673,7 +673,7 @@ def test_the_any_order_count_bounds_prompt_mode(name: str) -> None:
         )
 
 
-# -- without the tokenizer: a bound from the bytes (issue 27, item 11) -------------------------
+# -- without the tokenizer: a bound from the bytes ---------------------------------------------
 
 _rng = random.Random(11)
 HARD_TEXTS = {
