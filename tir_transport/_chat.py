@@ -67,11 +67,6 @@ class _ChatStreamParser:
             if chunk is not None:
                 yield chunk
 
-    def end(self) -> None:
-        """Raise if the body ended before the reply did (the HTTP layer counts the usage)."""
-        self.decoder.flush()
-        self.check_end()
-
     def on_event(self, event: ServerSentEvent) -> ChatChunk | None:
         """The chunk of one event, or None for `[DONE]` and for events after it."""
         self.events += 1
@@ -102,8 +97,8 @@ class _ChatStreamParser:
             self.model = chunk.model
         return chunk
 
-    def check_end(self) -> None:
-        """Raise if the body ended before the reply did (a truncated stream is an error)."""
+    def end(self) -> None:
+        """Raise if the body ended before the reply did (the HTTP layer counts the usage)."""
         if self.finish_reason is None:
             if not self.events:
                 # Only what is known: no event came. With tools, one known cause is a server
@@ -171,14 +166,13 @@ class ChatClient(HTTPClient):
         model = payload.get("model")
         return self._api_url("chat/completions", model if isinstance(model, str) else None)
 
-    def _prepare(self, payload: Mapping[str, Any]) -> tuple[str, dict[str, str], bytes]:
+    def _prepare(self, payload: Mapping[str, Any]) -> tuple[str, bytes]:
         # A body given whole (not built by build_payload) is held to one choice too: with n=2
         # vLLM bills both answers, and interleaves them in a stream that would read as one.
         check_single_choice(payload)
         url = self._url(payload)
-        headers = self._request_headers(bool(payload.get("stream")))
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        return url, headers, body
+        return url, body
 
     def _model(self, payload: Mapping[str, Any]) -> str:
         model = payload.get("model")
@@ -191,21 +185,21 @@ class ChatClient(HTTPClient):
     # -- one request, sent as it is -------------------------------------------------------
 
     def _create_once(self, payload: Mapping[str, Any]) -> ChatCompletion:
-        url, _, body = self._prepare(payload)
+        url, body = self._prepare(payload)
         model = self._model(payload)
         return self._read(self._request(url, body, model), parse_completion, model)
 
     async def _acreate_once(self, payload: Mapping[str, Any]) -> ChatCompletion:
-        url, _, body = self._prepare(payload)
+        url, body = self._prepare(payload)
         model = self._model(payload)
         return self._read(await self._arequest(url, body, model), parse_completion, model)
 
     def _stream_once(self, payload: Mapping[str, Any]) -> Generator[ChatChunk, None, None]:
-        url, _, body = self._prepare(payload)
+        url, body = self._prepare(payload)
         return self._stream(url, body, self._parser(url, payload), self._model(payload))
 
     def _astream_once(self, payload: Mapping[str, Any]) -> AsyncStream[ChatChunk]:
-        url, _, body = self._prepare(payload)
+        url, body = self._prepare(payload)
         return self._astream(url, body, self._parser(url, payload), self._model(payload))
 
     # -- public: one request, with the fallbacks the endpoint forces -------------------------

@@ -945,14 +945,12 @@ class AsyncStream(Generic[_T]):
 
     async def _open(self) -> None:
         client = self._client
+        # First, as in `_arequest`: a missing key fails before a pool is made for it.
+        headers = client._request_headers(stream=True)
         http = await client._async_client()
         self._loop = asyncio.get_running_loop()
         request = http.build_request(
-            "POST",
-            self._url,
-            content=self._body,
-            headers=client._request_headers(stream=True),
-            timeout=client._timeout,
+            "POST", self._url, content=self._body, headers=headers, timeout=client._timeout
         )
         self._slot = client._aslot()
         await self._slot.__aenter__()

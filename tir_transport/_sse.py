@@ -23,7 +23,9 @@ class SSEDecoder:
 
     Feed it whatever the socket gave (any split, even inside a UTF-8 character or a CRLF);
     it returns the events completed so far. Each complete line is decoded exactly once:
-    a partial line is kept as pieces and only joined when its end arrives.
+    a partial line is kept as pieces and only joined when its end arrives. There is nothing
+    to flush at the end of a stream: an event whose blank line never came is dropped (the
+    spec says so), and `pending` tells whether one was cut off.
     """
 
     __slots__ = ("_data", "_event", "_id", "_last_id", "_partial", "_retry", "_skip_lf", "_utf8")
@@ -71,21 +73,6 @@ class SSEDecoder:
             if event is not None:
                 events.append(event)
         return events
-
-    def flush(self) -> list[ServerSentEvent]:
-        """End of stream: finish a last line without a line end.
-
-        An event whose blank line never came is not dispatched (the spec says to drop it);
-        callers decide whether that means the stream was cut.
-        """
-        tail = self._utf8.decode(b"", final=True)
-        if tail:
-            self._partial.append(tail)
-        if self._partial:
-            line = "".join(self._partial)
-            self._partial.clear()
-            self._line(line)
-        return []
 
     @property
     def pending(self) -> bool:

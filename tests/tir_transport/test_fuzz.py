@@ -46,7 +46,6 @@ def decode(pieces: list[bytes]) -> list[ChatChunk | str]:
     for piece in pieces:
         for event in decoder.feed(piece):
             out.append(event.data if event.data == "[DONE]" else parse_chunk(event.data))
-    decoder.flush()
     return out
 
 

@@ -18,7 +18,6 @@ def decode(pieces: list[bytes]) -> list[ServerSentEvent]:
     events: list[ServerSentEvent] = []
     for piece in pieces:
         events += decoder.feed(piece)
-    events += decoder.flush()
     return events
 
 
@@ -85,11 +84,16 @@ def test_unicode_line_separators_inside_data_are_not_line_ends() -> None:
     assert event.data == payload
 
 
-def test_event_without_final_blank_line_is_dropped_and_reported_pending() -> None:
+def test_event_without_final_blank_line_is_held_and_reported_pending() -> None:
     decoder = SSEDecoder()
+    assert not decoder.pending
     assert decoder.feed(b"data: partial") == []
     assert decoder.pending
-    assert decoder.flush() == []
+    # A line end completes the line, not the event: only the blank line dispatches it.
+    assert decoder.feed(b"\n") == []
+    assert decoder.pending
+    assert decoder.feed(b"\n") == [ServerSentEvent("partial")]
+    assert not decoder.pending
 
 
 def test_invalid_utf8_is_replaced_not_raised() -> None:
