@@ -383,20 +383,39 @@ def _validate(
 
 # Run by a small process of its own when this command starts Ray: once the command has
 # ended, however it ended (a kill -9 included: its end of the pipe closes), every process
-# that carries this job's mark (Ray's, which inherit it) is ended, so none is left running.
+# that carries this job's mark (Ray's, which inherit it) is ended, and every process those
+# started: raylet starts its dashboard and runtime-env agents with an environment of its own
+# making, without the mark, and left to themselves they outlived a killed command by 20 s
+# and more on a busy machine. All are found first, then ended, so that none is reparented
+# (and lost from view) before it is reached.
 _REAPER = """
 import os, signal, sys
 sys.stdin.buffer.read()
 mark = b"TIR_LLAMA_BATCH=" + sys.argv[1].encode()
+me = os.getpid()
 for _ in range(3):
+    parents, doomed = {}, set()
     for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
+        if not pid.isdigit() or int(pid) == me:
             continue
         try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                parents[int(pid)] = int(f.read().rsplit(b")", 1)[1].split()[1])
             with open(f"/proc/{pid}/environ", "rb") as f:
-                if mark not in f.read().split(b"\\0"):
-                    continue
-            os.kill(int(pid), signal.SIGKILL)
+                if mark in f.read().split(b"\\0"):
+                    doomed.add(int(pid))
+        except (OSError, ValueError, IndexError):
+            pass
+    grown = True
+    while grown:
+        grown = False
+        for pid, parent in parents.items():
+            if parent in doomed and pid not in doomed and pid != me:
+                doomed.add(pid)
+                grown = True
+    for pid in doomed:
+        try:
+            os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
 """
