@@ -683,6 +683,50 @@ def test_keys_are_forgotten_with_their_clients(emulator: Emulator) -> None:
     assert not _http.keys_in_use() & set(keys)
 
 
+@pytest.mark.parametrize("holder", ["_pattern", "keys_in_use"])
+def test_a_finalizer_that_logs_inside_the_key_filter_does_not_deadlock(
+    emulator: Emulator, holder: str
+) -> None:
+    # The collector can run inside the block that holds the keys' lock, and a finalizer it
+    # runs may log through httpcore (an httpx client closing its pool): back into the filter
+    # on the same thread. With a plain lock that hung a whole CI rehearsal. Here the
+    # "finalizer" is run from inside the holder, as the collector would run it.
+    from tir_transport import _http
+
+    client = ChatClient(TIRConfig.from_env(api_key=KEY, base_url=emulator.base_url))
+    logger = logging.getLogger("httpcore.connection")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.DEBUG)
+    original = _http._drain_released
+
+    def drain_and_log() -> None:
+        original()
+        logger.debug("close.started key=%s", KEY)
+
+    done = threading.Event()
+
+    def run() -> None:
+        getattr(_http, holder)()
+        done.set()
+
+    _http._drain_released = drain_and_log
+    try:
+        if holder == "_pattern":
+            _http._keys_pattern = None  # so that the holder builds it, lock held
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        assert done.wait(10), "the key filter deadlocked on its own lock"
+    finally:
+        _http._drain_released = original
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    assert "close.started" in stream.getvalue() and KEY not in stream.getvalue()
+    del client
+
+
 def test_the_process_exits_without_waiting_for_an_abandoned_batch(emulator: Emulator) -> None:
     import subprocess
     import sys

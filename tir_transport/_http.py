@@ -160,10 +160,15 @@ def proxy_for(url: str) -> str | None:
 # records: at DEBUG, httpcore logs each reply's headers, and a gateway may echo the
 # Authorization value in one. The filter runs only for records a logger lets through.
 _KEYS_IN_USE: dict[str, int] = {}  # key -> clients holding it (a key leaves with its last)
-_KEYS_LOCK = threading.Lock()
+# Re-entrant: the collector may run inside a block that holds the lock (any allocation can
+# start it), and a finalizer it runs may log (an httpx client closing its pool logs at
+# DEBUG), which comes back here through the filter on the same thread. With a plain Lock
+# that deadlocked a test run. A re-entered holder (`_keys_busy`) changes nothing.
+_KEYS_LOCK = threading.RLock()
+_keys_busy = False
 _keys_pattern: re.Pattern[str] | None = None  # every form of every key in use, or None
-# Keys whose client was collected. The collector may run inside a block that holds the lock
-# (any allocation can start it): it only appends here, and the lock's holders drain it.
+# Keys whose client was collected: the collector only appends here, and the lock's
+# holders drain it.
 _released: deque[str] = deque()
 
 
@@ -173,10 +178,16 @@ def _hold_key(client: HTTPClient) -> None:
     key = client.config.api_key.get_secret_value() if client.config.api_key else ""
     if not key_hider(key).forms:
         return  # no key, or one too short to be one
+    global _keys_busy
     with _KEYS_LOCK:
-        _drain_released()
-        _KEYS_IN_USE[key] = _KEYS_IN_USE.get(key, 0) + 1
-        _keys_pattern = None
+        busy, _keys_busy = _keys_busy, True
+        try:
+            if not busy:
+                _drain_released()
+            _KEYS_IN_USE[key] = _KEYS_IN_USE.get(key, 0) + 1
+            _keys_pattern = None
+        finally:
+            _keys_busy = busy
     weakref.finalize(client, _released.append, key)
 
 
@@ -194,21 +205,39 @@ def _drain_released() -> None:
 
 def keys_in_use() -> frozenset[str]:
     """The keys whose log records are hidden now (those of the clients alive)."""
+    global _keys_busy
     with _KEYS_LOCK:
-        _drain_released()
-        return frozenset(_KEYS_IN_USE)
+        busy, _keys_busy = _keys_busy, True
+        try:
+            if not busy:
+                _drain_released()
+            return frozenset(_KEYS_IN_USE)
+        finally:
+            _keys_busy = busy
+
+
+def _compile(keys: list[str]) -> re.Pattern[str] | None:
+    forms = {form for key in keys for form in key_hider(key).forms}
+    # Longest first: a form inside a longer one must not leave the rest of it.
+    ordered = sorted(forms, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, ordered))) if ordered else None
 
 
 def _pattern() -> re.Pattern[str] | None:
-    global _keys_pattern
+    global _keys_pattern, _keys_busy
     with _KEYS_LOCK:
-        _drain_released()
-        if _keys_pattern is None and _KEYS_IN_USE:
-            forms = {form for key in _KEYS_IN_USE for form in key_hider(key).forms}
-            # Longest first: a form inside a longer one must not leave the rest of it.
-            ordered = sorted(forms, key=len, reverse=True)
-            _keys_pattern = re.compile("|".join(map(re.escape, ordered)))
-        return _keys_pattern
+        if _keys_busy:
+            # Re-entered (a finalizer that logs, run by the collector inside the block
+            # below): the keys as they are, read, not changed.
+            return _keys_pattern or _compile(list(_KEYS_IN_USE))
+        _keys_busy = True
+        try:
+            _drain_released()
+            if _keys_pattern is None and _KEYS_IN_USE:
+                _keys_pattern = _compile(list(_KEYS_IN_USE))
+            return _keys_pattern
+        finally:
+            _keys_busy = False
 
 
 class _HideKeys(logging.Filter):
