@@ -384,23 +384,27 @@ def _validate(
 # Run by a small process of its own when this command starts Ray: once the command has
 # ended, however it ended (a kill -9 included: its end of the pipe closes), every process
 # that carries this job's mark (Ray's, which inherit it) is ended, and every process those
-# started: raylet starts its dashboard and runtime-env agents with an environment of its own
-# making, without the mark, and left to themselves they outlived a killed command by 20 s
-# and more on a busy machine. All are found first, then ended, so that none is reparented
-# (and lost from view) before it is reached.
+# started. raylet starts its dashboard and runtime-env agents with an environment of its own
+# making, without the mark, and Ray kills raylet with its parent (a parent-death signal), so
+# by the time the command is gone the agents may already hang under PID 1, out of view; left
+# to themselves they outlived a killed command by 20 s and more on a busy machine. So the
+# reaper watches the tree while the command runs (a look every half second, a few hundred
+# small reads) and remembers every descendant it saw, with its start time, so that a PID
+# reused by an unrelated process later is never touched.
 _REAPER = """
-import os, signal, sys
-sys.stdin.buffer.read()
+import os, select, signal, sys
 mark = b"TIR_LLAMA_BATCH=" + sys.argv[1].encode()
 me = os.getpid()
-for _ in range(3):
-    parents, doomed = {}, set()
+seen = {}
+def look():
+    parents, started, doomed = {}, {}, set()
     for pid in os.listdir("/proc"):
         if not pid.isdigit() or int(pid) == me:
             continue
         try:
             with open(f"/proc/{pid}/stat", "rb") as f:
-                parents[int(pid)] = int(f.read().rsplit(b")", 1)[1].split()[1])
+                fields = f.read().rsplit(b")", 1)[1].split()
+            parents[int(pid)], started[int(pid)] = int(fields[1]), fields[19]
             with open(f"/proc/{pid}/environ", "rb") as f:
                 if mark in f.read().split(b"\\0"):
                     doomed.add(int(pid))
@@ -410,14 +414,22 @@ for _ in range(3):
     while grown:
         grown = False
         for pid, parent in parents.items():
-            if parent in doomed and pid not in doomed and pid != me:
+            if parent in doomed and pid not in doomed:
                 doomed.add(pid)
                 grown = True
     for pid in doomed:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
+        seen[pid] = started[pid]
+    return started
+while not (select.select([0], [], [], 0.5)[0] and not os.read(0, 4096)):
+    look()
+for _ in range(3):
+    started = look()
+    for pid, start in seen.items():
+        if started.get(pid) == start:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
 """
 _reaper: subprocess.Popen[bytes] | None = None
 
