@@ -320,6 +320,7 @@ class _Job:
         batches = iter(
             self.plan(Sink(folder, fmt, run)).iter_batches(batch_format="pyarrow", batch_size=None)
         )
+        answered = False
         try:
             for batch in batches:
                 table: pa.Table = batch
@@ -340,16 +341,54 @@ class _Job:
                         raise OutputWriteError(failed)
                     if stopped:
                         raise JobStopped(stopped)
+            answered = True
         finally:
             close = getattr(batches, "close", None)
             if close is not None:
                 close()  # stops Ray Data's executor, and with it the actors
+            if not answered:  # actors may still hold requests: none is sent after we return
+                _await_actors_end(self.worker.__name__)
         # A batch Ray ran again (its actor died) was written twice: the copy no task
         # reported is the dead attempt's.
         for path in folder.glob(f"part-{run}-*"):
             if path.name not in names:
                 path.unlink()
         return names
+
+
+# How long a job's end waits for its actors to be gone (Ray ends them within a second or
+# two; a machine under load can take longer, and past this the job returns anyway).
+ACTORS_END_SECONDS = 15.0
+
+
+def _await_actors_end(class_name: str) -> None:
+    """Return once this driver's actors of `class_name` are dead (or after a bound).
+
+    Ray Data's executor asks Ray to kill its actors and returns at once; until each is gone
+    it can still send what it held and write a file into the folder. A job that returns
+    before its last batch (stopped early, or failed) must not: a resume started at once would be paid twice for
+    those rows, and would find files it did not expect. Ray's actor table is read from its
+    GCS (Ray's public state API needs the dashboard, which the command does not start); Ray
+    is pinned, and if that table cannot be read the job returns without waiting, as before.
+    """
+    try:
+        from ray._private import state  # imported here: Ray's own GCS view, read only on a stop
+
+        job = ray.get_runtime_context().get_job_id()
+        deadline = time.monotonic() + ACTORS_END_SECONDS
+        while time.monotonic() < deadline:
+            alive = [
+                actor
+                for actor in state.actors().values()
+                if actor.get("ActorClassName") == class_name
+                and actor.get("JobID") == job
+                and actor.get("State") != "DEAD"
+            ]
+            if not alive:
+                return
+            time.sleep(0.05)
+    except Exception:  # a view of Ray's internals: never fail a job on it
+        return
 
 
 _jobs: weakref.WeakKeyDictionary[ray.data.Dataset, _Job] = weakref.WeakKeyDictionary()
