@@ -366,10 +366,11 @@ def _await_actors_end(class_name: str) -> None:
 
     Ray Data's executor asks Ray to kill its actors and returns at once; until each is gone
     it can still send what it held and write a file into the folder. A job that returns
-    before its last batch (stopped early, or failed) must not: a resume started at once would be paid twice for
-    those rows, and would find files it did not expect. Ray's actor table is read from its
-    GCS (Ray's public state API needs the dashboard, which the command does not start); Ray
-    is pinned, and if that table cannot be read the job returns without waiting, as before.
+    before its last batch (stopped early, or failed) must not: a resume started at once
+    would pay twice for those rows, and find files it did not expect. Ray's actor table is
+    read from its GCS (Ray's public state API needs the dashboard, which the command does
+    not start); Ray is pinned, and if that table cannot be read the job returns without
+    waiting, as before.
     """
     try:
         from ray._private import state  # imported here: Ray's own GCS view, read only on a stop
