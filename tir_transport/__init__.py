@@ -17,8 +17,10 @@ I/O at the edge:
 """
 
 from ._arguments import move_unknown_arguments
-from ._chat import AsyncChatStream, ChatClient
-from ._chat_wire import (
+from ._chat.client import AsyncChatStream, ChatClient
+from ._chat.negotiate import forget_endpoints
+from ._chat.tools import ToolMode
+from ._chat.wire import (
     ChatChunk,
     ChatCompletion,
     ToolCall,
@@ -41,12 +43,12 @@ from ._connection import (
     TIREmbeddingsConnection,
     TIRRerankConnection,
 )
-from ._embeddings import (
-    check_inputs,
-)
-from ._embeddings_client import (
+from ._embeddings.client import (
     DEFAULT_EMBED_BATCH_SIZE,
     EmbeddingsClient,
+)
+from ._embeddings.wire import (
+    check_inputs,
 )
 from ._errors import (
     APIConnectionError,
@@ -71,21 +73,19 @@ from ._errors import (
 )
 from ._limits import Limits, RatePacer
 from ._models import context_window
-from ._negotiate import forget_endpoints
-from ._rerank import (
+from ._rerank.wire import (
     DEFAULT_RERANK_BATCH_SIZE,
     DEFAULT_RERANK_TOP_N,
     RerankClient,
     RerankResult,
 )
 from ._retry import RetryPolicy
-from ._tokens import (
+from ._tokens.tokenizer import (
     ApproximateTokenCountWarning,
     Tokenizer,
     count_message_tokens,
     tokenizer_for,
 )
-from ._tools import ToolMode
 from ._usage import Usage, UsageTracker, track_usage
 
 # The distribution's one version: hatchling reads it from here at build time (pyproject.toml);

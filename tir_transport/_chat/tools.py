@@ -4,7 +4,7 @@ An endpoint whose vLLM runs without tool parsing answers `tools` with HTTP 400. 
 go into the prompt in Meta's JSON-based format for Llama 3.1, and the reply
 `{"name": ..., "parameters": {...}}` is read back as a tool call ("prompt mode"). The same
 reader also catches a call that a native endpoint left in the text. Streams are watched by
-`_tool_stream.TextToolCallFilter`; structured output's fallbacks are in `_structured`.
+`tool_stream.TextToolCallFilter`; structured output's fallbacks are in `structured`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
-from ._chat_wire import ChatCompletion, ToolCall
-from ._errors import BadRequestError, ContextLengthExceededError, ServerError, TIRError
+from .._errors import BadRequestError, ContextLengthExceededError, ServerError, TIRError
+from .wire import ChatCompletion, ToolCall
 
 __all__ = [
     "PYTHON_TAG",

@@ -7,9 +7,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._arguments import refuse_secrets
-from ._errors import InvalidResponseError, error_from_event, is_error_event, quote, scrub_secret
-from ._usage import Usage
+from .._arguments import refuse_secrets
+from .._errors import InvalidResponseError, error_from_event, is_error_event, quote, scrub_secret
+from .._usage import Usage
 
 __all__ = [
     "DONE",

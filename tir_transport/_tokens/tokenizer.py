@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from ._models import TokenizerFamily, tokenizer_family
-from ._tools import ToolMode, message_text, to_prompt_mode, tool_names
+from .._chat.tools import ToolMode, message_text, to_prompt_mode, tool_names
+from .._models import TokenizerFamily, tokenizer_family
 
 if TYPE_CHECKING:
     import tiktoken

@@ -16,16 +16,16 @@ from typing import Any, Literal, TypeVar, Unpack
 
 import httpx
 
-from ._config import RERANK_MODEL_ENV_VARS, RERANK_MODEL_HINT, TIRConfig
-from ._errors import (
+from .._config import RERANK_MODEL_ENV_VARS, RERANK_MODEL_HINT, TIRConfig
+from .._errors import (
     ContextLengthExceededError,
     InputError,
     InvalidResponseError,
     quote,
     scrub_secret,
 )
-from ._http import HTTPClient, HTTPOptions, ain_flight, check_batching, in_flight
-from ._usage import Usage
+from .._http import HTTPClient, HTTPOptions, ain_flight, check_batching, in_flight
+from .._usage import Usage
 
 __all__ = [
     "DEFAULT_RERANK_BATCH_SIZE",
