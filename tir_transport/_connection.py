@@ -45,7 +45,7 @@ from ._config import (
 from ._embeddings.client import DEFAULT_EMBED_CONCURRENCY, EmbeddingsClient
 from ._http import HTTPClient
 from ._limits import Limits
-from ._rerank.wire import (
+from ._rerank.client import (
     DEFAULT_RERANK_BATCH_SIZE,
     DEFAULT_RERANK_CONCURRENCY,
     DEFAULT_RERANK_TOP_N,

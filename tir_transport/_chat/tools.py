@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Any, Literal
 
 from .._errors import BadRequestError, ContextLengthExceededError, ServerError, TIRError
-from .wire import ChatCompletion, ToolCall
+from .wire import ChatCompletion, ToolCall, message_text
 
 __all__ = [
     "PYTHON_TAG",
@@ -25,7 +25,6 @@ __all__ = [
     "cut_calls",
     "forced_name",
     "is_tools_rejection",
-    "message_text",
     "parse_text_tool_calls",
     "read_text_calls",
     "rejection_text",
@@ -52,14 +51,6 @@ TOOLS_PREAMBLE = (
     'Respond in the format {"name": function name, "parameters": dictionary of argument name '
     "and its value}. Do not use variables.\n\n"
 )
-
-
-def message_text(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "\n".join(str(part.get("text", "")) for part in content if isinstance(part, Mapping))
 
 
 def tool_names(tools: Sequence[Mapping[str, Any]] | None) -> frozenset[str]:
