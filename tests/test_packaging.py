@@ -121,7 +121,7 @@ def test_public_names() -> None:
 def test_the_core_imports_nothing_above_it() -> None:
     # Read, not run: no module of tir_transport names a package above it.
     above = ("langchain_tir", "llama_index_tir", "ray_tir", "tir_llama", "langchain", "llama_index")
-    for path in (ROOT / "tir_transport").glob("*.py"):
+    for path in (ROOT / "tir_transport").rglob("*.py"):
         for line in path.read_text().splitlines():
             words = line.split()
             if words[:1] in (["import"], ["from"]) and len(words) > 1:

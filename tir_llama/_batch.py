@@ -64,7 +64,7 @@ from tir_transport import (
     count_message_tokens,
     tokenizer_for,
 )
-from tir_transport._tokens import TOKENS_EXTRA_HINT
+from tir_transport._tokens.tokenizer import TOKENS_EXTRA_HINT
 
 from ._words import shell_words
 

@@ -30,6 +30,7 @@ from tir_transport import (
     context_window,
     track_usage,
 )
+from tir_transport._chat.tools import is_tools_rejection
 
 # Not for adapters: which variable the key came from, and the no-tool-parser 400, for doctor.
 from tir_transport._config import (
@@ -39,7 +40,6 @@ from tir_transport._config import (
     env_first,
 )
 from tir_transport._http import HTTPClient
-from tir_transport._tools import is_tools_rejection
 
 from ._words import shell_words
 

@@ -1,24 +1,31 @@
 """Framework-free core of tir-llama: configuration, SSE, wire formats, errors, retries, clients.
 
-Importing this package imports neither LangChain nor LlamaIndex. Its modules, pure first and
-I/O at the edge:
+Importing this package imports neither LangChain nor LlamaIndex. Everything public is imported
+here (`__all__`); every module and folder below is internal, its name starting with `_`. Pure
+first, I/O at the edge:
 
 - settings: `_config` (TIRConfig, URLs, environment), `_connection` (the pydantic connection
   model every adapter class inherits), `_arguments`, `_models` (what is known per model).
 - pure pieces: `_sse` (bytes to events), `_errors` (status to class, messages, key hiding),
-  `_retry` (retry or not, how long), `_limits` (in flight, per minute, back-off), `_usage`,
-  `_tokens` (Llama's tokenizer and chat frame).
+  `_retry` (retry or not, how long), `_limits` (in flight, per minute, back-off), `_usage`.
 - the one HTTP layer: `_http` (pools, auth, the request loop for replies and streams, and the
   drivers of sans-IO request plans), used by every API.
-- one module per API, each building requests and reading replies only: chat (`_chat_wire`
-  the wire format, `_chat` the client; `_negotiate` the endpoint's fallbacks, with `_tools`
-  the tool prompt format, `_tool_stream` the stream filter, `_structured` the structured-output
-  fallbacks), embeddings (`_embeddings` wire, `_embeddings_client`), rerank (`_rerank`).
+- a folder per API, the same file name for the same role: `wire` the wire format (building
+  requests, reading replies, no I/O), `client` the client over `_http`.
+  - `_chat/`: `wire`, `client`; `negotiate` the endpoint's fallbacks, with `tools` the tool
+    prompt format, `tool_stream` the stream filter, `structured` the structured-output
+    fallbacks.
+  - `_embeddings/`: `wire`, `client`.
+  - `_rerank/`: `wire`, `client`.
+- `_tokens/`: `tokenizer` (Meta's tokenizers, offline), `prompt` (Llama's chat frame as vLLM
+  renders it, and the prompt counts).
 """
 
 from ._arguments import move_unknown_arguments
-from ._chat import AsyncChatStream, ChatClient
-from ._chat_wire import (
+from ._chat.client import AsyncChatStream, ChatClient
+from ._chat.negotiate import forget_endpoints
+from ._chat.tools import ToolMode
+from ._chat.wire import (
     ChatChunk,
     ChatCompletion,
     ToolCall,
@@ -41,12 +48,12 @@ from ._connection import (
     TIREmbeddingsConnection,
     TIRRerankConnection,
 )
-from ._embeddings import (
-    check_inputs,
-)
-from ._embeddings_client import (
+from ._embeddings.client import (
     DEFAULT_EMBED_BATCH_SIZE,
     EmbeddingsClient,
+)
+from ._embeddings.wire import (
+    check_inputs,
 )
 from ._errors import (
     APIConnectionError,
@@ -71,21 +78,15 @@ from ._errors import (
 )
 from ._limits import Limits, RatePacer
 from ._models import context_window
-from ._negotiate import forget_endpoints
-from ._rerank import (
+from ._rerank.client import (
     DEFAULT_RERANK_BATCH_SIZE,
     DEFAULT_RERANK_TOP_N,
     RerankClient,
-    RerankResult,
 )
+from ._rerank.wire import RerankResult
 from ._retry import RetryPolicy
-from ._tokens import (
-    ApproximateTokenCountWarning,
-    Tokenizer,
-    count_message_tokens,
-    tokenizer_for,
-)
-from ._tools import ToolMode
+from ._tokens.prompt import count_message_tokens
+from ._tokens.tokenizer import ApproximateTokenCountWarning, Tokenizer, tokenizer_for
 from ._usage import Usage, UsageTracker, track_usage
 
 # The distribution's one version: hatchling reads it from here at build time (pyproject.toml);

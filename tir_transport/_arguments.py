@@ -381,8 +381,8 @@ def move_unknown_arguments(
     Raises:
         ValueError: any of the errors above.
     """
-    # Here, not at the top: _chat_wire imports this module (build_payload refuses secrets).
-    from ._chat_wire import check_single_choice
+    # Here, not at the top: _chat.wire imports this module (build_payload refuses secrets).
+    from ._chat.wire import check_single_choice
 
     names = argument_names(cls)
     values = dict(values)

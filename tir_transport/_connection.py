@@ -25,7 +25,8 @@ from pydantic import (
 )
 
 from ._arguments import move_unknown_arguments, refuse_secrets
-from ._chat import ChatClient
+from ._chat.client import ChatClient
+from ._chat.tools import ToolMode
 from ._config import (
     BASE_URL_ENV_VARS,
     DEFAULT_HOST,
@@ -41,16 +42,15 @@ from ._config import (
     env_first,
     id_text,
 )
-from ._embeddings_client import DEFAULT_EMBED_CONCURRENCY, EmbeddingsClient
+from ._embeddings.client import DEFAULT_EMBED_CONCURRENCY, EmbeddingsClient
 from ._http import HTTPClient
 from ._limits import Limits
-from ._rerank import (
+from ._rerank.client import (
     DEFAULT_RERANK_BATCH_SIZE,
     DEFAULT_RERANK_CONCURRENCY,
     DEFAULT_RERANK_TOP_N,
     RerankClient,
 )
-from ._tools import ToolMode
 
 __all__ = [
     "CONNECTION_FIELDS",

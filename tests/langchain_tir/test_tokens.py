@@ -26,7 +26,7 @@ from llama_index_tir import TIRLlamaLLM
 from tests.conftest import TEST_KEY
 from tests.support.emulator import Emulator
 from tests.tir_transport.test_tokens import META3, TEXTS, reference_prompt_tokens
-from tir_transport._tools import DEFAULT_SYSTEM
+from tir_transport._chat.tools import DEFAULT_SYSTEM
 
 
 @tool

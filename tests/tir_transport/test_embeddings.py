@@ -26,7 +26,7 @@ from tir_transport import (
     TIRConfig,
     track_usage,
 )
-from tir_transport._embeddings import (
+from tir_transport._embeddings.wire import (
     build_embeddings_payload,
     decode_base64,
     is_encoding_rejection,

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tir_transport import ChatChunk, TIRError
-from tir_transport._chat_wire import parse_chunk
+from tir_transport._chat.wire import parse_chunk
 from tir_transport._sse import SSEDecoder
 
 _text = st.text(

@@ -30,7 +30,7 @@ from tir_transport import (
     RerankResult,
     track_usage,
 )
-from tir_transport._rerank import (
+from tir_transport._rerank.wire import (
     build_rerank_payload,
     check_documents,
     merge_results,

@@ -37,9 +37,10 @@ from tir_transport import (
     count_message_tokens,
     tokenizer_for,
 )
+from tir_transport._chat.tools import to_prompt_mode
 from tir_transport._models import tokenizer_family
-from tir_transport._tokens import _SPECS, _read_ranks, _tokenizer_file, render_llama3_prompt
-from tir_transport._tools import to_prompt_mode
+from tir_transport._tokens.prompt import render_llama3_prompt
+from tir_transport._tokens.tokenizer import _SPECS, _read_ranks, _tokenizer_file
 
 # Meta's chat template for Llama 3.1 Instruct, from the model's tokenizer_config.json.
 LLAMA31_TEMPLATE = """{{- bos_token }}

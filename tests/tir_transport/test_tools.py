@@ -8,15 +8,13 @@ from typing import Any
 import pytest
 
 from tir_transport import ChatChunk
-from tir_transport._errors import BadRequestError, ContextLengthExceededError, ServerError
-from tir_transport._retry import is_retryable
-from tir_transport._structured import (
+from tir_transport._chat.structured import (
     SchemaInstruction,
     is_guided_json_rejection,
     is_response_format_rejection,
 )
-from tir_transport._tool_stream import TextToolCallFilter
-from tir_transport._tools import (
+from tir_transport._chat.tool_stream import TextToolCallFilter
+from tir_transport._chat.tools import (
     DEFAULT_SYSTEM,
     cut_calls,
     forced_name,
@@ -24,6 +22,8 @@ from tir_transport._tools import (
     parse_text_tool_calls,
     to_prompt_mode,
 )
+from tir_transport._errors import BadRequestError, ContextLengthExceededError, ServerError
+from tir_transport._retry import is_retryable
 
 NAMES = {"get_weather", "search"}
 TOOL = {

@@ -20,7 +20,7 @@ from tir_transport import (
     Usage,
     build_payload,
 )
-from tir_transport._chat_wire import ToolCallAccumulator, parse_chunk, parse_completion
+from tir_transport._chat.wire import ToolCallAccumulator, parse_chunk, parse_completion
 from tir_transport._sse import SSEDecoder
 
 SEED = (

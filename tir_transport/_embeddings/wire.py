@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ._errors import InputError, InvalidResponseError, TIRError, quote
-from ._usage import Usage
+from .._errors import InputError, InvalidResponseError, TIRError, quote
+from .._usage import Usage
 
 __all__ = [
     "EmbeddingsReply",

@@ -8,17 +8,9 @@ from typing import Any, Unpack
 
 import httpx
 
-from ._config import EMBEDDING_MODEL_ENV_VARS, EMBEDDING_MODEL_HINT, TIRConfig
-from ._embeddings import (
-    EmbeddingsReply,
-    EncodingFormat,
-    build_embeddings_payload,
-    check_inputs,
-    is_encoding_rejection,
-    parse_embeddings,
-)
-from ._errors import ContextLengthExceededError, TIRError
-from ._http import (
+from .._config import EMBEDDING_MODEL_ENV_VARS, EMBEDDING_MODEL_HINT, TIRConfig
+from .._errors import ContextLengthExceededError, TIRError
+from .._http import (
     HTTPClient,
     HTTPOptions,
     Plan,
@@ -27,6 +19,14 @@ from ._http import (
     check_batching,
     drive,
     in_flight,
+)
+from .wire import (
+    EmbeddingsReply,
+    EncodingFormat,
+    build_embeddings_payload,
+    check_inputs,
+    is_encoding_rejection,
+    parse_embeddings,
 )
 
 __all__ = [

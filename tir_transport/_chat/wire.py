@@ -7,9 +7,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._arguments import refuse_secrets
-from ._errors import InvalidResponseError, error_from_event, is_error_event, quote, scrub_secret
-from ._usage import Usage
+from .._arguments import refuse_secrets
+from .._errors import InvalidResponseError, error_from_event, is_error_event, quote, scrub_secret
+from .._usage import Usage
 
 __all__ = [
     "DONE",
@@ -20,6 +20,7 @@ __all__ = [
     "ToolCallDelta",
     "build_payload",
     "check_single_choice",
+    "message_text",
     "parse_chunk",
     "parse_completion",
 ]
@@ -138,6 +139,15 @@ def build_payload(
     fields = {k: (None if k in _SCHEMAS else v) for k, v in payload.items() if k != "messages"}
     refuse_secrets(fields, key_to_refuse)
     return payload
+
+
+def message_text(content: Any) -> str:
+    """A message's content as text: text parts joined by newlines, as vLLM joins them."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "\n".join(str(part.get("text", "")) for part in content if isinstance(part, Mapping))
 
 
 _SCHEMAS = frozenset({"tools", "tool_choice", "response_format", "guided_json"})

@@ -4,7 +4,7 @@ An endpoint whose vLLM runs without tool parsing answers `tools` with HTTP 400. 
 go into the prompt in Meta's JSON-based format for Llama 3.1, and the reply
 `{"name": ..., "parameters": {...}}` is read back as a tool call ("prompt mode"). The same
 reader also catches a call that a native endpoint left in the text. Streams are watched by
-`_tool_stream.TextToolCallFilter`; structured output's fallbacks are in `_structured`.
+`tool_stream.TextToolCallFilter`; structured output's fallbacks are in `structured`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
-from ._chat_wire import ChatCompletion, ToolCall
-from ._errors import BadRequestError, ContextLengthExceededError, ServerError, TIRError
+from .._errors import BadRequestError, ContextLengthExceededError, ServerError, TIRError
+from .wire import ChatCompletion, ToolCall, message_text
 
 __all__ = [
     "PYTHON_TAG",
@@ -25,7 +25,6 @@ __all__ = [
     "cut_calls",
     "forced_name",
     "is_tools_rejection",
-    "message_text",
     "parse_text_tool_calls",
     "read_text_calls",
     "rejection_text",
@@ -52,14 +51,6 @@ TOOLS_PREAMBLE = (
     'Respond in the format {"name": function name, "parameters": dictionary of argument name '
     "and its value}. Do not use variables.\n\n"
 )
-
-
-def message_text(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "\n".join(str(part.get("text", "")) for part in content if isinstance(part, Mapping))
 
 
 def tool_names(tools: Sequence[Mapping[str, Any]] | None) -> frozenset[str]:

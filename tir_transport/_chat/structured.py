@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ._chat_wire import ChatCompletion
-from ._errors import TIRError
-from ._tools import message_text, rejection_text, strip_wrapping
+from .._errors import TIRError
+from .tools import rejection_text, strip_wrapping
+from .wire import ChatCompletion, message_text
 
 __all__ = ["SchemaInstruction", "is_guided_json_rejection", "is_response_format_rejection"]
 

@@ -12,15 +12,14 @@ import weakref
 from collections.abc import Generator, Mapping
 from typing import Any
 
-from ._chat_wire import ChatCompletion
-from ._errors import StructuredOutputError, TIRError
-from ._structured import (
+from .._errors import StructuredOutputError, TIRError
+from .structured import (
     SchemaInstruction,
     is_guided_json_rejection,
     is_response_format_rejection,
 )
-from ._tool_stream import TextToolCallFilter
-from ._tools import (
+from .tool_stream import TextToolCallFilter
+from .tools import (
     ToolMode,
     forced_name,
     is_tools_rejection,
@@ -28,6 +27,7 @@ from ._tools import (
     to_prompt_mode,
     tool_names,
 )
+from .wire import ChatCompletion
 
 logger = logging.getLogger("tir_transport")
 

@@ -10,7 +10,15 @@ from typing import Any, Unpack
 
 import httpx
 
-from ._chat_wire import (
+from .._config import TIRConfig
+from .._errors import StreamInterruptedError, TIRError, key_hider, request_id_of
+from .._http import AsyncStream, HTTPClient, HTTPOptions, ParserFactory, adrive, drive
+from .._sse import ServerSentEvent, SSEDecoder
+from .._usage import Usage
+from .negotiate import EndpointMemory, Negotiation, negotiates
+from .tool_stream import TextToolCallFilter
+from .tools import ToolMode
+from .wire import (
     DONE,
     ChatChunk,
     ChatCompletion,
@@ -18,14 +26,6 @@ from ._chat_wire import (
     parse_chunk,
     parse_completion,
 )
-from ._config import TIRConfig
-from ._errors import StreamInterruptedError, TIRError, key_hider, request_id_of
-from ._http import AsyncStream, HTTPClient, HTTPOptions, ParserFactory, adrive, drive
-from ._negotiate import EndpointMemory, Negotiation, negotiates
-from ._sse import ServerSentEvent, SSEDecoder
-from ._tool_stream import TextToolCallFilter
-from ._tools import ToolMode
-from ._usage import Usage
 
 __all__ = ["AsyncChatStream", "ChatClient"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import replace
 
-from ._chat_wire import ChatChunk, ToolCallDelta
-from ._tools import PYTHON_TAG, cut_calls, parse_text_tool_calls, scan_objects
+from .tools import PYTHON_TAG, cut_calls, parse_text_tool_calls, scan_objects
+from .wire import ChatChunk, ToolCallDelta
 
 __all__ = ["TextToolCallFilter"]
 
@@ -44,7 +44,7 @@ class TextToolCallFilter:
 
     def __init__(self, names: Collection[str], forced: str | None = None) -> None:
         self._names = names
-        self._forced = forced  # see _tools.forced_name: a forced call cut short is still a call
+        self._forced = forced  # see tools.forced_name: a forced call cut short is still a call
         self._held: list[str] = []
         self._text_mode = False
 

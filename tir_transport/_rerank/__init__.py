@@ -1,0 +1,4 @@
+"""Internal: the rerank API (import from `tir_transport`, not from here).
+
+`wire` the wire format (no I/O), `client` the client.
+"""
