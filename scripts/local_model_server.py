@@ -55,6 +55,23 @@ def cache_dir() -> Path:
     return Path(os.environ.get("TIR_LLAMA_CACHE", Path.home() / ".cache" / "tir-llama"))
 
 
+def server_log(name: str, keep: int = 12) -> Path:
+    """A new log file for a server, in the cache's `logs/`; only the newest `keep` are kept.
+
+    (One per server started: the test suite starts dozens a day, and they piled up.)
+    """
+    logs = cache_dir() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    prefix = name.rsplit("-", 1)[0]
+    dated = []
+    for path in logs.glob(f"{prefix}-*.log"):
+        with contextlib.suppress(OSError):  # another server's start may prune it meanwhile
+            dated.append((path.stat().st_mtime, path))
+    for _, path in sorted(dated)[: max(0, len(dated) - keep + 1)]:
+        path.unlink(missing_ok=True)
+    return logs / f"{name}.log"
+
+
 def venv_dir() -> Path:
     return cache_dir() / f"llama-cpp-{LLAMA_CPP_VERSION}-{BUILD_TAG}"
 
@@ -228,7 +245,7 @@ def start(port: int | None = None, timeout: float = 120.0, *, tied: bool = True)
     """
     ensure()
     port = port or free_port()
-    log = cache_dir() / f"server-{port}.log"
+    log = server_log(f"llama-cpp-{port}")
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [
