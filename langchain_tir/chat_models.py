@@ -35,11 +35,11 @@ from tir_transport import (
     ChatCompletion,
     TIRConnection,
     ToolMode,
-    build_payload,
     context_window,
     count_message_tokens,
     tokenizer_for,
 )
+from tir_transport.adapter import build_payload
 
 from ._convert import (
     PROVIDER,

@@ -15,7 +15,8 @@ from llama_index.core.base.llms.types import (
     ToolCallBlock,
 )
 
-from tir_transport import ChatChunk, ChatCompletion, ToolCall, ToolCallAccumulator, Usage
+from tir_transport import ChatChunk, ChatCompletion, ToolCall, Usage
+from tir_transport.adapter import ToolCallAccumulator
 
 # Blocks a text-only model cannot take; other non-text blocks (thinking, cache points,
 # citations) carry nothing the server reads and are left out.

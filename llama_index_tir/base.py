@@ -41,12 +41,11 @@ from tir_transport import (
     TIRConnection,
     Tokenizer,
     ToolMode,
-    build_payload,
-    check_single_choice,
     context_window,
     count_message_tokens,
     tokenizer_for,
 )
+from tir_transport.adapter import build_payload, check_single_choice
 
 from ._convert import (
     StreamConverter,

@@ -13,8 +13,8 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess test
 
 from tir_transport import Usage, track_usage
 
-from ._bulk import CHAT_COLUMNS, EMBED_COLUMNS, JobStopped, chat, embed
-from ._output import OutputFolderError, OutputWriteError, pending, usage, write_output
+from ._bulk import CHAT_COLUMNS, EMBED_COLUMNS, JobStopped, chat, embed  # noqa: TID251
+from ._output import OutputFolderError, OutputWriteError, pending, usage, write_output  # noqa: TID251
 
 __all__ = [
     "CHAT_COLUMNS",

@@ -31,14 +31,17 @@ from tir_transport import (
     TIRConnection,
     TIREmbeddingsConnection,
     TIRError,
+)
+from tir_transport.adapter import (
+    argument_names,
     build_payload,
     check_inputs,
     check_single_choice,
+    refuse_secrets,
     scrub_secret,
 )
-from tir_transport._arguments import argument_names, refuse_secrets
 
-from ._output import Format, OutputWriteError, Progress, Sink
+from ._output import Format, OutputWriteError, Progress, Sink  # noqa: TID251
 
 __all__ = ["CHAT_COLUMNS", "EMBED_COLUMNS", "JobStopped", "chat", "embed", "job_of"]
 

@@ -38,6 +38,7 @@ __all__ = [
     "check_output",
     "done_ids",
     "folder_lock",
+    "parquet_outputs",
     "pending",
     "usage",
     "without_done",
@@ -372,7 +373,8 @@ def check_output(output: str | os.PathLike[str], mode: WriteMode) -> list[Path]:
     return files
 
 
-def _parquet_outputs(output: Path, id_column: str) -> list[Path]:
+def parquet_outputs(output: Path, id_column: str) -> list[Path]:
+    """`output`'s row files, each checked to be Parquet with `id_column` from a job."""
     files = _row_files(output)
     for path in files:
         if path.suffix != ".parquet":
@@ -414,7 +416,7 @@ def done_ids(
             JSON file (resuming reads Parquet output).
     """
     done: set[Any] = set()
-    for path in _parquet_outputs(Path(output), id_column):
+    for path in parquet_outputs(Path(output), id_column):
         try:
             table = pq.read_table(path, columns=[id_column, "error"])
         except (OSError, pa.ArrowException):
@@ -615,7 +617,7 @@ def write_output(
         OutputWriteError: writing failed part way (the cause in one line).
         JobStopped: an error every row would hit (the key, the model, the project).
     """
-    from ._bulk import job_of  # the job's own parts; _bulk imports this module
+    from ._bulk import job_of  # noqa: TID251 - the job's own parts; _bulk imports this module
 
     output = os.fspath(output)
     if "://" in output:

@@ -46,13 +46,13 @@ from ray_tir import (
     usage,
     write_output,
 )
-from ray_tir._bulk import check_columns
-from ray_tir._output import (
+from ray_tir.adapter import (
     WriteMode,
-    _parquet_outputs,
+    check_columns,
     check_output,
     done_ids,
     folder_lock,
+    parquet_outputs,
     without_done,
 )
 from tir_transport import (
@@ -64,7 +64,7 @@ from tir_transport import (
     count_message_tokens,
     tokenizer_for,
 )
-from tir_transport._tokens.tokenizer import TOKENS_EXTRA_HINT
+from tir_transport.adapter import TOKENS_EXTRA_HINT
 
 from ._words import shell_words
 
@@ -605,7 +605,7 @@ def _align_ids(table: pa.Table | None, args: argparse.Namespace) -> pa.Table | N
     """
     if table is None or args.id_column not in table.column_names:
         return table
-    files = _parquet_outputs(Path(args.output), args.id_column)
+    files = parquet_outputs(Path(args.output), args.id_column)
     if not files:
         return table
     held = pq.read_schema(files[0]).field(args.id_column).type

@@ -26,20 +26,21 @@ from tir_transport import (
     TIRConfig,
     TIRConnection,
     TIRError,
-    build_payload,
     context_window,
     track_usage,
 )
-from tir_transport._chat.tools import is_tools_rejection
 
-# Not for adapters: which variable the key came from, and the no-tool-parser 400, for doctor.
-from tir_transport._config import (
+# Only for tir-llama's own packages; for doctor: which variable the key came from, and
+# the no-tool-parser 400.
+from tir_transport.adapter import (
     API_KEY_ENV_VARS,
     EMBEDDING_MODEL_ENV_VARS,
     RERANK_MODEL_ENV_VARS,
+    HTTPClient,
+    build_payload,
     env_first,
+    is_tools_rejection,
 )
-from tir_transport._http import HTTPClient
 
 from ._words import shell_words
 

@@ -1,8 +1,9 @@
 """Framework-free core of tir-llama: configuration, SSE, wire formats, errors, retries, clients.
 
 Importing this package imports neither LangChain nor LlamaIndex. Everything public is imported
-here (`__all__`); every module and folder below is internal, its name starting with `_`. Pure
-first, I/O at the edge:
+here (`__all__`); every module and folder below is internal, its name starting with `_`, except
+`adapter`: what tir-llama's own adapters and CLI need beyond the user API (not a user API; may
+change between minor versions). Pure first, I/O at the edge:
 
 - settings: `_config` (TIRConfig, URLs, environment), `_connection` (the pydantic connection
   model every adapter class inherits), `_arguments`, `_models` (what is known per model).
