@@ -28,6 +28,7 @@ from collections.abc import (
     Callable,
     Generator,
     Iterable,
+    Iterator,
     Sequence,
 )
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
@@ -178,17 +179,28 @@ def _hold_key(client: HTTPClient) -> None:
     key = client.config.api_key.get_secret_value() if client.config.api_key else ""
     if not key_hider(key).forms:
         return  # no key, or one too short to be one
+    with _keys_held():
+        _KEYS_IN_USE[key] = _KEYS_IN_USE.get(key, 0) + 1
+        _keys_pattern = None
+    weakref.finalize(client, _released.append, key)
+
+
+@contextlib.contextmanager
+def _keys_held() -> Iterator[bool]:
+    """Hold the keys' lock; yields whether this thread already held it.
+
+    The outermost holder first drains the keys of collected clients; a re-entered one
+    (`_keys_busy`) does not, so that the block it interrupted finds the state it left.
+    """
     global _keys_busy
     with _KEYS_LOCK:
         busy, _keys_busy = _keys_busy, True
         try:
             if not busy:
                 _drain_released()
-            _KEYS_IN_USE[key] = _KEYS_IN_USE.get(key, 0) + 1
-            _keys_pattern = None
+            yield busy
         finally:
             _keys_busy = busy
-    weakref.finalize(client, _released.append, key)
 
 
 def _drain_released() -> None:
@@ -205,15 +217,8 @@ def _drain_released() -> None:
 
 def keys_in_use() -> frozenset[str]:
     """The keys whose log records are hidden now (those of the clients alive)."""
-    global _keys_busy
-    with _KEYS_LOCK:
-        busy, _keys_busy = _keys_busy, True
-        try:
-            if not busy:
-                _drain_released()
-            return frozenset(_KEYS_IN_USE)
-        finally:
-            _keys_busy = busy
+    with _keys_held():
+        return frozenset(_KEYS_IN_USE)
 
 
 def _compile(keys: list[str]) -> re.Pattern[str] | None:
@@ -224,20 +229,15 @@ def _compile(keys: list[str]) -> re.Pattern[str] | None:
 
 
 def _pattern() -> re.Pattern[str] | None:
-    global _keys_pattern, _keys_busy
-    with _KEYS_LOCK:
-        if _keys_busy:
-            # Re-entered (a finalizer that logs, run by the collector inside the block
-            # below): the keys as they are, read, not changed.
+    global _keys_pattern
+    with _keys_held() as reentered:
+        if reentered:
+            # A finalizer that logs, run by the collector inside a holder's block: the keys
+            # as they are, read, not changed.
             return _keys_pattern or _compile(list(_KEYS_IN_USE))
-        _keys_busy = True
-        try:
-            _drain_released()
-            if _keys_pattern is None and _KEYS_IN_USE:
-                _keys_pattern = _compile(list(_KEYS_IN_USE))
-            return _keys_pattern
-        finally:
-            _keys_busy = False
+        if _keys_pattern is None and _KEYS_IN_USE:
+            _keys_pattern = _compile(list(_KEYS_IN_USE))
+        return _keys_pattern
 
 
 class _HideKeys(logging.Filter):
