@@ -67,7 +67,7 @@ def _emulator_server() -> Iterator[Emulator]:
 
 def _join_abandoned_batches() -> None:
     # A sync batch call raises at its first failure without waiting for batches still in
-    # flight (tir_transport._http.in_flight): their threads end on their own. Waited for here,
+    # flight (tir_transport._transport.in_flight): their threads end on their own. Waited for here,
     # so that their requests never reach the next test's emulator.
     for thread in threading.enumerate():
         if thread.name.startswith(("tir-embed", "tir-rerank")):

@@ -599,8 +599,8 @@ def test_a_proxy_needs_no_key_check_for_https(monkeypatch: pytest.MonkeyPatch) -
     # https through a plain-http proxy is a CONNECT tunnel: the key travels inside TLS.
     monkeypatch.setenv("HTTPS_PROXY", "http://192.0.2.1:3128")
     client = ChatClient(TIRConfig.from_env(api_key=KEY, project_id="1"))
-    assert client._api_url("chat/completions", None).startswith("https://")
-    assert client._proxy_shown == "http://192.0.2.1:3128"  # read, checked, not refused
+    assert client.transport.url("chat/completions", None).startswith("https://")
+    assert client.transport._proxy_shown == "http://192.0.2.1:3128"  # read, checked, not refused
 
 
 # -- found in review: each failed before its fix -----------------------------------------------
@@ -696,14 +696,14 @@ def test_your_own_sync_client_leaves_the_async_side_checked(
 
 
 def test_keys_are_forgotten_with_their_clients(emulator: Emulator) -> None:
-    from tir_transport import _http
+    from tir_transport._transport import keys as held
 
     keys = [f"{KEY}-{n}" for n in range(50)]
     clients = [ChatClient(TIRConfig.from_env(api_key=k, base_url=emulator.base_url)) for k in keys]
-    assert _http.keys_in_use() >= set(keys)
+    assert held.keys_in_use() >= set(keys)
     del clients
     gc.collect()
-    assert not _http.keys_in_use() & set(keys)
+    assert not held.keys_in_use() & set(keys)
 
 
 @pytest.mark.parametrize("holder", ["_pattern", "keys_in_use"])
@@ -714,7 +714,7 @@ def test_a_finalizer_that_logs_inside_the_key_filter_does_not_deadlock(
     # runs may log through httpcore (an httpx client closing its pool): back into the filter
     # on the same thread. With a plain lock that hung a whole CI rehearsal. Here the
     # "finalizer" is run from inside the holder, as the collector would run it.
-    from tir_transport import _http
+    from tir_transport._transport import keys as held
 
     client = ChatClient(TIRConfig.from_env(api_key=KEY, base_url=emulator.base_url))
     logger = logging.getLogger("httpcore.connection")
@@ -723,7 +723,7 @@ def test_a_finalizer_that_logs_inside_the_key_filter_does_not_deadlock(
     logger.addHandler(handler)
     old_level = logger.level
     logger.setLevel(logging.DEBUG)
-    original = _http._drain_released
+    original = held._drain_released
 
     def drain_and_log() -> None:
         original()
@@ -732,18 +732,18 @@ def test_a_finalizer_that_logs_inside_the_key_filter_does_not_deadlock(
     done = threading.Event()
 
     def run() -> None:
-        getattr(_http, holder)()
+        getattr(held, holder)()
         done.set()
 
-    _http._drain_released = drain_and_log
+    held._drain_released = drain_and_log
     try:
         if holder == "_pattern":
-            _http._keys_pattern = None  # so that the holder builds it, lock held
+            held._keys_pattern = None  # so that the holder builds it, lock held
         worker = threading.Thread(target=run, daemon=True)
         worker.start()
         assert done.wait(10), "the key filter deadlocked on its own lock"
     finally:
-        _http._drain_released = original
+        held._drain_released = original
         logger.removeHandler(handler)
         logger.setLevel(old_level)
     assert "close.started" in stream.getvalue() and KEY not in stream.getvalue()

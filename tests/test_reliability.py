@@ -393,7 +393,7 @@ def test_plain_http_refused_through_the_adapters(
 
 def test_tls_verification_stays_on(framework: str) -> None:
     model = Driver(framework, host="https://infer.e2enetworks.net", project_id="1").model
-    client = model._client._sync_client()
+    client = model._client.transport._sync_client()
     context = client._transport._pool._ssl_context
     assert context.verify_mode == ssl.CERT_REQUIRED
     assert context.check_hostname is True

@@ -36,7 +36,7 @@ from tir_transport.adapter import (
     API_KEY_ENV_VARS,
     EMBEDDING_MODEL_ENV_VARS,
     RERANK_MODEL_ENV_VARS,
-    HTTPClient,
+    Transport,
     build_payload,
     env_first,
     is_tools_rejection,
@@ -186,9 +186,9 @@ def _served_window(config: TIRConfig) -> int | None:
     """The served window (vLLM's `max_model_len`, `GET {base}/models`), or None if unreported."""
     # A probe: a gateway that never answers /models must not hold doctor for a minute.
     probe = config.replace(timeout=min(config.timeout, _PROBE_TIMEOUT), max_retries=0)
-    with HTTPClient(probe) as client:
+    with Transport(probe) as transport:
         try:
-            listing = client.get("models")
+            listing = transport.get("models")
         except TIRError:
             # Not every gateway serves /models, and none has to report a window.
             return None

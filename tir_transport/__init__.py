@@ -9,10 +9,12 @@ change between minor versions). Pure first, I/O at the edge:
   model every adapter class inherits), `_arguments`, `_models` (what is known per model).
 - pure pieces: `_sse` (bytes to events), `_errors` (status to class, messages, key hiding),
   `_retry` (retry or not, how long), `_limits` (in flight, per minute, back-off), `_usage`.
-- the one HTTP layer: `_http` (pools, auth, the request loop for replies and streams, and the
-  drivers of sans-IO request plans), used by every API.
+- the one transport: `_transport/` (`transport` the request loop, GET and POST with retries,
+  limits and error mapping; `pools` the httpx pools per process and per event loop;
+  `stream` the streamed replies; `keys` the keys hidden in httpx's logs; `plans` the drivers
+  of sans-IO request plans and many requests in flight; `api` the per-API clients' base).
 - a folder per API, the same file name for the same role: `wire` the wire format (building
-  requests, reading replies, no I/O), `client` the client over `_http`.
+  requests, reading replies, no I/O), `client` the thin client over the transport.
   - `_chat/`: `wire`, `client`; `negotiate` the endpoint's fallbacks, with `tools` the tool
     prompt format, `tool_stream` the stream filter, `structured` the structured-output
     fallbacks.
@@ -88,6 +90,7 @@ from ._rerank.wire import RerankResult
 from ._retry import RetryPolicy
 from ._tokens.prompt import count_message_tokens
 from ._tokens.tokenizer import ApproximateTokenCountWarning, Tokenizer, tokenizer_for
+from ._transport import Transport
 from ._usage import Usage, UsageTracker, track_usage
 
 # The distribution's one version: hatchling reads it from here at build time (pyproject.toml);
@@ -145,6 +148,7 @@ __all__ = [
     "ToolCallAccumulator",
     "ToolCallDelta",
     "ToolMode",
+    "Transport",
     "Usage",
     "UsageTracker",
     "__version__",

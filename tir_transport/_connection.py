@@ -43,7 +43,6 @@ from ._config import (
     id_text,
 )
 from ._embeddings.client import DEFAULT_EMBED_CONCURRENCY, EmbeddingsClient
-from ._http import HTTPClient
 from ._limits import Limits
 from ._rerank.client import (
     DEFAULT_RERANK_BATCH_SIZE,
@@ -51,6 +50,7 @@ from ._rerank.client import (
     DEFAULT_RERANK_TOP_N,
     RerankClient,
 )
+from ._transport import APIClient
 
 __all__ = [
     "CONNECTION_FIELDS",
@@ -59,7 +59,7 @@ __all__ = [
     "TIRRerankConnection",
 ]
 
-_C = TypeVar("_C", bound=HTTPClient)
+_C = TypeVar("_C", bound=APIClient)
 
 
 class TIRConnection(BaseModel):

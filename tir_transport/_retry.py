@@ -1,4 +1,4 @@
-"""Retry policy as pure functions; the one loop that applies it is the HTTP layer's (`_http.py`)."""
+"""Retry policy as pure functions; the one loop that applies it is the transport's."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ modules (`tir_transport._*`); ruff's banned-api rule (TID251, pyproject.toml) ho
 - arguments and connection fields: `CONNECTION_FIELDS`, `move_unknown_arguments`,
   `argument_names`, `refuse_secrets`, `scrub_secret`.
 - the environment, for the CLI's `doctor`: `API_KEY_ENV_VARS`, `EMBEDDING_MODEL_ENV_VARS`,
-  `RERANK_MODEL_ENV_VARS`, `env_first`, and `HTTPClient` (the one HTTP layer).
+  `RERANK_MODEL_ENV_VARS`, `env_first`, and `Transport` (the one transport: `GET /models`).
 - hints: `TOKENS_EXTRA_HINT` (how to install the tokenizers).
 """
 
@@ -24,8 +24,8 @@ from ._config import API_KEY_ENV_VARS, EMBEDDING_MODEL_ENV_VARS, RERANK_MODEL_EN
 from ._connection import CONNECTION_FIELDS
 from ._embeddings.wire import check_inputs
 from ._errors import scrub_secret
-from ._http import HTTPClient
 from ._tokens.tokenizer import TOKENS_EXTRA_HINT
+from ._transport import Transport
 
 __all__ = [
     "API_KEY_ENV_VARS",
@@ -33,8 +33,8 @@ __all__ = [
     "EMBEDDING_MODEL_ENV_VARS",
     "RERANK_MODEL_ENV_VARS",
     "TOKENS_EXTRA_HINT",
-    "HTTPClient",
     "ToolCallAccumulator",
+    "Transport",
     "argument_names",
     "build_payload",
     "check_inputs",

@@ -460,7 +460,8 @@ def test_loop_shutdown_closes_that_loops_connections(
     client = make_client()
     asyncio.run(client.acreate(payload()))
     assert emulator.connections == mark + 1
-    assert client._async  # the client is still referenced: only the loop's end closed it
+    # The client is still referenced: only the loop's end closed it.
+    assert client.transport._pools._async
     wait_closed(emulator, mark)
 
 
@@ -520,7 +521,7 @@ def test_pickle_gives_a_working_copy(make_client: MakeClient, call: Caller) -> N
     client = make_client()
     client.create(payload())
     copy = pickle.loads(pickle.dumps(client))
-    assert copy._sync is None
+    assert copy.transport._pools._sync is None
     assert call.create(copy, payload()).text == SEED_TEXT
     assert TEST_KEY not in repr(copy)
 
@@ -529,19 +530,22 @@ def test_pickle_gives_a_working_copy(make_client: MakeClient, call: Caller) -> N
 def test_fork_recreates_clients(make_client: MakeClient) -> None:
     client = make_client()
     client.create(payload())
-    parent_pool = client._sync
+    parent_pool = client.transport._pools._sync
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child reports through the pipe
         try:
-            ok = client.create(payload()).text == SEED_TEXT and client._sync is not parent_pool
+            ok = (
+                client.create(payload()).text == SEED_TEXT
+                and client.transport._pools._sync is not parent_pool
+            )
             os.write(write, b"ok" if ok else b"bad")
         finally:
             os._exit(0)
     os.close(write)
     os.waitpid(pid, 0)
     assert os.read(read, 10) == b"ok"
-    assert client._sync is parent_pool
+    assert client.transport._pools._sync is parent_pool
     assert client.create(payload()).text == SEED_TEXT
 
 

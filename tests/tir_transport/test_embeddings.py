@@ -33,7 +33,7 @@ from tir_transport._embeddings.wire import (
     parse_embeddings,
 )
 from tir_transport._errors import error_from_response
-from tir_transport._http import in_flight
+from tir_transport._transport import in_flight
 
 MODEL = "e5_small"
 

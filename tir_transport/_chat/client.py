@@ -1,4 +1,4 @@
-"""The chat API over the shared HTTP layer: requests, streams, and the endpoint's fallbacks."""
+"""The chat API over the shared transport: requests, streams, and the endpoint's fallbacks."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ from collections.abc import Generator, Iterator, Mapping
 from dataclasses import replace
 from typing import Any, Unpack
 
-import httpx
-
 from .._config import TIRConfig
 from .._errors import StreamInterruptedError, TIRError, key_hider, request_id_of
-from .._http import AsyncStream, HTTPClient, HTTPOptions, ParserFactory, adrive, drive
 from .._sse import ServerSentEvent, SSEDecoder
+from .._transport import APIClient, AsyncStream, HTTPOptions, ParserFactory, adrive, drive
 from .._usage import Usage
 from .negotiate import EndpointMemory, Negotiation, negotiates
 from .tool_stream import TextToolCallFilter
@@ -47,10 +45,12 @@ class _ChatStreamParser:
         "usage",
     )
 
-    def __init__(self, response: httpx.Response, url: str, config: TIRConfig, tools: bool) -> None:
+    def __init__(
+        self, headers: Mapping[str, str], url: str, config: TIRConfig, tools: bool
+    ) -> None:
         self.secret = config.secret()
         self.hider = key_hider(self.secret)
-        self.request_id = request_id_of(response.headers, self.secret)
+        self.request_id = request_id_of(headers, self.secret)
         self.url = url
         self.tools = tools
         self.decoder = SSEDecoder()
@@ -73,7 +73,7 @@ class _ChatStreamParser:
         if self.done:
             return None
         # A gateway may echo the Authorization header into an event: hidden before anything
-        # parses, quotes or cuts it (the one stream-side twin of HTTPClient._read).
+        # parses, quotes or cuts it (the one stream-side twin of Transport._read).
         data = self.hider.text(event.data)
         if data == DONE:
             self.done = True
@@ -125,11 +125,11 @@ class _ChatStreamParser:
             )
 
 
-class ChatClient(HTTPClient):
+class ChatClient(APIClient):
     """Sends chat requests for one configuration, sync or async, with retries and pooling.
 
-    The pools, retries and error mapping are `HTTPClient`'s: one sync pool per process, one
-    async pool per event loop, so the object works across `asyncio.run` calls and threads.
+    The pools, retries and error mapping are its `Transport`'s: one sync pool per process,
+    one async pool per event loop, so the object works across `asyncio.run` calls and threads.
     """
 
     def __init__(
@@ -146,8 +146,8 @@ class ChatClient(HTTPClient):
             tool_mode: how tools are sent. `"auto"` sends them natively and, if the endpoint
                 rejects them (vLLM without tool parsing), in the prompt, remembering that in
                 this client (never for the process); `"native"` and `"prompt"` force one way.
-            **options: `retry`, `limits`, `http_client`, `http_async_client` (see
-                `HTTPClient`).
+            **options: `transport` to share one, or `retry`, `limits`, `http_client`,
+                `http_async_client` for its own (see `APIClient`).
         """
         if tool_mode not in ("auto", "native", "prompt"):
             raise ValueError(f"tool_mode must be 'auto', 'native' or 'prompt', got {tool_mode!r}")
@@ -156,15 +156,19 @@ class ChatClient(HTTPClient):
         # What this client's endpoint rejected; never shared with other clients.
         self._endpoints = EndpointMemory()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # What the endpoint rejected stays with this client: a copy learns on its own.
+        return {k: v for k, v in self.__dict__.items() if k != "_endpoints"}
+
     def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
+        self.__dict__.update(state)
         self._endpoints = EndpointMemory()
 
     # -- chat steps -------------------------------------------------------------------------
 
     def _url(self, payload: Mapping[str, Any]) -> str:
         model = payload.get("model")
-        return self._api_url("chat/completions", model if isinstance(model, str) else None)
+        return self.transport.url("chat/completions", model if isinstance(model, str) else None)
 
     def _prepare(self, payload: Mapping[str, Any]) -> tuple[str, bytes]:
         # A body given whole (not built by build_payload) is held to one choice too: with n=2
@@ -180,27 +184,27 @@ class ChatClient(HTTPClient):
 
     def _parser(self, url: str, payload: Mapping[str, Any]) -> ParserFactory[ChatChunk]:
         tools = bool(payload.get("tools"))
-        return lambda response: _ChatStreamParser(response, url, self.config, tools)
+        return lambda headers: _ChatStreamParser(headers, url, self.config, tools)
 
     # -- one request, sent as it is -------------------------------------------------------
 
     def _create_once(self, payload: Mapping[str, Any]) -> ChatCompletion:
         url, body = self._prepare(payload)
         model = self._model(payload)
-        return self._read(self._request(url, body, model), parse_completion, model)
+        return self.transport.post(url, body, parse_completion, model)
 
     async def _acreate_once(self, payload: Mapping[str, Any]) -> ChatCompletion:
         url, body = self._prepare(payload)
         model = self._model(payload)
-        return self._read(await self._arequest(url, body, model), parse_completion, model)
+        return await self.transport.apost(url, body, parse_completion, model)
 
     def _stream_once(self, payload: Mapping[str, Any]) -> Generator[ChatChunk, None, None]:
         url, body = self._prepare(payload)
-        return self._stream(url, body, self._parser(url, payload), self._model(payload))
+        return self.transport.stream(url, body, self._parser(url, payload), self._model(payload))
 
     def _astream_once(self, payload: Mapping[str, Any]) -> AsyncStream[ChatChunk]:
         url, body = self._prepare(payload)
-        return self._astream(url, body, self._parser(url, payload), self._model(payload))
+        return self.transport.astream(url, body, self._parser(url, payload), self._model(payload))
 
     # -- public: one request, with the fallbacks the endpoint forces -------------------------
 
@@ -283,7 +287,7 @@ class ChatClient(HTTPClient):
 class AsyncChatStream:
     """The chunks of one streamed chat request (`ChatClient.astream`): an async iterator.
 
-    Async twin of `ChatClient.stream`: retries (the HTTP layer's) and fallbacks (the
+    Async twin of `ChatClient.stream`: retries (the transport's) and fallbacks (the
     negotiation's) happen only before a chunk is handed on. A class, not an async generator,
     for the reason `AsyncStream` gives: an adapter's generator may close it in `finally`.
     """

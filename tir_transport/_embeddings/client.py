@@ -1,17 +1,15 @@
-"""The embeddings API over the shared HTTP layer: batches, several in flight, order kept."""
+"""The embeddings API over the shared transport: batches, several in flight, order kept."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Unpack
-
-import httpx
 
 from .._config import EMBEDDING_MODEL_ENV_VARS, EMBEDDING_MODEL_HINT, TIRConfig
 from .._errors import ContextLengthExceededError, TIRError
-from .._http import (
-    HTTPClient,
+from .._transport import (
+    APIClient,
     HTTPOptions,
     Plan,
     adrive,
@@ -45,7 +43,7 @@ DEFAULT_EMBED_CONCURRENCY = 8
 _Plan = Plan[list[str], list[list[float]], list[list[float] | TIRError]]
 
 
-class EmbeddingsClient(HTTPClient):
+class EmbeddingsClient(APIClient):
     """Embeds texts for one configuration, sync or async: batched, concurrent, in order.
 
     `config.model` is the embedding model's API name (TIR documents no default); build with
@@ -82,8 +80,9 @@ class EmbeddingsClient(HTTPClient):
                 takes -1 for "the model's own maximum".
             query_prefix: put before every query (e5 models want `"query: "`).
             document_prefix: put before every document (e5 models want `"passage: "`).
-            **options: `retry`, `limits`, `http_client`, `http_async_client` (see
-                `HTTPClient`); `limits` hold for the whole client, `max_concurrency` per call.
+            **options: `transport`, or `retry`, `limits`, `http_client`, `http_async_client`
+                (see `APIClient`); `limits` hold for the whole transport, `max_concurrency`
+                per call.
 
         Raises:
             ValueError: a batch size or concurrency below 1, an unknown encoding format.
@@ -125,11 +124,14 @@ class EmbeddingsClient(HTTPClient):
         )
         return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
-    def _reply(self, response: httpx.Response, count: int) -> list[list[float]]:
+    def _post(self, texts: list[str]) -> tuple[str, bytes, Callable[[Any], EmbeddingsReply], str]:
+        count = len(texts)
+
         def parse(data: Any) -> EmbeddingsReply:
             return parse_embeddings(data, count)
 
-        return self._read(response, parse, self.config.model).vectors
+        url = self.transport.url("embeddings", None)
+        return url, self._body(texts), parse, self.config.model
 
     @staticmethod
     def _too_long(error: ContextLengthExceededError, index: int, total: int) -> TIRError:
@@ -182,14 +184,12 @@ class EmbeddingsClient(HTTPClient):
         return [*first, *second]
 
     def _send(self, texts: list[str]) -> list[list[float]]:
-        url = self._api_url("embeddings", None)
-        response = self._request(url, self._body(texts), self.config.model)
-        return self._reply(response, len(texts))
+        reply: EmbeddingsReply = self.transport.post(*self._post(texts))
+        return reply.vectors
 
     async def _asend(self, texts: list[str]) -> list[list[float]]:
-        url = self._api_url("embeddings", None)
-        response = await self._arequest(url, self._body(texts), self.config.model)
-        return self._reply(response, len(texts))
+        reply: EmbeddingsReply = await self.transport.apost(*self._post(texts))
+        return reply.vectors
 
     def _vectors(
         self, results: list[list[float] | TIRError], start: int, total: int

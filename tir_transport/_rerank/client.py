@@ -1,20 +1,18 @@
-"""The rerank client over the shared HTTP layer.
+"""The rerank client over the shared transport.
 
 `RerankClient` only builds requests and reads replies (with `wire`): sending, retries, limits
-and errors are `HTTPClient`'s.
+and errors are its `Transport`'s.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, Unpack
-
-import httpx
 
 from .._config import RERANK_MODEL_ENV_VARS, RERANK_MODEL_HINT, TIRConfig
 from .._errors import ContextLengthExceededError
-from .._http import HTTPClient, HTTPOptions, ain_flight, check_batching, in_flight
+from .._transport import APIClient, HTTPOptions, ain_flight, check_batching, in_flight
 from .wire import (
     RerankReply,
     RerankResult,
@@ -40,7 +38,7 @@ DEFAULT_RERANK_BATCH_SIZE = 32
 DEFAULT_RERANK_CONCURRENCY = 8
 
 
-class RerankClient(HTTPClient):
+class RerankClient(APIClient):
     """Reranks documents against a query for one configuration, sync or async.
 
     Any number of documents: batches of `batch_size` go out up to `max_concurrency` at a time
@@ -67,8 +65,8 @@ class RerankClient(HTTPClient):
             max_concurrency: requests in flight at once for one call (threads, for sync).
             truncate_prompt_tokens: let the server (vLLM) cut each (query, document) pair to
                 this many tokens instead of failing on one too long for the model.
-            **options: `retry`, `limits`, `http_client`, `http_async_client` (see
-                `HTTPClient`).
+            **options: `transport`, or `retry`, `limits`, `http_client`, `http_async_client`
+                (see `APIClient`).
 
         Raises:
             ValueError: a batch size or concurrency below 1.
@@ -105,13 +103,14 @@ class RerankClient(HTTPClient):
         )
         return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
-    def _reply(
-        self, response: httpx.Response, documents: list[str], top_n: int | None
-    ) -> list[RerankResult]:
+    def _post(
+        self, query: str, documents: list[str], top_n: int | None
+    ) -> tuple[str, bytes, Callable[[Any], RerankReply], str]:
         def parse(data: Any) -> RerankReply:
             return parse_rerank(data, documents, top_n=top_n)
 
-        return self._read(response, parse, self.config.model).results
+        url = self.transport.url("rerank", None)
+        return url, self._body(query, documents, top_n), parse, self.config.model
 
     @staticmethod
     def _located(
@@ -133,24 +132,20 @@ class RerankClient(HTTPClient):
     def _send(
         self, query: str, start: int, documents: list[str], top_n: int | None, total: int
     ) -> tuple[int, list[RerankResult]]:
-        url = self._api_url("rerank", None)
         try:
-            response = self._request(url, self._body(query, documents, top_n), self.config.model)
+            reply: RerankReply = self.transport.post(*self._post(query, documents, top_n))
         except ContextLengthExceededError as e:
             raise self._located(e, start, len(documents), total) from e
-        return start, self._reply(response, documents, top_n)
+        return start, reply.results
 
     async def _asend(
         self, query: str, start: int, documents: list[str], top_n: int | None, total: int
     ) -> tuple[int, list[RerankResult]]:
-        url = self._api_url("rerank", None)
         try:
-            response = await self._arequest(
-                url, self._body(query, documents, top_n), self.config.model
-            )
+            reply: RerankReply = await self.transport.apost(*self._post(query, documents, top_n))
         except ContextLengthExceededError as e:
             raise self._located(e, start, len(documents), total) from e
-        return start, self._reply(response, documents, top_n)
+        return start, reply.results
 
     # -- sync and async --------------------------------------------------------------------
 

@@ -1,0 +1,31 @@
+"""The one transport every API shares, and the per-API clients' base.
+
+- `transport`: `Transport` (send with retries, GET and POST, limits, error mapping, the one
+  reader of a whole reply); `pools` its httpx pools (per process, per event loop, fork-safe)
+  and proxies; `stream` the streamed replies' loops (sync and async); `failures` httpx's
+  failures as our errors; `keys` the keys hidden in httpx's log records.
+- `api`: `APIClient`, what the chat, embeddings and rerank clients are over a transport.
+- `plans`: sans-IO request plans and their drivers, and many requests in flight.
+"""
+
+from .api import APIClient, HTTPOptions
+from .plans import Plan, adrive, ain_flight, check_batching, drive, in_flight
+from .pools import proxy_for
+from .stream import AsyncStream, ParserFactory, StreamParser
+from .transport import Transport
+
+__all__ = [
+    "APIClient",
+    "AsyncStream",
+    "HTTPOptions",
+    "ParserFactory",
+    "Plan",
+    "StreamParser",
+    "Transport",
+    "adrive",
+    "ain_flight",
+    "check_batching",
+    "drive",
+    "in_flight",
+    "proxy_for",
+]

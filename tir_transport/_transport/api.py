@@ -1,0 +1,116 @@
+"""What every per-API client is: a thin layer over one `Transport`.
+
+The chat, embeddings and rerank clients build bodies and read replies; sending, retrying,
+pooling and error mapping are their transport's. Several clients may share one transport
+(`transport=`): their requests then share its pools, limits and back-off.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, ClassVar, Self, TypedDict, Unpack
+
+import httpx
+
+from .._config import TIRConfig, env_first
+from .._limits import Limits
+from .._retry import RetryPolicy
+from .transport import Transport
+
+__all__ = ["APIClient", "HTTPOptions"]
+
+
+class HTTPOptions(TypedDict, total=False):
+    """What every API client takes beside its config (see `APIClient.__init__`)."""
+
+    transport: Transport | None
+    retry: RetryPolicy | None
+    limits: Limits | None
+    http_client: httpx.Client | None
+    http_async_client: httpx.AsyncClient | None
+
+
+class APIClient:
+    """A client of one API for one configuration, over a `Transport` (its own, or shared)."""
+
+    # The environment variables naming this API's model, first found (none: TIRConfig's).
+    model_env_vars: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: TIRConfig, **options: Unpack[HTTPOptions]) -> None:
+        """Create a client; no I/O happens here.
+
+        Args:
+            config: where and how to connect; `config.model` is this API's model.
+            **options: `transport`, one to share with other clients of the same endpoint
+                (its pools, limits and back-off); or the settings of the one made here:
+                `retry`, `limits`, `http_client`, `http_async_client` (see `Transport`).
+
+        Raises:
+            ValueError: a shared transport that is for another endpoint, key or settings.
+        """
+        transport = options.pop("transport", None)
+        given = [name for name, value in options.items() if value is not None]
+        if transport is not None and given:
+            raise TypeError(f"pass {', '.join(given)} to the shared transport, not here")
+        if transport is not None and transport.config.replace(model=config.model) != config:
+            # Its key, host and timeouts would silently win over this config's.
+            raise ValueError("the shared transport was made for another configuration")
+        self.config = config
+        self.transport = transport or Transport(
+            config,
+            retry=options.get("retry"),
+            limits=options.get("limits"),
+            http_client=options.get("http_client"),
+            http_async_client=options.get("http_async_client"),
+        )
+
+    @classmethod
+    def from_env(cls, *, model: str | None = None, **options: Any) -> Self:
+        """Build from arguments and the environment; the model from `model_env_vars`.
+
+        `options` are `TIRConfig.from_env`'s arguments and this class's keyword arguments.
+        A missing model is reported at the first request, with every other missing setting.
+        """
+        own = inspect.signature(cls.__init__).parameters.keys() | HTTPOptions.__annotations__
+        fields = {k: options.pop(k) for k in list(options) if k in own and k != "config"}
+        if cls.model_env_vars:
+            model = model or env_first(cls.model_env_vars) or ""
+            return cls(TIRConfig.from_env(**options).replace(model=model), **fields)
+        return cls(TIRConfig.from_env(model=model, **options), **fields)
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The transport's retry policy."""
+        return self.transport.retry
+
+    @property
+    def limits(self) -> Limits:
+        """The transport's limits (shared by every client of the transport)."""
+        return self.transport.limits
+
+    @limits.setter
+    def limits(self, limits: Limits) -> None:
+        self.transport.limits = limits
+
+    def close(self) -> None:
+        """Close the sync pool. Async pools close with `aclose()` or when their loop ends."""
+        self.transport.close()
+
+    async def aclose(self) -> None:
+        """Close the pool of the running event loop, and the sync pool."""
+        await self.transport.aclose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
