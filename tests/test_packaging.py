@@ -352,7 +352,7 @@ def test_the_sdist_holds_the_tests_and_what_they_read(dist: Dist) -> None:
     names = dist.sdist_names()
     for needed in (
         "tests/conftest.py",
-        "tests/support/emulator.py",
+        "tests/support/emulator/__init__.py",
         "tests/support/fixtures/seed_stream.txt",
         "scripts/local_model_server.py",
         "docs/index.md",

@@ -1,6 +1,6 @@
 """The emulator checked against the engine: the same requests to both, the shapes compared.
 
-The emulator (tests/support/emulator.py) stays the fast default for every other test; this
+The emulator (tests/support/emulator/) stays the fast default for every other test; this
 says where it speaks vLLM 0.32's wire format and where not. Compared: status codes; the keys
 of every reply and the JSON type of each (the emulator may leave out keys vLLM adds, never add
 its own or change a type); the order of stream events (role, content, tool-call head without
