@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Generator, Iterator, Mapping
-from dataclasses import replace
 from typing import Any, Unpack
 
 from .._config import TIRConfig
@@ -13,8 +12,7 @@ from .._errors import StreamInterruptedError, TIRError, key_hider, request_id_of
 from .._sse import ServerSentEvent, SSEDecoder
 from .._transport import APIClient, AsyncStream, HTTPOptions, ParserFactory, adrive, drive
 from .._usage import Usage
-from .negotiate import EndpointMemory, Negotiation, negotiates
-from .tool_stream import TextToolCallFilter
+from .negotiate import EndpointMemory, Negotiation, OpenStream, negotiates
 from .tools import ToolMode
 from .wire import (
     DONE,
@@ -233,41 +231,33 @@ class ChatClient(APIClient):
             StreamInterruptedError: the stream broke off or carried an error event.
             TIRError: any other failure, after the retries the policy allows.
         """
-        negotiation = self._negotiation(payload)
-        body = negotiation.payload()
-        while True:
-            if negotiation.checks_replies():
-                stream = self._stream_once(body)
+        # The sync driver of the negotiation's stream plan (AsyncChatStream is the async one).
+        plan = self._negotiation(payload).stream_exchange()
+        stream: Generator[ChatChunk, None, None] | None = None
+        try:
+            step = next(plan)
+            while True:
+                if isinstance(step, OpenStream):
+                    if stream is not None:
+                        stream.close()
+                    stream = self._stream_once(step.body)
+                else:
+                    yield from step
+                assert stream is not None
+                event: ChatChunk | TIRError | None
                 try:
-                    chunks = list(stream)
+                    event = next(stream)
+                except StopIteration:
+                    event = None
                 except TIRError as e:
-                    body = negotiation.on_error(e)
-                    continue
-                finally:
-                    stream.close()
-                result = negotiation.on_completion(_whole(chunks))
-                if isinstance(result, ChatCompletion):
-                    yield from _checked(chunks, result)
-                    return
-                body = result
-                continue
-            started = False
-            watch = negotiation.stream_filter()
-            try:
-                stream = self._stream_once(body)
+                    event = e
                 try:
-                    for chunk in stream:
-                        out = watch.process(chunk) if watch else chunk
-                        if out is not None:
-                            started = True
-                            yield out
-                finally:
-                    stream.close()
-                return
-            except TIRError as e:
-                if started:
-                    raise
-                body = negotiation.on_error(e)
+                    step = plan.send(event)
+                except StopIteration:
+                    return
+        finally:
+            if stream is not None:
+                stream.close()
 
     async def acreate(self, payload: Mapping[str, Any]) -> ChatCompletion:
         """Async twin of `create`."""
@@ -287,43 +277,42 @@ class ChatClient(APIClient):
 class AsyncChatStream:
     """The chunks of one streamed chat request (`ChatClient.astream`): an async iterator.
 
-    Async twin of `ChatClient.stream`: retries (the transport's) and fallbacks (the
-    negotiation's) happen only before a chunk is handed on. A class, not an async generator,
-    for the reason `AsyncStream` gives: an adapter's generator may close it in `finally`.
+    Async twin of `ChatClient.stream`, the async driver of the same plan: retries (the
+    transport's) and fallbacks (the negotiation's) happen only before a chunk is handed on. A
+    class, not an async generator, for the reason `AsyncStream` gives: an adapter's generator
+    may close it in `finally`.
     """
 
     def __init__(self, client: ChatClient, payload: Mapping[str, Any]) -> None:
         self._client = client
-        self._negotiation = client._negotiation(payload)
-        self._body = self._negotiation.payload()
-        self._attempt: AsyncStream[ChatChunk] | None = None
-        self._ready: deque[ChatChunk] = deque()  # a checked reply, to be handed on
-        self._handed_on = False
+        self._plan = client._negotiation(payload).stream_exchange()
+        self._started = False
+        self._stream: AsyncStream[ChatChunk] | None = None
+        self._ready: deque[ChatChunk] = deque()  # what the plan handed on, to be read
         self._finished = False
-        self._watch: TextToolCallFilter | None = None
-        # The whole reply, when the negotiation must check it before anything is handed on.
-        self._whole: list[ChatChunk] | None = None
 
     def __aiter__(self) -> AsyncChatStream:
         return self
 
     async def __anext__(self) -> ChatChunk:
         try:
-            chunk = await self._next()
+            while not self._ready:
+                if self._finished:
+                    raise StopAsyncIteration
+                await self._step()
         except BaseException:
             # Ended (an error, a cancel, the end): reading on must not send it again.
             await self.aclose()
             raise
-        self._handed_on = True
-        return chunk
+        return self._ready.popleft()
 
     async def aclose(self) -> None:
         """Stop reading and give the connection back now."""
         self._finished = True
         self._ready.clear()
-        attempt, self._attempt = self._attempt, None
-        if attempt is not None:
-            await attempt.aclose()
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            await stream.aclose()
 
     async def __aenter__(self) -> AsyncChatStream:
         return self
@@ -331,75 +320,28 @@ class AsyncChatStream:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def _next(self) -> ChatChunk:
-        while True:
-            if self._ready:
-                return self._ready.popleft()
-            if self._finished:
-                raise StopAsyncIteration
-            if self._attempt is None:
-                checked = self._negotiation.checks_replies()
-                self._whole = [] if checked else None
-                self._watch = None if checked else self._negotiation.stream_filter()
-                self._attempt = self._client._astream_once(self._body)
-            try:
-                chunk = await anext(self._attempt)
-            except StopAsyncIteration:
-                self._attempt = None
-                if self._whole is None:
-                    self._finished = True
-                    continue
-                result = self._negotiation.on_completion(_whole(self._whole))
-                if isinstance(result, ChatCompletion):
-                    self._ready.extend(_checked(self._whole, result))
-                    self._finished = True
-                else:
-                    self._body = result  # one more request first (a fallback)
-                continue
-            except TIRError as e:
-                self._attempt = None
-                if self._handed_on:
-                    raise
-                # Not retried by the HTTP layer: the negotiation may send it another way.
-                self._body = self._negotiation.on_error(e)
-                continue
-            if self._whole is not None:
-                self._whole.append(chunk)
-                continue
-            out = self._watch.process(chunk) if self._watch else chunk
-            if out is not None:
-                return out
-
-
-def _whole(chunks: list[ChatChunk]) -> ChatCompletion:
-    """The reply a whole stream makes, to be checked as a non-streamed one is."""
-    last = next((c for c in reversed(chunks) if c.finish_reason), None)
-    return ChatCompletion(
-        id=next((c.id for c in chunks if c.id), None),
-        model=next((c.model for c in chunks if c.model), None),
-        text="".join(c.text or "" for c in chunks),
-        tool_calls=(),
-        finish_reason=last.finish_reason if last else None,
-        stop_reason=last.stop_reason if last else None,
-        usage=next((c.usage for c in reversed(chunks) if c.usage is not None), None),
-        raw={},
-    )
-
-
-def _checked(chunks: list[ChatChunk], reply: ChatCompletion) -> Iterator[ChatChunk]:
-    """A checked reply as a stream: its (cleaned) text in one chunk, then the closing ones."""
-    first = chunks[0] if chunks else None
-    yield ChatChunk(
-        id=reply.id,
-        model=reply.model,
-        text=reply.text,
-        role=first.role if first else "assistant",
-        tool_calls=(),
-        finish_reason=None,
-        stop_reason=None,
-        usage=None,
-        raw={},
-    )
-    for chunk in chunks:
-        if chunk.finish_reason or chunk.usage is not None:
-            yield replace(chunk, text=None)
+    async def _step(self) -> None:
+        """Send the plan the next event of its stream, and do what it answers."""
+        try:
+            if not self._started:
+                self._started = True
+                step = next(self._plan)
+            else:
+                assert self._stream is not None
+                event: ChatChunk | TIRError | None
+                try:
+                    event = await anext(self._stream)
+                except StopAsyncIteration:
+                    event = None
+                except TIRError as e:
+                    event = e
+                step = self._plan.send(event)
+        except StopIteration:
+            self._finished = True
+            return
+        if isinstance(step, OpenStream):
+            if self._stream is not None:
+                await self._stream.aclose()
+            self._stream = self._client._astream_once(step.body)
+        else:
+            self._ready.extend(step)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Iterator, Mapping
+from dataclasses import dataclass, replace
+from enum import IntEnum
 from typing import Any
 
 from .._errors import StructuredOutputError, TIRError
@@ -27,7 +29,7 @@ from .tools import (
     to_prompt_mode,
     tool_names,
 )
-from .wire import ChatCompletion
+from .wire import ChatChunk, ChatCompletion
 
 logger = logging.getLogger("tir_transport")
 
@@ -35,14 +37,43 @@ _lock = threading.Lock()
 # Every live memory, so that `forget_endpoints()` can reach them all.
 _memories: weakref.WeakSet[EndpointMemory] = weakref.WeakSet()
 
-# How a JSON schema is sent: response_format json_schema; vLLM's guided_json; an instruction
-# with JSON mode; an instruction alone.
-_NATIVE, _GUIDED_JSON, _JSON_MODE, _INSTRUCTION = 0, 1, 2, 3
-_LEVEL_NAMES = {
-    _GUIDED_JSON: "guided_json",
-    _JSON_MODE: "an instruction with JSON mode",
-    _INSTRUCTION: "an instruction alone",
+
+class SchemaLevel(IntEnum):
+    """How a JSON schema is sent, from the best an endpoint may take down to what any takes.
+
+    Ordered: a fallback only ever goes down the list (a higher value), per endpoint.
+    """
+
+    NATIVE = 0  # response_format json_schema
+    GUIDED_JSON = 1  # vLLM's guided_json
+    JSON_MODE = 2  # an instruction, with response_format json_object
+    INSTRUCTION = 3  # an instruction alone
+
+    @property
+    def said(self) -> str:
+        """How a log line names this level."""
+        return _SAID[self]
+
+
+_SAID = {
+    SchemaLevel.NATIVE: "response_format json_schema",
+    SchemaLevel.GUIDED_JSON: "guided_json",
+    SchemaLevel.JSON_MODE: "an instruction with JSON mode",
+    SchemaLevel.INSTRUCTION: "an instruction alone",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class OpenStream:
+    """A stream plan's step: send this body as a new streamed request (the last one is over)."""
+
+    body: Mapping[str, Any]
+
+
+# A streamed call's plan (`Negotiation.stream_exchange`): yields `OpenStream` or the chunks to
+# hand on now; is sent each event of the stream it opened last: a chunk, its error, or None
+# for its end.
+StreamPlan = Generator[OpenStream | list[ChatChunk], ChatChunk | TIRError | None, None]
 
 
 class EndpointMemory:
@@ -54,7 +85,7 @@ class EndpointMemory:
 
     def __init__(self) -> None:
         self.prompt_tool_endpoints: set[str] = set()
-        self.schema_levels: dict[str, int] = {}
+        self.schema_levels: dict[str, SchemaLevel] = {}
         with _lock:
             _memories.add(self)
 
@@ -115,12 +146,12 @@ class Negotiation:
         self._watch_text = bool(self._names) and payload.get("tool_choice") != "none"
         self._forced = forced_name(payload.get("tool_choice"), self._names)
         self._schema = _json_schema(payload.get("response_format"))
-        remembered, self._level = False, _NATIVE
+        remembered, self._level = False, SchemaLevel.NATIVE
         if self._names or self._schema is not None:
             with _lock:
                 remembered = url in self._memory.prompt_tool_endpoints
                 if self._schema is not None:
-                    self._level = self._memory.schema_levels.get(url, _NATIVE)
+                    self._level = self._memory.schema_levels.get(url, SchemaLevel.NATIVE)
         self._prompt = bool(self._names) and (
             tool_mode == "prompt" or (tool_mode == "auto" and remembered)
         )
@@ -128,21 +159,21 @@ class Negotiation:
 
     def payload(self) -> Mapping[str, Any]:
         """The request body to send now."""
-        if not self._prompt and self._level == _NATIVE:
+        if not self._prompt and self._level == SchemaLevel.NATIVE:
             return self._original  # the common case: nothing to rewrite, nothing to copy
         body = dict(self._original)
         if self._prompt:
             body = to_prompt_mode(body)
-        if self._schema is not None and self._level == _GUIDED_JSON:
+        if self._schema is not None and self._level == SchemaLevel.GUIDED_JSON:
             body.pop("response_format", None)
             body["guided_json"] = self._schema
-        elif self._schema is not None and self._level >= _JSON_MODE:
+        elif self._schema is not None and self._level >= SchemaLevel.JSON_MODE:
             body = self._instruction().apply(body)
         return body
 
     def _instruction(self) -> SchemaInstruction:
         assert self._schema is not None
-        return SchemaInstruction(self._schema, json_object=self._level == _JSON_MODE)
+        return SchemaInstruction(self._schema, json_object=self._level == SchemaLevel.JSON_MODE)
 
     def on_error(self, error: TIRError) -> Mapping[str, Any]:
         """The body to send instead after `error`, or raise `error` when there is none."""
@@ -156,16 +187,16 @@ class Negotiation:
             self._remember_tools()
             return self.payload()
         if self._schema is not None:
-            if self._level == _NATIVE and is_response_format_rejection(error):
-                self._set_level(_GUIDED_JSON, "response_format json_schema")
+            if self._level == SchemaLevel.NATIVE and is_response_format_rejection(error):
+                self._set_level(SchemaLevel.GUIDED_JSON, "response_format json_schema")
                 return self.payload()
-            if self._level == _GUIDED_JSON and (
+            if self._level == SchemaLevel.GUIDED_JSON and (
                 is_guided_json_rejection(error) or is_response_format_rejection(error)
             ):
-                self._set_level(_JSON_MODE, "guided_json")
+                self._set_level(SchemaLevel.JSON_MODE, "guided_json")
                 return self.payload()
-            if self._level == _JSON_MODE and is_response_format_rejection(error):
-                self._set_level(_INSTRUCTION, "response_format json_object")
+            if self._level == SchemaLevel.JSON_MODE and is_response_format_rejection(error):
+                self._set_level(SchemaLevel.INSTRUCTION, "response_format json_object")
                 return self.payload()
         raise error
 
@@ -173,15 +204,15 @@ class Negotiation:
         """The reply to hand on, or the body of one more request to send first."""
         if self._watch_text:
             completion = read_text_calls(completion, self._names, self._forced)
-        if self._schema is None or self._level == _NATIVE:
+        if self._schema is None or self._level == SchemaLevel.NATIVE:
             return completion
         instruction = self._instruction()
         problem = instruction.problem(completion.text)
         if problem is None:
             return instruction.clean(completion)
-        if self._level == _GUIDED_JSON:
+        if self._level == SchemaLevel.GUIDED_JSON:
             # Accepted but ignored (a server that drops unknown fields): ask in words instead.
-            self._set_level(_JSON_MODE, "guided_json (ignored: the reply did not match)")
+            self._set_level(SchemaLevel.JSON_MODE, "guided_json (ignored: the reply did not match)")
             return self.payload()
         if not self._repaired:
             self._repaired = True
@@ -209,6 +240,41 @@ class Negotiation:
                 return result
             body = result
 
+    def stream_exchange(self) -> StreamPlan:
+        """The requests of a streamed call, as a plan a sync or async driver runs.
+
+        Fallbacks happen only while nothing has been handed on: an error after a chunk went
+        out is raised. When the reply must be checked whole first (`checks_replies`), the
+        stream is read to its end, then handed on checked, as one text chunk and the closing
+        ones, or asked again another way.
+        """
+        body = self.payload()
+        while True:
+            whole: list[ChatChunk] | None = [] if self.checks_replies() else None
+            watch = None if whole is not None else self.stream_filter()
+            handed_on = False
+            event = yield OpenStream(body)
+            while isinstance(event, ChatChunk):
+                out: ChatChunk | None = None
+                if whole is not None:
+                    whole.append(event)
+                else:
+                    out = watch.process(event) if watch else event
+                handed_on = handed_on or out is not None
+                event = yield [out] if out is not None else []
+            if isinstance(event, TIRError):
+                if handed_on:
+                    raise event
+                body = self.on_error(event)  # raises when there is no other way to ask
+                continue
+            if whole is None:
+                return  # the end of a stream handed on as it came
+            result = self.on_completion(_whole(whole))
+            if isinstance(result, ChatCompletion):
+                yield list(_checked(whole, result))
+                return
+            body = result
+
     def checks_replies(self) -> bool:
         """Whether a reply must be read whole before it is handed on.
 
@@ -216,7 +282,7 @@ class Negotiation:
         (guided_json, an instruction): only the whole reply shows whether it matches, and
         whether to fall back, so a stream is read to its end first.
         """
-        return self._schema is not None and self._level != _NATIVE
+        return self._schema is not None and self._level != SchemaLevel.NATIVE
 
     def stream_filter(self) -> TextToolCallFilter | None:
         """A fresh filter for a stream's text, when tools are in play."""
@@ -233,16 +299,50 @@ class Negotiation:
                 self._url,
             )
 
-    def _set_level(self, level: int, rejected: str) -> None:
+    def _set_level(self, level: SchemaLevel, rejected: str) -> None:
         self._level = level
         with _lock:
             levels = self._memory.schema_levels
-            first = levels.get(self._url, _NATIVE) < level
-            levels[self._url] = max(level, levels.get(self._url, _NATIVE))
+            first = levels.get(self._url, SchemaLevel.NATIVE) < level
+            levels[self._url] = max(level, levels.get(self._url, SchemaLevel.NATIVE))
         if first:
             logger.info(
                 "%s rejected %s: falling back to %s for structured output",
                 self._url,
                 rejected,
-                _LEVEL_NAMES[level],
+                level.said,
             )
+
+
+def _whole(chunks: list[ChatChunk]) -> ChatCompletion:
+    """The reply a whole stream makes, to be checked as a non-streamed one is."""
+    last = next((c for c in reversed(chunks) if c.finish_reason), None)
+    return ChatCompletion(
+        id=next((c.id for c in chunks if c.id), None),
+        model=next((c.model for c in chunks if c.model), None),
+        text="".join(c.text or "" for c in chunks),
+        tool_calls=(),
+        finish_reason=last.finish_reason if last else None,
+        stop_reason=last.stop_reason if last else None,
+        usage=next((c.usage for c in reversed(chunks) if c.usage is not None), None),
+        raw={},
+    )
+
+
+def _checked(chunks: list[ChatChunk], reply: ChatCompletion) -> Iterator[ChatChunk]:
+    """A checked reply as a stream: its (cleaned) text in one chunk, then the closing ones."""
+    first = chunks[0] if chunks else None
+    yield ChatChunk(
+        id=reply.id,
+        model=reply.model,
+        text=reply.text,
+        role=first.role if first else "assistant",
+        tool_calls=(),
+        finish_reason=None,
+        stop_reason=None,
+        usage=None,
+        raw={},
+    )
+    for chunk in chunks:
+        if chunk.finish_reason or chunk.usage is not None:
+            yield replace(chunk, text=None)
