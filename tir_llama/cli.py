@@ -148,28 +148,36 @@ def _check_other_models(args: argparse.Namespace, out: TextIO, err: TextIO) -> b
     Returns:
         Whether every one of them answered.
     """
+    probes = (
+        ("embeddings:  ", EMBEDDING_MODEL_ENV_VARS, _embeds),
+        ("rerank:      ", RERANK_MODEL_ENV_VARS, _reranks),
+    )
     ok = True
-    embedding_model = env_first(EMBEDDING_MODEL_ENV_VARS)
-    if embedding_model:
-        label = f"embeddings:  {embedding_model} ({EMBEDDING_MODEL_ENV_VARS[0]})"
+    for name, variables, probe in probes:
+        model = env_first(variables)
+        if not model:
+            continue
+        label = f"{name}{model} ({variables[0]})"
         try:
-            with EmbeddingsClient(_probe_config(args, embedding_model)) as embedder:
-                (vector,) = embedder.embed(["ready"])
-            print(f"{label}: ok, {len(vector)} dimensions", file=out)
-        except TIRError as e:
-            print(f"{label}: failed: {_one_line(e)}", file=err)
-            ok = False
-    rerank_model = env_first(RERANK_MODEL_ENV_VARS)
-    if rerank_model:
-        label = f"rerank:      {rerank_model} ({RERANK_MODEL_ENV_VARS[0]})"
-        try:
-            with RerankClient(_probe_config(args, rerank_model)) as reranker:
-                reranker.rerank("ready?", ["ready"])
-            print(f"{label}: ok", file=out)
+            print(f"{label}: ok{probe(_probe_config(args, model))}", file=out)
         except TIRError as e:
             print(f"{label}: failed: {_one_line(e)}", file=err)
             ok = False
     return ok
+
+
+def _embeds(config: TIRConfig) -> str:
+    """Embed one word; what doctor adds to "ok"."""
+    with EmbeddingsClient(config) as embedder:
+        (vector,) = embedder.embed(["ready"])
+    return f", {len(vector)} dimensions"
+
+
+def _reranks(config: TIRConfig) -> str:
+    """Rerank one document; what doctor adds to "ok"."""
+    with RerankClient(config) as reranker:
+        reranker.rerank("ready?", ["ready"])
+    return ""
 
 
 _PROBE_TIMEOUT = 10.0

@@ -77,7 +77,6 @@ from ._errors import (
     StreamInterruptedError,
     StructuredOutputError,
     TIRError,
-    scrub_secret,
 )
 from ._limits import Limits, RatePacer
 from ._models import context_window
@@ -88,6 +87,7 @@ from ._rerank.client import (
 )
 from ._rerank.wire import RerankResult
 from ._retry import RetryPolicy
+from ._secrets import scrub_secret
 from ._tokens.prompt import count_message_tokens
 from ._tokens.tokenizer import ApproximateTokenCountWarning, Tokenizer, tokenizer_for
 from ._transport import Transport

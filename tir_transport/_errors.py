@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import quote as url_quote
 from urllib.parse import unquote
 
+from ._secrets import MIN_SECRET_CHARS, scrub_bytes, scrub_secret
+
 __all__ = [
-    "HIDDEN",
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
@@ -22,7 +21,6 @@ __all__ = [
     "ContextLengthExceededError",
     "InputError",
     "InvalidResponseError",
-    "KeyHider",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
@@ -31,13 +29,11 @@ __all__ = [
     "StreamInterruptedError",
     "StructuredOutputError",
     "TIRError",
+    "check_texts",
     "error_from_event",
     "error_from_response",
-    "key_hider",
     "quote",
     "request_id_of",
-    "scrub_bytes",
-    "scrub_secret",
 ]
 
 # An error body can be a whole HTML page from a gateway; quote only its start.
@@ -97,6 +93,29 @@ class ConfigurationError(TIRError, ValueError):
 
 class InputError(TIRError, ValueError):
     """An input cannot be sent as it is (an empty text to embed, say); nothing was sent."""
+
+
+def check_texts(texts: Sequence[Any], noun: str, verb: str, why: str, example: str) -> None:
+    """Refuse a text that is not a str, or is empty or blank, naming the caller's index.
+
+    For the APIs that take lists of texts: embeddings (`noun="text"`, `verb="embed"`) and
+    rerank (`"document"`, `"rerank"`). `why`: why a blank one means nothing; `example`: how
+    to drop them.
+
+    Raises:
+        InputError: the first such text.
+    """
+    doing = "embedding" if verb == "embed" else f"{verb}ing"
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InputError(
+                f"{noun} {index} is a {type(text).__name__}, not a str: {verb} strings only"
+            )
+        if not text.strip():
+            raise InputError(
+                f"{noun} {index} is empty or blank: {why}. Drop empty {noun}s before {doing} "
+                f"(e.g. `{example}`)."
+            )
 
 
 class APIStatusError(TIRError):
@@ -212,83 +231,6 @@ def _message_from_body(body: Any) -> str | None:
         if value is not None:
             return json.dumps(value)
     return None
-
-
-# Shorter than this, a "key" is no real token (TIR's are long JWTs), and replacing each of its
-# occurrences would mangle the text: a key "k" turns "tokens" into "to**********ens".
-MIN_SECRET_CHARS = 8
-
-
-HIDDEN = "**********"
-
-
-_UNRESERVED = re.compile(r"[A-Za-z0-9._~-]*")
-
-
-class KeyHider:
-    """Hides one API key in texts and raw replies, in every form a reply may echo it in.
-
-    The forms: as sent, escaped in JSON, percent-encoded. A key shorter than
-    `MIN_SECRET_CHARS` is no real token and is left alone (hiding "k" would mangle text).
-    """
-
-    __slots__ = ("_forms", "_probe", "_raw_forms", "_raw_probe", "forms")
-
-    def __init__(self, secret: str | None) -> None:
-        forms: set[str] = set()
-        probe = ""
-        if secret and len(secret) >= MIN_SECRET_CHARS:
-            escaped = json.dumps(secret)[1:-1]
-            forms = {secret, escaped, escaped.replace("/", "\\/"), url_quote(secret, safe="")}
-            # The key's longest start that no form escapes: the common case (a text without
-            # the key) is then one substring test.
-            start = _UNRESERVED.match(secret)
-            probe = start.group() if start and len(start.group()) >= 4 else ""
-        # Longest first: a shorter form inside a longer one must not leave the rest of it.
-        self._forms = tuple(sorted(forms, key=len, reverse=True))
-        self.forms = self._forms  # the forms looked for (none: no key worth hiding)
-        self._raw_forms = tuple(f.encode() for f in self._forms)
-        self._probe = probe
-        self._raw_probe = probe.encode()
-
-    def text(self, text: str) -> str:
-        """`text` with the key hidden."""
-        if not self._forms or (self._probe and self._probe not in text):
-            return text
-        for form in self._forms:
-            if form in text:
-                text = text.replace(form, HIDDEN)
-        return text
-
-    def raw(self, content: bytes) -> bytes:
-        """`content` (a reply's bytes) with the key hidden, before anything decodes it."""
-        if not self._forms or (self._raw_probe and self._raw_probe not in content):
-            return content
-        for form in self._raw_forms:
-            if form in content:
-                content = content.replace(form, HIDDEN.encode())
-        return content
-
-
-@functools.lru_cache(maxsize=1024)
-def key_hider(secret: str | None) -> KeyHider:
-    """The `KeyHider` of a key, made once per key (a stream's parser asks for it each time)."""
-    return KeyHider(secret)
-
-
-def scrub_secret(text: str, secret: str | None) -> str:
-    """`text` with every occurrence of the API key hidden (a key long enough to be one).
-
-    A gateway may echo the Authorization header back in its error page, its JSON or a
-    header; the key is looked for as sent, JSON-escaped and percent-encoded. Hide before
-    cutting: a key cut in half is no longer found.
-    """
-    return key_hider(secret).text(text)
-
-
-def scrub_bytes(content: bytes, secret: str | None) -> bytes:
-    """`scrub_secret` for a raw reply, before anything decodes, parses or quotes it."""
-    return key_hider(secret).raw(content)
 
 
 def request_id_of(headers: Mapping[str, str] | None, secret: str | None = None) -> str | None:

@@ -23,7 +23,7 @@ from ._chat.wire import ToolCallAccumulator, build_payload, check_single_choice
 from ._config import API_KEY_ENV_VARS, EMBEDDING_MODEL_ENV_VARS, RERANK_MODEL_ENV_VARS, env_first
 from ._connection import CONNECTION_FIELDS
 from ._embeddings.wire import check_inputs
-from ._errors import scrub_secret
+from ._secrets import scrub_secret
 from ._tokens.tokenizer import TOKENS_EXTRA_HINT
 from ._transport import Transport
 

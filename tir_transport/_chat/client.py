@@ -8,7 +8,8 @@ from collections.abc import Generator, Iterator, Mapping
 from typing import Any, Unpack
 
 from .._config import TIRConfig
-from .._errors import StreamInterruptedError, TIRError, key_hider, request_id_of
+from .._errors import StreamInterruptedError, TIRError, request_id_of
+from .._secrets import key_hider
 from .._sse import ServerSentEvent, SSEDecoder
 from .._transport import APIClient, AsyncStream, HTTPOptions, ParserFactory, adrive, drive
 from .._usage import Usage

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .._errors import InputError, InvalidResponseError, TIRError, quote
+from .._errors import InvalidResponseError, TIRError, check_texts, quote
 from .._usage import Usage
 
 __all__ = [
@@ -36,16 +36,13 @@ def check_inputs(texts: Sequence[Any]) -> None:
     Raises:
         InputError: a text that is not a str, or is empty or blank.
     """
-    for index, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise InputError(
-                f"text {index} is a {type(text).__name__}, not a str: embed strings only"
-            )
-        if not text.strip():
-            raise InputError(
-                f"text {index} is empty or blank: an embedding of it means nothing. Drop "
-                "empty texts before embedding (e.g. `[t for t in texts if t.strip()]`)."
-            )
+    check_texts(
+        texts,
+        "text",
+        "embed",
+        "an embedding of it means nothing",
+        "[t for t in texts if t.strip()]",
+    )
 
 
 def build_embeddings_payload(
@@ -69,12 +66,9 @@ def build_embeddings_payload(
     """
     payload: dict[str, Any] = {"model": model, "input": list(texts)}
     payload["encoding_format"] = encoding_format
-    if dimensions is not None:
-        payload["dimensions"] = dimensions
-    if truncate_prompt_tokens is not None:
-        payload["truncate_prompt_tokens"] = truncate_prompt_tokens
-    if extra_body:
-        payload.update(extra_body)
+    optional = {"dimensions": dimensions, "truncate_prompt_tokens": truncate_prompt_tokens}
+    payload.update((name, value) for name, value in optional.items() if value is not None)
+    payload.update(extra_body or {})
     return payload
 
 

@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .._errors import InputError, InvalidResponseError, quote, scrub_secret
+from .._errors import InputError, InvalidResponseError, check_texts, quote
+from .._secrets import scrub_secret
 from .._usage import Usage
 
 __all__ = [
@@ -40,16 +41,13 @@ def check_documents(query: Any, documents: Sequence[Any]) -> None:
         raise InputError("the query is empty or blank: there is nothing to rank against")
     if isinstance(documents, str):
         raise InputError("documents must be a list of texts, not one str")
-    for index, text in enumerate(documents):
-        if not isinstance(text, str):
-            raise InputError(
-                f"document {index} is a {type(text).__name__}, not a str: rerank strings only"
-            )
-        if not text.strip():
-            raise InputError(
-                f"document {index} is empty or blank: a score for it means nothing. Drop empty "
-                "documents before reranking (e.g. `[d for d in docs if d.strip()]`)."
-            )
+    check_texts(
+        documents,
+        "document",
+        "rerank",
+        "a score for it means nothing",
+        "[d for d in docs if d.strip()]",
+    )
 
 
 # What a blank document scores when the adapters rank it without sending it: the floor of
@@ -101,12 +99,9 @@ def build_rerank_payload(
         extra_body: other fields, merged in last.
     """
     payload: dict[str, Any] = {"model": model, "query": query, "documents": list(documents)}
-    if top_n is not None:
-        payload["top_n"] = top_n
-    if truncate_prompt_tokens is not None:
-        payload["truncate_prompt_tokens"] = truncate_prompt_tokens
-    if extra_body:
-        payload.update(extra_body)
+    optional = {"top_n": top_n, "truncate_prompt_tokens": truncate_prompt_tokens}
+    payload.update((name, value) for name, value in optional.items() if value is not None)
+    payload.update(extra_body or {})
     return payload
 
 

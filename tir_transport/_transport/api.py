@@ -15,7 +15,7 @@ import httpx
 from .._config import TIRConfig, env_first
 from .._limits import Limits
 from .._retry import RetryPolicy
-from .transport import Transport
+from .transport import Closing, Transport
 
 __all__ = ["APIClient", "HTTPOptions"]
 
@@ -30,7 +30,7 @@ class HTTPOptions(TypedDict, total=False):
     http_async_client: httpx.AsyncClient | None
 
 
-class APIClient:
+class APIClient(Closing):
     """A client of one API for one configuration, over a `Transport` (its own, or shared)."""
 
     # The environment variables naming this API's model, first found (none: TIRConfig's).
@@ -99,18 +99,6 @@ class APIClient:
     async def aclose(self) -> None:
         """Close the pool of the running event loop, and the sync pool."""
         await self.transport.aclose()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"

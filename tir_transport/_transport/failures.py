@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from .._errors import (
-    APIConnectionError,
-    APITimeoutError,
-    StreamInterruptedError,
-    TIRError,
-    scrub_secret,
-)
+from .._errors import APIConnectionError, APITimeoutError, StreamInterruptedError, TIRError
+from .._secrets import scrub_secret
 
 __all__ = ["AFTER_SENDING", "transport_error"]
 

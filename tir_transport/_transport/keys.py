@@ -16,7 +16,7 @@ import weakref
 from collections import deque
 from collections.abc import Iterator
 
-from .._errors import HIDDEN, key_hider
+from .._secrets import HIDDEN, key_hider
 
 __all__ = ["hold_key", "keys_in_use"]
 

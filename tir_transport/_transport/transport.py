@@ -28,17 +28,17 @@ from .._errors import (
     error_from_response,
     quote,
     request_id_of,
-    scrub_bytes,
 )
 from .._limits import Limits
 from .._retry import RetryPolicy, parse_retry_after
+from .._secrets import scrub_bytes
 from .._usage import Usage, record_usage
 from .failures import AFTER_SENDING, transport_error
 from .keys import hold_key
 from .pools import Pools, http_timeout, proxy_for, proxy_name
 from .stream import AsyncStream, ParserFactory, sync_stream
 
-__all__ = ["Transport"]
+__all__ = ["Closing", "Transport"]
 
 logger = logging.getLogger("tir_transport")
 
@@ -49,7 +49,31 @@ _R = TypeVar("_R")
 _NO_LIMIT = contextlib.nullcontext()
 
 
-class Transport:
+class Closing:
+    """`with` and `async with` for an object whose `close()` / `aclose()` give its pools back."""
+
+    def close(self) -> None:
+        """Close the sync pool."""
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Close the pool of the running event loop, and the sync pool."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class Transport(Closing):
     """Sends to one configuration's endpoint, sync or async, with retries, limits and pools.
 
     One sync pool per process, one async pool per event loop (see `Pools`), so a transport
@@ -128,18 +152,6 @@ class Transport:
     async def aclose(self) -> None:
         """Close the pool of the running event loop, and the sync pool."""
         await self._pools.aclose()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     # -- what every request shares ----------------------------------------------------------
 
