@@ -14,9 +14,13 @@ from typing import Any
 import httpx
 import pytest
 from langchain_core.documents import Document
+from langchain_core.messages import HumanMessage
+from llama_index.core.llms import ChatMessage, ImageBlock, TextBlock
 from llama_index.core.schema import NodeWithScore, TextNode
 from pydantic import ValidationError
 
+import langchain_tir
+import llama_index_tir
 from langchain_tir import ChatTIRLlama, TIREmbeddings
 from langchain_tir import TIRRerank as LangChainRerank
 from llama_index_tir import TIREmbedding, TIRLlamaLLM
@@ -27,10 +31,13 @@ from tests.support.timing import assert_token_bucket
 from tir_transport import (
     CONNECTION_FIELDS,
     AuthenticationError,
+    InputError,
     TIRConnection,
     TIREmbeddingsConnection,
+    TIRError,
     TIRRerankConnection,
 )
+from tir_transport.adapter import UnsupportedContentError
 
 CLASSES: list[type[Any]] = [
     ChatTIRLlama,
@@ -176,6 +183,33 @@ def test_every_class_has_the_whole_connection(cls: type[Any]) -> None:
     assert set(CONNECTION_FIELDS) <= set(cls.model_fields)
     # The fields of its kind too (an embeddings or rerank model, batches, concurrency).
     assert set(CONNECTION[cls].model_fields) <= set(cls.model_fields)
+
+
+def test_both_chat_classes_refuse_media_with_one_error_class(emulator: Emulator) -> None:
+    # One class, exported by both packages: one `except` catches either adapter's refusal.
+    assert langchain_tir.UnsupportedContentError is UnsupportedContentError
+    assert llama_index_tir.UnsupportedContentError is UnsupportedContentError
+    # The caller's input, refused before anything is sent: an InputError, so a ValueError
+    # (as it always was) and a TIRError (as every error of this library is).
+    assert issubclass(UnsupportedContentError, InputError)
+    assert issubclass(UnsupportedContentError, ValueError)
+    assert issubclass(UnsupportedContentError, TIRError)
+    langchain = ChatTIRLlama(base_url=emulator.base_url, api_key=TEST_KEY)
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    with pytest.raises(UnsupportedContentError, match="text-only") as caught:
+        langchain.invoke([HumanMessage([{"type": "text", "text": "what is this?"}, image])])
+    assert type(caught.value) is UnsupportedContentError
+    llama_index = TIRLlamaLLM(base_url=emulator.base_url, api_key=TEST_KEY)
+    message = ChatMessage(
+        role="user",
+        blocks=[TextBlock(text="what is this?"), ImageBlock(url="https://example.com/a.png")],
+    )
+    with pytest.raises(UnsupportedContentError, match="text-only") as caught:
+        llama_index.chat([message])
+    assert type(caught.value) is UnsupportedContentError
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert (type(copy), str(copy)) == (UnsupportedContentError, str(caught.value))
+    assert emulator.requests == []
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=IDS)

@@ -12,6 +12,8 @@ modules (`tir_transport._*`); ruff's banned-api rule (TID251, pyproject.toml) ho
   `is_tools_rejection` (the endpoint's 400 when it has no tool parser).
 - arguments and connection fields: `CONNECTION_FIELDS`, `move_unknown_arguments`,
   `argument_names`, `refuse_secrets`, `scrub_secret`.
+- errors: `UnsupportedContentError` (content a text-only model cannot take), which both
+  adapter packages export.
 - the environment, for the CLI's `doctor`: `API_KEY_ENV_VARS`, `EMBEDDING_MODEL_ENV_VARS`,
   `RERANK_MODEL_ENV_VARS`, `env_first`, and `HTTPClient` (the one HTTP layer).
 - hints: `TOKENS_EXTRA_HINT` (how to install the tokenizers).
@@ -23,7 +25,7 @@ from ._chat.wire import ToolCallAccumulator, build_payload, check_single_choice
 from ._config import API_KEY_ENV_VARS, EMBEDDING_MODEL_ENV_VARS, RERANK_MODEL_ENV_VARS, env_first
 from ._connection import CONNECTION_FIELDS
 from ._embeddings.wire import check_inputs
-from ._errors import scrub_secret
+from ._errors import UnsupportedContentError, scrub_secret
 from ._http import HTTPClient
 from ._tokens.tokenizer import TOKENS_EXTRA_HINT
 
@@ -35,6 +37,7 @@ __all__ = [
     "TOKENS_EXTRA_HINT",
     "HTTPClient",
     "ToolCallAccumulator",
+    "UnsupportedContentError",
     "argument_names",
     "build_payload",
     "check_inputs",
