@@ -9,8 +9,8 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess test
     raise ImportError('langchain_tir needs LangChain: pip install "tir-llama[langchain]"') from e
 
 from tir_transport import Usage, track_usage
+from tir_transport.adapter import UnsupportedContentError
 
-from ._convert import UnsupportedContentError
 from .chat_models import ChatTIRLlama
 from .embeddings import TIREmbeddings
 from .rerank import TIRRerank

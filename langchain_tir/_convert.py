@@ -23,6 +23,7 @@ from langchain_core.messages.ai import InputTokenDetails, OutputTokenDetails, Us
 
 from tir_transport import ChatChunk, ChatCompletion, Usage
 from tir_transport import ToolCall as WireToolCall
+from tir_transport.adapter import UnsupportedContentError
 
 PROVIDER = "tir"
 
@@ -49,10 +50,6 @@ _REPLAYED_OUTPUT = frozenset(
         "server_tool_result",
     }
 )
-
-
-class UnsupportedContentError(ValueError):
-    """A message carries content (an image, audio, a file) a text-only model cannot take."""
 
 
 def _text(content: str | list[Any], role: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, TypeVar
 
 from langchain_core import exceptions as lc_exceptions
 
@@ -22,45 +23,112 @@ from tir_transport import (
     TIRError,
 )
 
-# Most specific first; langchain-core names that an older pinned core lacks are skipped.
-_PAIRS: list[tuple[type[TIRError], str]] = [
-    (ContextLengthExceededError, "ContextOverflowError"),
-    (BadRequestError, "ModelInvalidRequestError"),
-    (AuthenticationError, "ModelAuthenticationError"),
-    (PermissionDeniedError, "ModelPermissionDeniedError"),
-    (NotFoundError, "ModelNotFoundError"),
-    (RateLimitError, "ModelRateLimitError"),
-    (ServerError, "ModelAPIError"),
-    (StreamInterruptedError, "ModelAPIError"),
-    (APITimeoutError, "ModelTimeoutError"),
-    (APIConnectionError, "ModelConnectionError"),
-    (InvalidResponseError, "ModelAPIError"),
-]
+
+class _Absent(Exception):
+    """Stands in for a langchain-core class that the installed langchain-core lacks."""
 
 
-def _dual_classes() -> dict[type[TIRError], type[TIRError]]:
-    classes: dict[type[TIRError], type[TIRError]] = {}
-    for tir_class, lc_name in _PAIRS:
-        lc_class = getattr(lc_exceptions, lc_name, None)
-        if lc_class is None:
-            continue
-        qualname = f"LangChain{tir_class.__name__}"
-        dual = type(
-            tir_class.__name__,
-            (tir_class, lc_class),
-            {
-                "__module__": __name__,
-                "__qualname__": qualname,
-                "__doc__": f"{tir_class.__doc__} Also a `langchain_core.exceptions.{lc_name}`.",
-            },
-        )
-        # A module attribute, so that pickle finds the class (errors cross process pools).
-        globals()[qualname] = dual
-        classes[tir_class] = dual
-    return classes
+if TYPE_CHECKING:
+    from langchain_core.exceptions import (
+        ContextOverflowError,
+        ModelAPIError,
+        ModelAuthenticationError,
+        ModelConnectionError,
+        ModelInvalidRequestError,
+        ModelNotFoundError,
+        ModelPermissionDeniedError,
+        ModelRateLimitError,
+        ModelTimeoutError,
+    )
+else:
+    # The floor, langchain-core 1.4, predates some of these (its model errors came later): a
+    # missing one is `_Absent`, which nothing raises or catches, and `_dual` then leaves the
+    # core class out of `_DUAL`, so that its errors keep their own class.
+    ContextOverflowError = getattr(lc_exceptions, "ContextOverflowError", _Absent)
+    ModelAPIError = getattr(lc_exceptions, "ModelAPIError", _Absent)
+    ModelAuthenticationError = getattr(lc_exceptions, "ModelAuthenticationError", _Absent)
+    ModelConnectionError = getattr(lc_exceptions, "ModelConnectionError", _Absent)
+    ModelInvalidRequestError = getattr(lc_exceptions, "ModelInvalidRequestError", _Absent)
+    ModelNotFoundError = getattr(lc_exceptions, "ModelNotFoundError", _Absent)
+    ModelPermissionDeniedError = getattr(lc_exceptions, "ModelPermissionDeniedError", _Absent)
+    ModelRateLimitError = getattr(lc_exceptions, "ModelRateLimitError", _Absent)
+    ModelTimeoutError = getattr(lc_exceptions, "ModelTimeoutError", _Absent)
+
+# Each core error class -> the class that is both it and langchain-core's match (see _dual).
+_DUAL: dict[type[TIRError], type[TIRError]] = {}
+
+_E = TypeVar("_E", bound=TIRError)
 
 
-_DUAL = _dual_classes()
+def _dual(cls: type[_E]) -> type[_E]:
+    """Register `cls`, declared as `(core class, langchain-core class)`, as the core's dual.
+
+    The mapping is read from the bases, so the table cannot disagree with the classes.
+    """
+    core, langchain = cls.__bases__
+    if not issubclass(core, TIRError):
+        raise TypeError(f"{cls.__qualname__}: the first base must be a TIRError")
+    # Named as the core class (what a repr, a log or LangSmith shows); the qualified name is
+    # the module attribute, which pickle looks the class up by (errors cross process pools).
+    cls.__name__ = core.__name__
+    if langchain is not _Absent:
+        _DUAL[core] = cls
+    return cls
+
+
+@_dual
+class LangChainContextLengthExceededError(ContextLengthExceededError, ContextOverflowError):
+    """A `ContextLengthExceededError`; also a `langchain_core.exceptions.ContextOverflowError`."""
+
+
+@_dual
+class LangChainBadRequestError(BadRequestError, ModelInvalidRequestError):
+    """A `BadRequestError`; also a `langchain_core.exceptions.ModelInvalidRequestError`."""
+
+
+@_dual
+class LangChainAuthenticationError(AuthenticationError, ModelAuthenticationError):
+    """An `AuthenticationError`; also a `langchain_core.exceptions.ModelAuthenticationError`."""
+
+
+@_dual
+class LangChainPermissionDeniedError(PermissionDeniedError, ModelPermissionDeniedError):
+    """A `PermissionDeniedError`; also a `langchain_core.exceptions.ModelPermissionDeniedError`."""
+
+
+@_dual
+class LangChainNotFoundError(NotFoundError, ModelNotFoundError):
+    """A `NotFoundError`; also a `langchain_core.exceptions.ModelNotFoundError`."""
+
+
+@_dual
+class LangChainRateLimitError(RateLimitError, ModelRateLimitError):
+    """A `RateLimitError`; also a `langchain_core.exceptions.ModelRateLimitError`."""
+
+
+@_dual
+class LangChainServerError(ServerError, ModelAPIError):
+    """A `ServerError`; also a `langchain_core.exceptions.ModelAPIError`."""
+
+
+@_dual
+class LangChainStreamInterruptedError(StreamInterruptedError, ModelAPIError):
+    """A `StreamInterruptedError`; also a `langchain_core.exceptions.ModelAPIError`."""
+
+
+@_dual
+class LangChainAPITimeoutError(APITimeoutError, ModelTimeoutError):
+    """An `APITimeoutError`; also a `langchain_core.exceptions.ModelTimeoutError`."""
+
+
+@_dual
+class LangChainAPIConnectionError(APIConnectionError, ModelConnectionError):
+    """An `APIConnectionError`; also a `langchain_core.exceptions.ModelConnectionError`."""
+
+
+@_dual
+class LangChainInvalidResponseError(InvalidResponseError, ModelAPIError):
+    """An `InvalidResponseError`; also a `langchain_core.exceptions.ModelAPIError`."""
 
 
 def as_langchain_error(error: TIRError) -> TIRError:
@@ -85,11 +153,7 @@ def langchain_errors() -> Iterator[None]:
         raise
 
 
-# The langchain-core-compatible BadRequestError (langchain-core lacking the class: ours alone).
-_BAD_REQUEST: type[TIRError] = _DUAL.get(BadRequestError, BadRequestError)
-
-
-class InvalidToolChoiceError(_BAD_REQUEST, ValueError):  # type: ignore[valid-type,misc]
+class InvalidToolChoiceError(LangChainBadRequestError, ValueError):
     """A `tool_choice` naming no bound tool, refused before any request is sent.
 
     A `BadRequestError` (and langchain-core's `ModelInvalidRequestError`), as the server's

@@ -30,16 +30,12 @@ from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import AliasChoices, BaseModel, Field
 
 from tir_transport import (
-    DEFAULT_MODEL,
-    ChatClient,
     ChatCompletion,
-    TIRConnection,
-    ToolMode,
     context_window,
     count_message_tokens,
     tokenizer_for,
 )
-from tir_transport.adapter import build_payload
+from tir_transport.adapter import TIRChatConnection, build_payload
 
 from ._convert import (
     PROVIDER,
@@ -135,7 +131,7 @@ def _add_usage(total: dict[str, Any], usage: dict[str, Any]) -> dict[str, Any]:
     return summed
 
 
-class ChatTIRLlama(TIRConnection, BaseChatModel):
+class ChatTIRLlama(TIRChatConnection, BaseChatModel):
     """A chat model served by E2E Networks TIR (GenAI API or a model endpoint).
 
     Setup:
@@ -152,23 +148,15 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
         ```
     """
 
-    model: str = Field(default=DEFAULT_MODEL, alias="model_name")
-    """The model: a TIR GenAI model name (the body's `model`, and part of the GenAI path)."""
-    tool_mode: ToolMode = "auto"
-    """How tools are sent: `"auto"` (native, and in the prompt if the endpoint rejects them),
-    `"native"` or `"prompt"` (Llama 3.1's JSON tool-call format in the prompt)."""
-
-    temperature: float | None = None
+    # model, tool_mode, temperature, top_p, frequency_penalty, presence_penalty, seed and
+    # context_window: TIRChatConnection's, declared once for both chat adapters. These two
+    # take ChatOpenAI's names, which OpenAILike's differ from.
     max_tokens: int | None = Field(
         default=None, validation_alias=AliasChoices("max_tokens", "max_completion_tokens")
     )
     """Most tokens to generate (also taken as ChatOpenAI's `max_completion_tokens`)."""
-    top_p: float | None = None
-    frequency_penalty: float | None = None
-    presence_penalty: float | None = None
     stop: list[str] | str | None = Field(default=None, alias="stop_sequences")
     """Where to stop generating: a list of strings, or one (as ChatOpenAI takes it)."""
-    seed: int | None = None
 
     streaming: bool = False
     """Stream internally even on `invoke` (callbacks then see every token)."""
@@ -180,18 +168,10 @@ class ChatTIRLlama(TIRConnection, BaseChatModel):
     of this class given here too is an error."""
     extra_body: dict[str, Any] | None = None
     """vLLM's extra fields (`top_k`, `repetition_penalty`, ...), merged in last."""
-    context_window: int | None = Field(default=None, gt=0)
-    """Tokens the endpoint serves (the profile's `max_input_tokens`); by default the model's
-    own window from the core's table. Set it for a deployment that serves less (vLLM's
-    `max_model_len`: `tir-llama doctor` prints it)."""
 
     # As ChatOpenAI does: unknown arguments are request fields, not silently dropped (the
     # connection model's validator moves them, after refusing peers' names and secrets).
     _request_fields: ClassVar[str | None] = "model_kwargs"
-
-    @property
-    def _client(self) -> ChatClient:
-        return self.chat_client(self.model, self.tool_mode)
 
     @property
     def model_name(self) -> str:

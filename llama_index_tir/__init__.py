@@ -11,8 +11,8 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess test
     ) from e
 
 from tir_transport import Usage, track_usage
+from tir_transport.adapter import UnsupportedContentError
 
-from ._convert import UnsupportedContentError
 from .base import DEFAULT_CONTEXT_WINDOW, TIRLlamaLLM
 from .embeddings import TIREmbedding
 from .rerank import TIRRerank

@@ -16,15 +16,11 @@ from llama_index.core.base.llms.types import (
 )
 
 from tir_transport import ChatChunk, ChatCompletion, ToolCall, Usage
-from tir_transport.adapter import ToolCallAccumulator
+from tir_transport.adapter import ToolCallAccumulator, UnsupportedContentError
 
 # Blocks a text-only model cannot take; other non-text blocks (thinking, cache points,
 # citations) carry nothing the server reads and are left out.
 _MEDIA_BLOCKS = frozenset({"image", "audio", "video", "document"})
-
-
-class UnsupportedContentError(ValueError):
-    """A message carries content (an image, audio, a document) a text-only model cannot take."""
 
 
 def _role(role: MessageRole) -> str:

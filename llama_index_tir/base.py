@@ -33,19 +33,15 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.llms.utils import parse_partial_json
-from pydantic import AliasChoices
 
 from tir_transport import (
     DEFAULT_MODEL,
-    ChatClient,
-    TIRConnection,
     Tokenizer,
-    ToolMode,
     context_window,
     count_message_tokens,
     tokenizer_for,
 )
-from tir_transport.adapter import build_payload, check_single_choice
+from tir_transport.adapter import TIRChatConnection, build_payload, check_single_choice
 
 from ._convert import (
     StreamConverter,
@@ -87,7 +83,7 @@ def _whole_json(text: str) -> bool:
     return True
 
 
-class TIRLlamaLLM(TIRConnection, FunctionCallingLLM):
+class TIRLlamaLLM(TIRChatConnection, FunctionCallingLLM):
     """A chat model served by E2E Networks TIR (GenAI API or a model endpoint), for LlamaIndex.
 
     Example:
@@ -100,35 +96,16 @@ class TIRLlamaLLM(TIRConnection, FunctionCallingLLM):
         ```
     """
 
-    model: str = Field(
-        default=DEFAULT_MODEL,
-        validation_alias=AliasChoices("model", "model_name"),
-        description="The TIR model name (also taken as `model_name`).",
-    )
-    tool_mode: ToolMode = Field(
-        default="auto",
-        description="How tools are sent: 'auto' (native, and in the prompt if the endpoint "
-        "rejects them), 'native', or 'prompt' (Llama 3.1's JSON tool-call format).",
-    )
-    temperature: float | None = Field(default=None, description="Sampling temperature.")
+    # model, tool_mode, temperature, top_p, frequency_penalty, presence_penalty, seed and
+    # context_window: TIRChatConnection's, declared once for both chat adapters. These two
+    # take OpenAILike's names (ChatTIRLlama's take ChatOpenAI's other spellings too).
     max_tokens: int | None = Field(default=None, description="Most tokens to generate.")
-    top_p: float | None = None
-    frequency_penalty: float | None = None
-    presence_penalty: float | None = None
     stop: list[str] | None = None
-    seed: int | None = None
     logprobs: bool | None = Field(
         default=None, description="Return each token's log probability (`ChatResponse.logprobs`)."
     )
     top_logprobs: int | None = Field(
         default=None, description="With `logprobs`, how many alternatives per token."
-    )
-    context_window: int | None = Field(
-        default=None,
-        gt=0,
-        description="Tokens the endpoint serves, which LlamaIndex packs prompts up to; by "
-        "default the model's own window (the same as LangChain's profile). Set it for a "
-        "deployment that serves less.",
     )
     additional_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Other request fields (e.g. vLLM's top_k)."
@@ -171,10 +148,6 @@ class TIRLlamaLLM(TIRConnection, FunctionCallingLLM):
     def _check_config(self) -> TIRLlamaLLM:
         check_single_choice(self.additional_kwargs)  # n > 1 would bill answers never returned
         return self
-
-    @property
-    def _client(self) -> ChatClient:
-        return self.chat_client(self.model, self.tool_mode)
 
     @classmethod
     def class_name(cls) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import pickle
 import time
 from typing import Any
@@ -14,9 +15,13 @@ from typing import Any
 import httpx
 import pytest
 from langchain_core.documents import Document
+from langchain_core.messages import HumanMessage
+from llama_index.core.llms import ChatMessage, ImageBlock, TextBlock
 from llama_index.core.schema import NodeWithScore, TextNode
 from pydantic import ValidationError
 
+import langchain_tir
+import llama_index_tir
 from langchain_tir import ChatTIRLlama, TIREmbeddings
 from langchain_tir import TIRRerank as LangChainRerank
 from llama_index_tir import TIREmbedding, TIRLlamaLLM
@@ -27,10 +32,13 @@ from tests.support.timing import assert_token_bucket
 from tir_transport import (
     CONNECTION_FIELDS,
     AuthenticationError,
+    InputError,
     TIRConnection,
     TIREmbeddingsConnection,
+    TIRError,
     TIRRerankConnection,
 )
+from tir_transport.adapter import TIRChatConnection, UnsupportedContentError, argument_names
 
 CLASSES: list[type[Any]] = [
     ChatTIRLlama,
@@ -53,7 +61,7 @@ EMBEDDINGS = (TIREmbeddings, TIREmbedding)
 RERANKS = (LangChainRerank, LlamaIndexRerank)
 # Each class's own connection model, and the numbers of its own that must be at least 1.
 CONNECTION = {
-    **dict.fromkeys(CHATS, TIRConnection),
+    **dict.fromkeys(CHATS, TIRChatConnection),
     **dict.fromkeys(EMBEDDINGS, TIREmbeddingsConnection),
     **dict.fromkeys(RERANKS, TIRRerankConnection),
 }
@@ -174,8 +182,74 @@ def queue(cls: type[Any], emulator: Emulator, *replies: Reply) -> None:
 def test_every_class_has_the_whole_connection(cls: type[Any]) -> None:
     assert issubclass(cls, TIRConnection) and issubclass(cls, CONNECTION[cls])
     assert set(CONNECTION_FIELDS) <= set(cls.model_fields)
-    # The fields of its kind too (an embeddings or rerank model, batches, concurrency).
+    # The fields of its kind too (a chat, embeddings or rerank model, sampling, batches...).
     assert set(CONNECTION[cls].model_fields) <= set(cls.model_fields)
+
+
+def own_fields(cls: type[Any]) -> set[str]:
+    """The fields `cls` declares itself (not those its bases declare)."""
+    return set(inspect.get_annotations(cls)) & set(cls.model_fields)
+
+
+@pytest.mark.parametrize("cls", CHATS, ids=["ChatTIRLlama", "TIRLlamaLLM"])
+def test_the_chat_settings_both_chat_classes_share_are_declared_once(cls: type[Any]) -> None:
+    # Declared in TIRChatConnection and never again by an adapter, so the two frameworks
+    # cannot drift apart: the same type, default, bounds and accepted names in both.
+    shared = TIRChatConnection.model_fields
+    assert {"model", "tool_mode", "temperature", "context_window"} <= set(shared)
+    assert set(shared) & own_fields(cls) == set()
+    for name, field in shared.items():
+        own = cls.model_fields[name]
+        assert (own.annotation, own.default, own.metadata) == (
+            field.annotation,
+            field.default,
+            field.metadata,
+        ), name
+    names = argument_names(cls)
+    assert {k: v for k, v in names.items() if v in shared} == argument_names(TIRChatConnection)
+    assert cls().model == "llama3_1_8b_instruct" and cls(model_name="m").model == "m"
+
+
+def test_a_chat_setting_both_chat_classes_declare_takes_each_peers_names() -> None:
+    # What each chat class still declares for itself under the same name is there because
+    # its peer (ChatOpenAI, OpenAILike) spells it differently; anything else both declare
+    # belongs in TIRChatConnection.
+    both = own_fields(ChatTIRLlama) & own_fields(TIRLlamaLLM)
+    assert both == {"max_tokens", "stop"}
+    langchain, llama_index = argument_names(ChatTIRLlama), argument_names(TIRLlamaLLM)
+    for name in both:
+        assert {k for k, v in langchain.items() if v == name} != {
+            k for k, v in llama_index.items() if v == name
+        }, name
+    assert ChatTIRLlama(max_completion_tokens=5, stop_sequences="END").max_tokens == 5
+    assert ChatTIRLlama(stop_sequences="END").stop == "END"
+
+
+def test_both_chat_classes_refuse_media_with_one_error_class(emulator: Emulator) -> None:
+    # One class, exported by both packages: one `except` catches either adapter's refusal.
+    assert langchain_tir.UnsupportedContentError is UnsupportedContentError
+    assert llama_index_tir.UnsupportedContentError is UnsupportedContentError
+    # The caller's input, refused before anything is sent: an InputError, so a ValueError
+    # (as it always was) and a TIRError (as every error of this library is).
+    assert issubclass(UnsupportedContentError, InputError)
+    assert issubclass(UnsupportedContentError, ValueError)
+    assert issubclass(UnsupportedContentError, TIRError)
+    langchain = ChatTIRLlama(base_url=emulator.base_url, api_key=TEST_KEY)
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    with pytest.raises(UnsupportedContentError, match="text-only") as caught:
+        langchain.invoke([HumanMessage([{"type": "text", "text": "what is this?"}, image])])
+    assert type(caught.value) is UnsupportedContentError
+    llama_index = TIRLlamaLLM(base_url=emulator.base_url, api_key=TEST_KEY)
+    message = ChatMessage(
+        role="user",
+        blocks=[TextBlock(text="what is this?"), ImageBlock(url="https://example.com/a.png")],
+    )
+    with pytest.raises(UnsupportedContentError, match="text-only") as caught:
+        llama_index.chat([message])
+    assert type(caught.value) is UnsupportedContentError
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert (type(copy), str(copy)) == (UnsupportedContentError, str(caught.value))
+    assert emulator.requests == []
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=IDS)

@@ -2,7 +2,9 @@
 
 `ChatTIRLlama`, `TIREmbeddings`, `TIRLlamaLLM`, `TIREmbedding`, both `TIRRerank` classes (and
 any class added later) inherit `TIRConnection`: the fields, their environment variables, defaults,
-validation and docs live here, and so does the cached core client built from them.
+validation and docs live here, and so does the cached core client built from them. What each
+kind of API adds is declared once too, for both frameworks: `TIRChatConnection`,
+`TIREmbeddingsConnection`, `TIRRerankConnection`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ._config import (
     BASE_URL_ENV_VARS,
     DEFAULT_HOST,
     DEFAULT_MAX_RETRIES,
+    DEFAULT_MODEL,
     DEFAULT_TIMEOUT,
     EMBEDDING_MODEL_ENV_VARS,
     HOST_ENV_VARS,
@@ -54,6 +57,7 @@ from ._transport import APIClient
 
 __all__ = [
     "CONNECTION_FIELDS",
+    "TIRChatConnection",
     "TIRConnection",
     "TIREmbeddingsConnection",
     "TIRRerankConnection",
@@ -265,6 +269,43 @@ class TIRConnection(BaseModel):
 
 # Every field of the connection, in order (also the names `ray_tir` and the CLI accept).
 CONNECTION_FIELDS: tuple[str, ...] = tuple(TIRConnection.model_fields)
+
+
+class TIRChatConnection(TIRConnection):
+    """The connection plus the chat settings both chat adapters take under the same names.
+
+    Settings whose names differ between the frameworks' peers stay with each adapter:
+    `max_tokens` (LangChain also takes ChatOpenAI's `max_completion_tokens`, OpenAILike has no
+    such name) and `stop` (ChatOpenAI takes one str too, and `stop_sequences`); so do those of
+    one framework alone (LangChain's `streaming`, `model_kwargs`, ...; LlamaIndex's `logprobs`,
+    `strict`, `additional_kwargs`, ...).
+    """
+
+    model: str = Field(default=DEFAULT_MODEL, validation_alias=AliasChoices("model", "model_name"))
+    """The model: a TIR GenAI model name (the body's `model`, and part of the GenAI path).
+    Also taken as `model_name` (ChatOpenAI's name for it)."""
+    tool_mode: ToolMode = "auto"
+    """How tools are sent: `"auto"` (native, and in the prompt if the endpoint rejects them),
+    `"native"` or `"prompt"` (Llama 3.1's JSON tool-call format in the prompt)."""
+    temperature: float | None = None
+    """Sampling temperature; the server's default when None."""
+    top_p: float | None = None
+    """Nucleus sampling: sample from the tokens that make up this much probability."""
+    frequency_penalty: float | None = None
+    """Penalise a token by how often it already appeared."""
+    presence_penalty: float | None = None
+    """Penalise a token that already appeared at all."""
+    seed: int | None = None
+    """Seed the server's sampling, for repeatable answers."""
+    context_window: int | None = Field(default=None, gt=0)
+    """Tokens the endpoint serves: LangChain's profile reports it (`max_input_tokens`),
+    LlamaIndex packs prompts up to it. By default the model's own window from the core's
+    table, the same in both frameworks. Set it for a deployment that serves less (vLLM's
+    `max_model_len`: `tir-llama doctor` prints it)."""
+
+    @property
+    def _client(self) -> ChatClient:
+        return self.chat_client(self.model, self.tool_mode)
 
 
 class TIREmbeddingsConnection(TIRConnection):

@@ -29,6 +29,7 @@ __all__ = [
     "StreamInterruptedError",
     "StructuredOutputError",
     "TIRError",
+    "UnsupportedContentError",
     "check_texts",
     "error_from_event",
     "error_from_response",
@@ -93,6 +94,17 @@ class ConfigurationError(TIRError, ValueError):
 
 class InputError(TIRError, ValueError):
     """An input cannot be sent as it is (an empty text to embed, say); nothing was sent."""
+
+
+class UnsupportedContentError(InputError):
+    """A chat message carries content a text-only model cannot take (an image, audio, a file).
+
+    Raised by both chat adapters before anything is sent (LangChain's also for a content block
+    it does not know, rather than dropping it). One class for both: `langchain_tir` and
+    `llama_index_tir` export this one. An `InputError`, being the caller's input refused as it
+    stands: so a `ValueError`, as it always was, and a `TIRError`, as every error of this
+    library is.
+    """
 
 
 def check_texts(texts: Sequence[Any], noun: str, verb: str, why: str, example: str) -> None:

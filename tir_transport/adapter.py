@@ -11,7 +11,10 @@ modules (`tir_transport._*`); ruff's banned-api rule (TID251, pyproject.toml) ho
   `check_inputs`, `ToolCallAccumulator` (a stream's tool-call fragments into calls),
   `is_tools_rejection` (the endpoint's 400 when it has no tool parser).
 - arguments and connection fields: `CONNECTION_FIELDS`, `move_unknown_arguments`,
-  `argument_names`, `refuse_secrets`, `scrub_secret`.
+  `argument_names`, `refuse_secrets`, `scrub_secret`; `TIRChatConnection`, the chat settings
+  both chat adapters share (each package exports its own chat class, not this base).
+- errors: `UnsupportedContentError` (content a text-only model cannot take), which both
+  adapter packages export.
 - the environment, for the CLI's `doctor`: `API_KEY_ENV_VARS`, `EMBEDDING_MODEL_ENV_VARS`,
   `RERANK_MODEL_ENV_VARS`, `env_first`, and `Transport` (the one transport: `GET /models`).
 - hints: `TOKENS_EXTRA_HINT` (how to install the tokenizers).
@@ -21,8 +24,9 @@ from ._arguments import argument_names, move_unknown_arguments, refuse_secrets
 from ._chat.tools import is_tools_rejection
 from ._chat.wire import ToolCallAccumulator, build_payload, check_single_choice
 from ._config import API_KEY_ENV_VARS, EMBEDDING_MODEL_ENV_VARS, RERANK_MODEL_ENV_VARS, env_first
-from ._connection import CONNECTION_FIELDS
+from ._connection import CONNECTION_FIELDS, TIRChatConnection
 from ._embeddings.wire import check_inputs
+from ._errors import UnsupportedContentError
 from ._secrets import scrub_secret
 from ._tokens.tokenizer import TOKENS_EXTRA_HINT
 from ._transport import Transport
@@ -33,8 +37,10 @@ __all__ = [
     "EMBEDDING_MODEL_ENV_VARS",
     "RERANK_MODEL_ENV_VARS",
     "TOKENS_EXTRA_HINT",
+    "TIRChatConnection",
     "ToolCallAccumulator",
     "Transport",
+    "UnsupportedContentError",
     "argument_names",
     "build_payload",
     "check_inputs",
