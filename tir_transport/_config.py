@@ -32,6 +32,7 @@ __all__ = [
     "coerce_id",
     "env_api_key",
     "env_first",
+    "from_environment",
     "id_text",
 ]
 
@@ -205,6 +206,33 @@ def coerce_id(value: object, name: str, prefix: str) -> str | None:
     return text or None
 
 
+def from_environment(
+    *,
+    api_key: str | SecretStr | None,
+    project_id: str | int | None,
+    host: str | None,
+    base_url: str | None,
+    env: Mapping[str, str] | None = None,
+) -> tuple[SecretStr | None, str | int | None, str, str | None]:
+    """The connection settings resolved: given, else from the environment, else the default.
+
+    The one way both `TIRConfig.from_env` and the adapters' `TIRConnection` resolve them:
+    what was given wins, then the environment's variables (first found), then the defaults.
+
+    Returns:
+        `(api_key, project_id, host, base_url)`; the key cleaned (see `clean_api_key`).
+
+    Raises:
+        ConfigurationError: a key (given or from the environment) no key can be.
+    """
+    return (
+        clean_api_key(api_key) or env_api_key(env),
+        project_id if project_id not in (None, "") else env_first(PROJECT_ID_ENV_VARS, env),
+        host or env_first(HOST_ENV_VARS, env) or DEFAULT_HOST,
+        base_url or env_first(BASE_URL_ENV_VARS, env),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class TIRConfig:
     """Everything needed to reach one TIR model (chat, embeddings, rerank); builds with no I/O."""
@@ -254,16 +282,16 @@ class TIRConfig:
         `TIR_HOST`, `TIR_BASE_URL`), first found; then the defaults. Missing key or project
         are not errors here: the first request reports them.
         """
-        api_key = clean_api_key(api_key) or env_api_key(env)
+        api_key, project_id, host, base_url = from_environment(
+            api_key=api_key, project_id=project_id, host=host, base_url=base_url, env=env
+        )
         return cls(
             api_key=api_key,
-            project_id=project_id
-            if project_id not in (None, "")
-            else env_first(PROJECT_ID_ENV_VARS, env),
+            project_id=project_id,
             model=model or DEFAULT_MODEL,
-            host=host or env_first(HOST_ENV_VARS, env) or DEFAULT_HOST,
+            host=host,
             endpoint_id=endpoint_id if endpoint_id not in (None, "") else None,
-            base_url=base_url or env_first(BASE_URL_ENV_VARS, env),
+            base_url=base_url,
             timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
             max_retries=DEFAULT_MAX_RETRIES if max_retries is None else max_retries,
             allow_insecure_http=allow_insecure_http,

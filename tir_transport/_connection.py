@@ -30,19 +30,16 @@ from ._arguments import move_unknown_arguments, refuse_secrets
 from ._chat.client import ChatClient
 from ._chat.tools import ToolMode
 from ._config import (
-    BASE_URL_ENV_VARS,
     DEFAULT_HOST,
     DEFAULT_MAX_RETRIES,
     DEFAULT_MODEL,
     DEFAULT_TIMEOUT,
     EMBEDDING_MODEL_ENV_VARS,
-    HOST_ENV_VARS,
-    PROJECT_ID_ENV_VARS,
     RERANK_MODEL_ENV_VARS,
     TIRConfig,
     clean_api_key,
-    env_api_key,
     env_first,
+    from_environment,
     id_text,
 )
 from ._embeddings.client import DEFAULT_EMBED_CONCURRENCY, EmbeddingsClient
@@ -153,10 +150,10 @@ class TIRConnection(BaseModel):
     @model_validator(mode="after")
     def _read_environment(self) -> Any:
         # Once, here: what was given wins, then the environment, then the defaults.
-        self.api_key = clean_api_key(self.api_key) or env_api_key()
-        self.project_id = self.project_id or env_first(PROJECT_ID_ENV_VARS)
-        self.host = self.host or env_first(HOST_ENV_VARS) or DEFAULT_HOST
-        self.base_url = self.base_url or env_first(BASE_URL_ENV_VARS)
+        self.api_key, project_id, self.host, self.base_url = from_environment(
+            api_key=self.api_key, project_id=self.project_id, host=self.host, base_url=self.base_url
+        )
+        self.project_id = None if project_id is None else str(project_id)
         return self
 
     @model_validator(mode="after")

@@ -19,6 +19,9 @@ from .transport import Closing, Transport
 
 __all__ = ["APIClient", "HTTPOptions"]
 
+# What `from_env` hands to the configuration; the rest is the client's own.
+_CONFIG_ARGUMENTS = frozenset(inspect.signature(TIRConfig.from_env).parameters) - {"model"}
+
 
 class HTTPOptions(TypedDict, total=False):
     """What every API client takes beside its config (see `APIClient.__init__`)."""
@@ -68,15 +71,15 @@ class APIClient(Closing):
     def from_env(cls, *, model: str | None = None, **options: Any) -> Self:
         """Build from arguments and the environment; the model from `model_env_vars`.
 
-        `options` are `TIRConfig.from_env`'s arguments and this class's keyword arguments.
+        `options` are `TIRConfig.from_env`'s arguments (the configuration, resolved as
+        everywhere else) and this class's keyword arguments (everything else).
         A missing model is reported at the first request, with every other missing setting.
         """
-        own = inspect.signature(cls.__init__).parameters.keys() | HTTPOptions.__annotations__
-        fields = {k: options.pop(k) for k in list(options) if k in own and k != "config"}
+        config = {k: options.pop(k) for k in list(options) if k in _CONFIG_ARGUMENTS}
         if cls.model_env_vars:
             model = model or env_first(cls.model_env_vars) or ""
-            return cls(TIRConfig.from_env(**options).replace(model=model), **fields)
-        return cls(TIRConfig.from_env(model=model, **options), **fields)
+            return cls(TIRConfig.from_env(**config).replace(model=model), **options)
+        return cls(TIRConfig.from_env(model=model, **config), **options)
 
     @property
     def retry(self) -> RetryPolicy:
