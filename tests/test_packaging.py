@@ -128,6 +128,54 @@ def test_the_core_imports_nothing_above_it() -> None:
                 assert not words[1].startswith(above), f"{path.name}: {line}"
 
 
+# The core's house, floor by floor: a part imports parts on floors below it only. The pure
+# pieces at the bottom; the transport; the API folders side by side on one floor above it,
+# never importing each other; what reads chat's format (token counts, the adapters' argument
+# sorting) above chat; the connection model the adapters inherit; the public faces on top.
+FLOORS: dict[str, int] = {
+    **dict.fromkeys(["_secrets", "_sse", "_models", "_peer_names"], 0),
+    "_errors": 1,
+    **dict.fromkeys(["_config", "_retry", "_usage", "_limits"], 2),
+    "_transport": 3,
+    **dict.fromkeys(["_chat", "_embeddings", "_rerank"], 4),
+    **dict.fromkeys(["_tokens", "_arguments"], 5),
+    "_connection": 6,
+    **dict.fromkeys(["adapter", "__init__"], 7),
+}
+
+
+def _core_imports() -> set[tuple[str, str]]:
+    """(importer, imported) between the core's parts, read from every module's imports."""
+    import ast
+
+    pairs = set()
+    core = ROOT / "tir_transport"
+    for path in core.rglob("*.py"):
+        part = path.relative_to(core).parts[0].removesuffix(".py")
+        depth = len(path.relative_to(core).parts) - 1  # a module in a folder: one dot more
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                up = node.level - depth
+                if up == 1 and node.module:  # `from .._x import` (or `from ._x` at the top)
+                    pairs.add((part, node.module.split(".")[0]))
+                elif up == 1:  # `from . import x`
+                    pairs.update((part, alias.name) for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "tir_transport."
+            ):
+                pairs.add((part, node.module.split(".")[1]))  # type: ignore[union-attr]
+    return {(a, b) for a, b in pairs if a != b}
+
+
+def test_the_core_is_built_floor_by_floor() -> None:
+    pairs = _core_imports()
+    assert set(FLOORS) == {a for a, _ in pairs} | {b for _, b in pairs}
+    upward = sorted((a, b) for a, b in pairs if FLOORS[b] >= FLOORS[a])
+    assert upward == [], "a part imports one on its own floor or above"
+    # It reads something: the transport is under every API, chat under tokens.
+    assert {("_chat", "_transport"), ("_embeddings", "_transport"), ("_tokens", "_chat")} <= pairs
+
+
 def test_every_private_module_is_banned_above_it() -> None:
     # ruff's banned-api (TID251) keeps the packages above off tir_transport's and ray_tir's
     # private modules; it names modules one by one, so a new private module must be added.

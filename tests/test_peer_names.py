@@ -43,8 +43,9 @@ from tests.test_every_adapter import (
     model_for,
 )
 from tir_transport import build_payload
-from tir_transport._arguments import KNOWN_REQUEST_FIELDS, looks_secret
+from tir_transport._arguments import KNOWN_REQUEST_FIELDS
 from tir_transport._peer_names import PEER_NAMES
+from tir_transport._secrets import looks_secret
 
 # Long and unlike any other text of a request: found wherever a copy of it went.
 KEY = "sk-peer-7d1c0b9e4f2a68355a1b"

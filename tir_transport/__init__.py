@@ -3,25 +3,31 @@
 Importing this package imports neither LangChain nor LlamaIndex. Everything public is imported
 here (`__all__`); every module and folder below is internal, its name starting with `_`, except
 `adapter`: what tir-llama's own adapters and CLI need beyond the user API (not a user API; may
-change between minor versions). Pure first, I/O at the edge:
+change between minor versions). Floor by floor, each part importing only the floors below
+it (tests/test_packaging.py reads the imports and holds them to it):
 
-- settings: `_config` (TIRConfig, URLs, environment), `_connection` (the pydantic connection
-  model every adapter class inherits), `_arguments`, `_models` (what is known per model).
-- pure pieces: `_sse` (bytes to events), `_errors` (status to class, messages, key hiding),
-  `_retry` (retry or not, how long), `_limits` (in flight, per minute, back-off), `_usage`.
+- pure pieces: `_secrets` (the key hidden in what we show, refused in request fields),
+  `_sse` (bytes to events), `_models` (what is known per model), `_peer_names` (the peers'
+  arguments we refuse); `_errors` (status to class, messages); `_config` (TIRConfig, URLs,
+  the environment), `_retry` (retry or not, how long), `_limits` (in flight, per minute,
+  back-off), `_usage`.
 - the one transport: `_transport/` (`transport` the request loop, GET and POST with retries,
   limits and error mapping; `pools` the httpx pools per process and per event loop;
-  `stream` the streamed replies; `keys` the keys hidden in httpx's logs; `plans` the drivers
-  of sans-IO request plans and many requests in flight; `api` the per-API clients' base).
-- a folder per API, the same file name for the same role: `wire` the wire format (building
-  requests, reading replies, no I/O), `client` the thin client over the transport.
-  - `_chat/`: `wire`, `client`; `negotiate` the endpoint's fallbacks, with `tools` the tool
-    prompt format, `tool_stream` the stream filter, `structured` the structured-output
-    fallbacks.
+  `stream` the streamed replies; `failures` httpx's failures as ours; `keys` the keys
+  hidden in httpx's logs; `plans` the drivers of sans-IO request plans and many requests in
+  flight; `api` the per-API clients' base).
+- a folder per API, side by side, the same file name for the same role: `wire` the wire
+  format (building requests, reading replies, no I/O), `client` the thin client over the
+  transport.
+  - `_chat/`: `wire`, `client`; `negotiate` the endpoint's fallbacks (plans, streamed or
+    not), with `tools` the tool prompt format, `tool_stream` the stream filter,
+    `structured` the structured-output fallbacks.
   - `_embeddings/`: `wire`, `client`.
   - `_rerank/`: `wire`, `client`.
-- `_tokens/`: `tokenizer` (Meta's tokenizers, offline), `prompt` (Llama's chat frame as vLLM
-  renders it, and the prompt counts).
+- above chat: `_tokens/` (`tokenizer` Meta's tokenizers, offline; `prompt` Llama's chat
+  frame as vLLM renders it, and the prompt counts), `_arguments` (an adapter's constructor
+  arguments sorted as the peers sort them).
+- `_connection`: the pydantic connection model every adapter class inherits.
 """
 
 from ._arguments import move_unknown_arguments

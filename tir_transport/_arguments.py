@@ -10,23 +10,19 @@ Nothing that looks like a secret ever becomes a request field (`refuse_secrets`)
 from __future__ import annotations
 
 import difflib
-import re
 import warnings
-from collections.abc import Mapping
-from functools import lru_cache
-from itertools import pairwise
 from typing import Any
 
 from pydantic import AliasChoices, BaseModel
 
+from ._chat.wire import check_single_choice
 from ._peer_names import PEER_NAMES
+from ._secrets import looks_secret, refuse_secrets
 
 __all__ = [
     "KNOWN_REQUEST_FIELDS",
     "argument_names",
-    "looks_secret",
     "move_unknown_arguments",
-    "refuse_secrets",
 ]
 
 # Request fields vLLM takes that have no field of their own: passed on with every request (with
@@ -60,89 +56,6 @@ KNOWN_REQUEST_FIELDS = frozenset(
         "tool_choice",
     }
 )
-
-
-# Words that name a secret when they end an argument's name (`hf_token`, `private_key`,
-# `x-api-key`), or anywhere in it (`client_secret_id`). `max_tokens` ends in "tokens",
-# `stop_token_ids` in "ids": request fields, not secrets.
-_SECRET_LAST_WORDS = frozenset({"key", "token", "auth", "cookie"})
-_SECRET_WORDS = frozenset(
-    {
-        "apikey",
-        "secret",
-        "secrets",
-        "password",
-        "passwd",
-        "pwd",
-        "passphrase",
-        "authorization",
-        "bearer",
-        "credential",
-        "credentials",
-    }
-)
-# Request fields of OpenAI's API whose names end like a secret's but are none.
-_NOT_SECRETS = frozenset({"prompt_cache_key"})
-
-
-@lru_cache(maxsize=1024)
-def looks_secret(name: str) -> bool:
-    """Whether an argument or request field named `name` would hold a secret.
-
-    True for names like `api_key`, `openai_api_key`, `hf_token`, `access_token`, `x-api-key`,
-    `apiKey`, `client_secret`, `password`, `Authorization`; false for `max_tokens`,
-    `stop_token_ids`, `top_k`, `prompt_cache_key`.
-    """
-    if name in _NOT_SECRETS:
-        return False
-    # camelCase into words too: `apiKey`, `accessToken`.
-    words = re.findall(r"[a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower())
-    if not words:
-        return False
-    if words[-1] in _SECRET_LAST_WORDS or any(w in _SECRET_WORDS for w in words):
-        return True
-    return any(a == "api" and b in ("key", "keys", "token") for a, b in pairwise(words))
-
-
-def _holds(value: Any, secret: str) -> bool:
-    """Whether `value` (a str, or a dict / list of them, at any depth) holds `secret`."""
-    if isinstance(value, str):
-        # A short key (a test's "k") would match ordinary text: then only the whole value.
-        return value.strip() == secret or (len(secret) >= 8 and secret in value)
-    if isinstance(value, Mapping):
-        return any(_holds(v, secret) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_holds(v, secret) for v in value)
-    return False
-
-
-def refuse_secrets(
-    fields: Mapping[str, Any], secret: str | None = None, where: str = "request field"
-) -> None:
-    """Refuse request fields named like a secret, or holding the API key (`secret`).
-
-    The message names the field and never quotes its value.
-
-    Args:
-        fields: the request fields (a payload without its messages, model_kwargs, ...).
-        secret: the API key, when known.
-        where: what the fields are, for the message.
-
-    Raises:
-        ValueError: a field looks like a secret or holds the key.
-    """
-    for name, value in fields.items():
-        if looks_secret(name):
-            raise ValueError(
-                f"{where} {name!r} looks like a secret, and would be sent in the body of every "
-                "request: refused. The TIR key is the api_key argument (or TIR_API_KEY), sent "
-                "in the Authorization header only."
-            )
-        if secret and _holds(value, secret):
-            raise ValueError(
-                f"{where} {name!r} holds the API key, and would be sent in the body of every "
-                "request: refused (the key goes in the Authorization header only)."
-            )
 
 
 def argument_names(cls: type[BaseModel]) -> dict[str, str]:
@@ -193,9 +106,6 @@ def move_unknown_arguments(
     Raises:
         ValueError: any of the errors above.
     """
-    # Here, not at the top: _chat.wire imports this module (build_payload refuses secrets).
-    from ._chat.wire import check_single_choice
-
     names = argument_names(cls)
     values = dict(values)
     given: dict[str, list[str]] = {}

@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from ._arguments import move_unknown_arguments, refuse_secrets
+from ._arguments import move_unknown_arguments
 from ._chat.client import ChatClient
 from ._chat.tools import ToolMode
 from ._config import (
@@ -50,6 +50,7 @@ from ._rerank.client import (
     DEFAULT_RERANK_TOP_N,
     RerankClient,
 )
+from ._secrets import refuse_secrets
 from ._transport import APIClient
 
 __all__ = [

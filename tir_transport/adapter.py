@@ -20,14 +20,14 @@ modules (`tir_transport._*`); ruff's banned-api rule (TID251, pyproject.toml) ho
 - hints: `TOKENS_EXTRA_HINT` (how to install the tokenizers).
 """
 
-from ._arguments import argument_names, move_unknown_arguments, refuse_secrets
+from ._arguments import argument_names, move_unknown_arguments
 from ._chat.tools import is_tools_rejection
 from ._chat.wire import ToolCallAccumulator, build_payload, check_single_choice
 from ._config import API_KEY_ENV_VARS, EMBEDDING_MODEL_ENV_VARS, RERANK_MODEL_ENV_VARS, env_first
 from ._connection import CONNECTION_FIELDS, TIRChatConnection
 from ._embeddings.wire import check_inputs
 from ._errors import UnsupportedContentError
-from ._secrets import scrub_secret
+from ._secrets import refuse_secrets, scrub_secret
 from ._tokens.tokenizer import TOKENS_EXTRA_HINT
 from ._transport import Transport
 

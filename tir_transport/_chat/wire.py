@@ -7,9 +7,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._arguments import refuse_secrets
 from .._errors import InvalidResponseError, error_from_event, is_error_event, quote
-from .._secrets import scrub_secret
+from .._secrets import refuse_secrets, scrub_secret
 from .._usage import Usage
 
 __all__ = [
