@@ -135,12 +135,13 @@ def test_the_core_imports_nothing_above_it() -> None:
 FLOORS: dict[str, int] = {
     **dict.fromkeys(["_secrets", "_sse", "_models", "_peer_names"], 0),
     "_errors": 1,
-    **dict.fromkeys(["_config", "_retry", "_usage", "_limits"], 2),
-    "_transport": 3,
-    **dict.fromkeys(["_chat", "_embeddings", "_rerank"], 4),
-    **dict.fromkeys(["_tokens", "_arguments"], 5),
-    "_connection": 6,
-    **dict.fromkeys(["adapter", "__init__"], 7),
+    "_api_key": 2,
+    **dict.fromkeys(["_config", "_retry", "_usage", "_limits"], 3),
+    "_transport": 4,
+    **dict.fromkeys(["_chat", "_embeddings", "_rerank"], 5),
+    **dict.fromkeys(["_tokens", "_arguments"], 6),
+    "_connection": 7,
+    **dict.fromkeys(["adapter", "__init__"], 8),
 }
 
 

@@ -8,9 +8,9 @@ it (tests/test_packaging.py reads the imports and holds them to it):
 
 - pure pieces: `_secrets` (the key hidden in what we show, refused in request fields),
   `_sse` (bytes to events), `_models` (what is known per model), `_peer_names` (the peers'
-  arguments we refuse); `_errors` (status to class, messages); `_config` (TIRConfig, URLs,
-  the environment), `_retry` (retry or not, how long), `_limits` (in flight, per minute,
-  back-off), `_usage`.
+  arguments we refuse); `_errors` (status to class, messages); `_api_key` (a pasted key
+  cleaned or refused); `_config` (TIRConfig, URLs, the environment), `_retry` (retry or not,
+  how long), `_limits` (in flight, per minute, back-off), `_usage`.
 - the one transport: `_transport/` (`transport` the request loop, GET and POST with retries,
   limits and error mapping; `pools` the httpx pools per process and per event loop;
   `stream` the streamed replies; `failures` httpx's failures as ours; `keys` the keys

@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from ._api_key import clean_api_key
 from ._arguments import move_unknown_arguments
 from ._chat.client import ChatClient
 from ._chat.tools import ToolMode
@@ -37,7 +38,6 @@ from ._config import (
     EMBEDDING_MODEL_ENV_VARS,
     RERANK_MODEL_ENV_VARS,
     TIRConfig,
-    clean_api_key,
     env_first,
     from_environment,
     id_text,
