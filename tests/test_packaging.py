@@ -133,12 +133,12 @@ def test_the_core_imports_nothing_above_it() -> None:
 # never importing each other; what reads chat's format (token counts, the adapters' argument
 # sorting) above chat; the connection model the adapters inherit; the public faces on top.
 FLOORS: dict[str, int] = {
-    **dict.fromkeys(["_secrets", "_sse", "_models", "_peer_names"], 0),
+    **dict.fromkeys(["_secrets", "_sse", "_peer_names"], 0),
     "_errors": 1,
     "_api_key": 2,
     **dict.fromkeys(["_config", "_retry", "_usage", "_limits"], 3),
     "_transport": 4,
-    **dict.fromkeys(["_chat", "_embeddings", "_rerank"], 5),
+    **dict.fromkeys(["_chat", "_embeddings", "_rerank", "_models"], 5),
     **dict.fromkeys(["_tokens", "_arguments"], 6),
     "_connection": 7,
     **dict.fromkeys(["adapter", "__init__"], 8),

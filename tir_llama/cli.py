@@ -36,7 +36,7 @@ from tir_transport.adapter import (
     API_KEY_ENV_VARS,
     EMBEDDING_MODEL_ENV_VARS,
     RERANK_MODEL_ENV_VARS,
-    Transport,
+    ModelsClient,
     build_payload,
     env_first,
     is_tools_rejection,
@@ -194,20 +194,12 @@ def _served_window(config: TIRConfig) -> int | None:
     """The served window (vLLM's `max_model_len`, `GET {base}/models`), or None if unreported."""
     # A probe: a gateway that never answers /models must not hold doctor for a minute.
     probe = config.replace(timeout=min(config.timeout, _PROBE_TIMEOUT), max_retries=0)
-    with Transport(probe) as transport:
+    with ModelsClient(probe) as models:
         try:
-            listing = transport.get("models")
+            return models.served_window()
         except TIRError:
             # Not every gateway serves /models, and none has to report a window.
             return None
-    models = listing.get("data") if isinstance(listing, dict) else None
-    if not isinstance(models, list):
-        return None
-    entries = [m for m in models if isinstance(m, dict)]
-    # The served model by name if listed (TIR's GenAI names may differ), else the first.
-    entry = next((m for m in entries if m.get("id") == config.model), entries[0] if entries else {})
-    window = entry.get("max_model_len")
-    return window if isinstance(window, int) and window > 0 else None
 
 
 def _check_window(config: TIRConfig, setting: int | None, out: TextIO) -> None:

@@ -7,10 +7,10 @@ change between minor versions). Floor by floor, each part importing only the flo
 it (tests/test_packaging.py reads the imports and holds them to it):
 
 - pure pieces: `_secrets` (the key hidden in what we show, refused in request fields),
-  `_sse` (bytes to events), `_models` (what is known per model), `_peer_names` (the peers'
-  arguments we refuse); `_errors` (status to class, messages); `_api_key` (a pasted key
-  cleaned or refused); `_config` (TIRConfig, URLs, the environment), `_retry` (retry or not,
-  how long), `_limits` (in flight, per minute, back-off), `_usage`.
+  `_sse` (bytes to events), `_peer_names` (the peers' arguments we refuse); `_errors`
+  (status to class, messages); `_api_key` (a pasted key cleaned or refused); `_config`
+  (TIRConfig, URLs, the environment), `_retry` (retry or not, how long), `_limits` (in
+  flight, per minute, back-off), `_usage`.
 - the one transport: `_transport/` (`transport` the request loop, GET and POST with retries,
   limits and error mapping; `pools` the httpx pools per process and per event loop;
   `stream` the streamed replies; `failures` httpx's failures as ours; `keys` the keys
@@ -24,6 +24,8 @@ it (tests/test_packaging.py reads the imports and holds them to it):
     `structured` the structured-output fallbacks.
   - `_embeddings/`: `wire`, `client`.
   - `_rerank/`: `wire`, `client`.
+  - `_models/`: `known` (what is known of each model by API name, no I/O), `wire`, `client`
+    (`GET /models`: the window an endpoint serves).
 - above chat: `_tokens/` (`tokenizer` Meta's tokenizers, offline; `prompt` Llama's chat
   frame as vLLM renders it, and the prompt counts), `_arguments` (an adapter's constructor
   arguments sorted as the peers sort them).
@@ -85,7 +87,7 @@ from ._errors import (
     TIRError,
 )
 from ._limits import Limits, RatePacer
-from ._models import context_window
+from ._models.known import context_window
 from ._rerank.client import (
     DEFAULT_RERANK_BATCH_SIZE,
     DEFAULT_RERANK_TOP_N,

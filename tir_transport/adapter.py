@@ -16,7 +16,7 @@ modules (`tir_transport._*`); ruff's banned-api rule (TID251, pyproject.toml) ho
 - errors: `UnsupportedContentError` (content a text-only model cannot take), which both
   adapter packages export.
 - the environment, for the CLI's `doctor`: `API_KEY_ENV_VARS`, `EMBEDDING_MODEL_ENV_VARS`,
-  `RERANK_MODEL_ENV_VARS`, `env_first`, and `Transport` (the one transport: `GET /models`).
+  `RERANK_MODEL_ENV_VARS`, `env_first`, and `ModelsClient` (`GET /models`: the window served).
 - hints: `TOKENS_EXTRA_HINT` (how to install the tokenizers).
 """
 
@@ -27,9 +27,9 @@ from ._config import API_KEY_ENV_VARS, EMBEDDING_MODEL_ENV_VARS, RERANK_MODEL_EN
 from ._connection import CONNECTION_FIELDS, TIRChatConnection
 from ._embeddings.wire import check_inputs
 from ._errors import UnsupportedContentError
+from ._models.client import ModelsClient
 from ._secrets import refuse_secrets, scrub_secret
 from ._tokens.tokenizer import TOKENS_EXTRA_HINT
-from ._transport import Transport
 
 __all__ = [
     "API_KEY_ENV_VARS",
@@ -37,9 +37,9 @@ __all__ = [
     "EMBEDDING_MODEL_ENV_VARS",
     "RERANK_MODEL_ENV_VARS",
     "TOKENS_EXTRA_HINT",
+    "ModelsClient",
     "TIRChatConnection",
     "ToolCallAccumulator",
-    "Transport",
     "UnsupportedContentError",
     "argument_names",
     "build_payload",

@@ -38,7 +38,7 @@ from tir_transport import (
     tokenizer_for,
 )
 from tir_transport._chat.tools import to_prompt_mode
-from tir_transport._models import tokenizer_family
+from tir_transport._models.known import tokenizer_family
 from tir_transport._tokens.prompt import render_llama3_prompt
 from tir_transport._tokens.tokenizer import _SPECS, _read_ranks, _tokenizer_file
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from .._models import TokenizerFamily, tokenizer_family
+from .._models.known import TokenizerFamily, tokenizer_family
 
 if TYPE_CHECKING:
     import tiktoken

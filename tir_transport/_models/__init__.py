@@ -1,0 +1,1 @@
+"""The models: what is known of each by API name (`known`), and `GET /models` (`wire`, `client`)."""
