@@ -32,9 +32,9 @@ it (tests/test_packaging.py reads the imports and holds them to it):
 - `_connection`: the pydantic connection model every adapter class inherits.
 """
 
-from ._arguments import move_unknown_arguments
+from ._arguments import move_unknown_arguments as move_unknown_arguments
 from ._chat.client import AsyncChatStream, ChatClient
-from ._chat.negotiate import forget_endpoints
+from ._chat.negotiate import forget_endpoints as forget_endpoints
 from ._chat.tools import ToolMode
 from ._chat.wire import (
     ChatChunk,
@@ -43,8 +43,8 @@ from ._chat.wire import (
     ToolCallAccumulator,
     ToolCallDelta,
     build_payload,
-    check_single_choice,
 )
+from ._chat.wire import check_single_choice as check_single_choice
 from ._config import (
     DEFAULT_HOST,
     DEFAULT_MAX_RETRIES,
@@ -53,8 +53,8 @@ from ._config import (
     EMBEDDING_MODEL_HINT,
     TIRConfig,
 )
+from ._connection import CONNECTION_FIELDS as CONNECTION_FIELDS
 from ._connection import (
-    CONNECTION_FIELDS,
     TIRConnection,
     TIREmbeddingsConnection,
     TIRRerankConnection,
@@ -63,9 +63,7 @@ from ._embeddings.client import (
     DEFAULT_EMBED_BATCH_SIZE,
     EmbeddingsClient,
 )
-from ._embeddings.wire import (
-    check_inputs,
-)
+from ._embeddings.wire import check_inputs as check_inputs
 from ._errors import (
     APIConnectionError,
     APIStatusError,
@@ -108,8 +106,12 @@ __version__ = "0.2.0"
 # The chat client's name in 0.1.0, kept so that code written for it still runs.
 TIRClient = ChatClient
 
+# The user API. Also importable from here, for code written against 0.2.0, but not part of
+# it: what only tir-llama's own adapters need (`tir_transport.adapter` has them) and
+# `forget_endpoints`, a test hook: `CONNECTION_FIELDS`, `move_unknown_arguments`,
+# `check_inputs`, `check_single_choice`. `build_payload` and `ToolCallAccumulator` stay: a
+# `ChatClient` takes a payload, and a stream's tool calls come in fragments.
 __all__ = [
-    "CONNECTION_FIELDS",
     "DEFAULT_EMBED_BATCH_SIZE",
     "DEFAULT_HOST",
     "DEFAULT_MAX_RETRIES",
@@ -161,12 +163,8 @@ __all__ = [
     "UsageTracker",
     "__version__",
     "build_payload",
-    "check_inputs",
-    "check_single_choice",
     "context_window",
     "count_message_tokens",
-    "forget_endpoints",
-    "move_unknown_arguments",
     "scrub_secret",
     "tokenizer_for",
     "track_usage",
