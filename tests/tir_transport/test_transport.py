@@ -115,3 +115,40 @@ def test_a_pickled_client_brings_its_transport_without_pools(emulator: Emulator)
     assert copy.transport._pools._sync is None
     assert copy.create(hello()).text
     assert TEST_KEY not in repr(copy.transport)
+
+
+def test_each_client_of_a_shared_transport_goes_to_its_own_models_url(
+    emulator: Emulator,
+) -> None:
+    # TIR's GenAI URLs name the model in the path: a client sharing the chat model's
+    # transport must still reach its own model's URL (found in review: it reached the chat's).
+    config = TIRConfig.from_env(
+        api_key=TEST_KEY, project_id="p-77", host=emulator.url, model="llama3_1_8b_instruct"
+    )
+    with Transport(config) as transport:
+        embedder = EmbeddingsClient(config.replace(model="embedder"), transport=transport)
+        reranker = RerankClient(config.replace(model=RERANK_MODEL), transport=transport)
+        embedder.embed(["one text"])
+        reranker.rerank("query", ["a document"], top_n=1)
+    embed, rerank = emulator.requests
+    assert embed.path == "/project/p-77/genai/embedder/v1/embeddings"
+    assert rerank.path == f"/project/p-77/genai/{RERANK_MODEL}/v1/rerank"
+
+
+def test_a_misspelt_option_is_an_error_not_ignored(emulator: Emulator) -> None:
+    with pytest.raises(TypeError, match="unexpected keyword argument 'retries'"):
+        ChatClient(config_for(emulator), retries=5)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'retries'"):
+        ChatClient.from_env(api_key=TEST_KEY, base_url=emulator.base_url, retries=5)
+
+
+def test_closing_a_client_leaves_the_shared_transport_open(emulator: Emulator) -> None:
+    config = config_for(emulator)
+    with Transport(config) as transport:
+        chat = ChatClient(config, transport=transport)
+        mark = emulator.connections
+        with EmbeddingsClient(config.replace(model="embedder"), transport=transport) as embedder:
+            embedder.embed(["one text"])
+        assert chat.create(hello()).text
+        # The embedder's `with` closed nothing of the transport: chat reused its connection.
+        assert emulator.connections == mark + 1

@@ -167,7 +167,7 @@ class ChatClient(APIClient):
 
     def _url(self, payload: Mapping[str, Any]) -> str:
         model = payload.get("model")
-        return self.transport.url("chat/completions", model if isinstance(model, str) else None)
+        return self._url_of("chat/completions", model if isinstance(model, str) else None)
 
     def _prepare(self, payload: Mapping[str, Any]) -> tuple[str, bytes]:
         # A body given whole (not built by build_payload) is held to one choice too: with n=2

@@ -130,7 +130,7 @@ class EmbeddingsClient(APIClient):
         def parse(data: Any) -> EmbeddingsReply:
             return parse_embeddings(data, count)
 
-        url = self.transport.url("embeddings", None)
+        url = self._url_of("embeddings")
         return url, self._body(texts), parse, self.config.model
 
     @staticmethod

@@ -19,7 +19,7 @@ class ModelsClient(APIClient):
         Raises:
             TIRError: a subclass for each kind of failure, after the retries the policy allows.
         """
-        return self.transport.get("models")
+        return self.transport.get("models", self.config.model)
 
     def served_window(self) -> int | None:
         """The context window the endpoint serves `config.model` with, or None if unreported.

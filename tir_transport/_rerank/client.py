@@ -109,7 +109,7 @@ class RerankClient(APIClient):
         def parse(data: Any) -> RerankReply:
             return parse_rerank(data, documents, top_n=top_n)
 
-        url = self.transport.url("rerank", None)
+        url = self._url_of("rerank")
         return url, self._body(query, documents, top_n), parse, self.config.model
 
     @staticmethod

@@ -51,6 +51,12 @@ class APIClient(Closing):
         Raises:
             ValueError: a shared transport that is for another endpoint, key or settings.
         """
+        unknown = sorted(set(options) - set(HTTPOptions.__annotations__))
+        if unknown:
+            # As a signature would: a misspelt option must not pass silently.
+            raise TypeError(
+                f"{type(self).__name__}() got an unexpected keyword argument {unknown[0]!r}"
+            )
         transport = options.pop("transport", None)
         given = [name for name, value in options.items() if value is not None]
         if transport is not None and given:
@@ -59,6 +65,8 @@ class APIClient(Closing):
             # Its key, host and timeouts would silently win over this config's.
             raise ValueError("the shared transport was made for another configuration")
         self.config = config
+        # A shared transport is its owner's to close: this client closes only its own.
+        self._owns_transport = transport is None
         self.transport = transport or Transport(
             config,
             retry=options.get("retry"),
@@ -81,10 +89,28 @@ class APIClient(Closing):
             return cls(TIRConfig.from_env(**config).replace(model=model), **options)
         return cls(TIRConfig.from_env(model=model, **config), **options)
 
+    def _url_of(self, api: str, model: str | None = None) -> str:
+        """The URL of `api` for `model` (None: this client's), over a shared transport too."""
+        return self.transport.url(api, model or self.config.model)
+
     @property
     def retry(self) -> RetryPolicy:
         """The transport's retry policy."""
         return self.transport.retry
+
+    @retry.setter
+    def retry(self, retry: RetryPolicy) -> None:
+        self.transport.retry = retry
+
+    @property
+    def http_client(self) -> httpx.Client | None:
+        """Your own sync httpx client, if the transport was given one."""
+        return self.transport.http_client
+
+    @property
+    def http_async_client(self) -> httpx.AsyncClient | None:
+        """Your own async httpx client, if the transport was given one."""
+        return self.transport.http_async_client
 
     @property
     def limits(self) -> Limits:
@@ -96,12 +122,17 @@ class APIClient(Closing):
         self.transport.limits = limits
 
     def close(self) -> None:
-        """Close the sync pool. Async pools close with `aclose()` or when their loop ends."""
-        self.transport.close()
+        """Close the sync pool. Async pools close with `aclose()` or when their loop ends.
+
+        A shared transport is left open: close it where it was made.
+        """
+        if self._owns_transport:
+            self.transport.close()
 
     async def aclose(self) -> None:
-        """Close the pool of the running event loop, and the sync pool."""
-        await self.transport.aclose()
+        """Close the pool of the running event loop, and the sync pool (see `close`)."""
+        if self._owns_transport:
+            await self.transport.aclose()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"

@@ -156,7 +156,10 @@ class Transport(Closing):
     # -- what every request shares ----------------------------------------------------------
 
     def url(self, api: str, model: str | None) -> str:
-        """The URL of `api` (`"chat/completions"`, say) for `model`, its proxy checked."""
+        """The URL of `api` (`"chat/completions"`, say) for `model`, its proxy checked.
+
+        `model`: None for the config's (a client sharing the transport passes its own).
+        """
         key = (api, model)
         url = self._urls.get(key)
         if url is None:
@@ -295,13 +298,15 @@ class Transport(Closing):
     # A reply read whole is retried until its headers arrive; a stream also while it has
     # handed nothing on (after that a retry would repeat what the caller has seen).
 
-    def get(self, api: str) -> Any:
+    def get(self, api: str, model: str | None = None) -> Any:
         """`GET {base}/{api}` (`"models"`, say) with retries: its JSON, read as every reply is.
+
+        `model`: whose URL (a GenAI model's path names it); None for the config's.
 
         Raises:
             TIRError: a subclass for each kind of failure, after the retries the policy allows.
         """
-        url = self.url(api, None)
+        url = self.url(api, model)
         return self._read(self._send(url, None), _as_is, None)
 
     def post(self, url: str, body: bytes, parse: Callable[[Any], _R], model: str) -> _R:
