@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from operator import itemgetter
 from typing import Any, ClassVar, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -17,118 +15,23 @@ from langchain_core.language_models.chat_models import (
 )
 from langchain_core.language_models.model_profile import ModelProfile
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.output_parsers.base import OutputParserLike
-from langchain_core.output_parsers.openai_tools import (
-    JsonOutputKeyToolsParser,
-    PydanticToolsParser,
-)
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableLambda, RunnableMap, RunnablePassthrough
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
-from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
-from langchain_core.utils.pydantic import is_basemodel_subclass
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import AliasChoices, BaseModel, Field
 
-from tir_transport import (
-    ChatCompletion,
-    context_window,
-    count_message_tokens,
-    tokenizer_for,
-)
+from tir_transport import count_message_tokens, tokenizer_for
 from tir_transport.adapter import TIRChatConnection, build_payload
 
-from ._convert import (
-    PROVIDER,
-    StreamConverter,
-    completion_to_message,
-    message_to_wire,
-    messages_to_wire,
-)
-from ._errors import InvalidToolChoiceError, langchain_errors
-from ._parsers import WholeJsonOutputParser, WholePydanticOutputParser
+from ._convert import PROVIDER, StreamConverter, message_to_wire, messages_to_wire
+from ._errors import langchain_errors
+from ._profile import model_profile
+from ._results import chat_result, closing_chunk, combine_llm_outputs
+from ._structured import is_pydantic_class, schema_response_format, structured_output
+from ._tools import tool_binding, wire_tool_choice
 
 __all__ = ["ChatTIRLlama"]
-
-
-def _tool_choice(tool_choice: Any) -> Any:
-    """Map LangChain's tool_choice spellings to the OpenAI/vLLM ones."""
-    if tool_choice is None or tool_choice is False:
-        return None
-    if tool_choice is True or tool_choice in ("any", "required"):
-        return "required"
-    if tool_choice in ("auto", "none"):
-        return tool_choice
-    if isinstance(tool_choice, str):
-        return {"type": "function", "function": {"name": tool_choice}}
-    if isinstance(tool_choice, dict):
-        return tool_choice
-    raise ValueError(
-        f"tool_choice must be 'auto', 'none', 'any', 'required', True, a tool name or a dict; "
-        f"got {tool_choice!r}"
-    )
-
-
-def _pydantic_class(value: Any) -> bool:
-    return isinstance(value, type) and is_basemodel_subclass(value)
-
-
-def _response_format(schema: Any, strict: bool | None) -> dict[str, Any]:
-    """`response_format` json_schema for a pydantic class, TypedDict or JSON schema."""
-    json_schema = convert_to_json_schema(schema)
-    response_format: dict[str, Any] = {
-        "type": "json_schema",
-        "json_schema": {"name": json_schema.get("title", "output"), "schema": json_schema},
-    }
-    if json_schema.get("description"):
-        response_format["json_schema"]["description"] = json_schema["description"]
-    if strict is not None:
-        response_format["json_schema"]["strict"] = strict
-    return response_format
-
-
-def _parse(schema: type[BaseModel], message: AIMessage) -> BaseModel | None:
-    """`additional_kwargs["parsed"]` for `response_format=<pydantic class>`, as ChatOpenAI's.
-
-    None when the model called a tool instead of answering.
-
-    Raises:
-        OutputParserException: the reply is not the schema's JSON.
-    """
-    if message.tool_calls or message.invalid_tool_calls:
-        return None
-    parsed: BaseModel = WholePydanticOutputParser(pydantic_object=schema).parse(message.text)
-    return parsed
-
-
-def _none_for_tool_calls(parser: OutputParserLike[Any]) -> Runnable[Any, Any]:
-    """The parser, except that a reply calling a tool parses to None (ChatOpenAI's rule)."""
-
-    def parse(message: BaseMessage) -> Any:
-        if isinstance(message, AIMessage) and message.tool_calls:
-            return None
-        return parser.invoke(message)
-
-    async def aparse(message: BaseMessage) -> Any:
-        if isinstance(message, AIMessage) and message.tool_calls:
-            return None
-        return await parser.ainvoke(message)
-
-    return RunnableLambda(parse, afunc=aparse, name=parser.get_name())
-
-
-def _add_usage(total: dict[str, Any], usage: dict[str, Any]) -> dict[str, Any]:
-    """`usage` added to `total` field by field, nested dicts too; None counts as absent."""
-    summed = dict(total)
-    for key, value in usage.items():
-        if isinstance(value, bool) or value is None:
-            continue
-        if isinstance(value, dict):
-            before = summed.get(key)
-            summed[key] = _add_usage(before if isinstance(before, dict) else {}, value)
-        elif isinstance(value, int | float):
-            before = summed.get(key)
-            summed[key] = value + (before if isinstance(before, int | float) else 0)
-    return summed
 
 
 class ChatTIRLlama(TIRChatConnection, BaseChatModel):
@@ -228,30 +131,7 @@ class ChatTIRLlama(TIRChatConnection, BaseChatModel):
         return params
 
     def _resolve_model_profile(self) -> ModelProfile | None:
-        profile = ModelProfile(
-            text_inputs=True,
-            image_inputs=False,
-            image_url_inputs=False,
-            pdf_inputs=False,
-            audio_inputs=False,
-            video_inputs=False,
-            image_tool_message=False,
-            pdf_tool_message=False,
-            text_outputs=True,
-            tool_calling=True,
-            tool_choice=True,
-            tool_call_streaming=True,
-            structured_output=True,
-            temperature=True,
-        )
-        # Unknown models work too; their window is left unset rather than guessed.
-        known = context_window(self.model)
-        if known is not None:
-            profile["open_weights"] = True
-        window = self.context_window or known
-        if window is not None:
-            profile["max_input_tokens"] = window
-        return profile
+        return model_profile(self.model, self.context_window)
 
     # -- token counting (offline: the model's own tokenizer, see docs/tokens.md) -------------
 
@@ -332,9 +212,9 @@ class ChatTIRLlama(TIRChatConnection, BaseChatModel):
         stops: Any = params.get("stop", self.stop) if stop is None else stop
         params["stop"] = [stops] if isinstance(stops, str) else (stops or None)
         if "tool_choice" in params:
-            params["tool_choice"] = _tool_choice(params["tool_choice"])
-        if _pydantic_class(params.get("response_format")):
-            params["response_format"] = _response_format(params["response_format"], True)
+            params["tool_choice"] = wire_tool_choice(params["tool_choice"])
+        if is_pydantic_class(params.get("response_format")):
+            params["response_format"] = schema_response_format(params["response_format"], True)
         return build_payload(
             messages_to_wire(messages),
             model,
@@ -345,41 +225,9 @@ class ChatTIRLlama(TIRChatConnection, BaseChatModel):
             **params,
         )
 
-    def _result(self, completion: ChatCompletion, schema: Any = None) -> ChatResult:
-        message = completion_to_message(completion)
-        if _pydantic_class(schema):
-            message.additional_kwargs["parsed"] = _parse(schema, message)
-        generation_info = {"finish_reason": completion.finish_reason}
-        llm_output: dict[str, Any] = {
-            "model_name": completion.model or self.model,
-            "system_fingerprint": completion.raw.get("system_fingerprint"),
-            "id": completion.id,
-        }
-        if "token_usage" in message.response_metadata:
-            # OpenAI's names (prompt_tokens, completion_tokens, total_tokens), as ChatOpenAI.
-            llm_output["token_usage"] = message.response_metadata["token_usage"]
-        return ChatResult(
-            generations=[ChatGeneration(message=message, generation_info=generation_info)],
-            llm_output=llm_output,
-        )
-
     def _combine_llm_outputs(self, llm_outputs: list[dict[str, Any] | None]) -> dict[str, Any]:
-        # `generate` over several inputs, as ChatOpenAI combines them: the token usage of all
-        # of them summed field by field (the nested `prompt_tokens_details` too), the model,
-        # and the first `system_fingerprint`. Streamed outputs are None: usage stays {}.
-        usage: dict[str, Any] = {}
-        model_name: Any = None
-        fingerprint: Any = None
-        for output in llm_outputs:
-            if not output:
-                continue
-            usage = _add_usage(usage, output.get("token_usage") or {})
-            model_name = model_name or output.get("model_name")
-            fingerprint = fingerprint or output.get("system_fingerprint")
-        combined: dict[str, Any] = {"token_usage": usage, "model_name": model_name or self.model}
-        if fingerprint:
-            combined["system_fingerprint"] = fingerprint
-        return combined
+        # `generate` over several inputs: usage summed, as ChatOpenAI combines them.
+        return combine_llm_outputs(llm_outputs, self.model)
 
     def _generate(
         self,
@@ -393,7 +241,7 @@ class ChatTIRLlama(TIRChatConnection, BaseChatModel):
         payload = self._payload(messages, stop, False, kwargs)
         with langchain_errors():
             completion = self._client.create(payload)
-        return self._result(completion, kwargs.get("response_format"))
+        return chat_result(completion, kwargs.get("response_format"), self.model)
 
     async def _agenerate(
         self,
@@ -407,7 +255,7 @@ class ChatTIRLlama(TIRChatConnection, BaseChatModel):
         payload = self._payload(messages, stop, False, kwargs)
         with langchain_errors():
             completion = await self._client.acreate(payload)
-        return self._result(completion, kwargs.get("response_format"))
+        return chat_result(completion, kwargs.get("response_format"), self.model)
 
     def _stream(
         self,
@@ -432,7 +280,7 @@ class ChatTIRLlama(TIRChatConnection, BaseChatModel):
                         yield generation
             finally:
                 stream.close()
-        yield self._last(converter, kwargs.get("response_format"), texts)
+        yield closing_chunk(converter, kwargs.get("response_format"), texts)
 
     async def _astream(
         self,
@@ -459,17 +307,7 @@ class ChatTIRLlama(TIRChatConnection, BaseChatModel):
                 # A break or a cancel gives the connection back now (the client's stream is
                 # no async generator: this never races asyncio's closing of them at shutdown).
                 await stream.aclose()
-        yield self._last(converter, kwargs.get("response_format"), texts)
-
-    def _last(
-        self, converter: StreamConverter, schema: Any, texts: list[str]
-    ) -> ChatGenerationChunk:
-        message = converter.last()
-        if _pydantic_class(schema) and not converter.seen_calls:
-            # The whole reply's parse, on the closing chunk, as ChatOpenAI gives it.
-            message.additional_kwargs["parsed"] = _parse(schema, AIMessage("".join(texts)))
-        info = {"finish_reason": converter.finish_reason} if converter.finish_reason else None
-        return ChatGenerationChunk(message=message, generation_info=info)
+        yield closing_chunk(converter, kwargs.get("response_format"), texts)
 
     # -- tools and structured output -------------------------------------------------------
 
@@ -499,24 +337,9 @@ class ChatTIRLlama(TIRChatConnection, BaseChatModel):
         Returns:
             A runnable that sends the tools with every request.
         """
-        choice = _tool_choice(tool_choice)
-        if strict is None and choice not in (None, "auto", "none"):
-            # A forced call: without strict, vLLM forces the name and lets the model write
-            # any JSON as the arguments (a small model writes the schema itself).
-            strict = True
-        formatted = [convert_to_openai_tool(t, strict=strict) for t in tools]
-        if isinstance(choice, dict) and "function" in choice:
-            names = {t["function"]["name"] for t in formatted}
-            if choice["function"].get("name") not in names:
-                # Refused before sending (ChatOpenAI's server answers it with a 400), with
-                # the class the peer raises, so `except BadRequestError` catches both.
-                raise InvalidToolChoiceError(
-                    f"tool_choice names {choice['function'].get('name')!r}, which is not among "
-                    f"the bound tools {sorted(names)}"
-                )
-        bound: dict[str, Any] = {"tools": formatted, "parallel_tool_calls": parallel_tool_calls}
-        if choice is not None:
-            bound["tool_choice"] = choice
+        bound = tool_binding(
+            tools, tool_choice=tool_choice, strict=strict, parallel_tool_calls=parallel_tool_calls
+        )
         return super().bind(**bound, **kwargs)
 
     def with_structured_output(
@@ -549,66 +372,12 @@ class ChatTIRLlama(TIRChatConnection, BaseChatModel):
         Returns:
             A runnable producing a pydantic instance (for a pydantic schema) or a dict.
         """
-        if method not in ("json_schema", "function_calling", "json_mode"):
-            raise ValueError(
-                f"method must be 'json_schema', 'function_calling' or 'json_mode', got {method!r}"
-            )
-        if schema is None and method != "json_mode":
-            raise ValueError(f"method={method!r} needs a schema")
-        if tools and method != "json_schema":
-            # ChatOpenAI takes them and sends none (the call is forced to the schema, or the
-            # reply is JSON): a program written for it keeps working, and is told why.
-            warnings.warn(
-                f"tools are used with method='json_schema' only; with method={method!r} the "
-                "model must answer with the schema, so the tools are not sent (ChatOpenAI "
-                "leaves them out too)",
-                UserWarning,
-                stacklevel=2,
-            )
-            tools = None
-        is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
-        if schema is not None:
-            # For tracing; langchain-core reads its "schema", so without one it is left out.
-            kwargs["ls_structured_output_format"] = {
-                "kwargs": {"method": method, "strict": strict},
-                "schema": convert_to_json_schema(schema),
-            }
-        llm: Runnable[LanguageModelInput, BaseMessage]
-        parser: OutputParserLike[Any]
-        if method == "function_calling":
-            assert schema is not None
-            tool_name = convert_to_openai_tool(schema)["function"]["name"]
-            llm = self.bind_tools(
-                [schema],
-                tool_choice=tool_name,
-                strict=strict,
-                **kwargs,
-            )
-            if is_pydantic:
-                parser = PydanticToolsParser(tools=[schema], first_tool_only=True)
-            else:
-                parser = JsonOutputKeyToolsParser(key_name=tool_name, first_tool_only=True)
-        else:
-            if method == "json_schema":
-                assert schema is not None
-                response_format = _response_format(schema, strict)
-            else:
-                response_format = {"type": "json_object"}
-            if tools:
-                kwargs["tools"] = [convert_to_openai_tool(t, strict=strict) for t in tools]
-            llm = self.bind(response_format=response_format, **kwargs)
-            if is_pydantic:
-                parser = WholePydanticOutputParser(pydantic_object=schema)
-            else:
-                parser = WholeJsonOutputParser()
-            if tools:
-                parser = _none_for_tool_calls(parser)
-        if not include_raw:
-            return llm | parser
-        parsed = RunnablePassthrough.assign(
-            parsed=itemgetter("raw") | parser, parsing_error=lambda _: None
-        )
-        fallback = RunnablePassthrough.assign(parsed=lambda _: None)
-        return RunnableMap(raw=llm) | parsed.with_fallbacks(
-            [fallback], exception_key="parsing_error"
+        return structured_output(
+            self,
+            schema,
+            method=method,
+            include_raw=include_raw,
+            strict=strict,
+            tools=tools,
+            kwargs=kwargs,
         )

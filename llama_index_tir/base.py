@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -25,14 +24,12 @@ from llama_index.core.base.llms.types import (
     CompletionResponseGen,
     LLMMetadata,
     MessageRole,
-    ToolCallBlock,
 )
 from llama_index.core.bridge.pydantic import Field, model_validator
 from llama_index.core.constants import DEFAULT_NUM_OUTPUTS
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
-from llama_index.core.llms.utils import parse_partial_json
 
 from tir_transport import (
     DEFAULT_MODEL,
@@ -49,6 +46,7 @@ from ._convert import (
     message_to_wire,
     messages_to_wire,
 )
+from ._tools import keep_first_call, prepare_chat_with_tools, tool_selections
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
@@ -63,24 +61,6 @@ DEFAULT_CONTEXT_WINDOW: int = context_window(DEFAULT_MODEL) or 131_072
 # LlamaIndex needs some number for a model the table does not know (LangChain leaves its
 # profile unset): a small one, since LlamaIndex packs prompts up to it.
 UNKNOWN_MODEL_CONTEXT_WINDOW = 8192
-
-
-def _tool_choice(tool_choice: str | dict[str, Any] | None, tool_required: bool) -> Any:
-    if isinstance(tool_choice, dict):
-        return tool_choice
-    if tool_choice in (None, "auto"):
-        return "required" if tool_required else "auto"
-    if tool_choice in ("required", "none"):
-        return tool_choice
-    return {"type": "function", "function": {"name": tool_choice}}
-
-
-def _whole_json(text: str) -> bool:
-    try:
-        json.loads(text)
-    except ValueError:
-        return False
-    return True
 
 
 class TIRLlamaLLM(TIRChatConnection, FunctionCallingLLM):
@@ -368,32 +348,16 @@ class TIRLlamaLLM(TIRChatConnection, FunctionCallingLLM):
 
         `strict` (as OpenAI's LlamaIndex class takes it) overrides the `strict` field.
         """
-        specs = [tool.metadata.to_openai_tool(skip_length_check=True) for tool in tools]
-        messages = list(chat_history or [])
-        if isinstance(user_msg, str):
-            user_msg = ChatMessage(role=MessageRole.USER, content=user_msg)
-        if user_msg is not None:
-            messages.append(user_msg)
-        prepared: dict[str, Any] = {"messages": messages, **kwargs}
-        if specs:
-            prepared["tools"] = specs
-            if tool_required and tool_choice is None and len(specs) == 1:
-                # "Call the one tool" said by name: the same thing, and servers that cannot
-                # force "required" (llama.cpp's answers HTTP 500) can force a named tool.
-                tool_choice = specs[0]["function"]["name"]
-            prepared["tool_choice"] = _tool_choice(tool_choice, tool_required)
-            strict = self.strict if strict is None else strict
-            if strict is None:
-                # A forced call: without strict, vLLM's guided decoding forces the tool's
-                # name and lets the model write any JSON as its arguments (a small model
-                # writes the schema itself, until max_tokens cuts it).
-                strict = prepared["tool_choice"] not in ("auto", "none")
-            if strict:
-                for spec in specs:
-                    spec["function"]["strict"] = True
-            # Llama 3.1's template takes one call per assistant turn.
-            prepared["parallel_tool_calls"] = allow_parallel_tool_calls
-        return prepared
+        return prepare_chat_with_tools(
+            tools,
+            user_msg,
+            chat_history,
+            allow_parallel_tool_calls,
+            tool_required,
+            tool_choice,
+            self.strict if strict is None else strict,
+            kwargs,
+        )
 
     def _validate_chat_with_tools_response(
         self,
@@ -404,16 +368,7 @@ class TIRLlamaLLM(TIRChatConnection, FunctionCallingLLM):
     ) -> ChatResponse:
         """Keep only the first call unless parallel calls were allowed."""
         if not allow_parallel_tool_calls:
-            calls = [b for b in response.message.blocks if isinstance(b, ToolCallBlock)]
-            if len(calls) > 1:
-                response.message.blocks = [
-                    b
-                    for b in response.message.blocks
-                    if not isinstance(b, ToolCallBlock) or b is calls[0]
-                ]
-                legacy = response.message.additional_kwargs.get("tool_calls")
-                if legacy:
-                    response.message.additional_kwargs["tool_calls"] = legacy[:1]
+            keep_first_call(response)
         return response
 
     def get_tool_calls_from_response(
@@ -427,33 +382,4 @@ class TIRLlamaLLM(TIRChatConnection, FunctionCallingLLM):
         Raises:
             ValueError: there is no tool call and `error_on_no_tool_call` is set.
         """
-        calls = [b for b in response.message.blocks if isinstance(b, ToolCallBlock)]
-        if not calls:
-            if error_on_no_tool_call:
-                raise ValueError("Expected at least one tool call, but the reply has none.")
-            return []
-        cut = response.message.additional_kwargs.get("finish_reason") == "length"
-        selections = []
-        for call in calls:
-            arguments: Any = call.tool_kwargs
-            if cut and isinstance(arguments, str) and not _whole_json(arguments):
-                # The reply is over and max_tokens cut this call: its partial arguments
-                # would call the tool with what happened to fit.
-                raise ValueError(
-                    f"max_tokens cut the call to {call.tool_name or 'a tool'} before its "
-                    f"arguments were complete (finish_reason 'length'): raise max_tokens "
-                    f"(it is {self.max_tokens})"
-                )
-            if isinstance(arguments, str):
-                try:
-                    arguments = parse_partial_json(arguments) if arguments.strip() else {}
-                except (ValueError, TypeError):
-                    arguments = {}
-            selections.append(
-                ToolSelection(
-                    tool_id=call.tool_call_id or "",
-                    tool_name=call.tool_name,
-                    tool_kwargs=arguments if isinstance(arguments, dict) else {},
-                )
-            )
-        return selections
+        return tool_selections(response, error_on_no_tool_call, self.max_tokens)
