@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import TEST_KEY
 from tests.support.emulator import Emulator
-from tir_llama._batch import _Progress
+from tir_llama._batch_report import _Progress
 from tir_llama.cli import main
 from tir_transport import count_message_tokens, tokenizer_for
 
