@@ -13,8 +13,18 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess test
 
 from tir_transport import Usage, track_usage
 
-from ._bulk import CHAT_COLUMNS, EMBED_COLUMNS, JobStopped, chat, embed  # noqa: TID251
-from ._output import OutputFolderError, OutputWriteError, pending, usage, write_output  # noqa: TID251
+# The parts, each importing only the ones listed before it: `_folder` (the output folder's
+# names and errors, which files hold rows); `_lock` (one job per folder), `_sink` (a file
+# written whole; where actors write), `_pacing` (the job's pacer actor); `_settings` (the job's
+# recorded settings), `_pending` (what the folder holds, the ids done, the rows pending),
+# `_workers` (the actors); `_usage` (what a job cost), `_job` (a planned job, run into a
+# folder); `_output` (`write_output`), `_bulk` (`chat`, `embed`).
+from ._bulk import chat, embed  # noqa: TID251
+from ._folder import OutputFolderError, OutputWriteError  # noqa: TID251
+from ._output import write_output  # noqa: TID251
+from ._pending import pending  # noqa: TID251
+from ._usage import usage  # noqa: TID251
+from ._workers import CHAT_COLUMNS, EMBED_COLUMNS, JobStopped  # noqa: TID251
 
 __all__ = [
     "CHAT_COLUMNS",

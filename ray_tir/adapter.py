@@ -10,15 +10,10 @@ pyproject.toml) holds them to it.
   `parquet_outputs`, `done_ids`, `without_done`, and `folder_lock` (one job per folder).
 """
 
-from ._bulk import check_columns  # noqa: TID251
-from ._output import (  # noqa: TID251
-    WriteMode,
-    check_output,
-    done_ids,
-    folder_lock,
-    parquet_outputs,
-    without_done,
-)
+from ._folder import WriteMode  # noqa: TID251
+from ._lock import folder_lock  # noqa: TID251
+from ._pending import check_output, done_ids, parquet_outputs, without_done  # noqa: TID251
+from ._workers import check_columns  # noqa: TID251
 
 __all__ = [
     "WriteMode",

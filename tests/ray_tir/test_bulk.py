@@ -226,7 +226,7 @@ def test_arrow_types_are_stable(emulator: Emulator) -> None:
 
 @pytest.mark.timing
 def test_a_send_time_that_arrives_late_is_not_used() -> None:
-    from ray_tir._bulk import _JobPacerActor, _JobPacerClient
+    from ray_tir._pacing import _JobPacerActor, _JobPacerClient
 
     pacer = _JobPacerActor.remote(60)  # one per second, a burst of one
     client = _JobPacerClient(pacer)

@@ -25,7 +25,7 @@ import pytest
 import ray.data
 
 import ray_tir
-from ray_tir._bulk import BATCHES_AT_ONCE
+from ray_tir._workers import BATCHES_AT_ONCE
 from tests.conftest import ROOT, TEST_KEY
 from tests.ray_tir.test_hostile import batch, hashes, options, rows
 from tests.support.emulator import WAIT_SECONDS, Emulator, Reply
@@ -181,7 +181,7 @@ def test_a_second_job_on_a_folder_is_refused_before_any_request(
 
 HOLD_LOCK = """
 import os, sys, time
-from ray_tir._output import folder_lock
+from ray_tir._lock import folder_lock
 with folder_lock(sys.argv[1]):
     print("locked", flush=True)
     sys.stdin.read()

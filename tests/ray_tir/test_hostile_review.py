@@ -16,7 +16,7 @@ import pytest
 import ray.data
 
 import ray_tir
-from ray_tir import _output
+from ray_tir import _settings, _usage
 from tests.conftest import TEST_KEY
 from tests.ray_tir.test_hostile import batch, batch_before_ray, options, rows
 from tests.ray_tir.test_hostile_jobs import mounted
@@ -89,13 +89,13 @@ def test_usage_reads_a_folders_settings_once(
     written = ray_tir.write_output(job, output)
     assert len(written) >= 6  # a file per batch: the case that made it quadratic
     reads: list[Path] = []
-    real = _output.read_settings
+    real = _settings.read_settings
 
     def counted(folder: Any) -> Any:
         reads.append(Path(folder))
         return real(folder)
 
-    monkeypatch.setattr(_output, "read_settings", counted)
+    monkeypatch.setattr(_usage, "read_settings", counted)
     totals = ray_tir.usage(str(output))
     assert totals["rows"] == 12 and list(totals["per_model"]) == ["llama3_1_8b_instruct"]
     assert len(reads) == 1
