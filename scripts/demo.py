@@ -10,10 +10,14 @@ It shows, in order: a LangChain chain streaming its answer; a LangGraph agent ca
 answering; retrieval over this project's docs, as a LlamaIndex VectorStoreIndex query engine and
 as a LangChain retriever chain, both streamed; then the usage of every request (chat,
 embeddings and rerank), per model, from `track_usage()`.
+
+    python scripts/demo.py                 # RAG over this project's docs/ (`make demo`)
+    python scripts/demo.py --docs DIR      # over the Markdown pages in DIR instead
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sys
@@ -30,6 +34,7 @@ from langgraph.graph import MessagesState
 from tir_transport import TIRConfig, TIRError, UsageTracker, track_usage
 
 ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
 # Retrieve wide, answer from the best few: what a reranker is for.
 WIDE, FEW = 12, 3
 
@@ -121,12 +126,19 @@ def langgraph_agent(options: dict[str, Any]) -> None:
             print(f"answer:      {message.text}")
 
 
-def doc_pages() -> list[Path]:
-    return sorted((ROOT / "docs").glob("*.md"))
+def doc_pages(docs: Path) -> list[Path]:
+    return sorted(docs.glob("*.md"))
+
+
+def docs_said(docs: Path) -> str:
+    return "this project's docs" if docs == DOCS else f"the pages in {docs}"
 
 
 def llama_index_rag(
-    options: dict[str, Any], embed_options: dict[str, Any], rerank: dict[str, Any] | None
+    options: dict[str, Any],
+    embed_options: dict[str, Any],
+    rerank: dict[str, Any] | None,
+    docs: Path,
 ) -> None:
     from llama_index.core import SimpleDirectoryReader, VectorStoreIndex
     from llama_index.core.node_parser import SentenceSplitter
@@ -134,9 +146,9 @@ def llama_index_rag(
     from llama_index_tir import TIREmbedding, TIRLlamaLLM, TIRRerank
 
     how = f"{WIDE} chunks reranked to {FEW}" if rerank is not None else "no reranking"
-    say(f"LlamaIndex: a VectorStoreIndex query engine over this project's docs ({how}), streamed")
-    docs = SimpleDirectoryReader(input_files=[str(p) for p in doc_pages()]).load_data()
-    nodes = SentenceSplitter(chunk_size=256, chunk_overlap=20).get_nodes_from_documents(docs)
+    say(f"LlamaIndex: a VectorStoreIndex query engine over {docs_said(docs)} ({how}), streamed")
+    pages = SimpleDirectoryReader(input_files=[str(p) for p in doc_pages(docs)]).load_data()
+    nodes = SentenceSplitter(chunk_size=256, chunk_overlap=20).get_nodes_from_documents(pages)
     embed_model = TIREmbedding(**embed_options)
     size = embed_model.embed_batch_size
     index = VectorStoreIndex(nodes[:0], embed_model=embed_model)
@@ -166,10 +178,10 @@ def llama_index_rag(
         print(f"source:      {name} ({kind} {source.score:.2f})")
 
 
-def paragraphs(limit: int = 800) -> list[tuple[str, str]]:
+def paragraphs(docs: Path, limit: int = 800) -> list[tuple[str, str]]:
     """(page, text) chunks: a page's paragraphs, grouped up to `limit` characters."""
     chunks: list[tuple[str, str]] = []
-    for page in doc_pages():
+    for page in doc_pages(docs):
         current = ""
         for part in page.read_text().split("\n\n"):
             if current and len(current) + len(part) > limit:
@@ -182,7 +194,10 @@ def paragraphs(limit: int = 800) -> list[tuple[str, str]]:
 
 
 def langchain_rag(
-    options: dict[str, Any], embed_options: dict[str, Any], rerank: dict[str, Any] | None
+    options: dict[str, Any],
+    embed_options: dict[str, Any],
+    rerank: dict[str, Any] | None,
+    docs: Path,
 ) -> None:
     from langchain_core.documents import Document
     from langchain_core.output_parsers import StrOutputParser
@@ -196,7 +211,7 @@ def langchain_rag(
     say(f"LangChain: a retriever chain over the same docs ({how}), streamed")
     embeddings = TIREmbeddings(**embed_options)
     store = InMemoryVectorStore(embeddings)
-    chunks = paragraphs()
+    chunks = paragraphs(docs)
     for start in range(0, len(chunks), embeddings.batch_size):  # in steps, to show progress
         part = chunks[start : start + embeddings.batch_size]
         store.add_texts([text for _, text in part], metadatas=[{"page": p} for p, _ in part])
@@ -295,13 +310,32 @@ def leave_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="demo.py", description="`make demo`: what tir-llama is for, end to end."
+    )
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        default=DOCS,
+        metavar="DIR",
+        help="the folder of Markdown pages (*.md) both RAG sections retrieve from "
+        "(default: this project's docs/)",
+    )
+    args = parser.parse_args(argv)
+    if not doc_pages(args.docs):
+        parser.error(f"--docs {args.docs}: no Markdown page (*.md) there")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, leave_on_signal)
     config = TIRConfig.from_env()
     started: list[local_model_server.Server] = []
     try:
-        return run(config, started)
+        return run(config, started, args.docs)
     except KeyboardInterrupt:
         return 130
     finally:
@@ -309,7 +343,7 @@ def main() -> int:
             local_model_server.stop(running)
 
 
-def run(config: TIRConfig, started: list[local_model_server.Server]) -> int:
+def run(config: TIRConfig, started: list[local_model_server.Server], docs: Path) -> int:
     llama_index_options: dict[str, Any] = {}
     chat_server: local_model_server.Server | None = None
     on_tir = config.api_key is not None and bool(config.project_id or config.base_url)
@@ -379,8 +413,8 @@ def run(config: TIRConfig, started: list[local_model_server.Server]) -> int:
         with track_usage() as usage:
             langchain_chain(options)
             langgraph_agent(options)
-            llama_index_rag({**options, **llama_index_options}, li_embed, rerank)
-            langchain_rag(options, lc_embed, rerank)
+            llama_index_rag({**options, **llama_index_options}, li_embed, rerank, docs)
+            langchain_rag(options, lc_embed, rerank, docs)
         usage_table(usage)
     except TIRError as e:
         print(f"\nerror: {e}", file=sys.stderr)

