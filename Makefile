@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_embeddings.py --json benchmarks/results-embeddings.json
 	$(PY) benchmarks/bench_bulk.py --json benchmarks/results-bulk.json
 	$(PY) benchmarks/bench_rerank.py --json benchmarks/results-rerank.json
+	$(PY) benchmarks/bench_engine.py --json benchmarks/results-engine.json
 
 model-server: $(STAMP)
 	$(PY) scripts/local_model_server.py ensure

@@ -130,3 +130,25 @@ def test_bench_rerank_smoke(tmp_path: Path) -> None:
     assert len(report["cpu_us_per_document"]) == 6
     assert all(us > 0 for us in report["cpu_us_per_document"].values())
     assert "/ideal" in result.stdout and "/floor" in result.stdout
+
+
+@pytest.mark.timeout(300)
+def test_bench_engine_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "results-engine.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_engine.py"),
+            "--smoke",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    cases = json.loads(out.read_text())["cases"]
+    assert set(cases) == {f"{e} x{n}" for e in ("httpx", "aiohttp") for n in (1, 8, 32)}
+    assert all(case["cpu_ms_per_request"] > 0 for case in cases.values())

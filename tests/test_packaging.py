@@ -92,7 +92,7 @@ def test_dependencies() -> None:
     extras = project["optional-dependencies"]
     assert extras["langchain"] == ["langchain-core>=1.4,<2"]
     assert extras["llama-index"] == ["llama-index-core>=0.14,<0.15"]
-    assert extras["ray"] == ["ray[data]==2.60.0"]
+    assert extras["ray"] == ["ray[data]==2.60.0", "aiohttp>=3.9,<4"]
     assert project["requires-python"] == ">=3.11"
 
 

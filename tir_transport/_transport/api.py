@@ -8,7 +8,7 @@ pooling and error mapping are their transport's. Several clients may share one t
 from __future__ import annotations
 
 import inspect
-from typing import Any, ClassVar, Self, TypedDict, Unpack
+from typing import Any, ClassVar, Literal, Self, TypedDict, Unpack
 
 import httpx
 
@@ -31,6 +31,7 @@ class HTTPOptions(TypedDict, total=False):
     limits: Limits | None
     http_client: httpx.Client | None
     http_async_client: httpx.AsyncClient | None
+    engine: Literal["httpx", "aiohttp"]
 
 
 class APIClient(Closing):
@@ -58,7 +59,7 @@ class APIClient(Closing):
                 f"{type(self).__name__}() got an unexpected keyword argument {unknown[0]!r}"
             )
         transport = options.pop("transport", None)
-        given = [name for name, value in options.items() if value is not None]
+        given = [name for name, value in options.items() if value not in (None, "httpx")]
         if transport is not None and given:
             raise TypeError(f"pass {', '.join(given)} to the shared transport, not here")
         if transport is not None and transport.config.replace(model=config.model) != config:
@@ -73,6 +74,7 @@ class APIClient(Closing):
             limits=options.get("limits"),
             http_client=options.get("http_client"),
             http_async_client=options.get("http_async_client"),
+            engine=options.get("engine", "httpx"),
         )
 
     @classmethod

@@ -117,5 +117,7 @@ for _name in (
     "httpcore.http11",
     "httpcore.http2",
     "httpcore.proxy",
+    "aiohttp.client",
+    "aiohttp.internal",
 ):
     logging.getLogger(_name).addFilter(_HIDE_KEYS)

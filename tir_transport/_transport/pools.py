@@ -14,9 +14,13 @@ import os
 import ssl
 import threading
 import weakref
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import httpx
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["Pools", "http_timeout", "proxy_for", "proxy_name"]
 
@@ -91,6 +95,9 @@ class Pools:
         self._async: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, AsyncGenerator[None, None]]
         ] = weakref.WeakKeyDictionary()
+        self._aio: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[aiohttp.ClientSession, AsyncGenerator[None, None]]
+        ] = weakref.WeakKeyDictionary()
 
     def _check_fork(self) -> None:
         if os.getpid() != self._pid:
@@ -139,13 +146,30 @@ class Pools:
             proxy=proxy,
             trust_env=False,
         )
-        guard = _close_on_loop_shutdown(client)
+        guard = _close_on_loop_shutdown(client.aclose)
         # Started in this loop, the guard is one of the loop's async generators: asyncio.run
         # (loop.shutdown_asyncgens) closes it while the loop still runs, closing the client.
         await guard.asend(None)
         with self._lock:  # threads with loops of their own add theirs while this one sweeps
             self._async[loop] = (client, guard)
         return client
+
+    async def aio(self) -> aiohttp.ClientSession:
+        """The running event loop's aiohttp session (`engine="aiohttp"`), made on first use."""
+        self._check_fork()
+        loop = asyncio.get_running_loop()
+        entry = self._aio.get(loop)
+        if entry is not None:
+            return entry[0]
+        from .aio import new_session  # aiohttp is needed only by this engine
+
+        self._forget_closed_loops()
+        session = new_session(_ssl_context())
+        guard = _close_on_loop_shutdown(session.close)
+        await guard.asend(None)  # closed by the loop's shutdown, as an httpx pool is
+        with self._lock:
+            self._aio[loop] = (session, guard)
+        return session
 
     def _forget_closed_loops(self) -> None:
         # A loop closed by hand (`loop.close()` without `shutdown_asyncgens`, as asyncio.run
@@ -155,6 +179,12 @@ class Pools:
         with self._lock:
             for loop in [loop for loop in self._async if loop.is_closed()]:
                 self._async.pop(loop, None)
+            closed = [loop for loop in self._aio if loop.is_closed()]
+            if closed:
+                from .aio import abandon
+
+                for loop in closed:
+                    abandon(self._aio.pop(loop)[0])
 
     def close(self) -> None:
         """Close the sync pool."""
@@ -168,16 +198,22 @@ class Pools:
 
     async def aclose(self) -> None:
         """Close the pool of the running event loop, and the sync pool."""
+        loop = asyncio.get_running_loop()
         with self._lock:
-            entry = self._async.pop(asyncio.get_running_loop(), None)
+            entry = self._async.pop(loop, None)
+            aio = self._aio.pop(loop, None)
         if entry is not None:
             await entry[1].aclose()
+        if aio is not None:
+            await aio[1].aclose()
         self.close()
 
 
-async def _close_on_loop_shutdown(client: httpx.AsyncClient) -> AsyncGenerator[None, None]:
+async def _close_on_loop_shutdown(
+    close: Callable[[], Awaitable[object]],
+) -> AsyncGenerator[None, None]:
     try:
         yield
         yield  # never reached: the generator waits here until the loop shuts it down
     finally:
-        await client.aclose()
+        await close()

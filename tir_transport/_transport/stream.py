@@ -19,6 +19,7 @@ from .._errors import TIRError
 from .._limits import _AsyncSlot
 from .._usage import PendingRequest, Usage, record_usage, request_started
 from .failures import AFTER_SENDING
+from .replies import Opened, Reply
 
 if TYPE_CHECKING:
     from .transport import Transport
@@ -76,7 +77,7 @@ def sync_stream(
             ):
                 if response.status_code >= 400:
                     response.read()
-                    error = transport._status_error(response)
+                    error = transport._status_error(Reply.of(response))
                 else:
                     reading = True
                     parse = parser(response.headers)
@@ -128,7 +129,7 @@ class AsyncStream(Generic[_T]):
         self._error: TIRError | None = None  # raised once the items before it are read
         self._attempt = 0
         self._slot: AbstractAsyncContextManager[None] | None = None
-        self._response: httpx.Response | None = None
+        self._response: Opened | None = None
         self._bytes: AsyncIterator[bytes] | None = None
         self._parse: StreamParser[_T] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -198,8 +199,8 @@ class AsyncStream(Generic[_T]):
             self._finished = True
             await self._release()
             return
-        except httpx.HTTPError as e:
-            await self._failed(self._transport._failure(e, self._url, in_stream=True))
+        except TIRError as e:  # the engine's: the stream broke off
+            await self._failed(e)
             return
         try:
             self._ready.extend(self._parse.feed(raw))
@@ -208,37 +209,30 @@ class AsyncStream(Generic[_T]):
 
     async def _open(self) -> None:
         transport = self._transport
-        # First, as in `Transport.apost`: a missing key fails before a pool is made for it.
-        headers = transport._headers(stream=True)
-        http = await transport._async_client()
         self._loop = asyncio.get_running_loop()
-        request = http.build_request(
-            "POST", self._url, content=self._body, headers=headers, timeout=transport._timeout
-        )
+        # The headers first, as in `Transport._asend`: a missing key fails before a slot is
+        # taken or a pool made for it.
+        transport._headers(stream=True)
         self._slot = transport._aslot()
         await self._slot.__aenter__()
         try:
-            response = await http.send(request, stream=True)
-        except asyncio.CancelledError:
-            record_usage(self._model, None)  # as `Transport.apost`: it may have been taken
-            raise
-        except httpx.HTTPError as e:
-            if isinstance(e, AFTER_SENDING):
-                record_usage(self._model, None)
-            await self._failed(transport._failure(e, self._url))
+            response = await transport._aopen(self._url, self._body, self._model)
+        except TIRError as e:
+            await self._failed(e)
             return
         self._response = response
-        if response.status_code >= 400:
+        if response.status >= 400:
             try:
-                await response.aread()
-            except httpx.HTTPError as e:  # the error body broke off: as the sync loop does
-                await self._failed(transport._failure(e, self._url))
+                content = await response.read()
+            except TIRError as e:  # the error body broke off: as the sync loop does
+                await self._failed(e)
                 return
-            await self._failed(transport._status_error(response))
+            reply = Reply(response.status, response.headers, content, self._url)
+            await self._failed(transport._status_error(reply))
             return
         self._pending = request_started(self._model)
         self._parse = self._parser(response.headers)
-        self._bytes = response.aiter_bytes()
+        self._bytes = response.chunks()
 
     async def _failed(self, error: TIRError) -> None:
         """Retry, or raise `error` once the items before it are read."""
@@ -272,7 +266,7 @@ class AsyncStream(Generic[_T]):
                 await slot.__aexit__(None, None, None)
 
 
-def _close_later(loop: asyncio.AbstractEventLoop, response: httpx.Response) -> None:
+def _close_later(loop: asyncio.AbstractEventLoop, response: Opened) -> None:
     task = loop.create_task(response.aclose())
     _closing.add(task)  # held until done: the loop keeps only weak references to tasks
     task.add_done_callback(_closing.discard)

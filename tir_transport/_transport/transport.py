@@ -8,14 +8,14 @@ rerank) build bodies and read replies, and never loop themselves.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import importlib.util
 import json
 import logging
 import time
 from collections.abc import Callable, Generator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 import httpx
 
@@ -33,9 +33,11 @@ from .._limits import Limits
 from .._retry import RetryPolicy, parse_retry_after
 from .._secrets import scrub_bytes
 from .._usage import Usage, record_usage
+from .asend import aopen, asend
 from .failures import AFTER_SENDING, transport_error
 from .keys import hold_key
 from .pools import Pools, http_timeout, proxy_for, proxy_name
+from .replies import Opened, Reply
 from .stream import AsyncStream, ParserFactory, sync_stream
 
 __all__ = ["Closing", "Transport"]
@@ -89,6 +91,7 @@ class Transport(Closing):
         limits: Limits | None = None,
         http_client: httpx.Client | None = None,
         http_async_client: httpx.AsyncClient | None = None,
+        engine: Literal["httpx", "aiohttp"] = "httpx",
     ) -> None:
         """Create a transport; no I/O happens here.
 
@@ -101,7 +104,17 @@ class Transport(Closing):
                 used as given and never closed here; `config.timeout` still applies.
             http_async_client: the same for async calls (an httpx async client belongs to
                 the event loop it was first used in).
+            engine: what our own async pools run on: `"aiohttp"` costs a tenth of httpx's
+                CPU a request with many in flight (bulk jobs use it); the sync pool, your own
+                clients and a proxy from the environment stay on httpx.
         """
+        if engine not in ("httpx", "aiohttp"):
+            raise ValueError(f"engine must be 'httpx' or 'aiohttp', got {engine!r}")
+        if engine == "aiohttp" and importlib.util.find_spec("aiohttp") is None:
+            raise ConfigurationError(
+                "engine='aiohttp' needs aiohttp: pip install aiohttp (tir-llama[ray] has it)"
+            )
+        self.engine = engine
         self.config = config
         self.retry = retry or RetryPolicy(max_retries=config.max_retries)
         self.limits = limits or Limits()
@@ -144,6 +157,14 @@ class Transport(Closing):
 
     async def _async_client(self) -> httpx.AsyncClient:
         return await self._pools.async_(self._pool_proxy())
+
+    def _on_aiohttp(self) -> bool:
+        """Whether async requests go over our aiohttp pool (see `engine`)."""
+        return (
+            self.engine == "aiohttp"
+            and self.http_async_client is None
+            and self._pool_proxy() is None
+        )
 
     def close(self) -> None:
         """Close the sync pool. Async pools close with `aclose()` or when their loop ends."""
@@ -213,19 +234,19 @@ class Transport(Closing):
             self._header_sets = (plain, {**plain, "Accept": "text/event-stream"})
         return self._header_sets[1] if stream else self._header_sets[0]
 
-    def _status_error(self, response: httpx.Response) -> TIRError:
+    def _status_error(self, reply: Reply) -> TIRError:
         error = error_from_response(
-            response.status_code,
-            response.content,
-            response.headers,
+            reply.status,
+            reply.content,
+            reply.headers,
             secret=self.config.secret(),
-            url=str(response.request.url),
+            url=reply.url,
         )
         proxy = self._proxy_shown
-        if proxy and response.status_code in (407, 502, 503, 504):
+        if proxy and reply.status in (407, 502, 503, 504):
             # The answer may be the proxy's own (it could not reach TIR, or wants a login).
             error.message += f" (the request went through the proxy {proxy})"
-        error.retry_after = parse_retry_after(response.headers)
+        error.retry_after = parse_retry_after(reply.headers)
         if error.retry_after and isinstance(error, RateLimitError):
             # The server said to wait: the other requests of this transport wait too.
             self.limits.backoff.hold(error.retry_after)
@@ -265,7 +286,7 @@ class Transport(Closing):
             proxy=self._proxy_shown,
         )
 
-    def _read(self, response: httpx.Response, parse: Callable[[Any], _R], model: str | None) -> _R:
+    def _read(self, reply: Reply, parse: Callable[[Any], _R], model: str | None) -> _R:
         """The one reader of a whole reply, for every API: JSON in, `parse`'s reply out.
 
         The key is hidden in the raw reply before anything decodes, quotes or cuts it (a
@@ -274,7 +295,7 @@ class Transport(Closing):
         is no model's work, such as `GET /models`).
         """
         secret = self.config.secret()
-        content = scrub_bytes(response.content, secret)
+        content = scrub_bytes(reply.content, secret)
         try:
             try:
                 data = json.loads(content)
@@ -283,16 +304,16 @@ class Transport(Closing):
                 raise InvalidResponseError(
                     f"the server's reply is not JSON: {quote(text, 200)!r}"
                 ) from e
-            reply = parse(data)
+            result = parse(data)
         except TIRError as e:
-            e.request_id = request_id_of(response.headers, secret)
+            e.request_id = request_id_of(reply.headers, secret)
             if model is not None:
                 record_usage(model, None)  # taken and answered, but its usage is unreadable
             raise
         if model is not None:
-            usage: Usage | None = getattr(reply, "usage", None)
-            record_usage(model, usage, served=getattr(reply, "model", None))
-        return reply
+            usage: Usage | None = getattr(result, "usage", None)
+            record_usage(model, usage, served=getattr(result, "model", None))
+        return result
 
     # -- the request loop: send, retry, back off, map errors, respect limits -----------------
     # A reply read whole is retried until its headers arrive; a stream also while it has
@@ -333,7 +354,7 @@ class Transport(Closing):
         """Async twin of `stream`."""
         return AsyncStream(self, url, body, parser, model)
 
-    def _send(self, url: str, body: bytes | None, model: str | None = None) -> httpx.Response:
+    def _send(self, url: str, body: bytes | None, model: str | None = None) -> Reply:
         """POST (GET without a body) with retries; the response, or the last try's error.
 
         `model`: a try that failed after it was sent (a timeout waiting for the reply) is
@@ -354,43 +375,20 @@ class Transport(Closing):
                     record_usage(model, None)
                 error = self._failure(e, url)
             else:
-                if response.status_code < 400:
-                    return response
-                error = self._status_error(response)
+                reply = Reply.of(response)
+                if reply.status < 400:
+                    return reply
+                error = self._status_error(reply)
             time.sleep(self._backoff(error, attempt, url))
             attempt += 1
 
-    async def _asend(
-        self, url: str, body: bytes | None, model: str | None = None
-    ) -> httpx.Response:
-        """Async twin of `_send`."""
-        headers = self._headers()
-        client = await self._async_client()
-        method = "GET" if body is None else "POST"
-        attempt = 0
-        while True:
-            try:
-                async with self._aslot():
-                    try:
-                        response = await client.request(
-                            method, url, content=body, headers=headers, timeout=self._timeout
-                        )
-                    except asyncio.CancelledError:
-                        # Cancelled while out (`wait_for`, a task cancelled): the server may
-                        # have taken it; which, the client cannot tell.
-                        if model is not None:
-                            record_usage(model, None)
-                        raise
-            except httpx.HTTPError as e:
-                if model is not None and isinstance(e, AFTER_SENDING):
-                    record_usage(model, None)
-                error = self._failure(e, url)
-            else:
-                if response.status_code < 400:
-                    return response
-                error = self._status_error(response)
-            await asyncio.sleep(self._backoff(error, attempt, url))
-            attempt += 1
+    async def _asend(self, url: str, body: bytes | None, model: str | None = None) -> Reply:
+        """Async twin of `_send` (see `asend`)."""
+        return await asend(self, url, body, model)
+
+    async def _aopen(self, url: str, body: bytes, model: str) -> Opened:
+        """Send a streamed POST; its reply once the headers are in (see `aopen`)."""
+        return await aopen(self, url, body, model)
 
 
 def _as_is(data: Any) -> Any:

@@ -1,0 +1,168 @@
+"""The aiohttp engine (`engine="aiohttp"`, what bulk jobs' actors run on) beside httpx's.
+
+Each scenario runs async on both engines against the emulator over real sockets; what the
+caller gets (the reply, the error's class and message, the usage counted, what was sent) must
+be the same. httpx is the oracle: it is what every other async test runs on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+from typing import Any
+
+import pytest
+
+from tests.conftest import TEST_KEY
+from tests.support.emulator import Emulator, Reply
+from tir_transport import (
+    APIConnectionError,
+    APITimeoutError,
+    AuthenticationError,
+    ChatClient,
+    EmbeddingsClient,
+    RateLimitError,
+    StreamInterruptedError,
+    TIRConfig,
+    TIRError,
+    build_payload,
+    track_usage,
+)
+
+ENGINES = ["httpx", "aiohttp"]
+
+
+def client(emulator: Emulator, engine: str, **changes: Any) -> ChatClient:
+    settings = {"api_key": TEST_KEY, "base_url": emulator.base_url, "timeout": 5.0}
+    return ChatClient(TIRConfig.from_env(**{**settings, **changes}), engine=engine)  # type: ignore[arg-type]
+
+
+def hello(stream: bool = False) -> dict[str, Any]:
+    messages = [{"role": "user", "content": "Say hello"}]
+    return build_payload(messages, "llama3_1_8b_instruct", stream=stream)
+
+
+def outcome(emulator: Emulator, engine: str, stream: bool, **changes: Any) -> tuple[Any, ...]:
+    """What a caller sees of one async call: the text or the error, and the usage counted."""
+    chat = client(emulator, engine, **changes)
+
+    async def call() -> str | None:
+        if stream:
+            return "".join([c.text or "" async for c in chat.astream(hello(stream=True))])
+        return (await chat.acreate(hello())).text
+
+    with track_usage() as usage:
+        try:
+            result: Any = asyncio.run(call())
+        except TIRError as e:
+            # The emulator's own request ids are random: their places compared, not values.
+            ids = re.sub(r"req-[0-9a-f]{12}", "req-N", e.request_id or "")
+            result = (type(e).__name__, e.message, ids)
+    return result, usage.requests, usage.total_tokens, usage.requests_without_usage
+
+
+SCENARIOS: dict[str, list[Reply]] = {
+    "ok": [Reply()],
+    "401": [Reply(status=401, headers={"x-request-id": "req-1"})],
+    "429 then ok": [Reply(status=429, headers={"Retry-After": "0"}), Reply()],
+    "500 every time": [Reply(status=500)] * 3,
+    "reply not json": [Reply(body="<html>gateway</html>")],
+    "request id sent twice": [
+        Reply(status=400, headers={"x-request-id": "a"}, message="bad request"),
+    ],
+}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_both_engines_give_the_caller_the_same(
+    emulator: Emulator, scenario: str, stream: bool
+) -> None:
+    if scenario == "reply not json" and stream:
+        pytest.skip("a streamed reply is read as events, not JSON: no such case")
+    seen: list[Any] = []
+    for engine in ENGINES:
+        emulator.reset()
+        emulator.queue(*SCENARIOS[scenario])
+        seen.append(outcome(emulator, engine, stream, max_retries=2))
+        sent = [(r.method, r.path, r.json) for r in emulator.requests]
+        seen.append(sent)
+    assert seen[0] == seen[2]  # what the caller got
+    assert seen[1] == seen[3]  # what the server got
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_stream_cut_midway_is_an_interruption(emulator: Emulator, engine: str) -> None:
+    emulator.queue(Reply(cut_after=2))
+    with pytest.raises(StreamInterruptedError, match=r"broke off|before the reply finished"):
+        outcome_raise(emulator, engine)
+
+
+def outcome_raise(emulator: Emulator, engine: str) -> None:
+    chat = client(emulator, engine, max_retries=0)
+
+    async def call() -> None:
+        async for _ in chat.astream(hello(stream=True)):
+            pass
+
+    asyncio.run(call())
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_stalled_stream_times_out(emulator: Emulator, engine: str) -> None:
+    emulator.queue(Reply(stall_after=1, stall_seconds=3))
+    with pytest.raises(APITimeoutError, match=r"timed out talking to .*ReadTimeout"):
+        chat = client(emulator, engine, max_retries=0, timeout=0.5)
+
+        async def call() -> None:
+            async for _ in chat.astream(hello(stream=True)):
+                pass
+
+        asyncio.run(call())
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_nothing_listening_is_a_connection_error(engine: str) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    chat = ChatClient(
+        TIRConfig.from_env(api_key=TEST_KEY, base_url=f"http://127.0.0.1:{port}/v1", max_retries=0),
+        engine=engine,  # type: ignore[arg-type]
+    )
+    with pytest.raises(APIConnectionError, match=r"could not connect to http://127\.0\.0\.1"):
+        asyncio.run(chat.acreate(hello()))
+
+
+def test_a_429_backs_off_every_request_on_aiohttp_too(emulator: Emulator) -> None:
+    emulator.queue(Reply(status=429, headers={"Retry-After": "1"}))
+    chat = client(emulator, "aiohttp", max_retries=0)
+    with pytest.raises(RateLimitError):
+        asyncio.run(chat.acreate(hello()))
+    assert chat.limits.active
+
+
+def test_embeddings_on_aiohttp_match_httpx(emulator: Emulator) -> None:
+    texts = [f"text {i}" for i in range(70)]  # two batches, in flight together
+    vectors = []
+    for engine in ENGINES:
+        config = TIRConfig.from_env(api_key=TEST_KEY, base_url=emulator.base_url, model="e")
+        embedder = EmbeddingsClient(config, engine=engine)  # type: ignore[arg-type]
+        vectors.append(asyncio.run(embedder.aembed(texts)))
+    assert vectors[0] == vectors[1]
+
+
+def test_an_unknown_engine_is_refused() -> None:
+    with pytest.raises(ValueError, match="engine must be 'httpx' or 'aiohttp'"):
+        ChatClient(TIRConfig.from_env(api_key=TEST_KEY), engine="curl")  # type: ignore[arg-type]
+
+
+def test_a_401_on_aiohttp_says_what_httpx_says(emulator: Emulator) -> None:
+    messages = []
+    for engine in ENGINES:
+        emulator.queue(Reply(status=401))
+        with pytest.raises(AuthenticationError) as info:
+            asyncio.run(client(emulator, engine).acreate(hello()))
+        messages.append(info.value.message)
+    assert messages[0] == messages[1]

@@ -1,0 +1,186 @@
+"""aiohttp under our own async pools, when a transport is made with `engine="aiohttp"`.
+
+Why: httpx's async pool does quadratic work as connections grow (encode/httpx#3215,
+encode/httpcore#1035); issue 31 measured 5.0 ms of CPU a chat request at 32 in flight over
+httpx's async client and 0.27 ms over aiohttp, and a bulk job's actor is CPU-bound on it. What
+users pass stays httpx: their own `http_async_client` is used as given, and a proxy from the
+environment keeps the httpx pool (whose proxy handling the transport checks and names).
+
+The failures are said as httpx's are (`transport_error`'s words, httpx's timeout names), so a
+message does not depend on the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Mapping
+
+import aiohttp
+import httpx
+
+from .._errors import APIConnectionError, APITimeoutError, StreamInterruptedError, TIRError
+from .._secrets import scrub_secret
+from .replies import Reply
+
+__all__ = [
+    "AIO_ERRORS",
+    "AioOpened",
+    "abandon",
+    "aio_failure",
+    "aio_timeout",
+    "joined",
+    "new_session",
+    "open_stream",
+    "request",
+    "sent_before",
+]
+
+
+def aio_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    """As `http_timeout`: connecting within 10 s at most, `seconds` between two reads."""
+    return aiohttp.ClientTimeout(
+        total=None, connect=None, sock_connect=min(seconds, 10.0), sock_read=seconds
+    )
+
+
+def new_session(ssl_context: ssl.SSLContext) -> aiohttp.ClientSession:
+    """A session for one event loop: as many connections as httpx's pool, kept 30 s."""
+    connector = aiohttp.TCPConnector(
+        limit=1000, limit_per_host=0, keepalive_timeout=30, ssl=ssl_context
+    )
+    # No cookie jar (a TIR reply sets none we would send back); no environment proxies (the
+    # transport keeps httpx's pool when one applies, with the proxy it checked).
+    return aiohttp.ClientSession(
+        connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False
+    )
+
+
+def joined(response: aiohttp.ClientResponse) -> httpx.Headers:
+    """A reply's headers as httpx gives them: any case, a name sent twice read as one "a, b".
+
+    So that a request id (or a `Retry-After`) reads the same whichever engine got the reply.
+    """
+    return httpx.Headers(list(response.raw_headers))
+
+
+def sent_before(exc: BaseException) -> bool:
+    """Whether the request had gone out when `exc` came (the server may have taken it)."""
+    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+        return False
+    return isinstance(
+        exc,
+        aiohttp.ServerDisconnectedError
+        | aiohttp.ClientPayloadError
+        | aiohttp.ClientOSError
+        | aiohttp.SocketTimeoutError,
+    )
+
+
+def aio_failure(
+    exc: BaseException,
+    url: str,
+    *,
+    in_stream: bool = False,
+    secret: str | None = None,
+) -> TIRError:
+    """An aiohttp failure as our error, in `transport_error`'s words."""
+    detail = scrub_secret(str(exc) or type(exc).__name__, secret)
+    error: TIRError
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        error = APITimeoutError(f"timed out talking to {url}: ConnectTimeout")
+    elif isinstance(exc, TimeoutError):
+        error = APITimeoutError(f"timed out talking to {url}: ReadTimeout")
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        error = APIConnectionError(f"could not connect to {url}: {detail}")
+    elif in_stream:
+        error = StreamInterruptedError(f"the stream from {url} broke off: {detail}")
+    elif sent_before(exc):
+        error = APIConnectionError(f"the connection to {url} failed: {detail}")
+    else:
+        error = APIConnectionError(f"could not connect to {url}: {detail}")
+    # A message that held the key is not chained (no traceback finds it there).
+    error.__cause__ = exc if detail == (str(exc) or type(exc).__name__) else None
+    error.__suppress_context__ = True
+    return error
+
+
+# What an aiohttp request can fail with (its timeouts are TimeoutErrors too).
+AIO_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
+
+
+class AioOpened:
+    """A streamed reply's status, headers and bytes over aiohttp (see `stream.Opened`)."""
+
+    __slots__ = ("_response", "_secret", "_url", "headers", "status")
+
+    def __init__(self, response: aiohttp.ClientResponse, url: str, secret: str | None) -> None:
+        self._response = response
+        self._url = url
+        self._secret = secret
+        self.status = response.status
+        self.headers: Mapping[str, str] = joined(response)
+
+    async def read(self) -> bytes:
+        """The whole body (an error's)."""
+        try:
+            return await self._response.read()
+        except AIO_ERRORS as e:
+            error = aio_failure(e, self._url, secret=self._secret)
+        raise error  # outside the handler: chained only as aio_failure chains it
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body's bytes as they come; a break is a `StreamInterruptedError`."""
+        try:
+            async for raw in self._response.content.iter_any():
+                yield raw
+            return
+        except AIO_ERRORS as e:
+            error = aio_failure(e, self._url, in_stream=True, secret=self._secret)
+        raise error
+
+    async def aclose(self) -> None:
+        """Give the connection back (read to its end) or drop it (cut short)."""
+        self.close()
+
+    def close(self) -> None:
+        """`aclose`, for the collector's path: aiohttp's release and close do no I/O."""
+        response = self._response
+        if response.content.at_eof():
+            response.release()
+        else:
+            response.close()
+
+
+async def request(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    body: bytes | None,
+    headers: Mapping[str, str],
+    timeouts: aiohttp.ClientTimeout,
+) -> Reply:
+    """One try of `Transport._asend` on aiohttp: the whole reply."""
+    async with session.request(method, url, data=body, headers=headers, timeout=timeouts) as got:
+        return Reply(got.status, joined(got), await got.read(), url)
+
+
+async def open_stream(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    timeouts: aiohttp.ClientTimeout,
+    secret: str | None,
+) -> AioOpened:
+    """One try of `AsyncStream` on aiohttp: the reply once its headers are in."""
+    got = await session.request("POST", url, data=body, headers=headers, timeout=timeouts)
+    return AioOpened(got, url, secret)
+
+
+def abandon(session: aiohttp.ClientSession) -> None:
+    """Close a session whose loop was closed by hand (no loop left to await its close on)."""
+    connector = session.connector
+    if connector is not None:
+        connector._close()  # closes its sockets at once; what it returns needs the dead loop
+    session.detach()  # said closed: aiohttp does not warn when it is collected

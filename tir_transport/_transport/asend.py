@@ -1,0 +1,132 @@
+"""The async request loop (`Transport._asend`) and a stream's try (`AsyncStream`), per engine.
+
+httpx's async pool, or our aiohttp pool when the transport runs on aiohttp (see
+`Transport.engine`): the same loop, the same retries, slots and usage counting, aiohttp's
+failures said as httpx's are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import httpx
+
+from .._usage import record_usage
+from .failures import AFTER_SENDING
+from .replies import HttpxOpened, Opened, Reply
+
+if TYPE_CHECKING:
+    from .transport import Transport
+
+__all__ = ["aopen", "asend"]
+
+
+async def asend(
+    transport: Transport, url: str, body: bytes | None, model: str | None = None
+) -> Reply:
+    """`Transport._send`'s async twin, over the engine the transport runs async requests on."""
+    if transport._on_aiohttp():
+        return await _asend_aiohttp(transport, url, body, model)
+    headers = transport._headers()
+    client = await transport._async_client()
+    method = "GET" if body is None else "POST"
+    attempt = 0
+    while True:
+        try:
+            async with transport._aslot():
+                try:
+                    response = await client.request(
+                        method, url, content=body, headers=headers, timeout=transport._timeout
+                    )
+                except asyncio.CancelledError:
+                    # Cancelled while out (`wait_for`, a task cancelled): the server may
+                    # have taken it; which, the client cannot tell.
+                    if model is not None:
+                        record_usage(model, None)
+                    raise
+        except httpx.HTTPError as e:
+            if model is not None and isinstance(e, AFTER_SENDING):
+                record_usage(model, None)
+            error = transport._failure(e, url)
+        else:
+            reply = Reply.of(response)
+            if reply.status < 400:
+                return reply
+            error = transport._status_error(reply)
+        await asyncio.sleep(transport._backoff(error, attempt, url))
+        attempt += 1
+
+
+async def _asend_aiohttp(
+    transport: Transport, url: str, body: bytes | None, model: str | None
+) -> Reply:
+    """`asend` over our aiohttp pool: the same loop, aiohttp's failures mapped as httpx's."""
+    from . import aio  # aiohttp is needed only by this engine
+
+    headers = transport._headers()
+    session = await transport._pools.aio()
+    timeout = aio.aio_timeout(transport.config.timeout)
+    method = "GET" if body is None else "POST"
+    attempt = 0
+    while True:
+        try:
+            async with transport._aslot():
+                try:
+                    reply = await aio.request(session, method, url, body, headers, timeout)
+                except asyncio.CancelledError:
+                    if model is not None:
+                        record_usage(model, None)  # as `asend`: it may have been taken
+                    raise
+        except aio.AIO_ERRORS as e:
+            if model is not None and aio.sent_before(e):
+                record_usage(model, None)
+            error = aio.aio_failure(e, url, secret=transport.config.secret())
+        else:
+            if reply.status < 400:
+                return reply
+            error = transport._status_error(reply)
+        await asyncio.sleep(transport._backoff(error, attempt, url))
+        attempt += 1
+
+
+async def aopen(transport: Transport, url: str, body: bytes, model: str) -> Opened:
+    """Send a streamed POST; its reply once the headers are in (`AsyncStream`'s one try).
+
+    Raises:
+        TIRError: it could not be sent, or no reply came (counted as `model`'s request
+            when it may have been taken).
+    """
+    headers = transport._headers(stream=True)
+    secret = transport.config.secret()
+    if transport._on_aiohttp():
+        from . import aio
+
+        timeout = aio.aio_timeout(transport.config.timeout)
+        try:
+            session = await transport._pools.aio()
+            return await aio.open_stream(session, url, body, headers, timeout, secret)
+        except asyncio.CancelledError:
+            record_usage(model, None)  # as `asend`: it may have been taken
+            raise
+        except aio.AIO_ERRORS as e:
+            if aio.sent_before(e):
+                record_usage(model, None)
+            error = aio.aio_failure(e, url, secret=secret)
+        raise error  # outside the handler: chained only as the mapping chains it
+    try:
+        http = await transport._async_client()
+        request = http.build_request(
+            "POST", url, content=body, headers=headers, timeout=transport._timeout
+        )
+        return HttpxOpened(
+            await http.send(request, stream=True), url, secret, transport._proxy_shown
+        )
+    except asyncio.CancelledError:
+        record_usage(model, None)  # as `asend`: it may have been taken
+        raise
+    except httpx.HTTPError as e:
+        if isinstance(e, AFTER_SENDING):
+            record_usage(model, None)
+        error = transport._failure(e, url)
+    raise error
