@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from .._errors import TIRError
 from .._usage import record_usage
 from .failures import AFTER_SENDING
 from .replies import HttpxOpened, Opened, Reply
@@ -26,62 +27,55 @@ async def asend(
     transport: Transport, url: str, body: bytes | None, model: str | None = None
 ) -> Reply:
     """`Transport._send`'s async twin, over the engine the transport runs async requests on."""
-    if transport._on_aiohttp():
-        return await _asend_aiohttp(transport, url, body, model)
     headers = transport._headers()
-    client = await transport._async_client()
     method = "GET" if body is None else "POST"
+    caught: tuple[type[BaseException], ...]
+    if transport._on_aiohttp():
+        from . import aio  # aiohttp is needed only by this engine
+
+        session = await transport._pools.aio()
+        timeouts = aio.aio_timeout(transport.config.timeout)
+
+        async def once() -> Reply:
+            return await aio.request(session, method, url, body, headers, timeouts)
+
+        def failed(e: BaseException) -> TIRError:
+            if model is not None and aio.sent_before(e):
+                record_usage(model, None)
+            return aio.aio_failure(e, url, secret=transport.config.secret())
+
+        caught = aio.AIO_ERRORS
+    else:
+        client = await transport._async_client()
+
+        async def once() -> Reply:
+            return Reply.of(
+                await client.request(
+                    method, url, content=body, headers=headers, timeout=transport._timeout
+                )
+            )
+
+        def failed(e: BaseException) -> TIRError:
+            if model is not None and isinstance(e, AFTER_SENDING):
+                record_usage(model, None)
+            assert isinstance(e, httpx.HTTPError)
+            return transport._failure(e, url)
+
+        caught = (httpx.HTTPError,)
     attempt = 0
     while True:
         try:
             async with transport._aslot():
                 try:
-                    response = await client.request(
-                        method, url, content=body, headers=headers, timeout=transport._timeout
-                    )
+                    reply = await once()
                 except asyncio.CancelledError:
                     # Cancelled while out (`wait_for`, a task cancelled): the server may
                     # have taken it; which, the client cannot tell.
                     if model is not None:
                         record_usage(model, None)
                     raise
-        except httpx.HTTPError as e:
-            if model is not None and isinstance(e, AFTER_SENDING):
-                record_usage(model, None)
-            error = transport._failure(e, url)
-        else:
-            reply = Reply.of(response)
-            if reply.status < 400:
-                return reply
-            error = transport._status_error(reply)
-        await asyncio.sleep(transport._backoff(error, attempt, url))
-        attempt += 1
-
-
-async def _asend_aiohttp(
-    transport: Transport, url: str, body: bytes | None, model: str | None
-) -> Reply:
-    """`asend` over our aiohttp pool: the same loop, aiohttp's failures mapped as httpx's."""
-    from . import aio  # aiohttp is needed only by this engine
-
-    headers = transport._headers()
-    session = await transport._pools.aio()
-    timeout = aio.aio_timeout(transport.config.timeout)
-    method = "GET" if body is None else "POST"
-    attempt = 0
-    while True:
-        try:
-            async with transport._aslot():
-                try:
-                    reply = await aio.request(session, method, url, body, headers, timeout)
-                except asyncio.CancelledError:
-                    if model is not None:
-                        record_usage(model, None)  # as `asend`: it may have been taken
-                    raise
-        except aio.AIO_ERRORS as e:
-            if model is not None and aio.sent_before(e):
-                record_usage(model, None)
-            error = aio.aio_failure(e, url, secret=transport.config.secret())
+        except caught as e:
+            error = failed(e)
         else:
             if reply.status < 400:
                 return reply
