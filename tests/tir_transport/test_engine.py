@@ -68,6 +68,9 @@ SCENARIOS: dict[str, list[Reply]] = {
     "429 then ok": [Reply(status=429, headers={"Retry-After": "0"}), Reply()],
     "500 every time": [Reply(status=500)] * 3,
     "reply not json": [Reply(body="<html>gateway</html>")],
+    # Redirects are not followed (a 307 would resend the POST, key and all): the caller
+    # gets the 3xx as httpx hands it on.
+    "a redirect": [Reply(status=307, headers={"Location": "/v1/chat/completions"})],
     "request id sent twice": [
         Reply(status=400, headers={"x-request-id": "a"}, message="bad request"),
     ],
@@ -166,3 +169,37 @@ def test_a_401_on_aiohttp_says_what_httpx_says(emulator: Emulator) -> None:
             asyncio.run(client(emulator, engine).acreate(hello()))
         messages.append(info.value.message)
     assert messages[0] == messages[1]
+
+
+def chain(error: BaseException) -> str:
+    """Every text a traceback or an error reporter could show of `error` and its causes."""
+    texts: list[str] = []
+    current: BaseException | None = error
+    while current is not None:
+        texts += [str(current), repr(current), repr(current.args)]
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
+    return "\n".join(texts)
+
+
+def test_an_aiohttp_error_that_carries_the_request_is_not_chained() -> None:
+    # aiohttp's ClientResponseError (a reply it could not parse, too many redirects) carries
+    # the request, its Authorization header in clear, in its repr and args; found in review:
+    # it was chained to our error, where a traceback or an error reporter shows it.
+    import aiohttp
+    from multidict import CIMultiDict, CIMultiDictProxy
+    from yarl import URL
+
+    from tir_transport._transport.aio import aio_failure
+
+    url = "http://127.0.0.1:1/v1/chat/completions"
+    headers = CIMultiDictProxy(CIMultiDict({"Authorization": f"Bearer {TEST_KEY}"}))
+    info = aiohttp.RequestInfo(URL(url), "POST", headers, URL(url))
+    raw = aiohttp.ClientResponseError(info, (), status=400, message="Got more than 8190 bytes")
+    assert TEST_KEY in repr(raw)  # what would have leaked
+    error = aio_failure(raw, url, secret=TEST_KEY)
+    assert TEST_KEY not in chain(error)
+    assert "the connection to" in error.message  # after sending, as httpx's protocol error
+    refused = aio_failure(aiohttp.ClientConnectionError("refused"), url, secret=TEST_KEY)
+    assert refused.__cause__ is not None  # what holds no key stays chained

@@ -38,10 +38,26 @@ __all__ = [
 
 
 def aio_timeout(seconds: float) -> aiohttp.ClientTimeout:
-    """As `http_timeout`: connecting within 10 s at most, `seconds` between two reads."""
+    """As `http_timeout`: connecting within 10 s at most, `seconds` between two reads.
+
+    Connecting is a free connection, the name, TCP and TLS; writing is bounded by
+    `until_headers`.
+    """
+    connect = min(seconds, 10.0)
     return aiohttp.ClientTimeout(
-        total=None, connect=None, sock_connect=min(seconds, 10.0), sock_read=seconds
+        total=None, connect=connect, sock_connect=connect, sock_read=seconds
     )
+
+
+def until_headers(seconds: float) -> float:
+    """The bound on sending a request and getting its reply's headers.
+
+    aiohttp has no write timeout (its read timeout starts once the body is written): a server
+    that takes the connection but never reads a large body would hold the request for ever,
+    where httpx's write timeout ends it. This bounds the connect, the write and the wait for
+    the headers together, as httpx bounds each.
+    """
+    return 2 * seconds + min(seconds, 10.0)
 
 
 def new_session(ssl_context: ssl.SSLContext) -> aiohttp.ClientSession:
@@ -49,10 +65,15 @@ def new_session(ssl_context: ssl.SSLContext) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(
         limit=1000, limit_per_host=0, keepalive_timeout=30, ssl=ssl_context
     )
-    # No cookie jar (a TIR reply sets none we would send back); no environment proxies (the
-    # transport keeps httpx's pool when one applies, with the proxy it checked).
+    # Cookies kept and sent back as httpx's pool does (a load balancer's sticky cookie), for
+    # IP hosts too; no environment proxies (the transport keeps httpx's pool when one
+    # applies, with the proxy it checked); header lines as long as h11 takes (16 KiB).
     return aiohttp.ClientSession(
-        connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False
+        connector=connector,
+        cookie_jar=aiohttp.CookieJar(unsafe=True),
+        trust_env=False,
+        max_line_size=16384,
+        max_field_size=16384,
     )
 
 
@@ -68,12 +89,14 @@ def sent_before(exc: BaseException) -> bool:
     """Whether the request had gone out when `exc` came (the server may have taken it)."""
     if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
         return False
+    # A reply that could not be parsed (httpx's RemoteProtocolError) came after the request.
     return isinstance(
         exc,
         aiohttp.ServerDisconnectedError
         | aiohttp.ClientPayloadError
         | aiohttp.ClientOSError
-        | aiohttp.SocketTimeoutError,
+        | aiohttp.SocketTimeoutError
+        | aiohttp.ClientResponseError,
     )
 
 
@@ -99,8 +122,10 @@ def aio_failure(
         error = APIConnectionError(f"the connection to {url} failed: {detail}")
     else:
         error = APIConnectionError(f"could not connect to {url}: {detail}")
-    # A message that held the key is not chained (no traceback finds it there).
-    error.__cause__ = exc if detail == (str(exc) or type(exc).__name__) else None
+    # Chained only when nothing of it holds the key: a ClientResponseError's repr and args
+    # carry the request's headers (Authorization in clear), which httpx's never show.
+    shown = f"{exc}{exc!r}{exc.args!r}"
+    error.__cause__ = exc if scrub_secret(shown, secret) == shown else None
     error.__suppress_context__ = True
     return error
 
@@ -161,7 +186,11 @@ async def request(
     timeouts: aiohttp.ClientTimeout,
 ) -> Reply:
     """One try of `Transport._asend` on aiohttp: the whole reply."""
-    async with session.request(method, url, data=body, headers=headers, timeout=timeouts) as got:
+    async with asyncio.timeout(until_headers(timeouts.sock_read or 60.0)):
+        got = await session.request(
+            method, url, data=body, headers=headers, timeout=timeouts, allow_redirects=False
+        )
+    async with got:
         return Reply(got.status, joined(got), await got.read(), url)
 
 
@@ -174,7 +203,10 @@ async def open_stream(
     secret: str | None,
 ) -> AioOpened:
     """One try of `AsyncStream` on aiohttp: the reply once its headers are in."""
-    got = await session.request("POST", url, data=body, headers=headers, timeout=timeouts)
+    async with asyncio.timeout(until_headers(timeouts.sock_read or 60.0)):
+        got = await session.request(
+            "POST", url, data=body, headers=headers, timeout=timeouts, allow_redirects=False
+        )
     return AioOpened(got, url, secret)
 
 
@@ -182,5 +214,7 @@ def abandon(session: aiohttp.ClientSession) -> None:
     """Close a session whose loop was closed by hand (no loop left to await its close on)."""
     connector = session.connector
     if connector is not None:
-        connector._close()  # closes its sockets at once; what it returns needs the dead loop
+        # Forgets its connections (their sockets close when collected, as a dropped httpx
+        # client's do): their close would need the dead loop.
+        connector._close()
     session.detach()  # said closed: aiohttp does not warn when it is collected
