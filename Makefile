@@ -25,7 +25,7 @@ typecheck: $(STAMP)
 # The real model servers are installed before pytest starts: their first builds (llama.cpp 4 to 6
 # minutes, vLLM about 5) must not count against a test's timeout.
 pytest: $(STAMP) model-server vllm-server
-	$(PY) -m pytest
+	$(PY) scripts/run_tests.py
 
 # The docs build (--strict) also runs inside pytest (tests/test_docs.py), with every sample.
 docs: $(STAMP)

@@ -1,0 +1,71 @@
+"""`make pytest`: the vLLM tier beside everything else, as two pytest processes.
+
+The vLLM tier (tests/vllm) spends its time starting servers and generating tokens, each
+server kept to one CPU on a 2-CPU machine (scripts/vllm_server.py); the rest of the suite
+mostly waits on sockets, Ray and subprocesses. One after the other they took 18 of a
+fresh-clone `.ci/run`'s 20 minutes; side by side they share the two CPUs (tests/README.md).
+The rest of the suite prints as it runs; the vLLM tier's output goes to a log (named at the
+start) and is printed once it ends, so the two never interleave. The exit status is the first
+failure's, else 0. Ctrl-C or a SIGTERM ends both runs, with their servers.
+
+Usage: python scripts/run_tests.py [pytest arguments for both runs...]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str]) -> int:
+    """Run both tiers; return the exit status `make` should see."""
+    log = Path(tempfile.gettempdir()) / f"tir-llama-vllm-tier-{os.getpid()}.log"
+    pytest = [sys.executable, "-m", "pytest", *argv]
+    started = time.monotonic()
+    with log.open("wb") as out:
+        # A process group of its own, ended as one (its servers with it) on Ctrl-C or SIGTERM.
+        vllm = subprocess.Popen(
+            [*pytest, "-p", "no:cacheprovider", "-m", "vllm", "tests/vllm"],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    print(f"run_tests: the vLLM tier runs beside the rest; its output: {log}", flush=True)
+    # In this script's process group: Ctrl-C reaches it as it reaches any pytest run.
+    rest = subprocess.Popen([*pytest, "-m", "not vllm", "--ignore=tests/vllm"], cwd=ROOT)
+
+    def end(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(vllm.pid, signal.SIGTERM)  # its servers die with it (parent-death signal)
+        if signum == signal.SIGTERM:
+            rest.terminate()
+        rest.wait()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGINT, end)
+    signal.signal(signal.SIGTERM, end)
+    rest_code = rest.wait()
+    rest_seconds = time.monotonic() - started
+    vllm_code = vllm.wait()
+    sys.stdout.write(log.read_text(errors="replace"))
+    print(
+        f"run_tests: everything but vLLM exit {rest_code} in {rest_seconds:.0f} s; "
+        f"the vLLM tier exit {vllm_code}; {time.monotonic() - started:.0f} s in all",
+        flush=True,
+    )
+    log.unlink()
+    # pytest's 5 ("no tests ran") is not a failure of the vLLM run where it is skipped.
+    return next((code for code in (rest_code, vllm_code) if code not in (0, 5)), 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
