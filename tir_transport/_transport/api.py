@@ -47,7 +47,8 @@ class APIClient(Closing):
             config: where and how to connect; `config.model` is this API's model.
             **options: `transport`, one to share with other clients of the same endpoint
                 (its pools, limits and back-off); or the settings of the one made here:
-                `retry`, `limits`, `http_client`, `http_async_client` (see `Transport`).
+                `retry`, `limits`, `http_client`, `http_async_client`, `engine` (see
+                `Transport`).
 
         Raises:
             ValueError: a shared transport that is for another endpoint, key or settings.
