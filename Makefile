@@ -19,8 +19,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# mypy's cache lives outside the clone, as the model servers' builds do: a fresh clone checks in
+# about a second instead of 28 (mypy re-reads what changed, by content).
+MYPY_CACHE ?= $(HOME)/.cache/tir-llama/mypy
+
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --cache-dir $(MYPY_CACHE)
 
 # The real model servers are installed before pytest starts: their first builds (llama.cpp 4 to 6
 # minutes, vLLM about 5) must not count against a test's timeout.
