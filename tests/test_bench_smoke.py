@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,18 +14,26 @@ ROOT = Path(__file__).resolve().parent.parent
 FRAMEWORKS = ("langchain", "llama_index")
 
 
-@pytest.mark.timeout(600)
-def test_bench_smoke(tmp_path: Path) -> None:
+def smoke(script: str, tmp_path: Path, timeout: float = 300) -> tuple[Any, str]:
+    """Run `benchmarks/<script> --smoke`; its JSON report, and what it printed.
+
+    Fails the test, with the end of its stderr, when the script fails.
+    """
     out = tmp_path / "results.json"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--smoke", "--json", str(out)],
+        [sys.executable, str(ROOT / "benchmarks" / script), "--smoke", "--json", str(out)],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(out.read_text())
+    return json.loads(out.read_text()), result.stdout
+
+
+@pytest.mark.timeout(600)
+def test_bench_smoke(tmp_path: Path) -> None:
+    report, stdout = smoke("bench.py", tmp_path, timeout=600)
     # Every case of both frameworks, at the smoke sizes (50 chunks, 10 streams at once), each
     # timed for ours, the peer and the floor, and each printed in the table.
     cases = ("invoke", "stream 50 chunks", "10 concurrent astreams")
@@ -32,7 +41,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
     for case, times in report["cases"].items():
         assert set(times) == {"ours", "peer", "floor"}, case
         assert all(t > 0 for t in times.values()), case
-        assert case in result.stdout
+        assert case in stdout
     # Import cost of ours and of the peer, over each framework's own base.
     assert set(report["import_seconds"]) == {
         "langchain_tir over langchain_core BaseChatModel",
@@ -44,27 +53,12 @@ def test_bench_smoke(tmp_path: Path) -> None:
     # Peak memory while streaming, at both smoke lengths.
     assert set(report["memory_mib"]) == {"500", "2000"}
     assert all(mib > 0 for peaks in report["memory_mib"].values() for mib in peaks.values())
-    assert "ours/floor" in result.stdout
+    assert "ours/floor" in stdout
 
 
 @pytest.mark.timeout(300)
 def test_bench_embeddings_smoke(tmp_path: Path) -> None:
-    out = tmp_path / "results.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "bench_embeddings.py"),
-            "--smoke",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(out.read_text())
+    report, _ = smoke("bench_embeddings.py", tmp_path)
     assert set(report["wall_seconds"]) == {
         f"{f} {k}" for f in ("langchain", "llama_index") for k in ("sync", "async")
     }
@@ -82,16 +76,7 @@ def test_bench_embeddings_smoke(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(300)
 def test_bench_bulk_smoke(tmp_path: Path) -> None:
-    out = tmp_path / "results.json"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_bulk.py"), "--smoke", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(out.read_text())
+    report, _ = smoke("bench_bulk.py", tmp_path)
     # The smoke shapes: one actor with one request in flight, two actors with eight each; the
     # ideal rate is what that many in flight could do at the server's latency.
     shapes = {"1 actor(s) x 1 in flight": 1, "2 actor(s) x 8 in flight": 16}
@@ -107,48 +92,18 @@ def test_bench_bulk_smoke(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(300)
 def test_bench_rerank_smoke(tmp_path: Path) -> None:
-    out = tmp_path / "results.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "bench_rerank.py"),
-            "--smoke",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(out.read_text())
+    report, stdout = smoke("bench_rerank.py", tmp_path)
     assert set(report["wall_seconds"]) == {"8", "32"}
     for in_flight, times in report["wall_seconds"].items():
         assert len(times) == 7 and all(t > 0 for t in times.values())
         assert report["ideal_seconds"][in_flight] > 0
     assert len(report["cpu_us_per_document"]) == 6
     assert all(us > 0 for us in report["cpu_us_per_document"].values())
-    assert "/ideal" in result.stdout and "/floor" in result.stdout
+    assert "/ideal" in stdout and "/floor" in stdout
 
 
 @pytest.mark.timeout(300)
 def test_bench_engine_smoke(tmp_path: Path) -> None:
-    out = tmp_path / "results-engine.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "bench_engine.py"),
-            "--smoke",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    cases = json.loads(out.read_text())["cases"]
+    cases = smoke("bench_engine.py", tmp_path)[0]["cases"]
     assert set(cases) == {f"{e} x{n}" for e in ("httpx", "aiohttp") for n in (1, 8, 32)}
     assert all(case["cpu_ms_per_request"] > 0 for case in cases.values())
