@@ -90,6 +90,8 @@ def test_settings_go_to_the_shared_transport_not_the_client(emulator: Emulator) 
     transport = Transport(config)
     with pytest.raises(TypeError, match="limits to the shared transport"):
         ChatClient(config, transport=transport, limits=Limits(max_in_flight=1))
+    with pytest.raises(TypeError, match="engine to the shared transport"):
+        ChatClient(config, transport=transport, engine="httpx")
 
 
 @pytest.mark.parametrize(

@@ -60,7 +60,7 @@ class APIClient(Closing):
                 f"{type(self).__name__}() got an unexpected keyword argument {unknown[0]!r}"
             )
         transport = options.pop("transport", None)
-        given = [name for name, value in options.items() if value not in (None, "httpx")]
+        given = [name for name, value in options.items() if value is not None]
         if transport is not None and given:
             raise TypeError(f"pass {', '.join(given)} to the shared transport, not here")
         if transport is not None and transport.config.replace(model=config.model) != config:
