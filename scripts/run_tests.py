@@ -4,7 +4,7 @@ The vLLM tier (tests/vllm) spends its time starting servers and generating token
 server kept to one CPU on a 2-CPU machine (scripts/vllm_server.py); the rest of the suite
 mostly waits on sockets, Ray and subprocesses. In a fresh-clone `.ci/run` on this project's
 2-CPU machine, one after the other took 18 min 08 s of pytest (20 min in all); side by side,
-13 min 54 s to 15 min 17 s over three runs (15 min 23 s to 16 min 27 s in all), both CPUs
+13 min 54 s to 15 min 17 s over four runs (15 min 06 s to 16 min 27 s in all), both CPUs
 busy throughout.
 The rest of the suite prints as it runs; the vLLM tier's output goes to a log (named at the
 start) and is printed once it ends, so the two never interleave. The exit status is the first
