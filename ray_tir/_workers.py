@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -57,14 +56,6 @@ def check_columns(names: Sequence[str], reads: str, adds: Sequence[str], option:
             "adds (output of an earlier job?): drop or rename them first, e.g. "
             f"ds.rename_columns({{{taken[0]!r}: 'previous_{taken[0]}'}})"
         )
-
-
-# Many requests in flight on one event loop: aiohttp costs a tenth of httpx's CPU a request
-# there (issue 31), and an actor is CPU-bound on it. It comes with the `ray` extra; an install
-# without it still runs, on httpx.
-_ENGINE: Literal["httpx", "aiohttp"] = (
-    "aiohttp" if importlib.util.find_spec("aiohttp") is not None else "httpx"
-)
 
 
 class JobStopped(RuntimeError):
@@ -216,7 +207,7 @@ class _ChatWorker(_Worker):
         sink: Sink | None,
     ) -> None:
         super().__init__(max_in_flight, pacer, driver, sink)
-        self.client = ChatClient(config, limits=self.limits, engine=_ENGINE)
+        self.client = ChatClient(config, limits=self.limits)
         self.secret = config.secret()
         self.request = request
         self.prompt_column = prompt_column
@@ -279,7 +270,6 @@ class _EmbedWorker(_Worker):
         super().__init__(max_in_flight, pacer, driver, sink)
         self.client = client
         self.client.limits = self.limits
-        self.client.transport.engine = _ENGINE  # this actor's own copy: as _ChatWorker's
         self.secret = client.config.secret()
         self.text_column = text_column
 

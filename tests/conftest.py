@@ -82,6 +82,17 @@ def emulator(_emulator_server: Emulator) -> Iterator[Emulator]:
     _emulator_server.reset()
 
 
+@pytest.fixture(params=["auto", "httpx"])
+def http_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The engine every client of the test sends on by default (`TIR_HTTP_ENGINE`).
+
+    Used by the reliability tests, which must pass unchanged on every engine (issue 31).
+    """
+    engine: str = request.param
+    monkeypatch.setenv("TIR_HTTP_ENGINE", engine)
+    return engine
+
+
 @pytest.fixture
 def make_client(emulator: Emulator) -> Callable[..., ChatClient]:
     """A client aimed at the emulator (through `base_url`, with a project id)."""

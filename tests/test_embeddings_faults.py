@@ -19,6 +19,9 @@ from tir_transport import (
     ServerError,
 )
 
+# Run on both engines (urllib3/aiohttp and httpx): the behaviour must not depend on it.
+pytestmark = pytest.mark.usefixtures("http_engine")
+
 ADAPTERS = ["langchain", "llamaindex"]
 MODES = ["sync", "async"]
 

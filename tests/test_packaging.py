@@ -88,11 +88,11 @@ def test_every_package_is_typed() -> None:
 def test_dependencies() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     names = sorted(d.split(">")[0].split("=")[0].split("<")[0] for d in project["dependencies"])
-    assert names == ["httpx", "pydantic"]
+    assert names == ["aiohttp", "httpx", "pydantic", "urllib3"]
     extras = project["optional-dependencies"]
     assert extras["langchain"] == ["langchain-core>=1.4,<2"]
     assert extras["llama-index"] == ["llama-index-core>=0.14,<0.15"]
-    assert extras["ray"] == ["ray[data]==2.60.0", "aiohttp>=3.9,<4"]
+    assert extras["ray"] == ["ray[data]==2.60.0"]
     assert project["requires-python"] == ">=3.11"
 
 

@@ -48,6 +48,9 @@ from tir_transport import (
     TIRError,
 )
 
+# Run on both engines (urllib3/aiohttp and httpx): the behaviour must not depend on it.
+pytestmark = pytest.mark.usefixtures("http_engine")
+
 SEED_TEXT = "Hello. How can I assist you today?"
 KINDS = ["sync", "async", "stream", "astream"]
 STREAMS = ["stream", "astream"]
@@ -338,17 +341,24 @@ def test_pickle_and_fork(framework: str, emulator: Emulator) -> None:
 
 
 def test_key_never_in_logs_at_any_level(
-    framework: str, kind: str, emulator: Emulator, caplog: pytest.LogCaptureFixture
+    framework: str,
+    kind: str,
+    emulator: Emulator,
+    caplog: pytest.LogCaptureFixture,
+    http_engine: str,
 ) -> None:
     emulator.require_key = "a-different-key"
-    with caplog.at_level(logging.DEBUG):  # httpx's and httpcore's loggers included
+    with caplog.at_level(logging.DEBUG):  # the HTTP libraries' loggers included
         with pytest.raises(AuthenticationError) as info:
             driver(framework, emulator).run(kind)
         emulator.require_key = None
         emulator.queue(Reply(status=503, headers={"retry-after": "0"}))
         assert driver(framework, emulator).run(kind) == SEED_TEXT
     assert TEST_KEY not in str(info.value) and TEST_KEY not in repr(info.value)
-    assert any(r.name.startswith(("httpx", "httpcore")) for r in caplog.records)
+    # The HTTP layer's own debug records were among those searched (aiohttp logs none).
+    layer = ("httpx", "httpcore") if http_engine == "httpx" else ("urllib3",)
+    if http_engine == "httpx" or kind in ("sync", "stream"):
+        assert any(r.name.startswith(layer) for r in caplog.records)
     for record in caplog.records:
         assert TEST_KEY not in record.getMessage()
 

@@ -44,6 +44,9 @@ from tir_transport import (
 MakeClient = Callable[..., ChatClient]
 SEED_TEXT = "Hello. How can I assist you today?"
 
+# Run on both engines (urllib3/aiohttp and httpx): the behaviour must not depend on it.
+pytestmark = pytest.mark.usefixtures("http_engine")
+
 
 def payload(stream: bool = False, **params: Any) -> dict[str, Any]:
     messages = [{"role": "user", "content": "Say hello"}]
@@ -461,7 +464,8 @@ def test_loop_shutdown_closes_that_loops_connections(
     asyncio.run(client.acreate(payload()))
     assert emulator.connections == mark + 1
     # The client is still referenced: only the loop's end closed it.
-    assert client.transport._pools._async
+    pools = client.transport._pools
+    assert pools._aio if client.transport._on_aiohttp() else pools._async
     wait_closed(emulator, mark)
 
 
@@ -530,14 +534,20 @@ def test_pickle_gives_a_working_copy(make_client: MakeClient, call: Caller) -> N
 def test_fork_recreates_clients(make_client: MakeClient) -> None:
     client = make_client()
     client.create(payload())
-    parent_pool = client.transport._pools._sync
+
+    def sync_pool() -> object:
+        pools = client.transport._pools
+        return pools._u3 if client.transport._engines_used()[0] else pools._sync
+
+    parent_pool = sync_pool()
+    assert parent_pool is not None
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child reports through the pipe
         try:
-            ok = (
-                client.create(payload()).text == SEED_TEXT
-                and client.transport._pools._sync is not parent_pool
+            ok = client.create(payload()).text == SEED_TEXT and sync_pool() not in (
+                parent_pool,
+                None,
             )
             os.write(write, b"ok" if ok else b"bad")
         finally:
@@ -545,12 +555,15 @@ def test_fork_recreates_clients(make_client: MakeClient) -> None:
     os.close(write)
     os.waitpid(pid, 0)
     assert os.read(read, 10) == b"ok"
-    assert client.transport._pools._sync is parent_pool
+    assert sync_pool() is parent_pool
     assert client.create(payload()).text == SEED_TEXT
 
 
 def test_no_key_in_logs(
-    make_client: MakeClient, emulator: Emulator, caplog: pytest.LogCaptureFixture
+    make_client: MakeClient,
+    emulator: Emulator,
+    caplog: pytest.LogCaptureFixture,
+    http_engine: str,
 ) -> None:
     emulator.queue(Reply(status=503, headers={"retry-after": "0"}))
     with caplog.at_level(logging.DEBUG):
@@ -562,7 +575,8 @@ def test_no_key_in_logs(
         assert TEST_KEY not in record.getMessage()
         assert TEST_KEY not in json.dumps([str(a) for a in (record.args or ())])
     # The HTTP layer's own debug records were among those searched, not only ours.
-    assert {"httpx", "httpcore"} <= {r.name.split(".")[0] for r in caplog.records}
+    layer = {"httpx", "httpcore"} if http_engine == "httpx" else {"urllib3"}
+    assert layer <= {r.name.split(".")[0] for r in caplog.records}
 
 
 def test_empty_stream_is_an_error_that_says_so(

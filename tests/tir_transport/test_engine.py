@@ -1,8 +1,9 @@
-"""The aiohttp engine (`engine="aiohttp"`, what bulk jobs' actors run on) beside httpx's.
+"""The default engine (`engine="auto"`: urllib3 sync, aiohttp async) beside httpx's.
 
-Each scenario runs async on both engines against the emulator over real sockets; what the
-caller gets (the reply, the error's class and message, the usage counted, what was sent) must
-be the same. httpx is the oracle: it is what every other async test runs on.
+Each scenario runs sync and async on both engines against the emulator over real sockets;
+what the caller gets (the reply, the error's class and message, the usage counted, what was
+sent) must be the same. httpx is the oracle: it is what users' own clients run on. The
+reliability and contract tests also run on both (tests/conftest.py, `http_engine`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from tir_transport import (
     track_usage,
 )
 
-ENGINES = ["httpx", "aiohttp"]
+ENGINES = ["httpx", "auto"]
+MODES = ["sync", "async"]
 
 
 def client(emulator: Emulator, engine: str, **changes: Any) -> ChatClient:
@@ -43,18 +45,29 @@ def hello(stream: bool = False) -> dict[str, Any]:
     return build_payload(messages, "llama3_1_8b_instruct", stream=stream)
 
 
-def outcome(emulator: Emulator, engine: str, stream: bool, **changes: Any) -> tuple[Any, ...]:
-    """What a caller sees of one async call: the text or the error, and the usage counted."""
-    chat = client(emulator, engine, **changes)
+def run(chat: ChatClient, mode: str, stream: bool, payload: dict[str, Any]) -> str | None:
+    """One call, sync or async: its whole text."""
 
     async def call() -> str | None:
         if stream:
-            return "".join([c.text or "" async for c in chat.astream(hello(stream=True))])
-        return (await chat.acreate(hello())).text
+            return "".join([c.text or "" async for c in chat.astream(payload)])
+        return (await chat.acreate(payload)).text
 
+    if mode == "async":
+        return asyncio.run(call())
+    if stream:
+        return "".join(c.text or "" for c in chat.stream(payload))
+    return chat.create(payload).text
+
+
+def outcome(
+    emulator: Emulator, engine: str, stream: bool, mode: str, **changes: Any
+) -> tuple[Any, ...]:
+    """What a caller sees of one call: the text or the error, and the usage counted."""
+    chat = client(emulator, engine, **changes)
     with track_usage() as usage:
         try:
-            result: Any = asyncio.run(call())
+            result: Any = run(chat, mode, stream, hello(stream=stream))
         except TIRError as e:
             # The emulator's own request ids are random: their places compared, not values.
             ids = re.sub(r"req-[0-9a-f]{12}", "req-N", e.request_id or "")
@@ -77,10 +90,11 @@ SCENARIOS: dict[str, list[Reply]] = {
 }
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_both_engines_give_the_caller_the_same(
-    emulator: Emulator, scenario: str, stream: bool
+    emulator: Emulator, scenario: str, stream: bool, mode: str
 ) -> None:
     if scenario == "reply not json" and stream:
         pytest.skip("a streamed reply is read as events, not JSON: no such case")
@@ -88,45 +102,33 @@ def test_both_engines_give_the_caller_the_same(
     for engine in ENGINES:
         emulator.reset()
         emulator.queue(*SCENARIOS[scenario])
-        seen.append(outcome(emulator, engine, stream, max_retries=2))
+        seen.append(outcome(emulator, engine, stream, mode, max_retries=2))
         sent = [(r.method, r.path, r.json) for r in emulator.requests]
         seen.append(sent)
     assert seen[0] == seen[2]  # what the caller got
     assert seen[1] == seen[3]  # what the server got
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("engine", ENGINES)
-def test_a_stream_cut_midway_is_an_interruption(emulator: Emulator, engine: str) -> None:
+def test_a_stream_cut_midway_is_an_interruption(emulator: Emulator, engine: str, mode: str) -> None:
     emulator.queue(Reply(cut_after=2))
     with pytest.raises(StreamInterruptedError, match=r"broke off|before the reply finished"):
-        outcome_raise(emulator, engine)
+        run(client(emulator, engine, max_retries=0), mode, True, hello(stream=True))
 
 
-def outcome_raise(emulator: Emulator, engine: str) -> None:
-    chat = client(emulator, engine, max_retries=0)
-
-    async def call() -> None:
-        async for _ in chat.astream(hello(stream=True)):
-            pass
-
-    asyncio.run(call())
-
-
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("engine", ENGINES)
-def test_a_stalled_stream_times_out(emulator: Emulator, engine: str) -> None:
+def test_a_stalled_stream_times_out(emulator: Emulator, engine: str, mode: str) -> None:
     emulator.queue(Reply(stall_after=1, stall_seconds=3))
+    chat = client(emulator, engine, max_retries=0, timeout=0.5)
     with pytest.raises(APITimeoutError, match=r"timed out talking to .*ReadTimeout"):
-        chat = client(emulator, engine, max_retries=0, timeout=0.5)
-
-        async def call() -> None:
-            async for _ in chat.astream(hello(stream=True)):
-                pass
-
-        asyncio.run(call())
+        run(chat, mode, True, hello(stream=True))
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("engine", ENGINES)
-def test_nothing_listening_is_a_connection_error(engine: str) -> None:
+def test_nothing_listening_is_a_connection_error(engine: str, mode: str) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -135,38 +137,54 @@ def test_nothing_listening_is_a_connection_error(engine: str) -> None:
         engine=engine,  # type: ignore[arg-type]
     )
     with pytest.raises(APIConnectionError, match=r"could not connect to http://127\.0\.0\.1"):
-        asyncio.run(chat.acreate(hello()))
+        run(chat, mode, False, hello())
 
 
-def test_a_429_backs_off_every_request_on_aiohttp_too(emulator: Emulator) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_a_429_backs_off_every_request_on_the_default_engine_too(
+    emulator: Emulator, mode: str
+) -> None:
     emulator.queue(Reply(status=429, headers={"Retry-After": "1"}))
-    chat = client(emulator, "aiohttp", max_retries=0)
+    chat = client(emulator, "auto", max_retries=0)
     with pytest.raises(RateLimitError):
-        asyncio.run(chat.acreate(hello()))
+        run(chat, mode, False, hello())
     assert chat.limits.active
 
 
-def test_embeddings_on_aiohttp_match_httpx(emulator: Emulator) -> None:
+def test_embeddings_on_the_default_engine_match_httpx(emulator: Emulator) -> None:
     texts = [f"text {i}" for i in range(70)]  # two batches, in flight together
     vectors = []
     for engine in ENGINES:
         config = TIRConfig.from_env(api_key=TEST_KEY, base_url=emulator.base_url, model="e")
         embedder = EmbeddingsClient(config, engine=engine)  # type: ignore[arg-type]
         vectors.append(asyncio.run(embedder.aembed(texts)))
-    assert vectors[0] == vectors[1]
+        vectors.append(embedder.embed(texts))
+    assert vectors[0] == vectors[1] == vectors[2] == vectors[3]
 
 
 def test_an_unknown_engine_is_refused() -> None:
-    with pytest.raises(ValueError, match="engine must be 'httpx' or 'aiohttp'"):
+    with pytest.raises(ValueError, match="engine must be 'auto' or 'httpx'"):
         ChatClient(TIRConfig.from_env(api_key=TEST_KEY), engine="curl")  # type: ignore[arg-type]
 
 
-def test_a_401_on_aiohttp_says_what_httpx_says(emulator: Emulator) -> None:
+def test_the_engine_variable_chooses_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = TIRConfig.from_env(api_key=TEST_KEY)
+    assert ChatClient(config).transport.engine == "auto"
+    monkeypatch.setenv("TIR_HTTP_ENGINE", "HTTPX ")
+    assert ChatClient(config).transport.engine == "httpx"
+    assert ChatClient(config, engine="auto").transport.engine == "auto"  # given beats it
+    monkeypatch.setenv("TIR_HTTP_ENGINE", "curl")
+    with pytest.raises(TIRError, match="TIR_HTTP_ENGINE must be 'auto' or 'httpx'"):
+        ChatClient(config)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_401_on_the_default_engine_says_what_httpx_says(emulator: Emulator, mode: str) -> None:
     messages = []
     for engine in ENGINES:
         emulator.queue(Reply(status=401))
         with pytest.raises(AuthenticationError) as info:
-            asyncio.run(client(emulator, engine).acreate(hello()))
+            run(client(emulator, engine), mode, False, hello())
         messages.append(info.value.message)
     assert messages[0] == messages[1]
 

@@ -8,13 +8,14 @@ pooling and error mapping are their transport's. Several clients may share one t
 from __future__ import annotations
 
 import inspect
-from typing import Any, ClassVar, Literal, Self, TypedDict, Unpack
+from typing import Any, ClassVar, Self, TypedDict, Unpack
 
 import httpx
 
 from .._config import TIRConfig, env_first
 from .._limits import Limits
 from .._retry import RetryPolicy
+from .pools import Engine
 from .transport import Closing, Transport
 
 __all__ = ["APIClient", "HTTPOptions"]
@@ -31,7 +32,7 @@ class HTTPOptions(TypedDict, total=False):
     limits: Limits | None
     http_client: httpx.Client | None
     http_async_client: httpx.AsyncClient | None
-    engine: Literal["httpx", "aiohttp"]
+    engine: Engine | None
 
 
 class APIClient(Closing):
@@ -75,7 +76,7 @@ class APIClient(Closing):
             limits=options.get("limits"),
             http_client=options.get("http_client"),
             http_async_client=options.get("http_async_client"),
-            engine=options.get("engine", "httpx"),
+            engine=options.get("engine"),
         )
 
     @classmethod

@@ -1,4 +1,4 @@
-"""The API keys in use, hidden in httpx's and httpcore's own log records.
+"""The API keys in use, hidden in the HTTP libraries' own log records.
 
 At DEBUG, httpcore logs each reply's headers, and a gateway may echo the Authorization value
 in one. Every transport holds its key here while it lives (`hold_key`); a filter on those
@@ -119,5 +119,8 @@ for _name in (
     "httpcore.proxy",
     "aiohttp.client",
     "aiohttp.internal",
+    "urllib3.connectionpool",
+    "urllib3.connection",
+    "urllib3.response",
 ):
     logging.getLogger(_name).addFilter(_HIDE_KEYS)

@@ -10,19 +10,32 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib.util
 import os
 import ssl
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import httpx
+
+from .._errors import ConfigurationError
 
 if TYPE_CHECKING:
     import aiohttp
 
-__all__ = ["Pools", "http_timeout", "proxy_for", "proxy_name"]
+    from .u3 import U3Pool
+
+__all__ = [
+    "Engine",
+    "Pools",
+    "choose_engine",
+    "http_timeout",
+    "installed",
+    "proxy_for",
+    "proxy_name",
+]
 
 _LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100, keepalive_expiry=30)
 
@@ -65,6 +78,32 @@ def proxy_for(url: str) -> str | None:
     return next((proxy for pattern, proxy in mounts if pattern.matches(target)), None)
 
 
+# What `Transport(engine=...)` takes (see its docstring).
+Engine = Literal["auto", "httpx"]
+_ENGINES = ("auto", "httpx")
+
+
+def choose_engine(engine: str | None) -> Engine:
+    """The engine asked for, or the `TIR_HTTP_ENGINE` variable's, or `"auto"`."""
+    if engine is None:
+        chosen = os.environ.get("TIR_HTTP_ENGINE", "").strip().lower() or "auto"
+        if chosen not in _ENGINES:
+            raise ConfigurationError(
+                f"TIR_HTTP_ENGINE must be 'auto' or 'httpx', got {chosen!r}: unset it, or set "
+                "it to httpx to send everything on httpx"
+            )
+        engine = chosen
+    if engine not in _ENGINES:
+        raise ValueError(f"engine must be 'auto' or 'httpx', got {engine!r}")
+    return "httpx" if engine == "httpx" else "auto"
+
+
+@functools.cache
+def installed(module: str) -> bool:
+    """Whether `module` can be imported (looked for once per process)."""
+    return importlib.util.find_spec(module) is not None
+
+
 class Pools:
     """The sync pool of this process and the async pool of each event loop, made on first use.
 
@@ -91,6 +130,7 @@ class Pools:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._sync: httpx.Client | None = None
+        self._u3: U3Pool | None = None
         self._finalizer: weakref.finalize[[], object] | None = None
         self._async: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, AsyncGenerator[None, None]]
@@ -128,6 +168,19 @@ class Pools:
                         # Its sockets close when the owner is collected, if not before.
                         self._finalizer = weakref.finalize(owner, client.close)
         return client
+
+    def u3(self) -> U3Pool:
+        """This process's urllib3 pool (`engine="auto"`), made on first use."""
+        self._check_fork()
+        pool = self._u3
+        if pool is None:
+            from .u3 import U3Pool  # urllib3 is needed only by this engine
+
+            with self._lock:
+                pool = self._u3
+                if pool is None:
+                    pool = self._u3 = U3Pool(_ssl_context())
+        return pool
 
     async def async_(self, proxy: str | None) -> httpx.AsyncClient:
         """The async client: the user's own, or the running event loop's pool."""
@@ -191,10 +244,13 @@ class Pools:
         with self._lock:
             client, self._sync = self._sync, None
             finalizer, self._finalizer = self._finalizer, None
+            u3, self._u3 = self._u3, None
         if finalizer is not None:
             finalizer.detach()
         if client is not None:
             client.close()
+        if u3 is not None:
+            u3.close()
 
     async def aclose(self) -> None:
         """Close the pool of the running event loop, and the sync pool."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -10,7 +10,7 @@ import httpx
 
 from .failures import transport_error
 
-__all__ = ["HttpxOpened", "Opened", "Reply"]
+__all__ = ["HttpxOpened", "HttpxSyncOpened", "Opened", "Reply", "SyncOpened"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,3 +85,61 @@ class HttpxOpened:
     async def aclose(self) -> None:
         """Close the response (its connection goes back to the pool, or is dropped)."""
         await self._response.aclose()
+
+
+class SyncOpened(Protocol):
+    """`Opened`'s sync twin: a streamed reply once its headers are in."""
+
+    status: int
+    headers: Mapping[str, str]
+
+    def read(self) -> bytes:
+        """The whole body (an error's)."""
+        ...
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body's bytes as they come."""
+        ...
+
+    def close(self) -> None:
+        """Give the connection back (or drop it, cut short)."""
+        ...
+
+
+class HttpxSyncOpened:
+    """`SyncOpened` over an httpx response sent with `stream=True`."""
+
+    __slots__ = ("_proxy", "_response", "_secret", "_url", "headers", "status")
+
+    def __init__(
+        self, response: httpx.Response, url: str, secret: str | None, proxy: str | None
+    ) -> None:
+        self._response = response
+        self._url = url
+        self._secret = secret
+        self._proxy = proxy
+        self.status = response.status_code
+        self.headers: Mapping[str, str] = response.headers
+
+    def read(self) -> bytes:
+        """The whole body (an error's)."""
+        try:
+            return self._response.read()
+        except httpx.HTTPError as e:
+            error = transport_error(e, self._url, secret=self._secret, proxy=self._proxy)
+        raise error
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body's bytes as they come; a break is a `StreamInterruptedError`."""
+        try:
+            yield from self._response.iter_bytes()
+            return
+        except httpx.HTTPError as e:
+            error = transport_error(
+                e, self._url, in_stream=True, secret=self._secret, proxy=self._proxy
+            )
+        raise error
+
+    def close(self) -> None:
+        """Close the response (its connection goes back to the pool, or is dropped)."""
+        self._response.close()

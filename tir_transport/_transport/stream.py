@@ -13,13 +13,11 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mappin
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
-import httpx
-
 from .._errors import TIRError
 from .._limits import _AsyncSlot
-from .._usage import PendingRequest, Usage, record_usage, request_started
-from .failures import AFTER_SENDING
+from .._usage import PendingRequest, Usage, request_started
 from .replies import Opened, Reply
+from .send import sync_open
 
 if TYPE_CHECKING:
     from .transport import Transport
@@ -63,39 +61,34 @@ def sync_stream(
     Each try the server took counts as a request of `model` (see `track_usage`), with
     the usage the stream carried, if it got that far.
     """
-    headers = transport._headers(stream=True)
-    client = transport._sync_client()
+    # The headers first, as in `send`: a missing key fails before a slot is taken.
+    transport._headers(stream=True)
     attempt = 0
     while True:
-        handed_on = reading = False
+        handed_on = False
         try:
-            with (
-                transport._slot(),
-                client.stream(
-                    "POST", url, content=body, headers=headers, timeout=transport._timeout
-                ) as response,
-            ):
-                if response.status_code >= 400:
-                    response.read()
-                    error = transport._status_error(Reply.of(response))
-                else:
-                    reading = True
-                    parse = parser(response.headers)
-                    pending = request_started(model)
-                    try:
-                        for raw in response.iter_bytes():
-                            for item in parse.feed(raw):
-                                handed_on = True
-                                yield item
-                        parse.end()
-                        return
-                    finally:
-                        pending.finish(parse.model, parse.usage)
-        except httpx.HTTPError as e:
-            if not reading and isinstance(e, AFTER_SENDING):
-                record_usage(model, None)
-            error = transport._failure(e, url, in_stream=reading)
-        except TIRError as e:  # the parser's: an error event, a truncated stream
+            with transport._slot():
+                opened = sync_open(transport, url, body, model)
+                try:
+                    if opened.status >= 400:
+                        content = opened.read()
+                        reply = Reply(opened.status, opened.headers, content, url)
+                        error = transport._status_error(reply)
+                    else:
+                        parse = parser(opened.headers)
+                        pending = request_started(model)
+                        try:
+                            for raw in opened.chunks():
+                                for item in parse.feed(raw):
+                                    handed_on = True
+                                    yield item
+                            parse.end()
+                            return
+                        finally:
+                            pending.finish(parse.model, parse.usage)
+                finally:
+                    opened.close()
+        except TIRError as e:  # the engine's, or the parser's (an error event, a truncation)
             error = e
         if handed_on:
             raise error

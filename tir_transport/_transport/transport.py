@@ -9,13 +9,11 @@ rerank) build bodies and read replies, and never loop themselves.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import logging
-import time
 from collections.abc import Callable, Generator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from typing import Any, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import httpx
 
@@ -34,13 +32,17 @@ from .._retry import RetryPolicy, parse_retry_after
 from .._secrets import scrub_bytes
 from .._usage import Usage, record_usage
 from .asend import aopen, asend
-from .failures import AFTER_SENDING, transport_error
+from .failures import transport_error
 from .keys import hold_key
-from .pools import Pools, http_timeout, proxy_for, proxy_name
+from .pools import Engine, Pools, choose_engine, http_timeout, installed, proxy_for, proxy_name
 from .replies import Opened, Reply
+from .send import send
 from .stream import AsyncStream, ParserFactory, sync_stream
 
-__all__ = ["Closing", "Transport"]
+if TYPE_CHECKING:
+    from .u3 import U3Pool
+
+__all__ = ["Closing", "Engine", "Transport"]
 
 logger = logging.getLogger("tir_transport")
 
@@ -91,7 +93,7 @@ class Transport(Closing):
         limits: Limits | None = None,
         http_client: httpx.Client | None = None,
         http_async_client: httpx.AsyncClient | None = None,
-        engine: Literal["httpx", "aiohttp"] = "httpx",
+        engine: Engine | None = None,
     ) -> None:
         """Create a transport; no I/O happens here.
 
@@ -104,17 +106,14 @@ class Transport(Closing):
                 used as given and never closed here; `config.timeout` still applies.
             http_async_client: the same for async calls (an httpx async client belongs to
                 the event loop it was first used in).
-            engine: what our own async pools run on: `"aiohttp"` costs a tenth of httpx's
-                CPU a request with many in flight (bulk jobs use it); the sync pool, your own
-                clients and a proxy from the environment stay on httpx.
+            engine: what our own pools run on. `"auto"` (the default): urllib3 for sync
+                calls and aiohttp for async ones, about half of httpx's client CPU a call and
+                a tenth of it with many in flight (docs/performance.md); httpx where they
+                are not installed. `"httpx"`: httpx for everything. Your own clients and a
+                proxy from the environment always run on httpx. Default: the
+                `TIR_HTTP_ENGINE` variable, else `"auto"`.
         """
-        if engine not in ("httpx", "aiohttp"):
-            raise ValueError(f"engine must be 'httpx' or 'aiohttp', got {engine!r}")
-        if engine == "aiohttp" and importlib.util.find_spec("aiohttp") is None:
-            raise ConfigurationError(
-                "engine='aiohttp' needs aiohttp: pip install aiohttp (tir-llama[ray] has it)"
-            )
-        self.engine = engine
+        self.engine = choose_engine(engine)
         self.config = config
         self.retry = retry or RetryPolicy(max_retries=config.max_retries)
         self.limits = limits or Limits()
@@ -132,6 +131,7 @@ class Transport(Closing):
         self._proxy: str | None = None  # the environment's, read once (`_check_proxy`)
         self._proxy_read = False
         self._header_sets: tuple[dict[str, str], dict[str, str]] | None = None
+        self._engines: tuple[bool, bool] | None = None  # (sync on urllib3, async on aiohttp)
 
     def __getstate__(self) -> dict[str, Any]:
         if self.http_client is not None or self.http_async_client is not None:
@@ -158,13 +158,24 @@ class Transport(Closing):
     async def _async_client(self) -> httpx.AsyncClient:
         return await self._pools.async_(self._pool_proxy())
 
+    def _engines_used(self) -> tuple[bool, bool]:
+        """Whether sync calls run on urllib3 and async ones on aiohttp (see `engine`)."""
+        engines = self._engines
+        if engines is None:
+            ours = self.engine == "auto" and self._pool_proxy() is None
+            engines = self._engines = (
+                ours and self.http_client is None and installed("urllib3"),
+                ours and self.http_async_client is None and installed("aiohttp"),
+            )
+        return engines
+
+    def _u3(self) -> U3Pool | None:
+        """This process's urllib3 pool when sync calls run on it, else None (httpx)."""
+        return self._pools.u3() if self._engines_used()[0] else None
+
     def _on_aiohttp(self) -> bool:
         """Whether async requests go over our aiohttp pool (see `engine`)."""
-        return (
-            self.engine == "aiohttp"
-            and self.http_async_client is None
-            and self._pool_proxy() is None
-        )
+        return self._engines_used()[1]
 
     def close(self) -> None:
         """Close the sync pool. Async pools close with `aclose()` or when their loop ends."""
@@ -231,6 +242,9 @@ class Transport(Closing):
         if self._header_sets is None:
             plain = self.config.headers()
             plain["Content-Type"] = "application/json"
+            if not any(name.lower() == "accept-encoding" for name in plain):
+                # What httpx asks for by itself, asked for on every engine (each decodes it).
+                plain["Accept-Encoding"] = "gzip, deflate"
             self._header_sets = (plain, {**plain, "Accept": "text/event-stream"})
         return self._header_sets[1] if stream else self._header_sets[0]
 
@@ -355,32 +369,8 @@ class Transport(Closing):
         return AsyncStream(self, url, body, parser, model)
 
     def _send(self, url: str, body: bytes | None, model: str | None = None) -> Reply:
-        """POST (GET without a body) with retries; the response, or the last try's error.
-
-        `model`: a try that failed after it was sent (a timeout waiting for the reply) is
-        counted as its request, without usage (see `track_usage`).
-        """
-        headers = self._headers()
-        client = self._sync_client()
-        method = "GET" if body is None else "POST"
-        attempt = 0
-        while True:
-            try:
-                with self._slot():
-                    response = client.request(
-                        method, url, content=body, headers=headers, timeout=self._timeout
-                    )
-            except httpx.HTTPError as e:
-                if model is not None and isinstance(e, AFTER_SENDING):
-                    record_usage(model, None)
-                error = self._failure(e, url)
-            else:
-                reply = Reply.of(response)
-                if reply.status < 400:
-                    return reply
-                error = self._status_error(reply)
-            time.sleep(self._backoff(error, attempt, url))
-            attempt += 1
+        """POST (GET without a body) with retries; the reply, or the last try's error."""
+        return send(self, url, body, model)
 
     async def _asend(self, url: str, body: bytes | None, model: str | None = None) -> Reply:
         """Async twin of `_send` (see `asend`)."""
