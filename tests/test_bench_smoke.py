@@ -105,5 +105,6 @@ def test_bench_rerank_smoke(tmp_path: Path) -> None:
 @pytest.mark.timeout(300)
 def test_bench_engine_smoke(tmp_path: Path) -> None:
     cases = smoke("bench_engine.py", tmp_path)[0]["cases"]
-    assert set(cases) == {f"{e} x{n}" for e in ("httpx", "aiohttp") for n in (1, 8, 32)}
+    names = ["create", "stream 500 chunks"] + [f"acreate x{n}" for n in (1, 8, 32)]
+    assert set(cases) == {f"{e}: {c}" for e in ("httpx", "auto") for c in names}
     assert all(case["cpu_ms_per_request"] > 0 for case in cases.values())

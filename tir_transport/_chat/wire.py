@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import InvalidResponseError, error_from_event, is_error_event, quote
+from .._json import loads
 from .._secrets import refuse_secrets, scrub_secret
 from .._usage import Usage
 
@@ -263,7 +264,7 @@ def parse_chunk(
         StreamInterruptedError: the event is an error event (flat or nested vLLM form).
     """
     try:
-        data = json.loads(text)
+        data = loads(text)
     except ValueError as e:
         raise InvalidResponseError(
             "the server sent a stream chunk that is not JSON: "
