@@ -34,14 +34,35 @@ def smoke(script: str, tmp_path: Path, timeout: float = 300) -> tuple[Any, str]:
 @pytest.mark.timeout(600)
 def test_bench_smoke(tmp_path: Path) -> None:
     report, stdout = smoke("bench.py", tmp_path, timeout=600)
-    # Every case of both frameworks, at the smoke sizes (50 chunks, 10 streams at once), each
-    # timed for ours, the peer and the floor, and each printed in the table.
-    cases = ("invoke", "stream 50 chunks", "10 concurrent astreams")
+    # Every case of both frameworks, at the smoke sizes (50 chunks a stream; async invoke at 1, 8
+    # and 32 in flight). Each case has ours, the peer, the minimal adapter, raw httpx, the no-io
+    # model and the summed floor (raw + no-io), each with the median and the interquartile range
+    # of its client CPU and wall time per op; and the ratios, CPU and wall. Each is printed.
+    cases = ("invoke", "stream 50 chunks", "async invoke, 32 in flight")
     assert set(report["cases"]) == {f"{fw}: {c}" for fw in FRAMEWORKS for c in cases}
+    contenders = {"ours", "peer", "minimal", "raw", "no-io", "floor"}
     for case, times in report["cases"].items():
-        assert set(times) == {"ours", "peer", "floor"}, case
-        assert all(t > 0 for t in times.values()), case
+        names = contenders | ({"ours x1", "ours x8"} if case.endswith("in flight") else set())
+        assert set(times) == names | {"per", "ops_a_round", "ratios"}, case
+        for name in names:
+            for kind in ("cpu", "wall"):
+                median, (low, high) = times[name][kind]["median"], times[name][kind]["iqr"]
+                assert 0 < low <= median <= high, (case, name, kind)
+        floor = times["floor"]["cpu"]["median"]
+        assert floor == pytest.approx(
+            times["raw"]["cpu"]["median"] + times["no-io"]["cpu"]["median"]
+        )
+        assert set(times["ratios"]) == {"ours/floor", "ours/minimal", "minimal/floor", "ours/peer"}
+        assert times["ratios"]["ours/floor"]["cpu"] == pytest.approx(
+            times["ours"]["cpu"]["median"] / floor
+        )
+        assert all(r[k] > 0 for r in times["ratios"].values() for k in ("cpu", "wall")), case
         assert case in stdout
+    # The header: machine, commit, date, command, and whether busy processes ran beside.
+    for line in ("machine: ", "commit: ", "date: ", "command: ", "load: "):
+        assert line in stdout
+    assert report["busy"] == 0 and report["rounds"] == 2
+    assert all(isinstance(goal["met"], bool) for goal in report["goals"])
     # Import cost of ours and of the peer, over each framework's own base.
     assert set(report["import_seconds"]) == {
         "langchain_tir over langchain_core BaseChatModel",
@@ -53,7 +74,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
     # Peak memory while streaming, at both smoke lengths.
     assert set(report["memory_mib"]) == {"500", "2000"}
     assert all(mib > 0 for peaks in report["memory_mib"].values() for mib in peaks.values())
-    assert "ours/floor" in stdout
+    assert "ours/floor" in stdout and "ours/minimal" in stdout
 
 
 @pytest.mark.timeout(300)
