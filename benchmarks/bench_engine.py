@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import statistics
 import sys
@@ -62,6 +63,11 @@ def async_round(base_url: str, engine: Any, in_flight: int, requests: int) -> fl
     return asyncio.run(run())
 
 
+def async_at(base_url: str, in_flight: int, requests: int, engine: str) -> float:
+    """`async_round`, the engine last (for `interleaved`)."""
+    return async_round(base_url, engine, in_flight, requests)
+
+
 def sync_round(base_url: str, engine: Any, call: Callable[[ChatClient], object], n: int) -> float:
     """CPU ms a call of `n` sync calls, one at a time."""
     client = new_client(base_url, engine)
@@ -95,13 +101,11 @@ def main() -> None:
         )
         found[f"stream {CHUNKS} chunks"] = interleaved(
             rounds,
-            lambda e: sync_round(
-                base_url, e, lambda c: deque(c.stream(STREAM), maxlen=0), streams
-            ),
+            lambda e: sync_round(base_url, e, lambda c: deque(c.stream(STREAM), maxlen=0), streams),
         )
         for in_flight in (1, 8, 32):
             found[f"acreate x{in_flight}"] = interleaved(
-                rounds, lambda e, n=in_flight: async_round(base_url, e, n, requests)
+                rounds, functools.partial(async_at, base_url, in_flight, requests)
             )
     results: dict[str, dict[str, Any]] = {}
     for case, cpu in found.items():
