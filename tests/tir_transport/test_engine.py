@@ -9,8 +9,13 @@ reliability and contract tests also run on both (tests/conftest.py, `http_engine
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
+import ssl
+import subprocess
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -221,3 +226,48 @@ def test_an_aiohttp_error_that_carries_the_request_is_not_chained() -> None:
     assert "the connection to" in error.message  # after sending, as httpx's protocol error
     refused = aio_failure(aiohttp.ClientConnectionError("refused"), url, secret=TEST_KEY)
     assert refused.__cause__ is not None  # what holds no key stays chained
+
+
+@pytest.fixture(scope="module")
+def untrusted_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An https base URL on loopback whose certificate no CA signed (a self-signed one)."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    names = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    files = ["-keyout", str(key), "-out", str(cert)]
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", *names, *files],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn, contextlib.suppress(OSError):
+                context.wrap_socket(conn, server_side=True).close()  # the client refuses it
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{listener.getsockname()[1]}/v1"
+    stop.set()
+    listener.close()
+    thread.join(5)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_tls_is_verified_on_every_engine(untrusted_tls: str, engine: str, mode: str) -> None:
+    config = TIRConfig.from_env(api_key=TEST_KEY, base_url=untrusted_tls, max_retries=0)
+    chat = ChatClient(config, engine=engine)  # type: ignore[arg-type]
+    with pytest.raises(APIConnectionError, match="could not connect") as info:
+        run(chat, mode, False, hello())
+    assert "CERTIFICATE_VERIFY_FAILED" in info.value.message
+    assert TEST_KEY not in chain(info.value)
