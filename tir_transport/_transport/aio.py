@@ -168,6 +168,14 @@ class AioOpened:
         """Give the connection back (read to its end) or drop it (cut short)."""
         self.close()
 
+    def drop(self) -> None:
+        """Its loop is closed: said closed, so that its collection does not use the loop.
+
+        (aiohttp's `close` does nothing else once the loop is closed; the socket closes
+        when the collector takes it, as an httpx response's does.)
+        """
+        self._response.close()
+
     def close(self) -> None:
         """`aclose`, for the collector's path: aiohttp's release and close do no I/O."""
         response = self._response

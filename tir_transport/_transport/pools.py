@@ -138,6 +138,10 @@ class Pools:
         self._aio: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[aiohttp.ClientSession, AsyncGenerator[None, None]]
         ] = weakref.WeakKeyDictionary()
+        # The last loop closed by hand leaves its session here (the next loop's first request
+        # sweeps it): let go of it quietly when these pools go, as a dropped httpx pool is,
+        # not with aiohttp's "Unclosed client session" error.
+        weakref.finalize(self, _abandon_closed, self._aio)
 
     def _check_fork(self) -> None:
         if os.getpid() != self._pid:
@@ -263,6 +267,19 @@ class Pools:
         if aio is not None:
             await aio[1].aclose()
         self.close()
+
+
+def _abandon_closed(
+    sessions: weakref.WeakKeyDictionary[
+        asyncio.AbstractEventLoop, tuple[aiohttp.ClientSession, AsyncGenerator[None, None]]
+    ],
+) -> None:
+    closed = [loop for loop in list(sessions) if loop.is_closed()]
+    if closed:
+        from .aio import abandon
+
+        for loop in closed:
+            abandon(sessions.pop(loop)[0])
 
 
 async def _close_on_loop_shutdown(

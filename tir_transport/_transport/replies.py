@@ -46,6 +46,10 @@ class Opened(Protocol):
         """Give the connection back (or drop it, cut short)."""
         ...
 
+    def drop(self) -> None:
+        """Let go of it when its event loop is closed (nothing can be awaited there)."""
+        ...
+
 
 class HttpxOpened:
     """`Opened` over an httpx response sent with `stream=True`."""
@@ -85,6 +89,9 @@ class HttpxOpened:
     async def aclose(self) -> None:
         """Close the response (its connection goes back to the pool, or is dropped)."""
         await self._response.aclose()
+
+    def drop(self) -> None:
+        """Nothing: its socket closes when the collector takes it, as a dropped client's."""
 
 
 class SyncOpened(Protocol):

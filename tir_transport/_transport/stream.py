@@ -164,6 +164,8 @@ class AsyncStream(Generic[_T]):
         if loop is None or loop.is_closed():
             if isinstance(slot, _AsyncSlot):
                 slot.release()  # no loop to wake: nobody waits on it any more
+            if response is not None:
+                response.drop()
             return
         try:
             # The collector may run on another thread: an asyncio semaphore and a response
@@ -175,6 +177,8 @@ class AsyncStream(Generic[_T]):
         except RuntimeError:  # the loop closed meanwhile
             if isinstance(slot, _AsyncSlot):
                 slot.release()
+            if response is not None:
+                response.drop()
 
     async def _advance(self) -> None:
         if self._bytes is None:
