@@ -281,10 +281,12 @@ def untrusted_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    yield f"https://127.0.0.1:{listener.getsockname()[1]}/v1"
+    port = listener.getsockname()[1]
+    yield f"https://127.0.0.1:{port}/v1"
     stop.set()
-    listener.close()
+    socket.create_connection(("127.0.0.1", port)).close()  # wakes the accept() to see it
     thread.join(5)
+    listener.close()
 
 
 @pytest.mark.parametrize("mode", MODES)
