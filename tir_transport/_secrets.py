@@ -99,6 +99,25 @@ def scrub_secret(text: str, secret: str | None) -> str:
     return key_hider(secret).text(text)
 
 
+def holds_secret(exc: BaseException, secret: str | None) -> bool:
+    """Whether the key shows anywhere a traceback or an error reporter could show of `exc`.
+
+    Its text, repr and args, and those of every exception it was raised from or during
+    (`__cause__`, `__context__`): an HTTP library's error may carry the request's headers,
+    or a reply's bytes that echoed them.
+    """
+    hider = key_hider(secret)
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        shown = f"{current}{current!r}{current.args!r}"
+        if hider.text(shown) != shown:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def scrub_bytes(content: bytes, secret: str | None) -> bytes:
     """`scrub_secret` for a raw reply, before anything decodes, parses or quotes it."""
     return key_hider(secret).raw(content)

@@ -20,7 +20,7 @@ import aiohttp
 import httpx
 
 from .._errors import APIConnectionError, APITimeoutError, StreamInterruptedError, TIRError
-from .._secrets import scrub_secret
+from .._secrets import holds_secret, scrub_secret
 from .replies import Reply
 
 __all__ = [
@@ -67,14 +67,17 @@ def new_session(ssl_context: ssl.SSLContext) -> aiohttp.ClientSession:
     )
     # Cookies kept and sent back as httpx's pool does (a load balancer's sticky cookie), for
     # IP hosts too; no environment proxies (the transport keeps httpx's pool when one
-    # applies, with the proxy it checked); header lines as long as h11 takes (16 KiB).
+    # applies, with the proxy it checked); header lines as long as httpcore takes (100 KiB).
     return aiohttp.ClientSession(
         connector=connector,
         cookie_jar=aiohttp.CookieJar(unsafe=True),
         trust_env=False,
-        max_line_size=16384,
-        max_field_size=16384,
+        max_line_size=_HEADER_BYTES,
+        max_field_size=_HEADER_BYTES,
     )
+
+
+_HEADER_BYTES = 100 * 1024
 
 
 def joined(response: aiohttp.ClientResponse) -> httpx.Headers:
@@ -124,8 +127,7 @@ def aio_failure(
         error = APIConnectionError(f"could not connect to {url}: {detail}")
     # Chained only when nothing of it holds the key: a ClientResponseError's repr and args
     # carry the request's headers (Authorization in clear), which httpx's never show.
-    shown = f"{exc}{exc!r}{exc.args!r}"
-    error.__cause__ = exc if scrub_secret(shown, secret) == shown else None
+    error.__cause__ = exc if not holds_secret(exc, secret) else None
     error.__suppress_context__ = True
     return error
 

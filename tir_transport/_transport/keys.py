@@ -107,7 +107,18 @@ class _HideKeys(logging.Filter):
             shown = pattern.sub(HIDDEN, text)
             if shown != text:
                 record.msg, record.args = shown, None
+            if record.exc_info and record.exc_info[1] is not None:
+                # A traceback logged with the record (urllib3's header-parsing warning
+                # quotes the raw header lines): its text, keys hidden, in place of the
+                # exception, which a handler would otherwise format, or send, whole.
+                trace = record.exc_text or _FORMATTER.formatException(record.exc_info)
+                hidden = pattern.sub(HIDDEN, trace)
+                if hidden != trace:
+                    record.exc_text, record.exc_info = hidden, None
         return True
+
+
+_FORMATTER = logging.Formatter()
 
 
 _HIDE_KEYS = _HideKeys()

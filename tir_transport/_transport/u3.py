@@ -13,14 +13,18 @@ API answers no cookies), no redirects (as httpx), no retries of its own (ours ap
 
 from __future__ import annotations
 
+import http.client
 import ssl
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import urllib3
-from urllib3.connectionpool import HTTPConnectionPool
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
     DecodeError,
+    IncompleteRead,
     NewConnectionError,
     ProtocolError,
     ReadTimeoutError,
@@ -28,13 +32,14 @@ from urllib3.exceptions import (
 )
 
 from .._errors import APIConnectionError, APITimeoutError, StreamInterruptedError, TIRError
-from .._secrets import scrub_secret
+from .._secrets import holds_secret, scrub_secret
 from .replies import Reply
 
 __all__ = [
     "U3_ERRORS",
     "U3Opened",
     "U3Pool",
+    "WriteTimeoutError",
     "u3_failure",
     "u3_timeout",
 ]
@@ -48,16 +53,112 @@ def u3_timeout(seconds: float) -> urllib3.Timeout:
     return urllib3.Timeout(connect=min(seconds, 10.0), read=seconds)
 
 
+class WriteTimeoutError(urllib3.exceptions.TimeoutError):
+    """The request could not be written within the timeout (httpx's `WriteTimeout`)."""
+
+
+class _FinalResponse(http.client.HTTPResponse):
+    """A reply read past interim ones (102 Processing, 103 Early Hints), as httpx reads it.
+
+    http.client skips only `100 Continue`: another 1xx would be taken for the reply, and the
+    real one left on the connection for the next request to read as its own.
+    """
+
+    def _read_status(self) -> tuple[str, int, str]:
+        read = super()._read_status  # type: ignore[misc]
+        version, status, reason = read()
+        while 100 < status < 200 and status != 101:
+            http.client.parse_headers(self.fp)  # the interim reply's headers, dropped
+            version, status, reason = read()
+        return version, status, reason
+
+
+class _Connection(HTTPConnection):
+    """urllib3's connection, timed and failing as httpx's does.
+
+    - Connecting (TCP, then TLS) fails as a connection that could not be made, never as one
+      that may have carried the request: a TLS handshake that times out is a
+      `ConnectTimeoutError`, one refused a `NewConnectionError` (urllib3 calls the first a
+      read timeout and the second "connection aborted").
+    - Writing waits up to the request's timeout between two writes, not the connect timeout
+      (urllib3's), and a write that times out is a `WriteTimeoutError`: a large body on a
+      slow uplink goes out as it does on httpx.
+    """
+
+    response_class = _FinalResponse
+    send_timeout: float | None = None
+
+    def __init__(self, *args: Any, send_timeout: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.send_timeout = send_timeout
+
+    def connect(self) -> None:
+        try:
+            super().connect()
+        except (NewConnectionError, ConnectTimeoutError):
+            raise
+        except TimeoutError as e:  # the socket's (the TLS handshake's)
+            raise ConnectTimeoutError(self, f"timed out connecting: {e}") from e
+        except OSError as e:  # ssl.SSLError is one (a certificate refused, say)
+            raise NewConnectionError(self, str(e)) from e
+
+    def send(self, data: Any) -> None:
+        if self.sock is None:
+            self.connect()
+        assert self.sock is not None
+        self.sock.settimeout(self.send_timeout)
+        try:
+            super().send(data)
+        except TimeoutError as e:
+            raise WriteTimeoutError(f"timed out writing the request: {e}") from e
+
+
+class _HTTPSConnection(_Connection, HTTPSConnection):
+    """`_Connection` over TLS."""
+
+
+class _Pool(HTTPConnectionPool):
+    """A host's connections; more in flight than it keeps are closed quietly after use.
+
+    (urllib3 logs a warning for each: httpx's pool drops them without a word.)
+    """
+
+    ConnectionCls = _Connection
+
+    def _put_conn(self, conn: Any) -> None:
+        pool = self.pool
+        if conn is not None and pool is not None and pool.full():
+            conn.close()
+            return
+        super()._put_conn(conn)
+
+
+class _HTTPSPool(_Pool, HTTPSConnectionPool):
+    """`_Pool` over TLS."""
+
+    ConnectionCls = _HTTPSConnection
+
+
 class U3Pool:
     """This process's urllib3 pools, and each URL's pool and path worked out once."""
 
-    def __init__(self, ssl_context: ssl.SSLContext) -> None:
-        """Pools that verify TLS with `ssl_context`; no I/O happens here."""
+    def __init__(self, ssl_context: ssl.SSLContext, timeout: float) -> None:
+        """Pools that verify TLS with `ssl_context`; no I/O happens here.
+
+        `timeout`: the longest wait between two writes of a request (`u3_timeout` bounds the
+        rest).
+        """
         # As many idle connections kept per host as httpx's pool keeps (more in flight are
         # made and dropped, never waited for).
         self._manager = urllib3.PoolManager(
-            num_pools=16, maxsize=100, block=False, ssl_context=ssl_context, retries=False
+            num_pools=16,
+            maxsize=100,
+            block=False,
+            ssl_context=ssl_context,
+            retries=False,
         )
+        self._manager.pool_classes_by_scheme = {"http": _Pool, "https": _HTTPSPool}
+        self._send_timeout = timeout
         self._targets: dict[str, tuple[HTTPConnectionPool, str]] = {}
 
     def target(self, url: str) -> tuple[HTTPConnectionPool, str]:
@@ -65,6 +166,8 @@ class U3Pool:
         found = self._targets.get(url)
         if found is None:
             pool = self._manager.connection_from_url(url)
+            # What its connections are made with (not a pool key: PoolManager refuses those).
+            pool.conn_kw["send_timeout"] = self._send_timeout
             found = self._targets[url] = (pool, urllib3.util.parse_url(url).request_uri)
         return found
 
@@ -145,9 +248,12 @@ class U3Opened:
         response = self._response
         try:
             # read1: what one read of the socket brings (an event as soon as it is sent),
-            # where read(n) would wait for n bytes.
-            while raw := response.read1():
+            # where read(n) would wait for n bytes; with a size, urllib3 also holds a body
+            # to its Content-Length (a stream cut short is an error, not an end).
+            while raw := response.read1(65536):
                 yield raw
+            if response.length_remaining:  # pragma: no cover - urllib3 raises first
+                raise IncompleteRead(0, response.length_remaining)
             return
         except U3_ERRORS as e:
             error = u3_failure(e, self._url, in_stream=True, secret=self._secret)
@@ -163,7 +269,9 @@ class U3Opened:
 
 def sent_before(exc: BaseException) -> bool:
     """Whether the request had gone out when `exc` came (the server may have taken it)."""
-    if isinstance(exc, ConnectTimeoutError | SSLError):  # NewConnectionError is one too
+    # NewConnectionError is a ConnectTimeoutError; a write that timed out is not counted,
+    # as httpx's WriteTimeout is not.
+    if isinstance(exc, ConnectTimeoutError | SSLError | WriteTimeoutError):
         return False
     return isinstance(exc, ReadTimeoutError | ProtocolError | DecodeError)
 
@@ -176,12 +284,14 @@ def u3_failure(
     secret: str | None = None,
 ) -> TIRError:
     """A urllib3 failure as our error, in `transport_error`'s words."""
-    detail = scrub_secret(str(exc) or type(exc).__name__, secret)
+    detail = scrub_secret(_detail(exc), secret)
     error: TIRError
     if isinstance(exc, NewConnectionError):  # before ConnectTimeoutError: it is one
         error = APIConnectionError(f"could not connect to {url}: {detail}")
     elif isinstance(exc, ConnectTimeoutError):
         error = APITimeoutError(f"timed out talking to {url}: ConnectTimeout")
+    elif isinstance(exc, WriteTimeoutError):
+        error = APITimeoutError(f"timed out talking to {url}: WriteTimeout")
     elif isinstance(exc, ReadTimeoutError | TimeoutError):
         error = APITimeoutError(f"timed out talking to {url}: ReadTimeout")
     elif in_stream:
@@ -190,6 +300,22 @@ def u3_failure(
         error = APIConnectionError(f"the connection to {url} failed: {detail}")
     else:
         error = APIConnectionError(f"could not connect to {url}: {detail}")
-    error.__cause__ = exc if detail == str(exc) else None
+    # Chained only when nothing in its chain holds the key (a chunk-size line that echoed
+    # it sits in the ValueError urllib3's error was raised from).
+    error.__cause__ = exc if not holds_secret(exc, secret) else None
     error.__suppress_context__ = True
     return error
+
+
+def _detail(exc: BaseException) -> str:
+    """What went wrong, in httpx's words where urllib3 wraps it in its own."""
+    if isinstance(exc, NewConnectionError) and exc.__cause__ is not None:
+        return str(exc.__cause__)  # "[Errno 111] Connection refused", without the connection
+    inner = exc.args[-1] if isinstance(exc, ProtocolError) and exc.args else None
+    if isinstance(inner, http.client.RemoteDisconnected):
+        return "Server disconnected without sending a response."
+    if isinstance(inner, http.client.IncompleteRead):
+        got = inner.partial if isinstance(inner.partial, int) else len(inner.partial)
+        more = f", {inner.expected} more expected" if inner.expected else ""
+        return f"peer closed connection without sending complete message body ({got} bytes{more})"
+    return str(exc) or type(exc).__name__
