@@ -102,8 +102,8 @@ def completion(text: str) -> bytes:
 
 def event(text: str, finish: str | None = None) -> bytes:
     delta = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": "m"}
-    delta["choices"] = [{"index": 0, "delta": {"content": text}, "finish_reason": finish}]  # type: ignore[assignment]
-    return b"data: " + json.dumps(delta).encode() + b"\n\n"
+    choices = [{"index": 0, "delta": {"content": text}, "finish_reason": finish}]
+    return b"data: " + json.dumps({**delta, "choices": choices}).encode() + b"\n\n"
 
 
 def call(base_url: str, engine: str, mode: str, stream: bool, **changes: Any) -> str | None:
@@ -202,31 +202,37 @@ def shown(error: BaseException) -> str:
     return "\n".join(texts)
 
 
+@pytest.mark.parametrize("where", ["chunk-size line", "header line"])
 @pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_reply_that_echoes_the_key_where_it_cannot_be_parsed_never_shows_it(
-    engine: str, mode: str, stream: bool, caplog: pytest.LogCaptureFixture
+    engine: str, mode: str, stream: bool, where: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # The key in a chunk-size line, and in a header line without a colon: the HTTP library's
-    # own error (and urllib3's logged traceback) quotes the bytes it could not read.
+    # The HTTP library's own error (urllib3's: raised from the ValueError of int(line, 16))
+    # or its logged traceback (urllib3's header-parsing warning) quotes the bytes it could not
+    # read; a gateway may echo the Authorization value there.
     def handler(conn: socket.socket, head: bytes, number: int) -> None:
         found = re.search(rb"(?i)authorization: ([^\r]+)", head)
         echoed = found.group(1) if found else b""
-        conn.sendall(
-            b"HTTP/1.1 200 OK\r\nX-Echo " + echoed + b"\r\nTransfer-Encoding: chunked\r\n"
-            b"Content-Type: text/event-stream\r\n\r\n" + echoed + b"\r\n"
-        )
+        if where == "header line":  # no colon
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nX-Echo " + echoed + b"\r\nContent-Length: 2\r\n\r\n{}"
+            )
+        else:
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                b"Content-Type: text/event-stream\r\n\r\n" + echoed + b"\r\n"
+            )
         conn.shutdown(socket.SHUT_RDWR)
 
-    with (
-        caplog.at_level(logging.DEBUG),
-        raw_server(handler) as url,
-        pytest.raises(TIRError) as info,
-    ):
-        call(url, engine, mode, stream=stream)
-    assert TEST_KEY not in shown(info.value)
+    with caplog.at_level(logging.DEBUG), raw_server(handler) as url:
+        try:
+            call(url, engine, mode, stream=stream)
+        except TIRError as e:
+            assert TEST_KEY not in shown(e)
     for record in caplog.records:
         assert TEST_KEY not in record.getMessage()
-        assert record.exc_info is None or TEST_KEY not in shown(record.exc_info[1])  # type: ignore[arg-type]
+        if record.exc_info:
+            assert TEST_KEY not in shown(record.exc_info[1])  # type: ignore[arg-type]
         assert TEST_KEY not in (record.exc_text or "")
