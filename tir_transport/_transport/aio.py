@@ -65,12 +65,12 @@ def new_session(ssl_context: ssl.SSLContext) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(
         limit=1000, limit_per_host=0, keepalive_timeout=30, ssl=ssl_context
     )
-    # Cookies kept and sent back as httpx's pool does (a load balancer's sticky cookie), for
-    # IP hosts too; no environment proxies (the transport keeps httpx's pool when one
-    # applies, with the proxy it checked); header lines as long as httpcore takes (100 KiB).
+    # No cookies, as on the urllib3 engine: an API the key authenticates needs none, and a
+    # jar costs every reply; no environment proxies (the transport keeps httpx's pool when
+    # one applies, with the proxy it checked); header lines as long as httpcore takes.
     return aiohttp.ClientSession(
         connector=connector,
-        cookie_jar=aiohttp.CookieJar(unsafe=True),
+        cookie_jar=aiohttp.DummyCookieJar(),
         trust_env=False,
         max_line_size=_HEADER_BYTES,
         max_field_size=_HEADER_BYTES,
