@@ -19,8 +19,9 @@ from collections.abc import AsyncIterator, Mapping
 import aiohttp
 import httpx
 
-from .._errors import APIConnectionError, APITimeoutError, StreamInterruptedError, TIRError
-from .._secrets import holds_secret, scrub_secret
+from .._errors import TIRError
+from .._secrets import scrub_secret
+from .failures import said_as_httpx
 from .replies import Reply
 
 __all__ = [
@@ -111,25 +112,23 @@ def aio_failure(
     secret: str | None = None,
 ) -> TIRError:
     """An aiohttp failure as our error, in `transport_error`'s words."""
-    detail = scrub_secret(str(exc) or type(exc).__name__, secret)
-    error: TIRError
+    timeout = None
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        error = APITimeoutError(f"timed out talking to {url}: ConnectTimeout")
+        timeout = "ConnectTimeout"
     elif isinstance(exc, TimeoutError):
-        error = APITimeoutError(f"timed out talking to {url}: ReadTimeout")
-    elif isinstance(exc, aiohttp.ClientConnectorError):
-        error = APIConnectionError(f"could not connect to {url}: {detail}")
-    elif in_stream:
-        error = StreamInterruptedError(f"the stream from {url} broke off: {detail}")
-    elif sent_before(exc):
-        error = APIConnectionError(f"the connection to {url} failed: {detail}")
-    else:
-        error = APIConnectionError(f"could not connect to {url}: {detail}")
-    # Chained only when nothing of it holds the key: a ClientResponseError's repr and args
-    # carry the request's headers (Authorization in clear), which httpx's never show.
-    error.__cause__ = exc if not holds_secret(exc, secret) else None
-    error.__suppress_context__ = True
-    return error
+        timeout = "ReadTimeout"
+    # A ClientResponseError's repr and args carry the request's headers (Authorization in
+    # clear), which httpx's never show: said_as_httpx does not chain it then.
+    return said_as_httpx(
+        exc,
+        url,
+        scrub_secret(str(exc) or type(exc).__name__, secret),
+        timeout=timeout,
+        connecting=isinstance(exc, aiohttp.ClientConnectorError),
+        in_stream=in_stream,
+        sent=sent_before(exc),
+        secret=secret,
+    )
 
 
 # What an aiohttp request can fail with (its timeouts are TimeoutErrors too).

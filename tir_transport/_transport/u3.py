@@ -31,8 +31,9 @@ from urllib3.exceptions import (
     SSLError,
 )
 
-from .._errors import APIConnectionError, APITimeoutError, StreamInterruptedError, TIRError
-from .._secrets import holds_secret, scrub_secret
+from .._errors import TIRError
+from .._secrets import scrub_secret
+from .failures import said_as_httpx
 from .replies import Reply
 
 __all__ = [
@@ -180,18 +181,7 @@ class U3Pool:
         timeout: urllib3.Timeout,
     ) -> Reply:
         """One try of `Transport._send`: the whole reply."""
-        pool, path = self.target(url)
-        got = pool.urlopen(
-            method,
-            path,
-            body=body,
-            headers=headers,
-            retries=False,
-            redirect=False,
-            assert_same_host=False,
-            timeout=timeout,
-            preload_content=True,
-        )
+        got = self._open(method, url, body, headers, timeout, whole=True)
         return Reply(got.status, got.headers, got.data, url)
 
     def open_stream(
@@ -203,9 +193,21 @@ class U3Pool:
         secret: str | None,
     ) -> U3Opened:
         """One try of a sync stream: the reply once its headers are in."""
+        return U3Opened(self._open("POST", url, body, headers, timeout, whole=False), url, secret)
+
+    def _open(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        timeout: urllib3.Timeout,
+        *,
+        whole: bool,
+    ) -> urllib3.BaseHTTPResponse:
         pool, path = self.target(url)
-        got = pool.urlopen(
-            "POST",
+        return pool.urlopen(
+            method,
             path,
             body=body,
             headers=headers,
@@ -213,9 +215,8 @@ class U3Pool:
             redirect=False,
             assert_same_host=False,
             timeout=timeout,
-            preload_content=False,
+            preload_content=whole,
         )
-        return U3Opened(got, url, secret)
 
     def close(self) -> None:
         """Close every connection of every pool."""
@@ -284,27 +285,27 @@ def u3_failure(
     secret: str | None = None,
 ) -> TIRError:
     """A urllib3 failure as our error, in `transport_error`'s words."""
-    detail = scrub_secret(_detail(exc), secret)
-    error: TIRError
-    if isinstance(exc, NewConnectionError):  # before ConnectTimeoutError: it is one
-        error = APIConnectionError(f"could not connect to {url}: {detail}")
+    timeout = None
+    if isinstance(exc, NewConnectionError):  # a ConnectTimeoutError too, but no timeout
+        pass
     elif isinstance(exc, ConnectTimeoutError):
-        error = APITimeoutError(f"timed out talking to {url}: ConnectTimeout")
+        timeout = "ConnectTimeout"
     elif isinstance(exc, WriteTimeoutError):
-        error = APITimeoutError(f"timed out talking to {url}: WriteTimeout")
+        timeout = "WriteTimeout"
     elif isinstance(exc, ReadTimeoutError | TimeoutError):
-        error = APITimeoutError(f"timed out talking to {url}: ReadTimeout")
-    elif in_stream:
-        error = StreamInterruptedError(f"the stream from {url} broke off: {detail}")
-    elif sent_before(exc):
-        error = APIConnectionError(f"the connection to {url} failed: {detail}")
-    else:
-        error = APIConnectionError(f"could not connect to {url}: {detail}")
-    # Chained only when nothing in its chain holds the key (a chunk-size line that echoed
-    # it sits in the ValueError urllib3's error was raised from).
-    error.__cause__ = exc if not holds_secret(exc, secret) else None
-    error.__suppress_context__ = True
-    return error
+        timeout = "ReadTimeout"
+    # A chunk-size line that echoed the key sits in the ValueError urllib3's error was raised
+    # from: said_as_httpx does not chain it then.
+    return said_as_httpx(
+        exc,
+        url,
+        scrub_secret(_detail(exc), secret),
+        timeout=timeout,
+        connecting=isinstance(exc, NewConnectionError),
+        in_stream=in_stream,
+        sent=sent_before(exc),
+        secret=secret,
+    )
 
 
 def _detail(exc: BaseException) -> str:
