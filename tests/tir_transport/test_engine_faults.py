@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import TEST_KEY
+from tests.tir_transport.test_engine import ENGINES, MODES, run
 from tir_transport import (
     APITimeoutError,
     ChatClient,
@@ -30,8 +31,6 @@ from tir_transport import (
     track_usage,
 )
 
-ENGINES = ["httpx", "auto"]
-MODES = ["sync", "async"]
 # What the handler writes for one request: the request's bytes and its number (from 1).
 Handler = Callable[[socket.socket, bytes, int], None]
 
@@ -107,20 +106,12 @@ def event(text: str, finish: str | None = None) -> bytes:
 
 
 def call(base_url: str, engine: str, mode: str, stream: bool, **changes: Any) -> str | None:
+    """One call (`test_engine.run`) on a client of `engine` aimed at `base_url`, no retries."""
     settings: dict[str, Any] = {"api_key": TEST_KEY, "base_url": base_url, "max_retries": 0}
     chat = ChatClient(TIRConfig.from_env(**{**settings, **changes}), engine=engine)  # type: ignore[arg-type]
-    payload = build_payload([{"role": "user", "content": "hi"}], "m", stream=stream)
-
-    async def acall() -> str | None:
-        if stream:
-            return "".join([c.text or "" async for c in chat.astream(payload)])
-        return (await chat.acreate(payload)).text
-
-    if mode == "async":
-        return asyncio.run(acall())
-    if stream:
-        return "".join(c.text or "" for c in chat.stream(payload))
-    return chat.create(payload).text
+    return run(
+        chat, mode, stream, build_payload([{"role": "user", "content": "hi"}], "m", stream=stream)
+    )
 
 
 @pytest.mark.parametrize("mode", MODES)
