@@ -229,22 +229,68 @@ def test_a_send_time_that_arrives_late_is_not_used() -> None:
     from ray_tir._pacing import _JobPacerActor, _JobPacerClient
 
     pacer = _JobPacerActor.remote(60)  # one per second, a burst of one
-    client = _JobPacerClient(pacer)
+    client = _JobPacerClient(pacer, 60)
 
     async def run() -> tuple[float, float, float]:
         first: float = await pacer.reserve.remote()  # the burst: the next time is 1 s later
-        reserving = asyncio.ensure_future(client.reserve())
-        # One turn of the loop: the hook runs to its first await, having sent its request
+        reserving = asyncio.ensure_future(client.send_time())
+        # One turn of the loop: the client runs to its first await, having sent its request
         # (Ray submits at `.remote()`), and its answer (first + 1) will be read late, after...
         await asyncio.sleep(0)
         time.sleep(BUSY_LOOP_SECONDS)  # noqa: ASYNC251 (on purpose: the loop is busy)
-        waited = await reserving
+        when = await reserving
+        waited = when - time.time()
         after: float = await pacer.reserve.remote()
-        return first, waited, after
+        return first, when, waited, after
 
-    first, waited, after = asyncio.run(run())
-    # Used as it came, the late time would squeeze the pace: wait 0, one time taken. Instead
-    # it is spent and a new one taken at the end of the queue: the hook took two times, so
-    # the next is no earlier than three periods after the first (a token bucket of one).
+    first, when, waited, after = asyncio.run(run())
+    # Used as it came, the late time would squeeze the pace: sent at once, one time taken.
+    # Instead it is spent and a new one taken at the end of the queue: the client took two
+    # times, so the next is no earlier than three periods after the first (a bucket of one).
+    assert when >= first + 2.0 - CLOCK_EPSILON
     assert after - first >= 3.0 - CLOCK_EPSILON
-    assert 0.0 <= waited <= 1.0  # a fresh time is at most one period ahead
+    assert waited <= 1.0  # a fresh time is at most one period ahead
+
+
+def test_no_request_holds_a_slot_while_it_asks_the_job_pacer() -> None:
+    from ray_tir._pacing import _ActorLimits, _job_pacer
+
+    # A pace that never binds: what the pacer costs is its round trip alone.
+    limits = _ActorLimits(4, _job_pacer(600_000), lambda: None)
+    assert limits.job_pacer is not None
+    holding: set[asyncio.Task[Any] | None] = set()
+    asked_while: list[tuple[bool, int]] = []  # (the asker holds a slot, slots held by others)
+    send_time = limits.job_pacer.send_time
+
+    async def recorded_send_time() -> float:
+        me = asyncio.current_task()
+        asked_while.append((me in holding, len(holding - {me})))
+        return await send_time()
+
+    class RecordedSlots(asyncio.Semaphore):
+        async def acquire(self) -> bool:
+            taken = await super().acquire()
+            holding.add(asyncio.current_task())
+            return taken
+
+        def release(self) -> None:
+            holding.discard(asyncio.current_task())
+            super().release()
+
+    limits.job_pacer.send_time = recorded_send_time  # type: ignore[method-assign]
+    limits.slots = RecordedSlots(4)
+
+    async def request() -> None:
+        async with limits.aslot():
+            await asyncio.sleep(0.02)
+
+    async def run() -> None:
+        await asyncio.gather(*(request() for _ in range(40)))
+
+    asyncio.run(run())
+    assert len(asked_while) == 40
+    # Never from inside a slot: each request asks, then takes its slot.
+    assert not any(own for own, _ in asked_while)
+    # And the asking overlaps the other requests in flight (it does not wait for an empty
+    # actor): most asks are made while other requests hold slots.
+    assert sum(others > 0 for _, others in asked_while) >= 30, asked_while
