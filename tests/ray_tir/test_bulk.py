@@ -294,3 +294,34 @@ def test_no_request_holds_a_slot_while_it_asks_the_job_pacer() -> None:
     # And the asking overlaps the other requests in flight (it does not wait for an empty
     # actor): most asks are made while other requests hold slots.
     assert sum(others > 0 for _, others in asked_while) >= 30, asked_while
+
+
+def test_requests_that_ask_together_share_one_round_trip_to_the_pacer() -> None:
+    from ray_tir._pacing import _job_pacer
+
+    client = _job_pacer(600)  # 10 a second, a burst of 10
+    assert client is not None
+    asked: list[int] = []
+    reserve_many = client.pacer.reserve_many
+
+    class Recorded:
+        """The pacer actor's method, its calls counted (the real actor answers)."""
+
+        def remote(self, count: int) -> Any:
+            asked.append(count)
+            return reserve_many.remote(count)
+
+    class Pacer:
+        reserve_many = Recorded()
+
+    client.pacer = Pacer()
+
+    async def run() -> list[float]:
+        return list(await asyncio.gather(*(client.send_time() for _ in range(20))))
+
+    times = asyncio.run(run())
+    # The first asks at once; the 19 that asked while it was out share the next round trip.
+    assert asked == [1, 19]
+    # Their times in the order they asked: the burst of 10, then 0.1 s apart.
+    assert times == sorted(times)
+    assert times[-1] - times[0] >= (20 - 10) / 10 - CLOCK_EPSILON
