@@ -205,7 +205,7 @@ def print_report(report: dict[str, Any]) -> None:
     if "peer" in report:
         rows["ChatOpenAI.abatch(32), 1 process"] = report["peer"]
     if "long" in report:
-        rows[f"{report['long']['case']}, {LONG_SECONDS:.0f} s"] = report["long"]
+        rows[f"{report['long']['case']}, {LONG_SECONDS:.0f} s, 1 run"] = report["long"]
     for case, r in rows.items():
         print(
             f"  {case:34} whole {r['rows_per_s']:7.1f} ({r['share']:4.0%})  served "
