@@ -87,7 +87,8 @@ def measure(
     """`run` `repeat` times: each run's two rates, and their medians, beside the ideal.
 
     Each run also says where the rest of its time went: before the first request
-    (`start_s`: Ray's actors starting) and after the last reply (`end_s`).
+    (`start_s`: Ray's actors starting) and after the last reply (`end_s`); and how long the
+    server really held a request (`server_ms`: the latency, and the server's own lateness).
     """
     stats(url)  # what came before is not this case's
     runs = []
@@ -101,6 +102,7 @@ def measure(
                 "served_rows_per_s": rows / served["seconds"],
                 "start_s": served["first"] - started,
                 "end_s": ended - served["last"],
+                "server_ms": served["held"] / rows * 1000,
             }
         )
     whole = statistics.median(r["rows_per_s"] for r in runs)
@@ -214,6 +216,8 @@ def print_report(report: dict[str, Any]) -> None:
         )
         starts = ", ".join(f"{run['start_s']:.1f}/{run['end_s']:.1f}" for run in r["runs"])
         print(f"  {'':34} seconds before the first request/after the last reply: {starts}")
+        held = ", ".join(f"{run['server_ms']:.1f}" for run in r["runs"])
+        print(f"  {'':34} ms the server held a request (arrival to reply): {held}")
 
 
 if __name__ == "__main__":

@@ -9,10 +9,11 @@ separate process so it does not share the client's GIL: `python benchmarks/serve
 the port, then serves until killed.
 
 `GET /stats` answers what the server saw since the last `GET /stats` (and starts counting
-again): `{"requests": n, "seconds": s, "first": t0, "last": t1}`, `s` from the first
-request's arrival (`t0`, a `time.perf_counter` reading) to the last reply's sending (`t1`),
-0 when none came; a benchmark divides the one by the other, its rate with the client's own
-start and end left out.
+again): `{"requests": n, "seconds": s, "first": t0, "last": t1, "held": h}`, `s` from the
+first request's arrival (`t0`, a `time.perf_counter` reading) to the last reply's sending
+(`t1`), 0 when none came; a benchmark divides the one by the other, its rate with the
+client's own start and end left out. `h` sums each request's time from arrival to reply:
+`h / n` is the latency the server really gave (its delay, and its own lateness).
 """
 
 from __future__ import annotations
@@ -47,12 +48,15 @@ class Stats:
     requests = 0
     first = 0.0
     last = 0.0
+    held = 0.0  # arrival to reply, summed over the requests
 
     @classmethod
-    def arrived(cls) -> None:
+    def arrived(cls) -> float:
+        now = time.perf_counter()
         if not cls.requests:
-            cls.first = time.perf_counter()
+            cls.first = now
         cls.requests += 1
+        return now
 
     @classmethod
     def take(cls) -> bytes:
@@ -64,9 +68,10 @@ class Stats:
                 "seconds": max(0.0, seconds),
                 "first": cls.first,
                 "last": cls.last,
+                "held": cls.held,
             }
         )
-        cls.requests, cls.first, cls.last = 0, 0.0, 0.0
+        cls.requests, cls.first, cls.last, cls.held = 0, 0.0, 0.0, 0.0
         return answer
 
 
@@ -199,7 +204,7 @@ class ChatProtocol(asyncio.Protocol):
             if path.startswith(b"get /stats"):
                 self.transport.write(_response(Stats.take()))
                 continue
-            Stats.arrived()
+            arrived = Stats.arrived()
             if b"/embeddings" in path or b"/rerank" in path:
                 request = json.loads(body)
                 if b"/rerank" in path:
@@ -210,22 +215,25 @@ class ChatProtocol(asyncio.Protocol):
                     reply = embeddings_reply(count, request.get("encoding_format") == "base64")
                 if DELAY:
                     # Replies may leave out of order; each connection has one request at a time.
-                    asyncio.get_running_loop().call_later(DELAY, self.send, reply)
+                    asyncio.get_running_loop().call_later(DELAY, self.send, reply, arrived)
                 else:
-                    self.send(reply)
+                    self.send(reply, arrived)
             elif _STREAM.search(body):
                 found = _MAX_TOKENS.search(body)
                 chunks = int(found.group(1)) if found else 500
-                self.send(stream_reply(chunks, bool(_USAGE.search(body))))
+                self.send(stream_reply(chunks, bool(_USAGE.search(body))), arrived)
             elif CHAT_DELAY:
-                asyncio.get_running_loop().call_later(CHAT_DELAY, self.send, completion_reply())
+                asyncio.get_running_loop().call_later(
+                    CHAT_DELAY, self.send, completion_reply(), arrived
+                )
             else:
-                self.send(completion_reply())
+                self.send(completion_reply(), arrived)
 
-    def send(self, reply: bytes) -> None:
+    def send(self, reply: bytes, arrived: float) -> None:
         assert self.transport is not None
         self.transport.write(reply)
         Stats.last = time.perf_counter()
+        Stats.held += Stats.last - arrived
 
 
 @contextmanager
