@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -231,7 +231,7 @@ def test_a_send_time_that_arrives_late_is_not_used() -> None:
     pacer = _JobPacerActor.remote(60)  # one per second, a burst of one
     client = _JobPacerClient(pacer, 60)
 
-    async def run() -> tuple[float, float, float]:
+    async def run() -> tuple[float, float, float, float]:
         first: float = await pacer.reserve.remote()  # the burst: the next time is 1 s later
         reserving = asyncio.ensure_future(client.send_time())
         # One turn of the loop: the client runs to its first await, having sent its request
@@ -268,7 +268,7 @@ def test_no_request_holds_a_slot_while_it_asks_the_job_pacer() -> None:
         return await send_time()
 
     class RecordedSlots(asyncio.Semaphore):
-        async def acquire(self) -> bool:
+        async def acquire(self) -> Literal[True]:
             taken = await super().acquire()
             holding.add(asyncio.current_task())
             return taken
