@@ -7,6 +7,13 @@ input (base64 or floats, as asked), and a rerank request vLLM's reply (a fixed s
 best first, cut to `top_n`), both after `--delay-ms` (the service's latency). Run as a
 separate process so it does not share the client's GIL: `python benchmarks/server.py` prints
 the port, then serves until killed.
+
+`GET /stats` answers what the server saw since the last `GET /stats` (and starts counting
+again): `{"requests": n, "seconds": s, "first": t0, "last": t1, "held": h}`, `s` from the
+first request's arrival (`t0`, a `time.perf_counter` reading) to the last reply's sending
+(`t1`), 0 when none came; a benchmark divides the one by the other, its rate with the
+client's own start and end left out. `h` sums each request's time from arrival to reply:
+`h / n` is the latency the server really gave (its delay, and its own lateness).
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ import re
 import struct
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache, lru_cache
@@ -31,6 +40,39 @@ TEXT = "Hello. How can I assist you today?"
 DIMENSIONS = 384
 DELAY = 0.0  # seconds before each embeddings or rerank reply
 CHAT_DELAY = 0.0  # seconds before each non-streamed chat reply
+
+
+class Stats:
+    """Since the last `GET /stats`: requests, the first one's arrival, the last reply sent."""
+
+    requests = 0
+    first = 0.0
+    last = 0.0
+    held = 0.0  # arrival to reply, summed over the requests
+
+    @classmethod
+    def arrived(cls) -> float:
+        now = time.perf_counter()
+        if not cls.requests:
+            cls.first = now
+        cls.requests += 1
+        return now
+
+    @classmethod
+    def take(cls) -> bytes:
+        seconds = cls.last - cls.first if cls.requests else 0.0
+        # The readings too: `time.perf_counter` is one clock for every process on Linux.
+        answer = _dumps(
+            {
+                "requests": cls.requests,
+                "seconds": max(0.0, seconds),
+                "first": cls.first,
+                "last": cls.last,
+                "held": cls.held,
+            }
+        )
+        cls.requests, cls.first, cls.last, cls.held = 0, 0.0, 0.0, 0.0
+        return answer
 
 
 def _dumps(value: object) -> bytes:
@@ -159,6 +201,10 @@ class ChatProtocol(asyncio.Protocol):
             self.buffer = self.buffer[end + 4 + length :]
             assert self.transport is not None
             path = head.split(b"\r\n", 1)[0]
+            if path.startswith(b"get /stats"):
+                self.transport.write(_response(Stats.take()))
+                continue
+            arrived = Stats.arrived()
             if b"/embeddings" in path or b"/rerank" in path:
                 request = json.loads(body)
                 if b"/rerank" in path:
@@ -169,19 +215,25 @@ class ChatProtocol(asyncio.Protocol):
                     reply = embeddings_reply(count, request.get("encoding_format") == "base64")
                 if DELAY:
                     # Replies may leave out of order; each connection has one request at a time.
-                    asyncio.get_running_loop().call_later(DELAY, self.transport.write, reply)
+                    asyncio.get_running_loop().call_later(DELAY, self.send, reply, arrived)
                 else:
-                    self.transport.write(reply)
+                    self.send(reply, arrived)
             elif _STREAM.search(body):
                 found = _MAX_TOKENS.search(body)
                 chunks = int(found.group(1)) if found else 500
-                self.transport.write(stream_reply(chunks, bool(_USAGE.search(body))))
+                self.send(stream_reply(chunks, bool(_USAGE.search(body))), arrived)
             elif CHAT_DELAY:
                 asyncio.get_running_loop().call_later(
-                    CHAT_DELAY, self.transport.write, completion_reply()
+                    CHAT_DELAY, self.send, completion_reply(), arrived
                 )
             else:
-                self.transport.write(completion_reply())
+                self.send(completion_reply(), arrived)
+
+    def send(self, reply: bytes, arrived: float) -> None:
+        assert self.transport is not None
+        self.transport.write(reply)
+        Stats.last = time.perf_counter()
+        Stats.held += Stats.last - arrived
 
 
 @contextmanager
@@ -198,6 +250,13 @@ def serving(*options: str) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait()
+
+
+def stats(url: str) -> dict[str, float]:
+    """What the server at `url` (`serving`'s) saw since the last call; see the module's doc."""
+    with urllib.request.urlopen(url.removesuffix("/v1") + "/stats", timeout=10) as reply:
+        answer: dict[str, float] = json.loads(reply.read())
+    return answer
 
 
 async def main() -> None:

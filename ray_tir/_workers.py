@@ -14,7 +14,6 @@ from tir_transport import (
     AuthenticationError,
     ChatClient,
     EmbeddingsClient,
-    Limits,
     NotFoundError,
     PermissionDeniedError,
     TIRConfig,
@@ -23,7 +22,7 @@ from tir_transport import (
 from tir_transport.adapter import build_payload, check_inputs, scrub_secret
 
 from ._folder import OutputWriteError  # noqa: TID251
-from ._pacing import _JobPacerClient  # noqa: TID251
+from ._pacing import _ActorLimits, _JobPacerClient  # noqa: TID251
 from ._sink import Sink  # noqa: TID251
 
 __all__ = ["BATCHES_AT_ONCE", "CHAT_COLUMNS", "EMBED_COLUMNS", "JobStopped", "check_columns"]
@@ -98,29 +97,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-class _Guard:
-    """Asked before every request (retries too): is the job still on?
-
-    A job whose driver died sends nothing more: on the driver's machine each request first
-    checks that its process is alive, and the actor ends itself if not (Ray would end it
-    too, but only seconds later, after hundreds of requests). On other machines Ray's own
-    clean-up ends the actors.
-    """
-
-    def __init__(self, worker: _Worker, driver: tuple[str, int], pacer: Any) -> None:
-        self.worker = worker
-        self.driver_pid = driver[1] if driver[0] == os.uname().nodename else None
-        self.pacer = _JobPacerClient(pacer) if pacer is not None else None
-
-    async def reserve(self) -> float:
-        """Seconds to wait before sending; raises when the job is stopping."""
-        if self.worker.stopped is not None:
-            raise _Stopping
-        if self.driver_pid is not None and not _alive(self.driver_pid):
-            os._exit(1)  # nobody is left to read the answers: send nothing more
-        return await self.pacer.reserve() if self.pacer is not None else 0.0
-
-
 class _Worker:
     """What both workers share: the limits of one actor, and writing its answers.
 
@@ -133,12 +109,30 @@ class _Worker:
     columns: tuple[str, ...] = ()
 
     def __init__(
-        self, max_in_flight: int, pacer: Any, driver: tuple[str, int], sink: Sink | None
+        self,
+        max_in_flight: int,
+        pacer: _JobPacerClient | None,
+        driver: tuple[str, int],
+        sink: Sink | None,
     ) -> None:
         self.stopped: str | None = None
-        self.limits = Limits(max_in_flight=max_in_flight, remote_pacer=_Guard(self, driver, pacer))
+        self.driver_pid = driver[1] if driver[0] == os.uname().nodename else None
+        self.limits = _ActorLimits(max_in_flight, pacer, self._check)
         self.sink = sink
         self.batches = asyncio.Semaphore(BATCHES_AT_ONCE)
+
+    def _check(self) -> None:
+        """Asked before every request (retries too): is the job still on?
+
+        Raises `_Stopping` when it is stopping. A job whose driver died sends nothing more:
+        on the driver's machine each request first checks that its process is alive, and the
+        actor ends itself if not (Ray would end it too, but only seconds later, after
+        hundreds of requests). On other machines Ray's own clean-up ends the actors.
+        """
+        if self.stopped is not None:
+            raise _Stopping
+        if self.driver_pid is not None and not _alive(self.driver_pid):
+            os._exit(1)  # nobody is left to read the answers: send nothing more
 
     def _fatal(self, error: BaseException, description: str) -> bool:
         """Whether `error` stops the job (and note the first such error)."""
@@ -202,7 +196,7 @@ class _ChatWorker(_Worker):
         messages_column: str | None,
         system: str | None,
         max_in_flight: int,
-        pacer: Any,
+        pacer: _JobPacerClient | None,
         driver: tuple[str, int],
         sink: Sink | None,
     ) -> None:
@@ -263,7 +257,7 @@ class _EmbedWorker(_Worker):
         client: EmbeddingsClient,
         text_column: str,
         max_in_flight: int,
-        pacer: Any,
+        pacer: _JobPacerClient | None,
         driver: tuple[str, int],
         sink: Sink | None,
     ) -> None:

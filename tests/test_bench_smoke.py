@@ -97,18 +97,27 @@ def test_bench_embeddings_smoke(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(300)
 def test_bench_bulk_smoke(tmp_path: Path) -> None:
-    report, _ = smoke("bench_bulk.py", tmp_path)
+    report, stdout = smoke("bench_bulk.py", tmp_path)
     # The smoke shapes: one actor with one request in flight, two actors with eight each; the
     # ideal rate is what that many in flight could do at the server's latency.
     shapes = {"1 actor(s) x 1 in flight": 1, "2 actor(s) x 8 in flight": 16}
     assert set(report["cases"]) == set(shapes)
+    assert report["repeat"] == 1 and "long" not in report
     latency = report["latency_ms"] / 1000
-    for name, in_flight in shapes.items():
-        case = report["cases"][name]
+    cases = {**report["cases"], "peer": report["peer"]}
+    for name, case in cases.items():
+        in_flight = shapes.get(name, 32)
         assert case["ideal"] == pytest.approx(in_flight / latency), name
-        assert case["rows"] >= 10 and case["rows_per_s"] > 0, name
-    assert report["peer"]["rows"] == 64 and report["peer"]["rows_per_s"] > 0
-    assert report["peer"]["ideal"] == pytest.approx(32 / latency)
+        assert case["rows"] == (64 if name == "peer" else max(10, in_flight * 10)), name
+        # Two rates, each with its share of the ideal: the whole job's, and the server's
+        # (first request to last reply), never slower than the whole job's.
+        (run,) = case["runs"]
+        assert case["rows_per_s"] == run["rows_per_s"] > 0, name
+        assert case["served_rows_per_s"] == run["served_rows_per_s"] >= run["rows_per_s"], name
+        assert case["share"] == pytest.approx(case["rows_per_s"] / case["ideal"]), name
+        assert case["served_share"] == pytest.approx(case["served_rows_per_s"] / case["ideal"])
+        assert run["start_s"] >= 0 and run["end_s"] >= 0, name
+    assert "served" in stdout and "ChatOpenAI.abatch(32)" in stdout
 
 
 @pytest.mark.timeout(300)

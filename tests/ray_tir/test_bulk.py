@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -229,22 +229,99 @@ def test_a_send_time_that_arrives_late_is_not_used() -> None:
     from ray_tir._pacing import _JobPacerActor, _JobPacerClient
 
     pacer = _JobPacerActor.remote(60)  # one per second, a burst of one
-    client = _JobPacerClient(pacer)
+    client = _JobPacerClient(pacer, 60)
 
-    async def run() -> tuple[float, float, float]:
+    async def run() -> tuple[float, float, float, float]:
         first: float = await pacer.reserve.remote()  # the burst: the next time is 1 s later
-        reserving = asyncio.ensure_future(client.reserve())
-        # One turn of the loop: the hook runs to its first await, having sent its request
+        reserving = asyncio.ensure_future(client.send_time())
+        # One turn of the loop: the client runs to its first await, having sent its request
         # (Ray submits at `.remote()`), and its answer (first + 1) will be read late, after...
         await asyncio.sleep(0)
         time.sleep(BUSY_LOOP_SECONDS)  # noqa: ASYNC251 (on purpose: the loop is busy)
-        waited = await reserving
+        when = await reserving
+        waited = when - time.time()
         after: float = await pacer.reserve.remote()
-        return first, waited, after
+        return first, when, waited, after
 
-    first, waited, after = asyncio.run(run())
-    # Used as it came, the late time would squeeze the pace: wait 0, one time taken. Instead
-    # it is spent and a new one taken at the end of the queue: the hook took two times, so
-    # the next is no earlier than three periods after the first (a token bucket of one).
+    first, when, waited, after = asyncio.run(run())
+    # Used as it came, the late time would squeeze the pace: sent at once, one time taken.
+    # Instead it is spent and a new one taken at the end of the queue: the client took two
+    # times, so the next is no earlier than three periods after the first (a bucket of one).
+    assert when >= first + 2.0 - CLOCK_EPSILON
     assert after - first >= 3.0 - CLOCK_EPSILON
-    assert 0.0 <= waited <= 1.0  # a fresh time is at most one period ahead
+    assert waited <= 1.0  # a fresh time is at most one period ahead
+
+
+def test_no_request_holds_a_slot_while_it_asks_the_job_pacer() -> None:
+    from ray_tir._pacing import _ActorLimits, _job_pacer
+
+    # A pace that never binds: what the pacer costs is its round trip alone.
+    limits = _ActorLimits(4, _job_pacer(600_000), lambda: None)
+    assert limits.job_pacer is not None
+    holding: set[asyncio.Task[Any] | None] = set()
+    asked_while: list[tuple[bool, int]] = []  # (the asker holds a slot, slots held by others)
+    send_time = limits.job_pacer.send_time
+
+    async def recorded_send_time() -> float:
+        me = asyncio.current_task()
+        asked_while.append((me in holding, len(holding - {me})))
+        return await send_time()
+
+    class RecordedSlots(asyncio.Semaphore):
+        async def acquire(self) -> Literal[True]:
+            taken = await super().acquire()
+            holding.add(asyncio.current_task())
+            return taken
+
+        def release(self) -> None:
+            holding.discard(asyncio.current_task())
+            super().release()
+
+    limits.job_pacer.send_time = recorded_send_time  # type: ignore[method-assign]
+    limits.slots = RecordedSlots(4)
+
+    async def request() -> None:
+        async with limits.aslot():
+            await asyncio.sleep(0.02)
+
+    async def run() -> None:
+        await asyncio.gather(*(request() for _ in range(40)))
+
+    asyncio.run(run())
+    assert len(asked_while) == 40
+    # Never from inside a slot: each request asks, then takes its slot.
+    assert not any(own for own, _ in asked_while)
+    # And the asking overlaps the other requests in flight (it does not wait for an empty
+    # actor): most asks are made while other requests hold slots.
+    assert sum(others > 0 for _, others in asked_while) >= 30, asked_while
+
+
+def test_requests_that_ask_together_share_one_round_trip_to_the_pacer() -> None:
+    from ray_tir._pacing import _job_pacer
+
+    client = _job_pacer(600)  # 10 a second, a burst of 10
+    assert client is not None
+    asked: list[int] = []
+    reserve_many = client.pacer.reserve_many
+
+    class Recorded:
+        """The pacer actor's method, its calls counted (the real actor answers)."""
+
+        def remote(self, count: int) -> Any:
+            asked.append(count)
+            return reserve_many.remote(count)
+
+    class Pacer:
+        reserve_many = Recorded()
+
+    client.pacer = Pacer()
+
+    async def run() -> list[float]:
+        return list(await asyncio.gather(*(client.send_time() for _ in range(20))))
+
+    times = asyncio.run(run())
+    # The first asks at once; the 19 that asked while it was out share the next round trip.
+    assert asked == [1, 19]
+    # Their times in the order they asked: the burst of 10, then 0.1 s apart.
+    assert times == sorted(times)
+    assert times[-1] - times[0] >= (20 - 10) / 10 - CLOCK_EPSILON
