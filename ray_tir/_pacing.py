@@ -114,11 +114,12 @@ class _ActorLimits(Limits):
     A request that has its time may still wait for a slot (all busy: the in-flight limit
     binds), and then send after its time; requests that waited together would go out
     together, over the pace. So only a few requests of an actor hold a time at once
-    (`ahead`): a quarter of its slots, which covers the round trip at the rate slots free up,
-    and no more than the job's pace gives in LATE, so that at most that many of an actor's
-    requests go out late together. The others wait before asking. `check` is called before a
-    time is asked for and before each request is sent (retries too): it raises to send
-    nothing more.
+    (`ahead`): half its slots, which covers the wait for a time (one or two round trips, see
+    `_JobPacerClient`) at the rate slots free up (a quarter held a 2 x 32 job under a limit
+    that never bound a few points lower), and no more than the job's pace gives in LATE, so
+    that at most that many of an actor's requests go out late together. The others wait
+    before asking. `check` is called before a time is asked for and before each request is
+    sent (retries too): it raises to send nothing more.
     """
 
     def __init__(
@@ -128,7 +129,7 @@ class _ActorLimits(Limits):
         self.job_pacer = pacer
         self.check = check
         self.slots = asyncio.Semaphore(max_in_flight)
-        ahead = max_in_flight // 4
+        ahead = max_in_flight // 2
         if pacer is not None:
             ahead = min(ahead, math.ceil(pacer.requests_per_minute / 60.0 * pacer.LATE))
         self.ahead = asyncio.Semaphore(max(1, ahead))
