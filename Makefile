@@ -54,7 +54,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py --json benchmarks/results.json
 	$(PY) benchmarks/bench_embeddings.py --json benchmarks/results-embeddings.json
-	$(PY) benchmarks/bench_bulk.py --json benchmarks/results-bulk.json
+	$(PY) benchmarks/bench_bulk.py --long --json benchmarks/results-bulk.json
 	$(PY) benchmarks/bench_rerank.py --json benchmarks/results-rerank.json
 	$(PY) benchmarks/bench_engine.py --json benchmarks/results-engine.json
 
