@@ -82,7 +82,13 @@ def peer(url: str, rows: int) -> tuple[float, float]:
 
 
 def measure(
-    url: str, run: Callable[[], tuple[float, float]], rows: int, ideal: float, repeat: int
+    url: str,
+    run: Callable[[], tuple[float, float]],
+    rows: int,
+    ideal: float,
+    repeat: int,
+    *,
+    exact: bool = True,
 ) -> Any:
     """`run` `repeat` times: each run's two rates, and their medians, beside the ideal.
 
@@ -95,7 +101,8 @@ def measure(
     for _ in range(repeat):
         started, ended = run()
         served = stats(url)
-        assert served["requests"] == rows, ("requests sent", served["requests"], rows)
+        # Ours sends each row once; the peer may retry (openai's own retries), said per run.
+        assert not exact or served["requests"] == rows, ("requests", served["requests"], rows)
         runs.append(
             {
                 "rows_per_s": rows / (ended - started),
@@ -103,6 +110,7 @@ def measure(
                 "start_s": served["first"] - started,
                 "end_s": ended - served["last"],
                 "server_ms": served["held"] / rows * 1000,
+                "requests": served["requests"],
             }
         )
     whole = statistics.median(r["rows_per_s"] for r in runs)
@@ -180,7 +188,9 @@ def main() -> int:
                 )
             if not (args.no_peer or args.only_long):
                 rows = 64 if args.smoke else 3200
-                report["peer"] = measure(url, partial(peer, url, rows), rows, 32 / LATENCY, repeat)
+                report["peer"] = measure(
+                    url, partial(peer, url, rows), rows, 32 / LATENCY, repeat, exact=False
+                )
             if args.long or args.only_long:
                 actors, in_flight = LONG_SHAPE
                 ideal = actors * in_flight / LATENCY
