@@ -11,10 +11,11 @@ it (tests/test_packaging.py reads the imports and holds them to it):
   (status to class, messages); `_api_key` (a pasted key cleaned or refused); `_config`
   (TIRConfig, URLs, the environment), `_retry` (retry or not, how long), `_limits` (in
   flight, per minute, back-off), `_usage`.
-- the one transport: `_transport/` (`transport` the request loop, GET and POST with retries,
-  limits and error mapping; `asend` its async twin; `pools` the pools per process and per
-  event loop; `stream` the streamed replies; `replies` a reply as the loops see it, whatever
-  the engine; `aio` the aiohttp engine (`engine="aiohttp"`); `failures` httpx's failures as
+- the one transport: `_transport/` (`transport` the transport, GET and POST with retries,
+  limits and error mapping; `send` the sync loop and `asend` its async twin, per engine;
+  `pools` the pools per process and per event loop; `stream` the streamed replies; `replies`
+  a reply as the loops see it, whatever the engine; `u3` and `aio` the default engine's
+  urllib3 (sync) and aiohttp (async) sides; `failures` the HTTP libraries' failures as
   ours; `keys` the keys hidden in the HTTP libraries' logs; `plans` the drivers of sans-IO
   request plans and many requests in flight; `api` the per-API clients' base).
 - a folder per API, side by side, the same file name for the same role: `wire` the wire

@@ -1,4 +1,4 @@
-"""aiohttp under our own async pools, when a transport is made with `engine="aiohttp"`.
+"""aiohttp under our own async pools: what async requests run on by default (`engine="auto"`).
 
 Why: httpx's async pool does quadratic work as connections grow (encode/httpx#3215,
 encode/httpcore#1035); issue 31 measured 5.0 ms of CPU a chat request at 32 in flight over

@@ -212,7 +212,7 @@ class Pools:
         return client
 
     async def aio(self) -> aiohttp.ClientSession:
-        """The running event loop's aiohttp session (`engine="aiohttp"`), made on first use."""
+        """The running event loop's aiohttp session (`engine="auto"`), made on first use."""
         self._check_fork()
         loop = asyncio.get_running_loop()
         entry = self._aio.get(loop)
