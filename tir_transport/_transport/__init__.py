@@ -6,7 +6,8 @@
   proxies and the engine chosen; `stream` the streamed replies' loops (sync and async);
   `replies` a reply whatever the engine read it; `u3` and `aio` the default engine
   (`engine="auto"`: urllib3 sync, aiohttp async, each imported on first use); `failures`
-  the HTTP libraries' failures as our errors; `keys` the keys hidden in the HTTP libraries' log records.
+  the HTTP libraries' failures as our errors; `keys` the keys hidden in the HTTP libraries'
+  log records.
 - `api`: `APIClient`, what the chat, embeddings and rerank clients are over a transport.
 - `plans`: sans-IO request plans and their drivers, and many requests in flight.
 """
