@@ -14,7 +14,6 @@ import httpx
 
 from .._errors import TIRError
 from .._usage import record_usage
-from .failures import AFTER_SENDING
 from .replies import HttpxOpened, Opened, Reply
 
 if TYPE_CHECKING:
@@ -56,10 +55,8 @@ async def asend(
             )
 
         def failed(e: BaseException) -> TIRError:
-            if model is not None and isinstance(e, AFTER_SENDING):
-                record_usage(model, None)
             assert isinstance(e, httpx.HTTPError)
-            return transport._failure(e, url)
+            return transport._failure(e, url, model=model)
 
         caught = (httpx.HTTPError,)
     attempt = 0
@@ -120,7 +117,5 @@ async def aopen(transport: Transport, url: str, body: bytes, model: str) -> Open
         record_usage(model, None)  # as `asend`: it may have been taken
         raise
     except httpx.HTTPError as e:
-        if isinstance(e, AFTER_SENDING):
-            record_usage(model, None)
-        error = transport._failure(e, url)
+        error = transport._failure(e, url, model=model)
     raise error

@@ -183,7 +183,7 @@ class Pools:
             with self._lock:
                 pool = self._u3
                 if pool is None:
-                    pool = self._u3 = U3Pool(_ssl_context(), self._timeout.write or 60.0)
+                    pool = self._u3 = U3Pool(_ssl_context(), self._timeout.read or 60.0)
         return pool
 
     async def async_(self, proxy: str | None) -> httpx.AsyncClient:

@@ -14,7 +14,6 @@ import httpx
 
 from .._errors import TIRError
 from .._usage import record_usage
-from .failures import AFTER_SENDING
 from .replies import HttpxSyncOpened, Reply, SyncOpened
 
 if TYPE_CHECKING:
@@ -36,11 +35,9 @@ def send(transport: Transport, url: str, body: bytes | None, model: str | None =
     if pool is not None:
         from . import u3
 
-        timeout = u3.u3_timeout(transport.config.timeout)
-
         def once() -> Reply:
             assert pool is not None
-            return pool.request(method, url, body, headers, timeout)
+            return pool.request(method, url, body, headers)
 
         def failed(e: BaseException) -> TIRError:
             if model is not None and u3.sent_before(e):
@@ -59,10 +56,8 @@ def send(transport: Transport, url: str, body: bytes | None, model: str | None =
             )
 
         def failed(e: BaseException) -> TIRError:
-            if model is not None and isinstance(e, AFTER_SENDING):
-                record_usage(model, None)
             assert isinstance(e, httpx.HTTPError)
-            return transport._failure(e, url)
+            return transport._failure(e, url, model=model)
 
         caught = (httpx.HTTPError,)
     attempt = 0
@@ -94,8 +89,7 @@ def sync_open(transport: Transport, url: str, body: bytes, model: str) -> SyncOp
         from . import u3
 
         try:
-            timeout = u3.u3_timeout(transport.config.timeout)
-            return pool.open_stream(url, body, headers, timeout, secret)
+            return pool.open_stream(url, body, headers, secret)
         except u3.U3_ERRORS as e:
             if u3.sent_before(e):
                 record_usage(model, None)
@@ -110,7 +104,5 @@ def sync_open(transport: Transport, url: str, body: bytes, model: str) -> SyncOp
             client.send(request, stream=True), url, secret, transport._proxy_shown
         )
     except httpx.HTTPError as e:
-        if isinstance(e, AFTER_SENDING):
-            record_usage(model, None)
-        error = transport._failure(e, url)
+        error = transport._failure(e, url, model=model)
     raise error

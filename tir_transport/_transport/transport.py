@@ -32,7 +32,7 @@ from .._retry import RetryPolicy, parse_retry_after
 from .._secrets import scrub_bytes
 from .._usage import Usage, record_usage
 from .asend import aopen, asend
-from .failures import transport_error
+from .failures import AFTER_SENDING, transport_error
 from .keys import hold_key
 from .pools import Engine, Pools, choose_engine, http_timeout, installed, proxy_for, proxy_name
 from .replies import Opened, Reply
@@ -291,7 +291,16 @@ class Transport(Closing):
             error,
         )
 
-    def _failure(self, exc: httpx.HTTPError, url: str, in_stream: bool = False) -> TIRError:
+    def _failure(
+        self, exc: httpx.HTTPError, url: str, in_stream: bool = False, model: str | None = None
+    ) -> TIRError:
+        """Httpx's failure as ours; a try that may have been taken counts as `model`'s request.
+
+        (A failure part way through a stream's body is counted by the stream, with what it
+        carried.)
+        """
+        if model is not None and not in_stream and isinstance(exc, AFTER_SENDING):
+            record_usage(model, None)
         return transport_error(
             exc,
             url,

@@ -146,8 +146,8 @@ class U3Pool:
     def __init__(self, ssl_context: ssl.SSLContext, timeout: float) -> None:
         """Pools that verify TLS with `ssl_context`; no I/O happens here.
 
-        `timeout`: the longest wait between two writes of a request (`u3_timeout` bounds the
-        rest).
+        `timeout`: the request timeout (`u3_timeout`; also the longest wait between two
+        writes of a request), worked out once: urllib3 copies it per request.
         """
         # As many idle connections kept per host as httpx's pool keeps (more in flight are
         # made and dropped, never waited for).
@@ -160,6 +160,7 @@ class U3Pool:
         )
         self._manager.pool_classes_by_scheme = {"http": _Pool, "https": _HTTPSPool}
         self._send_timeout = timeout
+        self._timeout = u3_timeout(timeout)
         self._targets: dict[str, tuple[HTTPConnectionPool, str]] = {}
 
     def target(self, url: str) -> tuple[HTTPConnectionPool, str]:
@@ -178,10 +179,9 @@ class U3Pool:
         url: str,
         body: bytes | None,
         headers: Mapping[str, str],
-        timeout: urllib3.Timeout,
     ) -> Reply:
         """One try of `Transport._send`: the whole reply."""
-        got = self._open(method, url, body, headers, timeout, whole=True)
+        got = self._open(method, url, body, headers, whole=True)
         return Reply(got.status, got.headers, got.data, url)
 
     def open_stream(
@@ -189,11 +189,10 @@ class U3Pool:
         url: str,
         body: bytes,
         headers: Mapping[str, str],
-        timeout: urllib3.Timeout,
         secret: str | None,
     ) -> U3Opened:
         """One try of a sync stream: the reply once its headers are in."""
-        return U3Opened(self._open("POST", url, body, headers, timeout, whole=False), url, secret)
+        return U3Opened(self._open("POST", url, body, headers, whole=False), url, secret)
 
     def _open(
         self,
@@ -201,7 +200,6 @@ class U3Pool:
         url: str,
         body: bytes | None,
         headers: Mapping[str, str],
-        timeout: urllib3.Timeout,
         *,
         whole: bool,
     ) -> urllib3.BaseHTTPResponse:
@@ -214,7 +212,7 @@ class U3Pool:
             retries=False,
             redirect=False,
             assert_same_host=False,
-            timeout=timeout,
+            timeout=self._timeout,
             preload_content=whole,
         )
 
