@@ -6,10 +6,12 @@ mostly waits on sockets, Ray and subprocesses. In a fresh-clone `.ci/run` on thi
 2-CPU machine, one after the other took 18 min 08 s of pytest (20 min in all); side by side,
 13 min 54 s to 15 min 17 s over four runs (15 min 06 s to 16 min 27 s in all), both CPUs
 busy throughout.
-After the vLLM tier, its process chain runs the packaging tests (`TAIL`), which the rest
-would otherwise run last: on 2026-12-07, with the reliability tests run on both HTTP engines,
-the rest took 17 min 22 s alone against the vLLM tier's 9 min.
-The rest of the suite prints as it runs; the vLLM tier's output goes to a log (named at the
+The vLLM tier ends first (8 min 30 s of a 15 min 47 s run on 2026-12-07, before this split):
+its process chain then runs `TAIL`, the modules that start no Ray and share nothing with the
+rest (the packaging tests, the core's, the adapters', the parity suite, the command line's
+own), while the rest runs Ray's and the end-to-end ones. Two sessions must not both start a
+local Ray: `ray.init()` joins an instance it finds, and `tir-llama batch` would see two.
+The rest of the suite prints as it runs; the vLLM chain's output goes to a log (named at the
 start) and is printed once it ends, so the two never interleave. The exit status is the first
 failure's, else 0. Ctrl-C or a SIGTERM ends both runs, with their servers.
 
@@ -46,9 +48,8 @@ def main(argv: list[str]) -> int:
         )
     print(f"run_tests: the vLLM tier runs beside the rest; its output: {log}", flush=True)
     # In this script's process group: Ctrl-C reaches it as it reaches any pytest run.
-    rest = subprocess.Popen(
-        [*pytest, "-m", "not vllm", "--ignore=tests/vllm", f"--ignore={TAIL}"], cwd=ROOT
-    )
+    ignored = [f"--ignore={path}" for path in ("tests/vllm", *TAIL)]
+    rest = subprocess.Popen([*pytest, "-m", "not vllm", *ignored], cwd=ROOT)
 
     def end(signum: int, _frame: object) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -65,8 +66,8 @@ def main(argv: list[str]) -> int:
     vllm_code = vllm.wait()
     sys.stdout.write(log.read_text(errors="replace"))
     print(
-        f"run_tests: everything but vLLM and {TAIL} exit {rest_code} in {rest_seconds:.0f} s; "
-        f"the vLLM tier and {TAIL} exit {vllm_code}; {time.monotonic() - started:.0f} s in all",
+        f"run_tests: the rest exit {rest_code} in {rest_seconds:.0f} s; the vLLM tier and "
+        f"what follows it exit {vllm_code}; {time.monotonic() - started:.0f} s in all",
         flush=True,
     )
     log.unlink()
@@ -75,21 +76,29 @@ def main(argv: list[str]) -> int:
 
 
 def tail(argv: list[str]) -> int:
-    """The vLLM tier, then the tests that follow it in the same process chain (`TAIL`).
-
-    The vLLM tier ends minutes before the rest: the packaging tests (building the wheel and
-    the sdist, fresh venvs of Python 3.12 and 3.13; about 2 minutes, and self-contained: no
-    Ray, no shared server) run after it instead of in the rest's queue.
-    """
+    """The vLLM tier, then the tests that follow it in the same process chain (`TAIL`)."""
     pytest = [sys.executable, "-m", "pytest", *argv, "-p", "no:cacheprovider"]
     vllm_code = subprocess.call([*pytest, "-m", "vllm", "tests/vllm"], cwd=ROOT)
-    tail_code = subprocess.call([*pytest, "-m", "not vllm", TAIL], cwd=ROOT)
+    # An address where no Ray listens: a test here that started or joined Ray fails, rather
+    # than sharing the rest's instance.
+    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:9"}
+    tail_code = subprocess.call([*pytest, "-m", "not vllm", *TAIL], cwd=ROOT, env=env)
     # pytest's 5 ("no tests ran") is not a failure of the vLLM run where it is skipped.
     return next((code for code in (vllm_code, tail_code) if code not in (0, 5)), 0)
 
 
-# Run after the vLLM tier, beside the rest (see `tail`).
-TAIL = "tests/test_packaging.py"
+# Run after the vLLM tier, beside the rest: none starts Ray (see the module's docstring).
+# About 4 minutes alone on 2 CPUs: the packaging tests 2 (the wheel and the sdist built,
+# fresh venvs of Python 3.12 and 3.13), the others 2.
+TAIL = (
+    "tests/test_packaging.py",
+    "tests/tir_transport",
+    "tests/langchain_tir",
+    "tests/llama_index_tir",
+    "tests/parity",
+    "tests/tir_llama",
+    "tests/test_every_adapter.py",
+)
 
 
 if __name__ == "__main__":

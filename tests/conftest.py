@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
 
 # Before Ray is imported anywhere: Ray binds its processes to 127.0.0.1 instead of the
 # machine's network address (tests talk to loopback only).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+# A suite started in the background by a non-interactive shell (`make test &` in a script)
+# inherits SIGINT ignored, and so would every program it starts: the tests that press Ctrl-C
+# (the terminal chat, the quickstart's server) would see nothing happen. A handler, unlike
+# "ignored", is not passed on to a program started from here.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import asyncio
 import sys
