@@ -250,4 +250,8 @@ def test_quickstart_try_it_without_an_account(tmp_path: Path) -> None:
         assert result.stdout.strip(), result.stderr  # an answer, on stdout
     finally:
         os.killpg(server.pid, signal.SIGINT)  # Ctrl-C, as the page says
-        server.wait(timeout=60)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)  # fail, but leave no server behind
+            raise

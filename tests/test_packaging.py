@@ -133,7 +133,7 @@ def test_the_core_imports_nothing_above_it() -> None:
 # never importing each other; what reads chat's format (token counts, the adapters' argument
 # sorting) above chat; the connection model the adapters inherit; the public faces on top.
 FLOORS: dict[str, int] = {
-    **dict.fromkeys(["_secrets", "_sse", "_peer_names", "_json"], 0),
+    **dict.fromkeys(["_secrets", "_sse", "_peer_names", "_json", "_version"], 0),
     "_errors": 1,
     "_api_key": 2,
     **dict.fromkeys(["_config", "_retry", "_usage", "_limits"], 3),

@@ -100,10 +100,7 @@ from ._tokens.prompt import count_message_tokens
 from ._tokens.tokenizer import ApproximateTokenCountWarning, Tokenizer, tokenizer_for
 from ._transport import Transport
 from ._usage import Usage, UsageTracker, track_usage
-
-# The distribution's one version: hatchling reads it from here at build time (pyproject.toml);
-# tests/test_packaging.py holds it equal to CHANGELOG.md's newest release.
-__version__ = "0.2.0"
+from ._version import __version__
 
 # The chat client's name in 0.1.0, kept so that code written for it still runs.
 TIRClient = ChatClient

@@ -34,6 +34,7 @@ from tir_transport import (
     StreamInterruptedError,
     TIRConfig,
     TIRError,
+    __version__,
     build_payload,
     track_usage,
 )
@@ -137,6 +138,35 @@ def test_both_engines_give_the_caller_the_same(
     assert seen[1] == seen[3]  # what the server got
     if scenario == "gzip reply":
         assert seen[0][0] == "hello, unzipped"
+
+
+# Headers each engine writes for itself, with the same meaning on all (the connection's).
+PER_ENGINE = {"connection", "host", "content-length"}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_every_engine_sends_the_same_headers(emulator: Emulator, stream: bool, mode: str) -> None:
+    sent = []
+    for engine in ENGINES:
+        emulator.reset()
+        run(client(emulator, engine), mode, stream, hello(stream=stream))
+        (request,) = emulator.requests
+        sent.append(
+            {k.lower(): v for k, v in request.headers.items() if k.lower() not in PER_ENGINE}
+        )
+    assert sent[0] == sent[1]
+    # Ours, not urllib3's, aiohttp's or httpx's own.
+    assert sent[0]["user-agent"] == f"tir-llama/{__version__}"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_default_headers_replace_the_user_agent(emulator: Emulator, engine: str) -> None:
+    chat = client(emulator, engine, default_headers={"user-agent": "my-app/1.0"})
+    run(chat, "sync", False, hello())
+    (request,) = emulator.requests
+    agents = [v for k, v in request.headers.items() if k.lower() == "user-agent"]
+    assert agents == ["my-app/1.0"]
 
 
 @pytest.mark.parametrize("mode", MODES)

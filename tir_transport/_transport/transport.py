@@ -31,6 +31,7 @@ from .._limits import Limits
 from .._retry import RetryPolicy, parse_retry_after
 from .._secrets import scrub_bytes
 from .._usage import Usage, record_usage
+from .._version import __version__
 from .asend import aopen, asend
 from .failures import AFTER_SENDING, transport_error
 from .keys import hold_key
@@ -51,6 +52,8 @@ _R = TypeVar("_R")
 
 # Reusable, sync and async: what a request holds when no limit applies.
 _NO_LIMIT = contextlib.nullcontext()
+# What every request says it comes from, whichever engine sends it.
+USER_AGENT = f"tir-llama/{__version__}"
 
 
 class Closing:
@@ -242,9 +245,14 @@ class Transport(Closing):
         if self._header_sets is None:
             plain = self.config.headers()
             plain["Content-Type"] = "application/json"
-            if not any(name.lower() == "accept-encoding" for name in plain):
+            given = {name.lower() for name in plain}
+            if "accept-encoding" not in given:
                 # What httpx asks for by itself, asked for on every engine (each decodes it).
                 plain["Accept-Encoding"] = "gzip, deflate"
+            if "user-agent" not in given:
+                # The same on every engine (each would send its own), and the service's logs
+                # can tell this library's requests from others'. `default_headers` replaces it.
+                plain["User-Agent"] = USER_AGENT
             self._header_sets = (plain, {**plain, "Accept": "text/event-stream"})
         return self._header_sets[1] if stream else self._header_sets[0]
 
