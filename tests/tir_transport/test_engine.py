@@ -16,6 +16,7 @@ import re
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -138,6 +139,41 @@ def test_both_engines_give_the_caller_the_same(
     assert seen[1] == seen[3]  # what the server got
     if scenario == "gzip reply":
         assert seen[0][0] == "hello, unzipped"
+
+
+# A script's last lines, as many write them: an event loop used and never closed, the client
+# dropped or not. On exit, aiohttp says "Unclosed client session" about a session left open;
+# httpx says nothing about its pool. Neither must be heard.
+LEFT_OPEN = """
+import asyncio, gc, sys
+from tir_transport import ChatClient, TIRConfig, build_payload
+client = ChatClient(TIRConfig.from_env(api_key=sys.argv[1], base_url=sys.argv[2]))
+loop = asyncio.new_event_loop()
+body = build_payload([{"role": "user", "content": "hi"}], "m", stream=sys.argv[3] == "stream")
+if sys.argv[3] == "stream":
+    stream = client.astream(body)
+    loop.run_until_complete(stream.__anext__())  # a stream left after its first chunk
+else:
+    print(loop.run_until_complete(client.acreate(body)).text)
+if sys.argv[4] == "dropped":
+    del client
+    gc.collect()
+"""
+
+
+@pytest.mark.parametrize("dropped", ["kept", "dropped"])
+@pytest.mark.parametrize("call", ["create", "stream"])
+def test_a_loop_left_open_at_exit_is_quiet(emulator: Emulator, call: str, dropped: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", LEFT_OPEN, TEST_KEY, emulator.base_url, call, dropped],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert len(emulator.requests) == 1
 
 
 # Headers each engine writes for itself, with the same meaning on all (the connection's).

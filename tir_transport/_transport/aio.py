@@ -220,10 +220,10 @@ async def open_stream(
 
 
 def abandon(session: aiohttp.ClientSession) -> None:
-    """Close a session whose loop was closed by hand (no loop left to await its close on)."""
+    """Close a session no loop will close: its loop closed by hand, or left idle at exit."""
     connector = session.connector
     if connector is not None:
         # Forgets its connections (their sockets close when collected, as a dropped httpx
-        # client's do): their close would need the dead loop.
+        # client's do): their close would need a running loop.
         connector._close()
     session.detach()  # said closed: aiohttp does not warn when it is collected

@@ -138,10 +138,12 @@ class Pools:
         self._aio: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[aiohttp.ClientSession, AsyncGenerator[None, None]]
         ] = weakref.WeakKeyDictionary()
-        # The last loop closed by hand leaves its session here (the next loop's first request
-        # sweeps it): let go of it quietly when these pools go, as a dropped httpx pool is,
-        # not with aiohttp's "Unclosed client session" error.
-        weakref.finalize(self, _abandon_closed, self._aio)
+        # When these pools go (or the interpreter exits), sessions whose loop will not close
+        # them are let go quietly, as a dropped httpx pool is, not with aiohttp's "Unclosed
+        # client session" error: the last loop closed by hand (the next loop's first request
+        # sweeps the others), and a loop left open and idle (`run_until_complete` without
+        # `close()`, a common script ending).
+        weakref.finalize(self, _abandon_idle, self._aio)
 
     def _check_fork(self) -> None:
         if os.getpid() != self._pid:
@@ -269,16 +271,18 @@ class Pools:
         self.close()
 
 
-def _abandon_closed(
+def _abandon_idle(
     sessions: weakref.WeakKeyDictionary[
         asyncio.AbstractEventLoop, tuple[aiohttp.ClientSession, AsyncGenerator[None, None]]
     ],
 ) -> None:
-    closed = [loop for loop in list(sessions) if loop.is_closed()]
-    if closed:
+    # A running loop (another thread's) is left alone: its shutdown closes its session, and
+    # its sockets must not be touched from here.
+    idle = [loop for loop in list(sessions) if loop.is_closed() or not loop.is_running()]
+    if idle:
         from .aio import abandon
 
-        for loop in closed:
+        for loop in idle:
             abandon(sessions.pop(loop)[0])
 
 
