@@ -273,10 +273,13 @@ class ChatTIRLlama(TIRChatConnection, BaseChatModel):
                 for chunk in stream:
                     message = converter.convert(chunk)
                     if message is not None:
-                        texts.append(message.text)
+                        # The message's content is this text: `message.text` would work it out
+                        # again, twice a chunk.
+                        text = chunk.text or ""
+                        texts.append(text)
                         generation = ChatGenerationChunk(message=message)
                         if run_manager:
-                            run_manager.on_llm_new_token(message.text, chunk=generation)
+                            run_manager.on_llm_new_token(text, chunk=generation)
                         yield generation
             finally:
                 stream.close()
@@ -298,10 +301,11 @@ class ChatTIRLlama(TIRChatConnection, BaseChatModel):
                 async for chunk in stream:
                     message = converter.convert(chunk)
                     if message is not None:
-                        texts.append(message.text)
+                        text = chunk.text or ""  # the message's content (see `_stream`)
+                        texts.append(text)
                         generation = ChatGenerationChunk(message=message)
                         if run_manager:
-                            await run_manager.on_llm_new_token(message.text, chunk=generation)
+                            await run_manager.on_llm_new_token(text, chunk=generation)
                         yield generation
             finally:
                 # A break or a cancel gives the connection back now (the client's stream is
