@@ -158,10 +158,15 @@ else:
 if sys.argv[4] == "dropped":
     del client
     gc.collect()
+elif sys.argv[4] == "made in a coroutine":  # collected while its loop still runs
+    async def main() -> None:
+        local = ChatClient(TIRConfig.from_env(api_key=sys.argv[1], base_url=sys.argv[2]))
+        print((await local.acreate(build_payload(body["messages"], "m"))).text)
+    loop.run_until_complete(main())
 """
 
 
-@pytest.mark.parametrize("dropped", ["kept", "dropped"])
+@pytest.mark.parametrize("dropped", ["kept", "dropped", "made in a coroutine"])
 @pytest.mark.parametrize("call", ["create", "stream"])
 def test_a_loop_left_open_at_exit_is_quiet(emulator: Emulator, call: str, dropped: str) -> None:
     result = subprocess.run(
@@ -173,7 +178,41 @@ def test_a_loop_left_open_at_exit_is_quiet(emulator: Emulator, call: str, droppe
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
-    assert len(emulator.requests) == 1
+    assert len(emulator.requests) == (2 if dropped == "made in a coroutine" else 1)
+
+
+# A forked child that exits normally runs the finalizers it inherited: it must not close the
+# parent's connections (their epoll is shared: the parent's next reply would never be seen).
+FORKED = """
+import asyncio, atexit, os, sys, time
+from tir_transport import ChatClient, TIRConfig, build_payload
+config = TIRConfig.from_env(api_key=sys.argv[1], base_url=sys.argv[2], timeout=8.0)
+client = ChatClient(config)
+loop = asyncio.new_event_loop()
+body = build_payload([{"role": "user", "content": "hi"}], "m")
+loop.run_until_complete(client.acreate(body))
+pid = os.fork()
+if pid == 0:
+    atexit._run_exitfuncs()  # what the child's normal exit runs
+    os._exit(0)
+os.waitpid(pid, 0)
+started = time.monotonic()
+loop.run_until_complete(client.acreate(body))
+print(round(time.monotonic() - started, 2))
+"""
+
+
+def test_a_forked_child_leaves_the_parents_connections_alone(emulator: Emulator) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", FORKED, TEST_KEY, emulator.base_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout) < 4.0  # not the 8 s read timeout, then a retry
+    assert len(emulator.requests) == 2
 
 
 # Headers each engine writes for itself, with the same meaning on all (the connection's).

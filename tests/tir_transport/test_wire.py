@@ -266,3 +266,19 @@ def test_random_json_shapes_raise_only_tir_errors(value: object) -> None:
         assert isinstance(result, kind) and isinstance(value, dict)
         if kind is ChatCompletion:
             assert value.get("choices"), value
+
+
+# Some OpenAI-compatible gateways send content as a list of parts; the text is one string
+# (as langchain-core's `message.text` reads it), never the list.
+PARTS = [{"type": "text", "text": "Hel"}, {"type": "image_url", "image_url": {}}, {"text": "lo"}]
+
+
+def test_a_chunk_whose_content_is_a_list_of_parts_reads_as_text() -> None:
+    data = {"id": "c", "choices": [{"index": 0, "delta": {"content": PARTS}}]}
+    assert parse_chunk(json.dumps(data)).text == "Hello"
+
+
+def test_a_reply_whose_content_is_a_list_of_parts_reads_as_text() -> None:
+    message = {"role": "assistant", "content": PARTS}
+    data = {"id": "c", "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
+    assert parse_completion(data).text == "Hello"

@@ -151,6 +151,20 @@ def message_text(content: Any) -> str:
     return "\n".join(str(part.get("text", "")) for part in content if isinstance(part, Mapping))
 
 
+def _reply_text(content: Any) -> str | None:
+    # OpenAI and vLLM send a string; some OpenAI-compatible gateways send a list of parts.
+    # Their text parts are read as one string, as langchain-core's `message.text` reads them.
+    if content is None or isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, Mapping) and part.get("type", "text") == "text"
+        )
+    return str(content)
+
+
 _SCHEMAS = frozenset({"tools", "tool_choice", "response_format", "guided_json"})
 
 
@@ -242,7 +256,7 @@ def _completion(data: dict[str, Any], choice: dict[str, Any]) -> ChatCompletion:
     return ChatCompletion(
         id=data.get("id"),
         model=data.get("model"),
-        text=message.get("content"),
+        text=_reply_text(message.get("content")),
         tool_calls=_tool_calls(message.get("tool_calls")),
         finish_reason=choice.get("finish_reason"),
         stop_reason=choice.get("stop_reason"),
@@ -317,11 +331,12 @@ def _chunk(data: dict[str, Any], request_id: str | None, secret: str | None) -> 
             for i, call in enumerate(raw_calls)
         )
     usage = data.get("usage")
+    content = delta.get("content")
     # Positional, in field order: this runs once per streamed token.
     return ChatChunk(
         data.get("id"),
         data.get("model"),
-        delta.get("content"),
+        content if content is None or type(content) is str else _reply_text(content),
         delta.get("role"),
         deltas,
         choice.get("finish_reason"),

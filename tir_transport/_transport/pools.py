@@ -142,14 +142,16 @@ class Pools:
         # them are let go quietly, as a dropped httpx pool is, not with aiohttp's "Unclosed
         # client session" error: the last loop closed by hand (the next loop's first request
         # sweeps the others), and a loop left open and idle (`run_until_complete` without
-        # `close()`, a common script ending).
-        weakref.finalize(self, _abandon_idle, self._aio)
+        # `close()`, a common script ending). Only in the process that made them: a forked
+        # child inherits this finalizer, and the parent's sockets are not its to close.
+        self._abandon = weakref.finalize(self, _abandon_idle, self._aio, os.getpid())
 
     def _check_fork(self) -> None:
         if os.getpid() != self._pid:
             # The parent's sockets (and TLS state) must not be touched: drop, never close.
             if self._finalizer is not None:
                 self._finalizer.detach()
+            self._abandon.detach()
             self._reset()
 
     def sync(self, proxy: str | None) -> httpx.Client:
@@ -275,15 +277,41 @@ def _abandon_idle(
     sessions: weakref.WeakKeyDictionary[
         asyncio.AbstractEventLoop, tuple[aiohttp.ClientSession, AsyncGenerator[None, None]]
     ],
+    pid: int,
 ) -> None:
-    # A running loop (another thread's) is left alone: its shutdown closes its session, and
-    # its sockets must not be touched from here.
-    idle = [loop for loop in list(sessions) if loop.is_closed() or not loop.is_running()]
+    if os.getpid() != pid:
+        return  # a forked child's copy (see `Pools._reset`)
+    try:
+        here = asyncio.get_running_loop()  # pools collected inside a coroutine of this thread
+    except RuntimeError:
+        here = None
+    # Another thread's running loop is left alone: its shutdown closes its session, and its
+    # sockets must not be touched from here.
+    idle = [
+        loop for loop in list(sessions) if loop.is_closed() or not loop.is_running() or loop is here
+    ]
     if idle:
         from .aio import abandon
 
         for loop in idle:
-            abandon(sessions.pop(loop)[0])
+            session, guard = sessions.pop(loop)
+            abandon(session)
+            _finish(guard)
+
+
+def _finish(guard: AsyncGenerator[None, None]) -> None:
+    """End a session's shutdown guard here, without its loop.
+
+    Left suspended, the guard would be handed to its loop when collected, to be closed by a
+    task that never runs ("Task was destroyed but it is pending!" at exit). Its `close()` of
+    an abandoned session returns at once, so closing it needs no loop.
+    """
+    closing = guard.aclose()
+    try:
+        closing.send(None)
+    except (StopIteration, RuntimeError):
+        return  # closed (or already closing)
+    closing.close()  # it awaited after all: let it go unfinished rather than block
 
 
 async def _close_on_loop_shutdown(
