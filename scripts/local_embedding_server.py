@@ -19,7 +19,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from local_model_server import Server, free_port, server_log, stop, tie_to_parent
+from local_model_server import (
+    Server,
+    free_port,
+    server_log,
+    stop,
+    tie_to_parent,
+    wait_while_serving,
+)
 
 __all__ = ["DIMENSIONS", "MODEL_NAME", "start", "stop"]
 
@@ -77,8 +84,7 @@ def main() -> int:
     server = start()
     print(f"serving {MODEL_NAME} at {server.base_url} (PID {server.pid}); Ctrl-C stops it")
     try:
-        while True:
-            time.sleep(3600)
+        return wait_while_serving(server)
     except KeyboardInterrupt:
         return 0
     finally:

@@ -351,13 +351,29 @@ def main(argv: list[str] | None = None) -> int:
         server = start(args.port)
         print(f"serving {MODEL_NAME} at {server.base_url} (PID {server.pid}); Ctrl-C stops it")
         try:
-            while True:
-                time.sleep(3600)
+            return wait_while_serving(server)
         except KeyboardInterrupt:
             pass
         finally:
             stop(server)
     return 0
+
+
+def wait_while_serving(server: Server) -> int:
+    """Wait until the server ends by itself (crashed, killed): say so, and return 1.
+
+    Without this, `run` would sit silent at its prompt with nothing serving behind it.
+    """
+    if server.process is None:
+        while True:
+            time.sleep(3600)
+    code = server.process.wait()
+    print(
+        f"the server stopped by itself (exit status {code}); its log: {server.log}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return 1
 
 
 if __name__ == "__main__":

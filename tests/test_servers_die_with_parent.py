@@ -58,3 +58,26 @@ def test_a_killed_starter_takes_its_embedding_server_with_it() -> None:
     finally:
         if alive(server_pid):
             os.kill(server_pid, 9)
+
+
+def test_run_says_when_its_server_dies_and_exits() -> None:
+    # `run` used to sleep on at its prompt after its server had crashed or been killed.
+    run = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "local_embedding_server.py")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert run.stdout is not None
+    line = run.stdout.readline()
+    try:
+        server_pid = int(line.split("(PID ")[1].split(")")[0])
+        os.kill(server_pid, 9)
+        assert run.wait(WAIT_SECONDS) == 1
+        assert run.stderr is not None
+        assert "stopped by itself (exit status -9)" in run.stderr.read()
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, 9)
+            run.wait()
