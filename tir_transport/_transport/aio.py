@@ -21,6 +21,7 @@ import httpx
 
 from .._errors import TIRError
 from .._secrets import scrub_secret
+from .._usage import record_usage
 from .failures import said_as_httpx
 from .replies import Reply
 
@@ -110,8 +111,15 @@ def aio_failure(
     *,
     in_stream: bool = False,
     secret: str | None = None,
+    model: str | None = None,
 ) -> TIRError:
-    """An aiohttp failure as our error, in `transport_error`'s words."""
+    """An aiohttp failure as our error, in `transport_error`'s words.
+
+    `model`: a try that may have been taken (`sent_before`) counts as its request, without
+    usage, as `Transport._failure` counts httpx's (a stream's break is counted by the stream).
+    """
+    if model is not None and not in_stream and sent_before(exc):
+        record_usage(model, None)
     timeout = None
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         timeout = "ConnectTimeout"

@@ -39,9 +39,7 @@ async def asend(
             return await aio.request(session, method, url, body, headers, timeouts)
 
         def failed(e: BaseException) -> TIRError:
-            if model is not None and aio.sent_before(e):
-                record_usage(model, None)
-            return aio.aio_failure(e, url, secret=transport.config.secret())
+            return aio.aio_failure(e, url, secret=transport.config.secret(), model=model)
 
         caught = aio.AIO_ERRORS
     else:
@@ -101,9 +99,7 @@ async def aopen(transport: Transport, url: str, body: bytes, model: str) -> Open
             record_usage(model, None)  # as `asend`: it may have been taken
             raise
         except aio.AIO_ERRORS as e:
-            if aio.sent_before(e):
-                record_usage(model, None)
-            error = aio.aio_failure(e, url, secret=secret)
+            error = aio.aio_failure(e, url, secret=secret, model=model)
         raise error  # outside the handler: chained only as the mapping chains it
     try:
         http = await transport._async_client()

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 import httpx
 
 from .._errors import TIRError
-from .._usage import record_usage
 from .replies import HttpxSyncOpened, Reply, SyncOpened
 
 if TYPE_CHECKING:
@@ -40,9 +39,7 @@ def send(transport: Transport, url: str, body: bytes | None, model: str | None =
             return pool.request(method, url, body, headers)
 
         def failed(e: BaseException) -> TIRError:
-            if model is not None and u3.sent_before(e):
-                record_usage(model, None)
-            return u3.u3_failure(e, url, secret=transport.config.secret())
+            return u3.u3_failure(e, url, secret=transport.config.secret(), model=model)
 
         caught = u3.U3_ERRORS
     else:
@@ -91,9 +88,7 @@ def sync_open(transport: Transport, url: str, body: bytes, model: str) -> SyncOp
         try:
             return pool.open_stream(url, body, headers, secret)
         except u3.U3_ERRORS as e:
-            if u3.sent_before(e):
-                record_usage(model, None)
-            error = u3.u3_failure(e, url, secret=secret)
+            error = u3.u3_failure(e, url, secret=secret, model=model)
         raise error  # outside the handler: chained only as the mapping chains it
     try:
         client = transport._sync_client()

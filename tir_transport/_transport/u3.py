@@ -33,6 +33,7 @@ from urllib3.exceptions import (
 
 from .._errors import TIRError
 from .._secrets import scrub_secret
+from .._usage import record_usage
 from .failures import said_as_httpx
 from .replies import Reply
 
@@ -281,8 +282,15 @@ def u3_failure(
     *,
     in_stream: bool = False,
     secret: str | None = None,
+    model: str | None = None,
 ) -> TIRError:
-    """A urllib3 failure as our error, in `transport_error`'s words."""
+    """A urllib3 failure as our error, in `transport_error`'s words.
+
+    `model`: a try that may have been taken (`sent_before`) counts as its request, without
+    usage, as `Transport._failure` counts httpx's (a stream's break is counted by the stream).
+    """
+    if model is not None and not in_stream and sent_before(exc):
+        record_usage(model, None)
     timeout = None
     if isinstance(exc, NewConnectionError):  # a ConnectTimeoutError too, but no timeout
         pass
