@@ -55,7 +55,9 @@ class ChatTIRLlama(TIRChatConnection, BaseChatModel):
     # context_window: TIRChatConnection's, declared once for both chat adapters. These two
     # take ChatOpenAI's names, which OpenAILike's differ from.
     max_tokens: int | None = Field(
-        default=None, validation_alias=AliasChoices("max_tokens", "max_completion_tokens")
+        default=None,
+        ge=1,
+        validation_alias=AliasChoices("max_tokens", "max_completion_tokens"),
     )
     """Most tokens to generate (also taken as ChatOpenAI's `max_completion_tokens`)."""
     stop: list[str] | str | None = Field(default=None, alias="stop_sequences")

@@ -21,6 +21,10 @@ from tir_transport.adapter import ToolCallAccumulator, UnsupportedContentError
 # Blocks a text-only model cannot take; other non-text blocks (thinking, cache points,
 # citations) carry nothing the server reads and are left out.
 _MEDIA_BLOCKS = frozenset({"image", "audio", "video", "document"})
+# Blocks with nothing for the model to read, left out as OpenAI's LlamaIndex class leaves out
+# a thinking block: a past reply's reasoning (the chat API takes none back), a prompt-cache
+# mark (vLLM caches prefixes by itself).
+_NOT_SENT = frozenset({"thinking", "cache"})
 
 
 def _role(role: MessageRole) -> str:
@@ -58,24 +62,23 @@ def _legacy_tool_calls(raw: Any) -> list[dict[str, Any]]:
 def message_to_wire(message: ChatMessage) -> dict[str, Any]:
     """Convert one LlamaIndex message to an OpenAI-style message dict.
 
+    Text, citable and citation blocks are sent as text (newline-joined, as vLLM joins text
+    parts); thinking and cache blocks are left out.
+
     Raises:
-        UnsupportedContentError: the message carries images, audio, video or documents.
+        UnsupportedContentError: the message carries images, audio, video or documents, or
+            a block of a kind this does not know.
     """
     role = _role(message.role)
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
     for block in message.blocks:
-        if isinstance(block, TextBlock):
-            texts.append(block.text)
-        elif isinstance(block, ToolCallBlock):
+        if isinstance(block, ToolCallBlock):
             calls.append(
                 _call_dict(block.tool_call_id, block.tool_name, block.tool_kwargs, len(calls))
             )
-        elif block.block_type in _MEDIA_BLOCKS:
-            raise UnsupportedContentError(
-                f"a {role} message has a {block.block_type!r} block, but the TIR Llama models "
-                "are text-only: send text (for example a description or a transcript) instead."
-            )
+        elif block.block_type not in _NOT_SENT:
+            texts += _block_text(block, role)
     wire: dict[str, Any] = {"role": role, "content": "\n".join(texts)}
     if role == "assistant":
         calls = calls or _legacy_tool_calls(message.additional_kwargs.get("tool_calls"))
@@ -89,6 +92,31 @@ def message_to_wire(message: ChatMessage) -> dict[str, Any]:
     if name and role in ("user", "assistant", "system"):
         wire["name"] = name
     return wire
+
+
+def _block_text(block: Any, role: str) -> list[str]:
+    """The text a block gives the model; a block that has none to give is an error.
+
+    A tool may return a `CitableBlock` (its content and where it comes from) and a reply may
+    quote one with a `CitationBlock`: their text is what the model must read, and dropping
+    it would answer without the tool's data.
+    """
+    kind = block.block_type
+    if kind == "text":
+        return [block.text]
+    if kind == "citable":
+        return [text for part in block.content for text in _block_text(part, role)]
+    if kind == "citation":
+        return _block_text(block.cited_content, role)
+    if kind in _MEDIA_BLOCKS:
+        raise UnsupportedContentError(
+            f"a {role} message has a {kind!r} block, but the TIR Llama models "
+            "are text-only: send text (for example a description or a transcript) instead."
+        )
+    raise UnsupportedContentError(
+        f"a {role} message has a {kind!r} block, which TIRLlamaLLM cannot send: give its "
+        "content as text (a TextBlock) instead."
+    )
 
 
 def messages_to_wire(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:

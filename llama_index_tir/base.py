@@ -26,7 +26,7 @@ from llama_index.core.base.llms.types import (
     MessageRole,
 )
 from llama_index.core.bridge.pydantic import Field, model_validator
-from llama_index.core.constants import DEFAULT_NUM_OUTPUTS
+from llama_index.core.constants import DEFAULT_NUM_OUTPUTS, DEFAULT_TEMPERATURE
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
@@ -76,10 +76,15 @@ class TIRLlamaLLM(TIRChatConnection, FunctionCallingLLM):
         ```
     """
 
-    # model, tool_mode, temperature, top_p, frequency_penalty, presence_penalty, seed and
-    # context_window: TIRChatConnection's, declared once for both chat adapters. These two
-    # take OpenAILike's names (ChatTIRLlama's take ChatOpenAI's other spellings too).
-    max_tokens: int | None = Field(default=None, description="Most tokens to generate.")
+    # model, tool_mode, top_p, frequency_penalty, presence_penalty, seed and context_window:
+    # TIRChatConnection's, declared once for both chat adapters. Its temperature too, with
+    # this framework's default: OpenAILike (like LlamaIndex's other OpenAI classes) sends 0.1
+    # when none is set, where ChatOpenAI sends none; a program moved over samples as before.
+    temperature: float | None = Field(default=DEFAULT_TEMPERATURE, ge=0)
+    """Sampling temperature: 0.1 when not set, as OpenAILike's (LlamaIndex's
+    `DEFAULT_TEMPERATURE`); None leaves it to the server's default (`ChatTIRLlama`'s)."""
+    # These two take OpenAILike's names (ChatTIRLlama's take ChatOpenAI's other spellings too).
+    max_tokens: int | None = Field(default=None, ge=1, description="Most tokens to generate.")
     stop: list[str] | None = None
     logprobs: bool | None = Field(
         default=None, description="Return each token's log probability (`ChatResponse.logprobs`)."

@@ -111,6 +111,51 @@ def test_unknown_arguments_are_request_fields_or_errors(cls: type[Any]) -> None:
         cls(temprature=0)
 
 
+def _say_hi(llm: Any, stream: bool, **kwargs: Any) -> str:
+    if isinstance(llm, ChatTIRLlama):
+        if stream:
+            return "".join(str(c.content) for c in llm.stream("hi", **kwargs))
+        return str(llm.invoke("hi", **kwargs).content)
+    message = [ChatMessage(role="user", content="hi")]
+    if stream:
+        return [r.message.content for r in llm.stream_chat(message, **kwargs)][-1] or ""
+    return llm.chat(message, **kwargs).message.content or ""
+
+
+@pytest.mark.parametrize("cls", CHATS, ids=["ChatTIRLlama", "TIRLlamaLLM"])
+def test_stream_options_among_the_request_fields(cls: type[Any], emulator: Emulator) -> None:
+    # How OpenAILike users ask vLLM for streamed usage. vLLM (and the emulator, as it) refuses
+    # stream_options on a request that does not stream: sent there, every call failed.
+    extra = "model_kwargs" if cls is ChatTIRLlama else "additional_kwargs"
+    options = {"include_usage": True, "continuous_usage_stats": True}
+    llm = cls(base_url=emulator.base_url, api_key=TEST_KEY, **{extra: {"stream_options": options}})
+    assert _say_hi(llm, stream=False) == _say_hi(llm, stream=True) != ""
+    plain, streamed = (r.json for r in emulator.requests)
+    assert "stream_options" not in plain
+    assert streamed["stream_options"] == options
+
+
+@pytest.mark.parametrize("option", ["extra_headers", "extra_query", "timeout"])
+@pytest.mark.parametrize("cls", CHATS, ids=["ChatTIRLlama", "TIRLlamaLLM"])
+def test_the_openai_clients_options_are_refused_before_sending(
+    cls: type[Any], option: str, emulator: Emulator
+) -> None:
+    # ChatOpenAI and OpenAILike hand these to the openai client, which takes them out of the
+    # body. Sent as body fields they would silently not apply (a header never sent). (Given
+    # to the constructor, `timeout` is the model's own setting.)
+    value = 5 if option == "timeout" else {"x": "1"}
+    llm = cls(base_url=emulator.base_url, api_key=TEST_KEY)
+    for stream in (False, True):
+        with pytest.raises(ValueError, match=f"'{option}' is an option of the openai client"):
+            _say_hi(llm, stream, **{option: value})
+    if option != "timeout":
+        extra = "model_kwargs" if cls is ChatTIRLlama else "additional_kwargs"
+        llm = cls(base_url=emulator.base_url, api_key=TEST_KEY, **{extra: {option: value}})
+        with pytest.raises(ValueError, match=f"'{option}' is an option of the openai client"):
+            _say_hi(llm, False)
+    assert emulator.requests == []
+
+
 @pytest.mark.parametrize("cls", BATCHING, ids=[IDS[CLASSES.index(c)] for c in BATCHING])
 def test_a_refused_own_number_never_shows_the_key(cls: type[Any]) -> None:
     for name in OWN_NUMBERS[cls]:
@@ -194,15 +239,18 @@ def own_fields(cls: type[Any]) -> set[str]:
 @pytest.mark.parametrize("cls", CHATS, ids=["ChatTIRLlama", "TIRLlamaLLM"])
 def test_the_chat_settings_both_chat_classes_share_are_declared_once(cls: type[Any]) -> None:
     # Declared in TIRChatConnection and never again by an adapter, so the two frameworks
-    # cannot drift apart: the same type, default, bounds and accepted names in both.
+    # cannot drift apart: the same type, default, bounds and accepted names in both. One
+    # exception, on purpose: TIRLlamaLLM's temperature is 0.1 unless set, as OpenAILike's
+    # (ChatOpenAI, like ChatTIRLlama, sends none); its type and bounds are the shared ones.
     shared = TIRChatConnection.model_fields
     assert {"model", "tool_mode", "temperature", "context_window"} <= set(shared)
-    assert set(shared) & own_fields(cls) == set()
+    framework_default = {"temperature": 0.1} if cls is TIRLlamaLLM else {}
+    assert set(shared) & own_fields(cls) == set(framework_default)
     for name, field in shared.items():
         own = cls.model_fields[name]
         assert (own.annotation, own.default, own.metadata) == (
             field.annotation,
-            field.default,
+            framework_default.get(name, field.default),
             field.metadata,
         ), name
     names = argument_names(cls)

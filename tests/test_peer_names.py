@@ -23,6 +23,7 @@ from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 from llama_index.core.llms import ChatMessage
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.schema import BaseComponent
+from llama_index.embeddings.openai import OpenAIEmbedding  # type: ignore[import-untyped]
 from llama_index.embeddings.openai_like import (  # type: ignore[import-untyped]
     OpenAILikeEmbedding,
 )
@@ -340,6 +341,7 @@ FLAGS: list[tuple[type[Any], str, Any, Any]] = [
     (TIREmbedding, "reuse_client", True, False),
     (TIREmbedding, "api_version", None, "2024-02-01"),
     (TIREmbedding, "additional_kwargs", {}, {"user": "me"}),
+    (TIREmbedding, "mode", "text_search", "similarity"),
 ]
 
 
@@ -365,7 +367,7 @@ def test_a_peers_setting_is_accepted_for_what_happens_anyway_and_refused_otherwi
 
 def _peer_names() -> set[str]:
     names: set[str] = set()
-    for peer in (ChatOpenAI, OpenAIEmbeddings, OpenAILike, OpenAILikeEmbedding):
+    for peer in (ChatOpenAI, OpenAIEmbeddings, OpenAILike, OpenAILikeEmbedding, OpenAIEmbedding):
         for field, info in peer.model_fields.items():
             names |= {
                 field,

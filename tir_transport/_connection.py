@@ -285,7 +285,7 @@ class TIRChatConnection(TIRConnection):
     tool_mode: ToolMode = "auto"
     """How tools are sent: `"auto"` (native, and in the prompt if the endpoint rejects them),
     `"native"` or `"prompt"` (Llama 3.1's JSON tool-call format in the prompt)."""
-    temperature: float | None = None
+    temperature: float | None = Field(default=None, ge=0)
     """Sampling temperature; the server's default when None."""
     top_p: float | None = None
     """Nucleus sampling: sample from the tokens that make up this much probability."""

@@ -196,6 +196,12 @@ PEER_NAMES: dict[str, PeerName] = {
         "TIRLlamaLLM counts with the model's own tokenizer (llm.tokenizer): leave it out",
         (None,),
     ),
+    "mode": PeerName(
+        "OpenAIEmbedding's",
+        "TIR's embeddings API has no search modes: a query and a document are told apart by "
+        "query_prefix and document_prefix (e5 models want 'query: ' and 'passage: ')",
+        ("text_search",),
+    ),
     "model_kwargs": PeerName("ChatOpenAI's", _OTHER_FIELDS, ({},)),
     "additional_kwargs": PeerName("OpenAILike's", _OTHER_FIELDS, ({},)),
 }

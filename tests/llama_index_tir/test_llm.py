@@ -11,12 +11,17 @@ import pytest
 from llama_index.core import Document, Settings, SummaryIndex, VectorStoreIndex
 from llama_index.core.agent.workflow import AgentWorkflow, FunctionAgent
 from llama_index.core.base.llms.types import (
+    CacheControl,
+    CachePoint,
     ChatMessage,
     ChatResponse,
+    CitableBlock,
+    CitationBlock,
     CompletionResponse,
     ImageBlock,
     MessageRole,
     TextBlock,
+    ThinkingBlock,
     ToolCallBlock,
 )
 from llama_index.core.callbacks import CallbackManager, CBEventType, LlamaDebugHandler
@@ -491,6 +496,66 @@ def test_function_agent_finishes_a_tool_loop(
         "tool_call_id": "call-1",
     }
     assert second[-2]["tool_calls"][0]["function"]["name"] == "get_weather"
+
+
+def lookup(topic: str) -> CitableBlock:
+    """Look a topic up in the handbook."""
+    return CitableBlock(
+        title="Handbook",
+        source="handbook.pdf",
+        content=[TextBlock(text="The office is in Pune,"), TextBlock(text="on the 4th floor.")],
+    )
+
+
+def test_a_tool_that_returns_a_citable_block_gives_the_model_its_text(
+    llm: TIRLlamaLLM, emulator: Emulator
+) -> None:
+    # LlamaIndex lets a tool return a CitableBlock; OpenAILike raises on it. Its text was
+    # dropped, and the model answered from an empty tool result.
+    call = {"id": "call-1", "name": "lookup", "arguments": '{"topic": "office"}'}
+    emulator.queue(Reply(tool_calls=[call]), Reply(text="Pune."))
+    agent = FunctionAgent(tools=[FunctionTool.from_defaults(fn=lookup)], llm=llm)
+
+    async def run() -> str:
+        return str(await agent.run("Where is the office?"))
+
+    assert asyncio.run(run()) == "Pune."
+    assert emulator.requests[1].json["messages"][-1] == {
+        "role": "tool",
+        "content": "The office is in Pune,\non the 4th floor.",
+        "tool_call_id": "call-1",
+    }
+
+
+def test_blocks_without_text_for_the_model(llm: TIRLlamaLLM, emulator: Emulator) -> None:
+    quoted = CitationBlock(
+        cited_content=TextBlock(text="4th floor"),
+        source="handbook.pdf",
+        title="Handbook",
+        additional_location_info={},
+    )
+    cache = CachePoint(cache_control=CacheControl(type="ephemeral"))
+    history = [
+        ChatMessage(role=MessageRole.USER, blocks=[TextBlock(text="Where?"), cache]),
+        ChatMessage(
+            role=MessageRole.ASSISTANT,
+            blocks=[ThinkingBlock(content="the handbook says"), TextBlock(text="Pune,"), quoted],
+        ),
+        ChatMessage(role=MessageRole.USER, blocks=[TextBlock(text="Sure?")]),
+    ]
+    llm.chat(history)
+    assert emulator.requests[0].json["messages"] == [
+        {"role": "user", "content": "Where?"},
+        {"role": "assistant", "content": "Pune,\n4th floor"},
+        {"role": "user", "content": "Sure?"},
+    ]
+    # A block of a kind the conversion does not know (a later LlamaIndex's) is refused,
+    # never dropped.
+    message = ChatMessage(role=MessageRole.USER, blocks=[])
+    message.blocks.append(TextBlock.model_construct(block_type="hologram", text="x"))
+    with pytest.raises(UnsupportedContentError, match="'hologram' block"):
+        llm.chat([message])
+    assert len(emulator.requests) == 1
 
 
 def test_agent_workflow(llm: TIRLlamaLLM, emulator: Emulator) -> None:

@@ -55,6 +55,37 @@ def test_chat_text_and_usage(emulator: Emulator) -> None:
     assert model_sees(ours.body) == model_sees(peer.body)
 
 
+@pytest.mark.parametrize("given", [{}, {"temperature": 0.7}], ids=["unset", "set"])
+def test_sampling_the_same_way(emulator: Emulator, given: dict[str, Any]) -> None:
+    # OpenAILike sends temperature 0.1 when none is set (LlamaIndex's DEFAULT_TEMPERATURE);
+    # sending none would leave it to vLLM's default for the model (0.6 for Llama 3.1 Instruct's
+    # generation config): a program moved over would answer less predictably.
+    peer, ours = side_by_side(
+        emulator,
+        lambda: openai_like(emulator, **given).chat(HELLO),
+        lambda: tir_llm(emulator, **given).chat(HELLO),
+    )
+    no_error(peer, ours)
+    assert ours.body["temperature"] == peer.body["temperature"] == given.get("temperature", 0.1)
+
+
+def test_stream_options_from_additional_kwargs(emulator: Emulator) -> None:
+    # How OpenAILike users ask vLLM for usage in every chunk. Both leave them off a request
+    # that does not stream (vLLM refuses them there) and keep them on a stream.
+    options = {"include_usage": True, "continuous_usage_stats": True}
+
+    def act(llm: Any) -> str:
+        llm.chat(HELLO)
+        return "".join(r.delta or "" for r in llm.stream_chat(HELLO))
+
+    for make in (openai_like, tir_llm):
+        emulator.reset()
+        assert act(make(emulator, additional_kwargs={"stream_options": options})) == SEED_TEXT
+        plain, streamed = (r.json for r in emulator.requests)
+        assert "stream_options" not in plain
+        assert streamed["stream_options"] == options
+
+
 def test_complete_text(emulator: Emulator) -> None:
     peer, ours = side_by_side(
         emulator,

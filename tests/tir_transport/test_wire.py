@@ -43,6 +43,28 @@ def test_stream_options_only_when_streaming() -> None:
     assert "stream_options" not in build_payload(MESSAGES, "m", stream=True, include_usage=False)
 
 
+@pytest.mark.parametrize("where", ["field", "extra_body"])
+def test_the_callers_stream_options_go_on_streams_only(where: str) -> None:
+    # OpenAILike users pass them (additional_kwargs) for vLLM's usage; vLLM refuses them on a
+    # request that does not stream, and its continuous_usage_stats must not be lost on one
+    # that does.
+    theirs = {"stream_options": {"include_usage": False, "continuous_usage_stats": True}}
+    given = {"extra_body": theirs} if where == "extra_body" else theirs
+    assert "stream_options" not in build_payload(MESSAGES, "m", **given)
+    streamed = build_payload(MESSAGES, "m", stream=True, **given)
+    assert streamed["stream_options"] == {"include_usage": True, "continuous_usage_stats": True}
+    unasked = build_payload(MESSAGES, "m", stream=True, include_usage=False, **given)
+    assert unasked["stream_options"] == theirs["stream_options"]
+
+
+@pytest.mark.parametrize("option", ["extra_headers", "extra_query", "timeout"])
+def test_the_openai_clients_options_are_refused_not_sent(option: str) -> None:
+    # ChatOpenAI and OpenAILike programs pass them among the request's fields, and the openai
+    # client takes them out of the body; sent as fields, vLLM would ignore them.
+    with pytest.raises(ValueError, match=f"'{option}' is an option of the openai client"):
+        build_payload(MESSAGES, "m", **{option: {"X-Trace": "1"}})
+
+
 def test_extra_body_passes_vllm_fields_through_last() -> None:
     payload = build_payload(
         MESSAGES, "m", temperature=0.5, extra_body={"top_k": 20, "repetition_penalty": 1.1}

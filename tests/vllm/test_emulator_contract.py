@@ -250,6 +250,10 @@ ERRORS: dict[str, tuple[str, dict[str, Any]]] = {
         {**CHAT, "messages": [{"role": "user", "content": "hello " * 5000}], "stream": True},
     ),
     "embedding-over-512": ("embeddings", {"model": EMBED_MODEL, "input": ["word " * 600]}),
+    "stream-options-without-stream": (
+        "chat/completions",
+        {**CHAT, "stream_options": {"include_usage": True}},
+    ),
 }
 
 

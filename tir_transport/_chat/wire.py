@@ -99,7 +99,8 @@ def build_payload(
     Args:
         messages: OpenAI-style message dicts.
         model: the model name for the body's `model`.
-        stream: whether to stream; `stream_options.include_usage` is added only then.
+        stream: whether to stream; `stream_options` (the caller's, with `include_usage`)
+            are sent only then: vLLM refuses them on other requests.
         include_usage: ask for the usage chunk at the end of a stream.
         extra_body: fields sent as they are, last (vLLM's `top_k`, `repetition_penalty`...).
         key_to_refuse: the API key: a request field holding it is refused.
@@ -110,14 +111,20 @@ def build_payload(
         The JSON-ready payload.
 
     Raises:
-        ValueError: no messages, `n` above 1 (see `check_single_choice`), or a request
-            field named like a secret (`api_key`, `hf_token`...) or holding `key_to_refuse`.
+        ValueError: no messages, `n` above 1 (see `check_single_choice`), a request
+            field named like a secret (`api_key`, `hf_token`...) or holding `key_to_refuse`,
+            or one of the openai client's options (`extra_headers`, `extra_query`, `timeout`).
     """
     if not messages:
         raise ValueError("messages is empty: a chat request needs at least one message")
     payload: dict[str, Any] = {"model": model, "messages": list(messages)}
     for key, value in params.items():
         if value is not None:
+            if key in _SDK_OPTIONS:
+                raise ValueError(
+                    f"{key!r} is an option of the openai client, not a request field: sent in "
+                    f"the body it would not take effect. {_SDK_OPTIONS[key]}"
+                )
             payload[key] = value
     if payload.get("tools") == []:
         # `bind_tools([])`: no tools. Sent as `[]`, the chat template would still frame the
@@ -126,12 +133,18 @@ def build_payload(
         del payload["tools"]
         payload.pop("parallel_tool_calls", None)
         payload.pop("tool_choice", None)
-    if stream:
-        payload["stream"] = True
-        if include_usage:
-            payload["stream_options"] = {"include_usage": True}
     if extra_body:
         payload.update(extra_body)
+    # The caller's own `stream_options` (OpenAILike users pass them for vLLM's usage) are
+    # kept on a stream, with the usage this needs; vLLM refuses them on any other request.
+    options = payload.pop("stream_options", None)
+    if stream:
+        payload["stream"] = True
+        kept = {**options} if isinstance(options, Mapping) else {}
+        if include_usage:
+            kept["include_usage"] = True
+        if kept:
+            payload["stream_options"] = kept
     check_single_choice(payload)
     # Every field but the conversation (what the user says is theirs to say) and the schemas
     # (tool definitions, a response format: walking them for the key cost milliseconds a call
@@ -140,6 +153,16 @@ def build_payload(
     fields = {k: (None if k in _SCHEMAS else v) for k, v in payload.items() if k != "messages"}
     refuse_secrets(fields, key_to_refuse)
     return payload
+
+
+# The openai SDK's per-request options, which programs written for ChatOpenAI or OpenAILike
+# pass among the request's fields (`model_kwargs`, `additional_kwargs`, a call's kwargs): the
+# SDK takes them out of the body. What to do instead, for each.
+_SDK_OPTIONS = {
+    "extra_headers": "Pass default_headers={...} to the model: they go with every request.",
+    "extra_query": "TIR's chat API takes no query parameters.",
+    "timeout": "Pass timeout=... (seconds) to the model.",
+}
 
 
 def message_text(content: Any) -> str:

@@ -32,6 +32,10 @@ EMPTY_TOOLS = (
     "1 validation error for ChatCompletionRequest\n  Value error, `tools` must not be an empty "
     "array. Either provide at least one tool or omit the field entirely."
 )
+STREAM_OPTIONS_WITHOUT_STREAM = (
+    "1 validation error for ChatCompletionRequest\n  Value error, Stream options can only be "
+    "defined when `stream=True`."
+)
 TOOL_CHOICE_WITHOUT_TOOLS = (
     "1 validation error for ChatCompletionRequest\n  Value error, When using `tool_choice`, "
     "`tools` must be set."
@@ -152,6 +156,8 @@ class ChatRoute(ChatStream):
                 kind = part.get("type") if isinstance(part, dict) else None
                 if kind not in KNOWN_PART_TYPES:
                     return _error_body(self.error_format, f"Unknown part type: {kind}", 400)
+        if payload.get("stream_options") and not payload.get("stream"):
+            return _error_body(self.error_format, STREAM_OPTIONS_WITHOUT_STREAM, 400)
         choice = payload.get("tool_choice")
         if payload.get("tools") == []:
             return _error_body(self.error_format, EMPTY_TOOLS, 400)
