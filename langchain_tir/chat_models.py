@@ -19,7 +19,7 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import AliasChoices, BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field, field_validator
 
 from tir_transport import count_message_tokens, tokenizer_for
 from tir_transport.adapter import TIRChatConnection, build_payload
@@ -66,7 +66,7 @@ class ChatTIRLlama(TIRChatConnection, BaseChatModel):
     streaming: bool = False
     """Stream internally even on `invoke` (callbacks then see every token)."""
     stream_usage: bool = True
-    """Ask for the usage chunk at the end of a stream."""
+    """Ask for the usage chunk at the end of a stream (None, as ChatOpenAI takes it: True)."""
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Other request fields, sent as they are. Unknown constructor arguments land here, with
     a warning that names them (a likely misspelling of a field is an error instead); a field
@@ -77,6 +77,12 @@ class ChatTIRLlama(TIRChatConnection, BaseChatModel):
     # As ChatOpenAI does: unknown arguments are request fields, not silently dropped (the
     # connection model's validator moves them, after refusing peers' names and secrets).
     _request_fields: ClassVar[str | None] = "model_kwargs"
+
+    @field_validator("stream_usage", mode="before")
+    @classmethod
+    def _usage_unless_refused(cls, value: Any) -> Any:
+        # ChatOpenAI takes None ("the default"): here that is the usage chunk, as always.
+        return True if value is None else value
 
     @property
     def model_name(self) -> str:

@@ -323,6 +323,28 @@ def test_the_environment_is_read_the_same_way(
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=IDS)
+def test_none_is_the_default_as_the_peers_take_it(cls: type[Any]) -> None:
+    # LangChain's own ChatOpenAI snippet: `ChatOpenAI(model=..., temperature=0,
+    # max_tokens=None, timeout=None, max_retries=2)`; an httpx.Timeout as the openai client
+    # takes one (its read timeout is what ours is).
+    made = cls(timeout=None, max_retries=None, **model_for(cls))
+    assert (made.timeout, made.max_retries) == (60.0, 2)
+    assert cls(request_timeout=httpx.Timeout(10, connect=5), **model_for(cls)).timeout == 10
+    with pytest.raises(ValidationError, match="without a read timeout"):
+        cls(timeout=httpx.Timeout(None), **model_for(cls))
+    if cls is ChatTIRLlama:
+        llm = ChatTIRLlama(
+            model="llama3_1_8b_instruct",
+            temperature=0,
+            max_tokens=None,
+            timeout=None,
+            max_retries=2,
+            stream_usage=None,
+        )
+        assert (llm.max_tokens, llm.timeout, llm.stream_usage) == (None, 60.0, True)
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=IDS)
 def test_bad_settings_fail_alike(cls: type[Any]) -> None:
     own = [{name: REFUSED.get(name, 0)} for name in OWN_NUMBERS[cls]]
     for bad in ({"timeout": 0}, {"max_retries": -1}, {"requests_per_minute": 0}, *own):

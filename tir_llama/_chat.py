@@ -10,7 +10,14 @@ import termios
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from tir_transport import ChatClient, TIRError, track_usage
+from tir_transport import (
+    AuthenticationError,
+    ChatClient,
+    NotFoundError,
+    PermissionDeniedError,
+    TIRError,
+    track_usage,
+)
 from tir_transport.adapter import build_payload
 
 from ._common import EXIT_FAILED, EXIT_OK, _config, _one_line
@@ -80,7 +87,9 @@ def chat(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> i
 
     At a terminal: line editing and history, Ctrl-C stops an answer (the conversation goes on
     without it), Ctrl-D or a second Ctrl-C leaves, a failed turn is one line. From a pipe: a
-    turn per line until the end of the input; exit status 1 if any turn failed.
+    turn per line until the end of the input; exit status 1 if any turn failed, 130 when
+    Ctrl-C stopped it. Either way an error every later turn would get too (a refused key, a
+    model or project that is not there) ends the chat, with status 1.
     """
     config = _config(args)
     # Every missing setting said before a banner invites typing.
@@ -110,6 +119,8 @@ def chat(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> i
                 break
             except KeyboardInterrupt:
                 print(file=err)
+                if terminal is None:
+                    raise  # from a pipe nobody is there to go on with: Ctrl-C stops it (130)
                 if interrupted:
                     break
                 interrupted = True
@@ -128,6 +139,8 @@ def chat(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> i
                 history.pop()
                 interrupted = True
                 print(file=out, flush=True)
+                if terminal is None:
+                    raise
                 print("[stopped: the conversation goes on without this turn]", file=err)
                 continue
             except TIRError as e:
@@ -136,11 +149,24 @@ def chat(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> i
                 if shown:
                     print(file=out, flush=True)
                 print(f"error: {_one_line(e)}", file=err, flush=True)
+                if isinstance(e, _EVERY_TURN):
+                    # The next turns would be refused the same way (and a pipe would send
+                    # every line of its input to hear it).
+                    print(
+                        "(stopped: every turn would get this error; tir-llama doctor "
+                        "checks the settings)",
+                        file=err,
+                    )
+                    return EXIT_FAILED
                 continue
             history.append({"role": "assistant", "content": "".join(shown)})
             print(file=out, flush=True)
             print(f"[{tokens}]", file=err, flush=True)
     return EXIT_FAILED if failed and terminal is None else EXIT_OK
+
+
+# Errors no later turn can escape: the key, the project, the model.
+_EVERY_TURN = (AuthenticationError, PermissionDeniedError, NotFoundError)
 
 
 def _answer(

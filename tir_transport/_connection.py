@@ -94,9 +94,10 @@ class TIRConnection(BaseModel):
     """A full `.../v1` URL that overrides host, project and model path; from `TIR_BASE_URL`.
     Also taken as ChatOpenAI's `openai_api_base` and OpenAILike's `api_base`."""
     timeout: float = Field(default=DEFAULT_TIMEOUT, gt=0, alias="request_timeout")
-    """Seconds to wait for a reply, and between two stream chunks (alias `request_timeout`)."""
+    """Seconds to wait for a reply, and between two stream chunks (alias `request_timeout`).
+    None is the default; an `httpx.Timeout` gives its read timeout."""
     max_retries: int = Field(default=DEFAULT_MAX_RETRIES, ge=0)
-    """Retries for connection errors, timeouts, 408/409/429 and 5xx."""
+    """Retries for connection errors, timeouts, 408/409/429 and 5xx (None: the default)."""
     allow_insecure_http: bool = False
     """Allow plain `http://` to a host that is not loopback (the key travels in clear)."""
     max_in_flight: int | None = Field(default=None, ge=1)
@@ -141,6 +142,23 @@ class TIRConnection(BaseModel):
         if not isinstance(values, dict):
             return values
         return move_unknown_arguments(cls, values, into=cls._request_fields)
+
+    @field_validator("timeout", "max_retries", mode="before")
+    @classmethod
+    def _none_is_the_default(cls, value: Any, info: ValidationInfo) -> Any:
+        # LangChain's own ChatOpenAI snippet passes `timeout=None, max_retries=2` (and
+        # programs pass `max_retries=None`): None is "not set" there, the client's default.
+        if value is None:
+            return DEFAULT_TIMEOUT if info.field_name == "timeout" else DEFAULT_MAX_RETRIES
+        if isinstance(value, httpx.Timeout):
+            # What this timeout is, httpx's read timeout (connecting is bounded by it too).
+            if value.read is None:
+                raise ValueError(
+                    "an httpx.Timeout without a read timeout: requests need one, pass the "
+                    "seconds to wait for a reply as timeout=... (a number)"
+                )
+            return value.read
+        return value
 
     @field_validator("project_id", "endpoint_id", mode="before")
     @classmethod

@@ -10,8 +10,10 @@ said before any banner. In a pipe: answers alone on stdout.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -198,3 +200,70 @@ def test_piped_chat_with_a_failed_turn_goes_on_and_exits_1(
     assert result.stdout == "Fine.\n"
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "bad turn" in errors[0], result.stderr
+
+
+def test_ctrl_c_stops_a_piped_chat(emulator: Emulator, tmp_path: Path) -> None:
+    # Nobody is there to go on with the conversation: Ctrl-C (a SIGINT to the command) stops
+    # it with 130, the rest of the input unsent. It used to drop that turn and go on.
+    emulator.queue(
+        Reply(text="Hi there."),
+        Reply(pieces=["Once upon ", "a time"], stall_after=2, stall_seconds=HOLD),
+    )
+    command = subprocess.Popen(
+        [sys.executable, "-m", "tir_llama", "chat"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=command_env(emulator, tmp_path, TIR_API_KEY=TEST_KEY),
+    )
+    assert command.stdin is not None and command.stdout is not None
+    command.stdin.write(b"hello\ntell me a story\nand then?\nand then?\n")
+    command.stdin.close()
+    assert command.stdout.readline() == b"Hi there.\n"
+    deadline = time.monotonic() + WAIT_SECONDS
+    while len(emulator.requests) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # the second answer's first words are out
+    command.send_signal(signal.SIGINT)
+    try:
+        command.wait(timeout=WAIT_SECONDS)
+    finally:
+        command.kill()
+    assert command.stderr is not None
+    out, err = command.stdout.read(), command.stderr.read()
+    assert command.returncode == 130, err
+    assert b"Traceback" not in err
+    assert out.startswith(b"Once upon ")
+    assert len(emulator.requests) == 2
+
+
+@pytest.mark.parametrize("piped", [True, False], ids=["piped", "terminal"])
+def test_a_refused_key_ends_the_chat(emulator: Emulator, tmp_path: Path, piped: bool) -> None:
+    # Every later turn would be refused too: a pipe would send each line of its input to
+    # hear it, a person would type on for nothing.
+    emulator.require_key = TEST_KEY
+    env = command_env(emulator, tmp_path, TIR_API_KEY="sk-not-the-key-7f3a")
+    if piped:
+        result = subprocess.run(
+            [sys.executable, "-m", "tir_llama", "chat"],
+            input="one\ntwo\nthree\n",
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=WAIT_SECONDS,
+            check=False,
+        )
+        assert result.returncode == 1
+        screen = result.stderr
+    else:
+        terminal = Terminal([sys.executable, "-m", "tir_llama", "chat"], env)
+        try:
+            terminal.expect("> ")
+            terminal.type("one\r")
+            assert terminal.wait() == 1
+        finally:
+            terminal.close()
+        screen = terminal.screen
+    assert len(emulator.requests) == 1
+    assert "every turn would get this error" in screen and "Traceback" not in screen
+    assert "sk-not-the-key-7f3a" not in screen
