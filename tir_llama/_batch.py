@@ -39,7 +39,13 @@ from tir_transport import (
 )
 from tir_transport.adapter import TOKENS_EXTRA_HINT
 
-from ._batch_checks import _align_ids, _check_parquet_fits, _check_unique_ids, _validate
+from ._batch_checks import (
+    _align_ids,
+    _check_id_column,
+    _check_parquet_fits,
+    _check_unique_ids,
+    _validate,
+)
 from ._batch_input import _check_input, _load, _Refused
 from ._batch_ray import _cause, _start_ray
 from ._batch_report import _clock, _line, _Progress
@@ -191,9 +197,15 @@ def estimate(args: argparse.Namespace, config: dict[str, Any], out: TextIO, err:
     model = config.get("model") or DEFAULT_MODEL
     try:
         fmt, block, names = _check_input(args)
+        if args.resume:
+            _check_id_column(args, names)
         table = _load(Path(args.input), fmt, block, names, args)
+        # The checks a run makes of the input, so that an estimate that passes is one a run
+        # takes (and counts the rows a resume would send, ids read as the folder holds them).
+        _check_unique_ids(table, args.id_column)
         prompts = _prompts(table, args)
         if args.resume and args.output and Path(args.output).is_dir():
+            table = _align_ids(table, args)
             done = done_ids(args.output, args.id_column, keep_failed=args.keep_failed)
             prompts = [p for p, i in zip(prompts, _ids(table, args), strict=True) if i not in done]
     except (_Refused, ValueError) as e:

@@ -10,11 +10,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pydantic import ValidationError
 
 from ray_tir.adapter import WriteMode, check_output, parquet_outputs
-from tir_transport import DEFAULT_MODEL, TIRConnection
+from tir_transport import DEFAULT_MODEL, ConfigurationError, TIRConnection
 
 from ._batch_input import _INT64, _INTEGER, _check_input, _load, _Refused
+from ._common import _settings_refused
 
 
 def _check_output_place(output: Path, source: Path, given: str) -> None:
@@ -47,18 +49,26 @@ def _validate(
     if args.resume:
         if args.output.rstrip("/").endswith(".jsonl"):
             raise _Refused("--resume needs Parquet output (a folder not ending in .jsonl)")
-        if args.id_column not in names:
-            raise _Refused(
-                f"--resume needs an id per row: the input has no column {args.id_column!r} "
-                f"(it has {', '.join(map(repr, names))}); name it with --id-column"
-            )
+        _check_id_column(args, names)
     check_output(output, mode)
     settings = {k: v for k, v in config.items() if k != "model"}
     model = config.get("model") or DEFAULT_MODEL
-    tir = TIRConnection(**settings).tir_config(model)
+    try:
+        tir = TIRConnection(**settings).tir_config(model)
+    except ValidationError as e:  # a key pasted with quotes, say
+        raise ConfigurationError(_settings_refused(e)) from None
     tir.require()  # every missing setting, at once
     tir.url("chat/completions", model)  # plain http to a remote host is refused here, too
     return _load(source, fmt, block, names, args), mode
+
+
+def _check_id_column(args: argparse.Namespace, names: list[str]) -> None:
+    """Refuse a --resume whose input has no id column (a run and --estimate alike)."""
+    if args.id_column not in names:
+        raise _Refused(
+            f"--resume needs an id per row: the input has no column {args.id_column!r} "
+            f"(it has {', '.join(map(repr, names))}); name it with --id-column"
+        )
 
 
 def _check_parquet_fits(table: pa.Table | None, source: str) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from pydantic import ValidationError
+
 from tir_transport import DEFAULT_MODEL, ConfigurationError, TIRConfig, TIRConnection
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
@@ -26,9 +28,19 @@ def _connection(args: argparse.Namespace) -> dict[str, Any]:
 def _config(args: argparse.Namespace, model: str | None = None) -> TIRConfig:
     try:
         connection = TIRConnection(**_connection(args))
-    except ValueError as e:  # pydantic's, for a bad flag value: said in one line
-        raise ConfigurationError(" ".join(str(e).split())) from None
+    except ValidationError as e:  # a bad flag value, a key pasted with quotes...
+        raise ConfigurationError(_settings_refused(e)) from None
     return connection.tir_config(model or args.model or DEFAULT_MODEL)
+
+
+def _settings_refused(error: ValidationError) -> str:
+    """A settings refusal in a person's words: the flag, what is wrong; not pydantic's frame."""
+    said = []
+    for detail in error.errors():
+        message = detail["msg"].removeprefix("Value error, ")
+        field = ".".join(str(part) for part in detail["loc"])
+        said.append(f"--{field.replace('_', '-')}: {message}" if field else message)
+    return "; ".join(said)
 
 
 def _one_line(error: BaseException) -> str:

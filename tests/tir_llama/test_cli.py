@@ -131,6 +131,24 @@ def test_a_missing_setting_has_one_exit_status_in_every_command(tmp_path: Path) 
     assert statuses == {"doctor": 2, "chat": 2, "batch": 2}
 
 
+def test_a_key_pasted_with_quotes_is_one_line_in_every_command(tmp_path: Path) -> None:
+    # pydantic's refusal ("1 validation error for TIRConnection ... [type=value_error] For
+    # further information visit https://errors.pydantic.dev/...") was printed as it came.
+    (tmp_path / "in.csv").write_text("id,prompt\n1,hi\n")
+    env = {"TIR_API_KEY": '"sk-quoted-4b1d9e"', "TIR_BASE_URL": "http://127.0.0.1:9/v1"}
+    for argv in (
+        ["doctor"],
+        ["chat"],
+        ["batch", str(tmp_path / "in.csv"), str(tmp_path / "out")],
+    ):
+        result = command(*argv, env=env, stdin="hello\n")
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith("error: The API key (TIR_API_KEY) is wrapped in quotes")
+        assert len(result.stderr.splitlines()) == 1, result.stderr
+        assert "pydantic" not in result.stderr and "sk-quoted-4b1d9e" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_messages_name_flags_and_variables_not_python() -> None:
     missing = command("doctor", env={"TIR_API_KEY": TEST_KEY}).stderr
     assert "--project-id" in missing and "--base-url" in missing

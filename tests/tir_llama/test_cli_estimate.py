@@ -103,6 +103,39 @@ def test_estimate_with_resume_counts_only_what_is_left(tickets: Path, tmp_path: 
     assert out.splitlines()[0].split()[:2] == ["rows:", "2"]  # ids 2 and 3
 
 
+def test_estimate_checks_the_ids_as_a_run_does(tmp_path: Path) -> None:
+    # An estimate that passes is one a run takes: it crashed on --resume without an id
+    # column (a KeyError, or pyarrow's "No match for FieldRef"), and passed repeated ids.
+    no_id = tmp_path / "no-id.csv"
+    no_id.write_text("prompt\nhello\nbye\n")
+    pq.write_table(pa.table({"prompt": ["hello", "bye"]}), tmp_path / "no-id.parquet")
+    for source in (no_id, tmp_path / "no-id.parquet"):
+        code, out, err = estimate(str(source), str(tmp_path / "out"), "--resume")
+        assert code == 2 and out == "", err
+        assert err.startswith("error: --resume needs an id per row"), err
+    assert estimate(str(no_id))[0] == 0  # without --resume, ids are not needed
+    repeated = tmp_path / "repeated.csv"
+    repeated.write_text("id,prompt\n1,hello\n1,bye\n")
+    code, _, err = estimate(str(repeated))
+    assert code == 2 and "not unique" in err
+
+
+def test_estimate_with_resume_reads_ids_as_the_folder_holds_them(tmp_path: Path) -> None:
+    # The CSV's ids read as numbers, the folder's as text (an id like "A10" once made them
+    # so): a run aligns them; the estimate counted every row as left.
+    source = tmp_path / "in.csv"
+    source.write_text("id,prompt\n1,hello\n2,bye\n3,again\n")
+    answered = tmp_path / "answers"
+    answered.mkdir()
+    done = pa.table(
+        {"id": ["1", "2"], "response": ["hi", "bye"], "error": pa.array([None, None], pa.string())}
+    )
+    pq.write_table(done, answered / "part-0.parquet")
+    code, out, err = estimate(str(source), str(answered), "--resume", "--max-tokens", "5")
+    assert code == 0, err
+    assert out.splitlines()[0].split()[:2] == ["rows:", "1"]
+
+
 def test_estimate_without_max_tokens_is_bounded_by_the_window(tickets: Path) -> None:
     code, out, _ = estimate(str(tickets))
     assert code == 0
