@@ -80,6 +80,32 @@ def _rows(table: pa.Table | None, path: Path) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
+def _resumable(table: pa.Table | None, args: argparse.Namespace) -> bool:
+    """Whether a later --resume could send this run's failed rows again (ids, Parquet out)."""
+    if args.output.rstrip("/").endswith(".jsonl"):
+        return False
+    if table is not None:
+        return args.id_column in table.column_names
+    path = Path(args.input)
+    files = [path] if path.is_file() else sorted(path.glob("*.parquet"))
+    return bool(files) and args.id_column in pq.read_schema(files[0]).names
+
+
+def _again(table: pa.Table | None, args: argparse.Namespace) -> str:
+    """How to send failed rows again, for this run's input and output."""
+    if _resumable(table, args):
+        return "--resume sends them again"
+    if args.output.rstrip("/").endswith(".jsonl"):
+        return (
+            "--resume needs Parquet output (a folder not ending in .jsonl): run again to send "
+            "every row"
+        )
+    return (
+        f"the input has no id column ({args.id_column!r}), so --resume cannot tell which "
+        "rows they are: run again to send every row, or give the rows ids (--id-column)"
+    )
+
+
 def run(args: argparse.Namespace, config: dict[str, Any], out: TextIO, err: TextIO) -> int:
     """Run the job: check, read, answer every (pending) row, write, print the usage.
 
@@ -157,8 +183,8 @@ def run(args: argparse.Namespace, config: dict[str, Any], out: TextIO, err: Text
     except JobStopped as e:
         progress.done()
         print(
-            f"error: the job stopped early: {e}. Rows answered before it are written; "
-            "--resume once it is fixed",
+            f"error: the job stopped early: {e}. Rows answered before it are written; once "
+            f"it is fixed, {_again(table, args)}",
             file=err,
         )
         return EXIT_STOPPED
@@ -178,7 +204,10 @@ def run(args: argparse.Namespace, config: dict[str, Any], out: TextIO, err: Text
     print(f"{_line('this run', usage(written))}; {_clock(time.monotonic() - started)}", file=out)
     holds = usage(args.output)
     print(_line(f"{args.output} holds", holds), file=out)
-    return EXIT_ROWS_FAILED if holds["rows_with_error"] else EXIT_OK
+    if holds["rows_with_error"]:
+        print(f"{holds['rows_with_error']:,} rows carry an error: {_again(table, args)}", file=err)
+        return EXIT_ROWS_FAILED
+    return EXIT_OK
 
 
 def _prompts(table: pa.Table | None, args: argparse.Namespace) -> list[Any]:

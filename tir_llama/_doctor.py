@@ -66,7 +66,9 @@ def doctor(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     print(f"url:         {url}", file=out)
     print(f"api key:     set (from {key_source or 'the command line'}; never shown)", file=out)
     # Tools are probed explicitly below; the plain request must not fall back by itself.
-    client = ChatClient(config, tool_mode="native")
+    # One try each: doctor reports what the endpoint does (a 429 or a 503 too); retried, a
+    # server that takes the connection and never answers kept it silent for three minutes.
+    client = ChatClient(config.replace(max_retries=0), tool_mode="native")
     messages = [{"role": "user", "content": "Reply with one word: ready"}]
     try:
         started = time.perf_counter()

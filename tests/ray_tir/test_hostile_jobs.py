@@ -69,6 +69,7 @@ def test_resume_sends_failed_rows_again_and_keeps_the_answered(
     emulator.max_context = 30  # rows 5 and 17 are too long: their own error
     code, text = batch(emulator, str(source), str(output), "--max-tokens", "2")
     assert code == 3 and "40 rows, 2 with an error" in text, text
+    assert "2 rows carry an error: --resume sends them again" in text
     assert len(emulator.requests) == 40
     answered = {r["id"]: r["response"] for r in folder_rows(output) if r["error"] is None}
     # Kept as they are when asked: nothing sent, nothing changed, still exit 3.
@@ -87,6 +88,20 @@ def test_resume_sends_failed_rows_again_and_keeps_the_answered(
     assert sorted(r["id"] for r in final) == list(range(40))
     assert all(r["error"] is None for r in final)
     assert {r["id"]: r["response"] for r in final if r["id"] not in (5, 17)} == answered
+
+
+def test_failed_rows_without_ids_are_not_promised_to_resume(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    # "--resume sends them again" led to "--resume needs an id per row" for an input without
+    # one: the hint says what works instead.
+    source = tmp_path / "in.csv"
+    source.write_text("prompt\nhello\n" + "word " * 40 + "\n")
+    emulator.max_context = 30  # the second row is too long
+    code, text = batch(emulator, str(source), str(tmp_path / "out"), "--max-tokens", "2")
+    assert code == 3, text
+    assert "1 rows carry an error: the input has no id column ('id')" in text
+    assert "--resume sends them again" not in text
 
 
 # -- 2. exit statuses; errors every row will hit stop the job -----------------------------------

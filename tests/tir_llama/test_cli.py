@@ -234,3 +234,20 @@ def test_doctor_probes_other_models_once_and_briefly(
     assert code == 1
     assert "embeddings:" in err.getvalue() and "timed out" in err.getvalue()
     assert len([r for r in emulator.requests if r.path.endswith("/embeddings")]) == 1
+
+
+def test_doctor_tries_the_chat_request_once(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Doctor reports what the endpoint does. Retried, a server that took the connection and
+    # never answered kept it silent for 3 x the timeout (three minutes by default).
+    monkeypatch.setenv("TIR_API_KEY", TEST_KEY)
+    emulator.queue(Reply(delay=30.0))
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["--base-url", emulator.base_url, "--timeout", "1", "doctor"], out, err)
+    assert code == 1
+    assert "request:     failed" in err.getvalue() and "timed out" in err.getvalue()
+    assert len(emulator.requests) == 1
+    emulator.queue(Reply(status=503, message="warming up"))
+    code = main(["--base-url", emulator.base_url, "doctor"], out, err)
+    assert code == 1 and "warming up" in err.getvalue()
