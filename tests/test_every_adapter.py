@@ -320,6 +320,13 @@ def test_the_environment_is_read_the_same_way(
     wanted = "e5" if cls in EMBEDDINGS else "bge_reranker" if cls in RERANKS else DEFAULT_MODEL
     assert instance.model == wanted
     assert cls(project_id=7).project_id == "7"  # given wins, ints welcome
+    # A host given is a choice of server: TIR_BASE_URL (a base URL overrides the host) is
+    # then not read, or the host given would silently not be used.
+    monkeypatch.setenv("TIR_BASE_URL", "http://127.0.0.1:9/v1")
+    assert cls().base_url == "http://127.0.0.1:9/v1"
+    chosen = cls(host="https://infer.example.net")
+    assert (chosen.host, chosen.base_url) == ("https://infer.example.net", None)
+    assert cls(host="https://infer.example.net", base_url="http://a.example/v1").base_url
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=IDS)

@@ -136,6 +136,8 @@ def from_environment(
 
     The one way both `TIRConfig.from_env` and the adapters' `TIRConnection` resolve them:
     what was given wins, then the environment's variables (first found), then the defaults.
+    A host given is a choice of URL too: `TIR_BASE_URL` is then not read (it would override
+    the host given, and send to another server without a word).
 
     Returns:
         `(api_key, project_id, host, base_url)`; the key cleaned (see `clean_api_key`).
@@ -147,7 +149,7 @@ def from_environment(
         clean_api_key(api_key) or env_api_key(env),
         project_id if project_id not in (None, "") else env_first(PROJECT_ID_ENV_VARS, env),
         host or env_first(HOST_ENV_VARS, env) or DEFAULT_HOST,
-        base_url or env_first(BASE_URL_ENV_VARS, env),
+        base_url or (None if host else env_first(BASE_URL_ENV_VARS, env)),
     )
 
 
