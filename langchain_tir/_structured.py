@@ -16,7 +16,11 @@ from langchain_core.output_parsers.openai_tools import (
 )
 from langchain_core.runnables import Runnable, RunnableLambda, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
-from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
+from langchain_core.utils.function_calling import (
+    convert_to_json_schema,
+    convert_to_openai_function,
+    convert_to_openai_tool,
+)
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel
 
@@ -43,6 +47,49 @@ def schema_response_format(schema: Any, strict: bool | None) -> dict[str, Any]:
     if strict is not None:
         response_format["json_schema"]["strict"] = strict
     return response_format
+
+
+def _wire_form(value: Any) -> bool:
+    """Whether `value` is a response format as the wire takes it (not a schema to convert)."""
+    if not isinstance(value, dict):
+        return False
+    kind = value.get("type")
+    return kind in ("json_object", "text") or (kind == "json_schema" and "json_schema" in value)
+
+
+def wire_response_format(value: Any) -> Any:
+    """A `response_format` as the wire takes it, converted as ChatOpenAI converts one.
+
+    A pydantic class, a TypedDict or a JSON schema becomes a `json_schema` response format (a
+    pydantic class strict, its replies parsed); `{"name": ..., "schema": ...}` is wrapped; the
+    wire's own forms (`json_schema`, `json_object`, `text`) go as they are.
+    """
+    if is_pydantic_class(value):
+        return schema_response_format(value, True)
+    if _wire_form(value):
+        return value
+    if isinstance(value, dict):
+        if "name" in value and "schema" in value:
+            return {"type": "json_schema", "json_schema": value}
+        strict = value.get("strict")
+        return schema_response_format(value, strict if isinstance(strict, bool) else None)
+    return schema_response_format(value, None)
+
+
+def openai_response_format(value: Any, strict: bool) -> Any:
+    """`bind_tools(..., response_format=...)` as ChatOpenAI's turns it into the wire's form.
+
+    A pydantic class stays one (its replies are parsed; `wire_response_format` sends it), as
+    do the wire's own forms; a TypedDict or a JSON schema becomes ChatOpenAI's function-style
+    `json_schema` (`strict`, unless the schema says otherwise).
+    """
+    if is_pydantic_class(value) or _wire_form(value):
+        return value
+    if isinstance(value, dict) and "name" in value and "schema" in value:
+        return {"type": "json_schema", "json_schema": value}
+    function = convert_to_openai_function(value, strict=strict)
+    function["schema"] = function.pop("parameters")
+    return {"type": "json_schema", "json_schema": function}
 
 
 def parse_reply(schema: type[BaseModel], message: AIMessage) -> BaseModel | None:

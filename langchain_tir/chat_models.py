@@ -28,7 +28,7 @@ from ._convert import PROVIDER, StreamConverter, message_to_wire, messages_to_wi
 from ._errors import langchain_errors
 from ._profile import model_profile
 from ._results import chat_result, closing_chunk, combine_llm_outputs
-from ._structured import is_pydantic_class, schema_response_format, structured_output
+from ._structured import openai_response_format, structured_output, wire_response_format
 from ._tools import tool_binding, wire_tool_choice
 
 __all__ = ["ChatTIRLlama"]
@@ -221,8 +221,10 @@ class ChatTIRLlama(TIRChatConnection, BaseChatModel):
         params["stop"] = [stops] if isinstance(stops, str) else (stops or None)
         if "tool_choice" in params:
             params["tool_choice"] = wire_tool_choice(params["tool_choice"])
-        if is_pydantic_class(params.get("response_format")):
-            params["response_format"] = schema_response_format(params["response_format"], True)
+        if params.get("response_format") is not None:
+            # A TypedDict or a JSON schema too (bind_tools(..., response_format=...)): sent
+            # as it was given, vLLM refuses it.
+            params["response_format"] = wire_response_format(params["response_format"])
         return build_payload(
             messages_to_wire(messages),
             model,
@@ -344,7 +346,10 @@ class ChatTIRLlama(TIRChatConnection, BaseChatModel):
                 decoding otherwise forces only the tool's name (ChatOpenAI sends no
                 `strict` unless asked); `False` never.
             parallel_tool_calls: Llama 3.1 makes one call per turn, so off by default.
-            **kwargs: other request fields to bind.
+            **kwargs: other request fields to bind. A `response_format` (a pydantic class, a
+                TypedDict or a JSON schema) is what the reply must follow when the model
+                calls no tool, converted as ChatOpenAI converts it (strict unless
+                `strict=False`).
 
         Returns:
             A runnable that sends the tools with every request.
@@ -352,6 +357,10 @@ class ChatTIRLlama(TIRChatConnection, BaseChatModel):
         bound = tool_binding(
             tools, tool_choice=tool_choice, strict=strict, parallel_tool_calls=parallel_tool_calls
         )
+        if kwargs.get("response_format") is not None:
+            kwargs["response_format"] = openai_response_format(
+                kwargs["response_format"], strict is not False
+            )
         return super().bind(**bound, **kwargs)
 
     def with_structured_output(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import warnings
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 from langchain_core.exceptions import OutputParserException
@@ -326,6 +326,43 @@ def test_response_format_pydantic_class(emulator: Emulator, via: str) -> None:
         "name",
         "country",
     ]
+
+
+class CityDict(TypedDict):
+    """A city and its country."""
+
+    name: str
+    country: str
+
+
+CITY_SCHEMA = {
+    "title": "City",
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "country": {"type": "string"}},
+    "required": ["name", "country"],
+}
+
+
+@pytest.mark.parametrize("schema", ["TypedDict", "JSON schema"])
+def test_bind_tools_with_a_response_format_that_is_not_pydantic(
+    emulator: Emulator, schema: str
+) -> None:
+    # ChatOpenAI turns either into a json_schema response format; ours sent the JSON schema
+    # as the response format itself (vLLM refuses it) and failed on the TypedDict (not JSON).
+    given: Any = CityDict if schema == "TypedDict" else CITY_SCHEMA
+
+    def act(llm: Any) -> Any:
+        return llm.bind_tools([get_weather], response_format=given).invoke("A city in France?")
+
+    peer, ours = side_by_side(
+        emulator,
+        lambda: act(chat_openai(emulator)),
+        lambda: act(chat_tir(emulator)),
+    )
+    no_error(peer, ours)
+    assert ours.body["response_format"] == peer.body["response_format"]
+    assert ours.body["response_format"]["type"] == "json_schema"
+    assert ours.value.content == peer.value.content
 
 
 # -- with_structured_output(..., tools=[...]) -----------------------------------------------------
