@@ -86,6 +86,25 @@ def _refuse_peer_name(cls: type[BaseModel], key: str, value: Any) -> bool:
     )
 
 
+def _take_project_from_query(values: dict[str, Any], names: dict[str, str]) -> None:
+    """ChatOpenAI's way to TIR, `default_query={"project_id": ...}`, read as `project_id`.
+
+    Only that one parameter: any other is refused by `PEER_NAMES` as before.
+    """
+    query = values.get("default_query")
+    if "project_id" not in names or not isinstance(query, dict) or set(query) != {"project_id"}:
+        return
+    project = query["project_id"]
+    given = values.get("project_id")
+    if given not in (None, "") and str(given).removeprefix("p-") != str(project).removeprefix("p-"):
+        raise ValueError(
+            f"project_id is given twice, as {given!r} and in default_query as {project!r}: "
+            "give it once (project_id=...; the query is added for you)"
+        )
+    del values["default_query"]
+    values["project_id"] = project
+
+
 def move_unknown_arguments(
     cls: type[BaseModel], values: dict[str, Any], into: str | None = "model_kwargs"
 ) -> dict[str, Any]:
@@ -124,6 +143,7 @@ def move_unknown_arguments(
     if into:
         refuse_secrets(extra, where=f"{into} field")
     refuse_secrets(values.get("extra_body") or {}, where="extra_body field")
+    _take_project_from_query(values, names)
     for key in list(values):
         if key in names:
             continue

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import SecretStr
 
@@ -153,6 +154,15 @@ def from_environment(
     )
 
 
+_PROJECT_IN_PATH = re.compile(r"/project/p-([^/?#]+)/")
+
+
+def _project_in(base_url: str | None) -> str | None:
+    """The project a TIR base URL's path names (`/project/p-123/`), if it names one."""
+    found = _PROJECT_IN_PATH.search(base_url or "")
+    return unquote(found.group(1)) if found else None
+
+
 @dataclass(frozen=True, slots=True)
 class TIRConfig:
     """Everything needed to reach one TIR model (chat, embeddings, rerank); builds with no I/O."""
@@ -276,7 +286,9 @@ class TIRConfig:
                 named), or plain `http://` to a host that is not loopback without
                 `allow_insecure_http=True`.
         """
-        project = self.project_id
+        # A TIR base URL names its project in its path (`.../project/p-123/genai/...`): the
+        # query the service wants then says it too, as it does for a host and a project.
+        project = self.project_id or _project_in(self.base_url)
         query = f"?project_id={quote(str(project), safe='')}" if project else ""
         if self.base_url:
             url = f"{self.base_url.rstrip('/')}/{api}{query}"

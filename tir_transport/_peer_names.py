@@ -95,7 +95,8 @@ PEER_NAMES: dict[str, PeerName] = {
     ),
     "default_query": PeerName(
         "ChatOpenAI's",
-        "the URL's only query parameter is project_id, added for you; a gateway's own "
+        "the URL's only query parameter is project_id: pass project_id=... (or "
+        "default_query={'project_id': ...} alone) and it is added for you; a gateway's own "
         "parameters need your own http_client",
         (None,),
     ),

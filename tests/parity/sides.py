@@ -19,7 +19,7 @@ from llama_index.llms.openai_like import OpenAILike  # type: ignore[import-untyp
 from langchain_tir import ChatTIRLlama
 from llama_index_tir import TIRLlamaLLM
 from tests.conftest import TEST_KEY
-from tests.support.emulator import DEFAULT_MODEL, Emulator, Reply
+from tests.support.emulator import DEFAULT_MODEL, Emulator, RecordedRequest, Reply
 from tir_transport import forget_endpoints
 
 # Generous: a scenario waits on a real socket, never on a clock.
@@ -33,6 +33,13 @@ class Outcome:
     value: Any = None
     error: BaseException | None = None
     bodies: list[dict[str, Any]] = field(default_factory=list)
+    requests: list[RecordedRequest] = field(default_factory=list)
+
+    @property
+    def request(self) -> RecordedRequest:
+        """The only (or last) POST: its path, query and headers."""
+        assert self.requests, "no request was sent"
+        return self.requests[-1]
 
     @property
     def body(self) -> dict[str, Any]:
@@ -72,7 +79,8 @@ def run(
         outcome.value = action()
     except Exception as e:  # the scenario compares errors too
         outcome.error = e
-    outcome.bodies = [r.json for r in emulator.requests if r.method == "POST"]
+    outcome.requests = [r for r in emulator.requests if r.method == "POST"]
+    outcome.bodies = [r.json for r in outcome.requests]
     return outcome
 
 

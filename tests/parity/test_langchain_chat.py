@@ -33,7 +33,7 @@ from tests.parity.sides import (
     run,
     side_by_side,
 )
-from tests.support.emulator import SEED_PIECES, Emulator, Reply
+from tests.support.emulator import DEFAULT_MODEL, SEED_PIECES, Emulator, Reply
 from tir_transport import BadRequestError, ContextLengthExceededError, StreamInterruptedError
 
 SEED_TEXT = "".join(SEED_PIECES)
@@ -326,6 +326,24 @@ def test_response_format_pydantic_class(emulator: Emulator, via: str) -> None:
         "name",
         "country",
     ]
+
+
+@pytest.mark.parametrize("query", [True, False], ids=["default_query", "base_url alone"])
+def test_the_tir_url_as_chatopenai_users_write_it(emulator: Emulator, query: bool) -> None:
+    # docs/migrating.md's "before": the GenAI URL as base_url, and the project again as
+    # default_query. Ours refused default_query; without it, it sent no project_id.
+    url = f"{emulator.url}/project/p-123/genai/{DEFAULT_MODEL}/v1"
+    extra: dict[str, Any] = {"default_query": {"project_id": "123"}} if query else {}
+    peer, ours = side_by_side(
+        emulator,
+        lambda: chat_openai(emulator, base_url=url, **extra).invoke("Hello"),
+        lambda: chat_tir(emulator, base_url=url, model=DEFAULT_MODEL, **extra).invoke("Hello"),
+    )
+    no_error(peer, ours)
+    assert ours.request.path == f"/project/p-123/genai/{DEFAULT_MODEL}/v1/chat/completions"
+    assert ours.request.query == {"project_id": ["123"]}
+    if query:
+        assert (peer.request.path, peer.request.query) == (ours.request.path, ours.request.query)
 
 
 class CityDict(TypedDict):
