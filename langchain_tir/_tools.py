@@ -42,11 +42,16 @@ def tool_binding(
         InvalidToolChoiceError: `tool_choice` names a tool that is not among `tools`.
     """
     choice = wire_tool_choice(tool_choice)
+    formatted = [convert_to_openai_tool(t, strict=strict) for t in tools]
     if strict is None and choice not in (None, "auto", "none"):
         # A forced call: without strict, vLLM forces the name and lets the model write
-        # any JSON as the arguments (a small model writes the schema itself).
-        strict = True
-    formatted = [convert_to_openai_tool(t, strict=strict) for t in tools]
+        # any JSON as the arguments (a small model writes the schema itself). Strict makes
+        # vLLM hold the arguments to the tool's own schema, as TIRLlamaLLM's forced calls
+        # are held: not LangChain's strict form of it, which makes every argument required
+        # (OpenAI's rule, not vLLM's) and the model invent values where the tool has a
+        # default.
+        for tool in formatted:
+            tool["function"]["strict"] = True
     if isinstance(choice, dict) and "function" in choice:
         names = {t["function"]["name"] for t in formatted}
         if choice["function"].get("name") not in names:

@@ -320,6 +320,33 @@ def test_tool_choice_on_the_wire(
     assert body["tools"][0]["function"].get("strict") is (True if forced else None)
 
 
+def search(query: str, limit: int | None = None, units: str = "metric") -> str:
+    """Search the handbook.
+
+    Args:
+        query: what to look for.
+        limit: how many results.
+        units: the units of the numbers in them.
+    """
+    return query
+
+
+@pytest.mark.parametrize("strict", [None, True])
+def test_a_forced_call_keeps_the_tools_defaults(
+    llm: ChatTIRLlama, emulator: Emulator, strict: bool | None
+) -> None:
+    # Sent strict by itself (vLLM then guides the arguments by the schema), a forced call
+    # keeps the tool's own schema: LangChain's strict form made `limit` and `units` required
+    # too, and the model had to invent values the tool has defaults for. Asked for strict,
+    # the caller gets LangChain's (OpenAI's) strict form, as ChatOpenAI sends it.
+    emulator.queue(Reply(tool_calls=[{"id": "c", "name": "search", "arguments": "{}"}]))
+    llm.bind_tools([search], tool_choice="search", strict=strict).invoke("find it")
+    function = emulator.requests[0].json["tools"][0]["function"]
+    assert function["strict"] is True
+    wanted = ["query"] if strict is None else ["query", "limit", "units"]
+    assert function["parameters"]["required"] == wanted
+
+
 def test_strict_false_is_never_sent_strict(llm: ChatTIRLlama, emulator: Emulator) -> None:
     emulator.queue(weather_reply())
     llm.bind_tools([get_weather], tool_choice="any", strict=False).invoke("weather?")
