@@ -203,6 +203,8 @@ class ChatTIRLlama(TIRChatConnection, BaseChatModel):
             "frequency_penalty": self.frequency_penalty,
             "presence_penalty": self.presence_penalty,
             "seed": self.seed,
+            "logprobs": self.logprobs,
+            "top_logprobs": self.top_logprobs,
         }
         return {k: v for k, v in params.items() if v is not None}
 

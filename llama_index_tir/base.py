@@ -86,12 +86,6 @@ class TIRLlamaLLM(TIRChatConnection, FunctionCallingLLM):
     # These two take OpenAILike's names (ChatTIRLlama's take ChatOpenAI's other spellings too).
     max_tokens: int | None = Field(default=None, ge=1, description="Most tokens to generate.")
     stop: list[str] | None = None
-    logprobs: bool | None = Field(
-        default=None, description="Return each token's log probability (`ChatResponse.logprobs`)."
-    )
-    top_logprobs: int | None = Field(
-        default=None, description="With `logprobs`, how many alternatives per token."
-    )
     additional_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Other request fields (e.g. vLLM's top_k)."
     )

@@ -313,6 +313,11 @@ class TIRChatConnection(TIRConnection):
     """Penalise a token that already appeared at all."""
     seed: int | None = None
     """Seed the server's sampling, for repeatable answers."""
+    logprobs: bool | None = None
+    """Return each token's log probability (LangChain: `response_metadata["logprobs"]`,
+    streamed too; LlamaIndex: `ChatResponse.logprobs`)."""
+    top_logprobs: int | None = None
+    """With `logprobs`, how many alternatives per token."""
     context_window: int | None = Field(default=None, gt=0)
     """Tokens the endpoint serves: LangChain's profile reports it (`max_input_tokens`),
     LlamaIndex packs prompts up to it. By default the model's own window from the core's

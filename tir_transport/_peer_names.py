@@ -203,6 +203,12 @@ PEER_NAMES: dict[str, PeerName] = {
         "query_prefix and document_prefix (e5 models want 'query: ' and 'passage: ')",
         ("text_search",),
     ),
+    "n": PeerName(
+        "ChatOpenAI's",
+        "one answer per request here (each of n is billed): for several, send the prompt "
+        "several times, batch([prompt] * n)",
+        (1, None),
+    ),
     "model_kwargs": PeerName("ChatOpenAI's", _OTHER_FIELDS, ({},)),
     "additional_kwargs": PeerName("OpenAILike's", _OTHER_FIELDS, ({},)),
 }

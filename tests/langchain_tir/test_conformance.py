@@ -116,14 +116,24 @@ def test_function_calling_stream_with_repeated_names(emulator: Emulator, mode: M
 
 def test_unknown_arguments_become_request_fields_with_a_warning(emulator: Emulator) -> None:
     with pytest.warns(UserWarning) as caught:
-        llm = make(emulator, top_k=5, logprobs=True)
+        llm = make(emulator, top_k=5, repetition_penalty=1.1)
     named = sorted(str(w.message).split("'")[1] for w in caught)
-    assert named == ["logprobs", "top_k"]
+    assert named == ["repetition_penalty", "top_k"]
     assert all("is not an argument of ChatTIRLlama" in str(w.message) for w in caught)
-    assert llm.model_kwargs == {"top_k": 5, "logprobs": True}
+    assert llm.model_kwargs == {"top_k": 5, "repetition_penalty": 1.1}
     llm.invoke("hi")
     body = emulator.requests[0].json
-    assert (body["top_k"], body["logprobs"]) == (5, True)
+    assert (body["top_k"], body["repetition_penalty"]) == (5, 1.1)
+
+
+def test_chatopenais_own_fields_are_arguments_without_a_warning(emulator: Emulator) -> None:
+    # Fields ChatOpenAI declares: a program passing them is not warned on every start.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        llm = make(emulator, logprobs=True, top_logprobs=2, n=1)
+    llm.invoke("hi")
+    body = emulator.requests[0].json
+    assert (body["logprobs"], body["top_logprobs"], body.get("n")) == (True, 2, None)
 
 
 def test_request_timeout_is_the_timeout(emulator: Emulator) -> None:
