@@ -50,6 +50,10 @@ def _format(path: Path, given: str) -> str:
     raise _Refused(f"cannot tell the format of {path}: use .csv, .jsonl or .parquet")
 
 
+# pyarrow's block size is a signed 32-bit number.
+_MAX_BLOCK = 2**31 - 1
+
+
 def _scan_text(path: Path) -> int:
     """Check that the file is UTF-8 (before any row is paid for); return its longest line."""
     decoder = codecs.getincrementaldecoder("utf-8")()
@@ -142,16 +146,27 @@ def _read_csv(path: Path, block: int, names: list[str], args: argparse.Namespace
             )
         seen[name] = number
     text_columns = {args.prompt_column: pa.string(), args.id_column: pa.string()}
-    try:
-        table = pacsv.read_csv(
+
+    def read(block_size: int) -> pa.Table:
+        return pacsv.read_csv(
             path,
-            read_options=pacsv.ReadOptions(block_size=block),
+            read_options=pacsv.ReadOptions(block_size=block_size),
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
             # A column of numbers is still a column of prompts; ids are decided below.
             convert_options=pacsv.ConvertOptions(
                 column_types={k: v for k, v in text_columns.items() if k in names}
             ),
         )
+
+    try:
+        try:
+            table = read(block)
+        except pa.ArrowInvalid as e:
+            if "straddl" not in str(e):
+                raise
+            # A quoted value of many short lines is longer than its longest line: one block
+            # for the whole file (it is read whole anyway), as far as pyarrow's blocks go.
+            table = read(min(path.stat().st_size + 1, _MAX_BLOCK))
     except (pa.ArrowException, OSError) as e:
         where = _csv_problem(path, len(names)) or " ".join(str(e).split())
         raise _Refused(f"{path}: {where}") from None

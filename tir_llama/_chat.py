@@ -130,6 +130,19 @@ def chat(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> i
             text = line.strip()
             if not text:
                 continue
+            try:
+                text.encode()
+            except UnicodeEncodeError:
+                # Bytes that are not UTF-8 (a Latin-1 file piped in): that turn fails, said
+                # in one line; the others go on.
+                failed = True
+                print(
+                    "error: a line that is not UTF-8 text was not sent (convert the input, "
+                    "for example: iconv -f latin1 -t utf-8)",
+                    file=err,
+                    flush=True,
+                )
+                continue
             history.append({"role": "user", "content": text})
             shown: list[str] = []
             try:

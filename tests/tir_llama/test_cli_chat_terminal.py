@@ -267,3 +267,22 @@ def test_a_refused_key_ends_the_chat(emulator: Emulator, tmp_path: Path, piped: 
     assert len(emulator.requests) == 1
     assert "every turn would get this error" in screen and "Traceback" not in screen
     assert "sk-not-the-key-7f3a" not in screen
+
+
+def test_a_line_that_is_not_utf8_fails_alone(emulator: Emulator, tmp_path: Path) -> None:
+    # A Latin-1 file piped in: that line is one failed turn; it ended the chat with a
+    # UnicodeEncodeError, and the lines after it were never sent.
+    emulator.queue(Reply(text="One."), Reply(text="Three."))
+    result = subprocess.run(
+        [sys.executable, "-m", "tir_llama", "chat"],
+        input=b"first line\ncaf\xe9 au lait\nthird line\n",
+        capture_output=True,
+        env=command_env(emulator, tmp_path, TIR_API_KEY=TEST_KEY),
+        timeout=WAIT_SECONDS,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stdout == b"One.\nThree.\n"
+    errors = [line for line in result.stderr.splitlines() if line.startswith(b"error:")]
+    assert len(errors) == 1 and b"not UTF-8" in errors[0], result.stderr
+    assert [m["content"] for m in emulator.requests[1].json["messages"]][-1] == "third line"

@@ -120,6 +120,18 @@ def test_estimate_checks_the_ids_as_a_run_does(tmp_path: Path) -> None:
     assert code == 2 and "not unique" in err
 
 
+def test_a_quoted_value_of_many_short_lines_longer_than_a_block(tmp_path: Path) -> None:
+    # The block was sized from the longest line; a quoted prompt of many short lines is
+    # longer than it, and pyarrow refused the file ("straddling object straddles two block
+    # boundaries (try to increase block size?)"), a size the user cannot set.
+    source = tmp_path / "long.csv"
+    prompt = "\n".join(["a short line"] * 100_000)  # 1.3 MB, over the 1 MiB block
+    source.write_text(f'id,prompt\n1,"{prompt}"\n2,hello\n')
+    code, out, err = estimate(str(source), "--max-tokens", "5")
+    assert code == 0, err
+    assert out.splitlines()[0].split()[:2] == ["rows:", "2"]
+
+
 def test_estimate_with_resume_reads_ids_as_the_folder_holds_them(tmp_path: Path) -> None:
     # The CSV's ids read as numbers, the folder's as text (an id like "A10" once made them
     # so): a run aligns them; the estimate counted every row as left.
