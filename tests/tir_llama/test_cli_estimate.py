@@ -125,7 +125,7 @@ def test_a_quoted_value_of_many_short_lines_longer_than_a_block(tmp_path: Path) 
     # longer than it, and pyarrow refused the file ("straddling object straddles two block
     # boundaries (try to increase block size?)"), a size the user cannot set.
     source = tmp_path / "long.csv"
-    prompt = "\n".join(["a short line"] * 100_000)  # 1.3 MB, over the 1 MiB block
+    prompt = "\n".join(["a short line"] * 250_000)  # 3.2 MB: over two 1 MiB blocks
     source.write_text(f'id,prompt\n1,"{prompt}"\n2,hello\n')
     code, out, err = estimate(str(source), "--max-tokens", "5")
     assert code == 0, err
