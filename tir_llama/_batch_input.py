@@ -50,6 +50,7 @@ def _format(path: Path, given: str) -> str:
     raise _Refused(f"cannot tell the format of {path}: use .csv, .jsonl or .parquet")
 
 
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 # pyarrow's block size is a signed 32-bit number.
 _MAX_BLOCK = 2**31 - 1
 
@@ -63,10 +64,12 @@ def _scan_text(path: Path) -> int:
             try:
                 decoder.decode(chunk)
             except UnicodeDecodeError as e:
+                # A UTF-16 file (Excel's "Unicode text") starts with its byte order mark.
+                source = "utf-16" if offset == 0 and chunk[:2] in _UTF16_BOMS else "latin1"
                 raise _Refused(
                     f"{path} is not UTF-8 text (byte {chunk[e.start]:#x} at offset "
                     f"{offset + e.start}): save it as UTF-8, e.g. "
-                    f"iconv -f latin1 -t utf-8 '{path}' > utf8.{path.suffix.lstrip('.')}"
+                    f"iconv -f {source} -t utf-8 '{path}' > utf8.{path.suffix.lstrip('.')}"
                 ) from None
             parts = chunk.split(b"\n")
             for part in parts[:-1]:
@@ -241,12 +244,24 @@ def _read_jsonl(path: Path, args: argparse.Namespace) -> pa.Table:
         except (pa.ArrowException, OverflowError):
             kinds = [(line, type(v).__name__) for line, v in zip(lines, values, strict=True)]
             kinds = [(line, kind) for line, kind in kinds if kind != "NoneType"]
+            huge = next(
+                (line for line, v in zip(lines, values, strict=True) if _beyond_int64(v)), None
+            )
+            if huge is not None:
+                raise _Refused(
+                    f"{path}, line {huge}: the column {name!r} holds a whole number too large "
+                    "to store (over 64 bits): write it as a string (in quotes)"
+                ) from None
             other = next((k for k in kinds if k[1] != kinds[0][1]), kinds[-1])
             raise _Refused(
                 f"{path}: the column {name!r} holds {kinds[0][1]} on line {kinds[0][0]} and "
                 f"{other[1]} on line {other[0]}: one column, one kind of value"
             ) from None
     return pa.table(columns)
+
+
+def _beyond_int64(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value not in _INT64
 
 
 def _load(path: Path, fmt: str, block: int, names: list[str], args: argparse.Namespace) -> Any:

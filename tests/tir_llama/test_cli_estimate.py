@@ -120,6 +120,31 @@ def test_estimate_checks_the_ids_as_a_run_does(tmp_path: Path) -> None:
     assert code == 2 and "not unique" in err
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "said"),
+    [
+        ("utf16.csv", "id,prompt\n1,héllo\n".encode("utf-16"), "iconv -f utf-16 -t utf-8"),
+        ("latin1.csv", "id,prompt\n1,héllo\n".encode("latin-1"), "iconv -f latin1 -t utf-8"),
+        (
+            "huge.jsonl",
+            b'{"id": 1, "n": 1, "prompt": "a"}\n{"id": 2, "n": 99999999999999999999999, '
+            b'"prompt": "b"}\n',
+            "line 2: the column 'n' holds a whole number too large to store",
+        ),
+    ],
+)
+def test_input_refusals_say_what_to_do(
+    tmp_path: Path, name: str, content: bytes, said: str
+) -> None:
+    # A UTF-16 file was told to convert from Latin-1 (garbage); a number over 64 bits was
+    # "int on line 1 and int on line 2".
+    source = tmp_path / name
+    source.write_bytes(content)
+    code, out, err = estimate(str(source))
+    assert code == 2 and out == ""
+    assert said in err, err
+
+
 def test_a_quoted_value_of_many_short_lines_longer_than_a_block(tmp_path: Path) -> None:
     # The block was sized from the longest line; a quoted prompt of many short lines is
     # longer than it, and pyarrow refused the file ("straddling object straddles two block
