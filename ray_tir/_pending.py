@@ -38,6 +38,13 @@ def check_output(output: str | os.PathLike[str], mode: WriteMode) -> list[Path]:
     files = _row_files(folder)
     if mode not in ("new", "resume", "overwrite"):
         raise ValueError(f"mode must be 'new', 'resume' or 'overwrite', got {mode!r}")
+    if mode == "new" and files and not any(_is_job_output(_columns(p)) for p in files):
+        # A user's own files (a metadata.json): resuming or overwriting them is no answer.
+        raise OutputFolderError(
+            f"{folder} holds files that are not the output of a tir-llama job "
+            f"({', '.join(p.name for p in files[:3])}): write to another folder (or an "
+            "empty one); nothing was changed"
+        )
     if mode == "new" and files:
         raise OutputFolderError(
             f"{folder} already holds rows ({len(files)} file(s), e.g. {files[0].name}): "

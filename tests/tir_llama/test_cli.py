@@ -251,3 +251,18 @@ def test_doctor_tries_the_chat_request_once(
     emulator.queue(Reply(status=503, message="warming up"))
     code = main(["--base-url", emulator.base_url, "doctor"], out, err)
     assert code == 1 and "warming up" in err.getvalue()
+
+
+def test_a_folder_of_the_users_own_files_is_not_offered_resume(tmp_path: Path) -> None:
+    # It said "already holds rows ... --resume", and --resume then said "not Parquet".
+    (tmp_path / "in.csv").write_text("id,prompt\n1,hi\n")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "metadata.json").write_text('{"owner": "me"}')
+    env = {"TIR_API_KEY": TEST_KEY, "TIR_BASE_URL": "http://127.0.0.1:9/v1"}
+    result = command("batch", str(tmp_path / "in.csv"), str(folder), env=env)
+    assert result.returncode == 2
+    assert "not the output of a tir-llama job (metadata.json)" in result.stderr
+    assert "--resume" not in result.stderr
+    assert [p.name for p in folder.iterdir()] == ["metadata.json"]
+    assert (folder / "metadata.json").read_text() == '{"owner": "me"}'
