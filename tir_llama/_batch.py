@@ -91,10 +91,10 @@ def _resumable(table: pa.Table | None, args: argparse.Namespace) -> bool:
     return bool(files) and args.id_column in pq.read_schema(files[0]).names
 
 
-def _again(table: pa.Table | None, args: argparse.Namespace) -> str:
-    """How to send failed rows again, for this run's input and output."""
+def _again(table: pa.Table | None, args: argparse.Namespace, rows: str = "them again") -> str:
+    """How to send failed (or unsent) rows again, for this run's input and output."""
     if _resumable(table, args):
-        return "--resume sends them again"
+        return f"--resume sends {rows}"
     if args.output.rstrip("/").endswith(".jsonl"):
         return (
             "--resume needs Parquet output (a folder not ending in .jsonl): run again to send "
@@ -192,6 +192,14 @@ def run(args: argparse.Namespace, config: dict[str, Any], out: TextIO, err: Text
         progress.done()
         print(f"error: {e}", file=err)
         return EXIT_FAILED
+    except KeyboardInterrupt:
+        progress.done()
+        print(
+            f"stopped: the rows answered before Ctrl-C are written in {args.output}; "
+            f"{_again(table, args, 'the others')}",
+            file=err,
+        )
+        raise
     except Exception as e:
         progress.done()
         # Ray wraps a failure in its own (a task error: the cause's frames, in colour); the

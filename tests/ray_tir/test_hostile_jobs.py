@@ -499,6 +499,38 @@ def test_a_killed_job_loses_at_most_a_bound_sends_nothing_after_and_leaves_nothi
     assert sorted(r["id"] for r in folder_rows(output)) == list(range(1200))
 
 
+@pytest.mark.timeout(600)
+def test_ctrl_c_stops_a_job_and_says_what_is_kept(emulator: Emulator, tmp_path: Path) -> None:
+    # 130, as every command; it ended without a word about the rows already written.
+    source = csv_rows(tmp_path / "in.csv", 400)
+    output = tmp_path / "out"
+    emulator.chat_delay = 0.05
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIR_", "RAY_ADDRESS"))}
+    env.update(TIR_API_KEY=TEST_KEY)
+    command = [sys.executable, "-m", "tir_llama", "--base-url", emulator.base_url, "batch"]
+    argv = ["--concurrency", "1", "--max-in-flight", "4", "--max-tokens", "2"]
+    job = subprocess.Popen(
+        [*command, str(source), str(output), *argv],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Batches of 16 rows are written as they are answered: some are in by then.
+        emulator.wait_until(lambda: len(emulator.requests) >= 64, "64 requests", timeout=240)
+        job.send_signal(signal.SIGINT)
+        _, err = job.communicate(timeout=120)
+    finally:
+        job.kill()
+    assert job.returncode == 130, err
+    assert f"stopped: the rows answered before Ctrl-C are written in {output}" in err
+    assert "--resume sends the others" in err and "Traceback" not in err
+    kept = folder_rows(output)
+    assert kept and len({r["id"] for r in kept}) == len(kept)
+
+
 # -- 9. bad input is one line, with its line number ---------------------------------------------
 
 
