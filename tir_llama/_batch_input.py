@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import contextlib
 import csv
 import json
 import re
@@ -81,6 +82,17 @@ def _scan_text(path: Path) -> int:
     except UnicodeDecodeError:
         raise _Refused(f"{path} is not UTF-8 text (it ends inside a character)") from None
     return max(longest, line)
+
+
+def _json_names(path: Path) -> list[str]:
+    """Every key of every line of a JSON Lines file, in the order they first appear."""
+    names: dict[str, None] = {}
+    with path.open(encoding="utf-8-sig") as f:
+        for text in f:
+            with contextlib.suppress(ValueError):  # a bad line is named when it is read
+                record = json.loads(text) if text.strip() else {}
+                names.update(dict.fromkeys(record if isinstance(record, dict) else ()))
+    return list(names)
 
 
 def _columns(path: Path, fmt: str) -> list[str]:
@@ -279,6 +291,10 @@ def _check_input(args: argparse.Namespace) -> tuple[str, int, list[str]]:
     fmt = _format(source, args.input)
     block = max(_MIN_BLOCK, 2 * _scan_text(source) + 1) if fmt != "parquet" else _MIN_BLOCK
     names = _columns(source, fmt)
+    if fmt == "json" and args.prompt_column not in names:
+        # Read from the first line; a later line may hold it (the first row then has none,
+        # and carries an error as a row with an empty prompt does).
+        names = _json_names(source)
     try:
         check_columns(names, args.prompt_column, CHAT_COLUMNS, "--prompt-column")
     except ValueError as e:

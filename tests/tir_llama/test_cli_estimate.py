@@ -145,6 +145,22 @@ def test_input_refusals_say_what_to_do(
     assert said in err, err
 
 
+def test_json_lines_whose_first_line_lacks_the_prompt(tmp_path: Path) -> None:
+    # The columns were read from the first line: "the rows have no column 'prompt'", though
+    # the second has one. That first row carries an error, as a row with an empty prompt.
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": 1, "question": "a"}\n{"id": 2, "prompt": "b"}\n')
+    code, out, err = estimate(str(source))
+    assert code == 0, err
+    assert (
+        out.splitlines()[0]
+        == "rows:          2 (1 with an empty prompt: not sent, they carry an error)"
+    )
+    source.write_text('{"id": 1, "question": "a"}\n{"id": 2, "q": "b"}\n')
+    code, _, err = estimate(str(source))
+    assert code == 2 and "no column 'prompt' (they have 'id', 'question', 'q')" in err
+
+
 def test_a_quoted_value_of_many_short_lines_longer_than_a_block(tmp_path: Path) -> None:
     # The block was sized from the longest line; a quoted prompt of many short lines is
     # longer than it, and pyarrow refused the file ("straddling object straddles two block
