@@ -50,10 +50,15 @@ def check_columns(names: Sequence[str], reads: str, adds: Sequence[str], option:
         )
     taken = [name for name in adds if name in names]
     if taken:
+        # Said for where the rows come from: a file for the command, a Dataset in Python.
+        how = (
+            "in the input file"
+            if option.startswith("--")
+            else f"e.g. ds.rename_columns({{{taken[0]!r}: 'previous_{taken[0]}'}})"
+        )
         raise ValueError(
             f"the rows already have the column(s) {', '.join(map(repr, taken))} that this job "
-            "adds (output of an earlier job?): drop or rename them first, e.g. "
-            f"ds.rename_columns({{{taken[0]!r}: 'previous_{taken[0]}'}})"
+            f"adds (output of an earlier job?): drop or rename them first, {how}"
         )
 
 

@@ -131,6 +131,8 @@ def test_estimate_checks_the_ids_as_a_run_does(tmp_path: Path) -> None:
             b'"prompt": "b"}\n',
             "line 2: the column 'n' holds a whole number too large to store",
         ),
+        # Said for a file, not as Python (it suggested ds.rename_columns(...)).
+        ("again.csv", b"id,prompt,error\n1,hi,x\n", "rename them first, in the input file"),
     ],
 )
 def test_input_refusals_say_what_to_do(
