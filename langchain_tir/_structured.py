@@ -154,9 +154,15 @@ def structured_output(
     is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
     if schema is not None:
         # For tracing; langchain-core reads its "schema", so without one it is left out.
+        try:
+            traced: Any = convert_to_json_schema(schema)
+        except ValueError:
+            # A JSON schema without a title: json_mode needs none (ChatOpenAI traces the
+            # schema as given); the other methods fail below saying why.
+            traced = schema
         kwargs["ls_structured_output_format"] = {
             "kwargs": {"method": method, "strict": strict},
-            "schema": convert_to_json_schema(schema),
+            "schema": traced,
         }
     llm: Runnable[LanguageModelInput, BaseMessage]
     parser: OutputParserLike[Any]

@@ -346,6 +346,24 @@ def test_the_tir_url_as_chatopenai_users_write_it(emulator: Emulator, query: boo
         assert (peer.request.path, peer.request.query) == (ours.request.path, ours.request.query)
 
 
+def test_json_mode_with_a_schema_without_a_title(emulator: Emulator) -> None:
+    # json_mode needs no title (the schema is only traced); ours failed building the trace.
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}}
+
+    def act(llm: Any) -> Any:
+        return llm.with_structured_output(schema, method="json_mode").invoke("A city?")
+
+    peer, ours = side_by_side(
+        emulator,
+        lambda: act(chat_openai(emulator)),
+        lambda: act(chat_tir(emulator)),
+        replies=(Reply(text='{"name": "Pune"}'),),
+    )
+    no_error(peer, ours)
+    assert ours.value == peer.value == {"name": "Pune"}
+    assert ours.body["response_format"] == peer.body["response_format"]
+
+
 class CityDict(TypedDict):
     """A city and its country."""
 
