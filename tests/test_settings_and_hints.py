@@ -117,6 +117,24 @@ def test_only_what_is_missing_is_named(emulator: Emulator, kind: str) -> None:
     assert emulator.requests == []
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_openai_key_left_set_is_said_to_be_unread(
+    emulator: Emulator, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A program moved from ChatOpenAI keeps OPENAI_API_KEY: "set TIR_API_KEY" alone left
+    # people wondering why the key they had was not taken.
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ConfigurationError) as info:
+        ask(kind, "sync", project_id=7, host=emulator.url)
+    assert "OPENAI_API_KEY" not in str(info.value)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-9c1f")
+    with pytest.raises(ConfigurationError) as info:
+        ask(kind, "sync", project_id=7, host=emulator.url)
+    assert "OPENAI_API_KEY is not read on purpose" in str(info.value)
+    assert "sk-openai-9c1f" not in str(info.value)
+    assert emulator.requests == []
+
+
 def test_doctor_names_every_missing_setting() -> None:
     import io
 

@@ -249,9 +249,16 @@ class TIRConfig:
         """
         missing = []
         if self.api_key is None or not self.api_key.get_secret_value():
+            # A program moved from ChatOpenAI may still have its variable set: not read on
+            # purpose (an OpenAI key sent to TIR is a key sent to the wrong service).
+            openai = (
+                " (OPENAI_API_KEY is not read on purpose: the TIR key goes in TIR_API_KEY)"
+                if os.environ.get("OPENAI_API_KEY")
+                else ""
+            )
             missing.append(
                 "an API key: set TIR_API_KEY (or pass api_key=...); create a token under "
-                "API Tokens in the TIR dashboard"
+                f"API Tokens in the TIR dashboard{openai}"
             )
         if not self.project_id and not self.base_url:
             missing.append(
