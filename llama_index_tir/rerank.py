@@ -103,7 +103,18 @@ class TIRRerank(TIRRerankConnection, BaseNodePostprocessor):
 
 
 def _texts(nodes: list[NodeWithScore]) -> list[Any]:
-    return [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
+    return [_text(n) for n in nodes]
+
+
+def _text(node: NodeWithScore) -> Any:
+    text = node.node.get_content(metadata_mode=MetadataMode.EMBED)
+    # A node whose content is blank (an image node, an empty chunk) is blank even when its
+    # metadata makes the embed text something ("file_path: cat.png"): scored, that text
+    # outranked real passages; it goes last, as LangChain's blank document does.
+    # (Only a node with metadata can differ: the others' embed text is their content.)
+    if node.node.metadata and not node.node.get_content(metadata_mode=MetadataMode.NONE).strip():
+        return ""
+    return text
 
 
 def _ranked(nodes: list[NodeWithScore], results: list[RerankResult]) -> list[NodeWithScore]:

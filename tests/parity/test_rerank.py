@@ -128,23 +128,29 @@ def test_only_blank_documents_send_nothing(emulator: Emulator) -> None:
     assert emulator.requests == []
 
 
-def _nodes() -> list[NodeWithScore]:
+def _nodes(metadata: dict[str, str] | None = None) -> list[NodeWithScore]:
     nodes = [NodeWithScore(node=TextNode(text=t), score=0.5) for t in TEXTS]
-    nodes[BLANK] = NodeWithScore(node=ImageNode(image_url="https://example.com/a.png"), score=0.5)
+    image = ImageNode(image_url="https://example.com/a.png", metadata=metadata or {})
+    nodes[BLANK] = NodeWithScore(node=image, score=0.5)
     return nodes
 
 
+@pytest.mark.parametrize("metadata", [None, {"file_path": "/data/which river flows east.png"}])
 @pytest.mark.parametrize("mode", ["sync", "async"])
-def test_llama_index_places_a_blank_node_as_langchain_does(emulator: Emulator, mode: str) -> None:
-    # An image node has no text to rank: the same place and score as a blank document.
+def test_llama_index_places_a_blank_node_as_langchain_does(
+    emulator: Emulator, mode: str, metadata: dict[str, str] | None
+) -> None:
+    # An image node has no text to rank: the same place and score as a blank document. Also
+    # with metadata (SimpleDirectoryReader's file_path): its embed text was sent and scored,
+    # and it outranked real passages when the path matched the query.
     reranker = LlamaIndexRerank(
         base_url=emulator.base_url, api_key=TEST_KEY, model=RERANK_MODEL, top_n=None
     )
     bundle = QueryBundle(QUERY)
     if mode == "sync":
-        nodes = reranker.postprocess_nodes(_nodes(), bundle)
+        nodes = reranker.postprocess_nodes(_nodes(metadata), bundle)
     else:
-        nodes = asyncio.run(reranker.apostprocess_nodes(_nodes(), bundle))
+        nodes = asyncio.run(reranker.apostprocess_nodes(_nodes(metadata), bundle))
     expected = ranked(ours(emulator, top_n=None).compress_documents(documents(), QUERY))
     assert [
         (TEXTS.index(n.node.get_content()) if n.node.get_content() else BLANK, n.score)
