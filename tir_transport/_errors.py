@@ -128,6 +128,22 @@ def check_texts(texts: Sequence[Any], noun: str, verb: str, why: str, example: s
                 f"{noun} {index} is empty or blank: {why}. Drop empty {noun}s before {doing} "
                 f"(e.g. `{example}`)."
             )
+        if not text.isascii() and not is_utf8(text):
+            raise InputError(
+                f"{noun} {index} is not valid text: it holds a lone surrogate (bytes decoded "
+                "with errors='surrogateescape', or a PDF extractor's half of a pair), which "
+                "cannot be sent as UTF-8. Fix the text, e.g. "
+                "`text.encode('utf-8', 'replace').decode()`."
+            )
+
+
+def is_utf8(text: str) -> bool:
+    """Whether `text` can be sent as UTF-8 (no lone surrogates)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class APIStatusError(TIRError):

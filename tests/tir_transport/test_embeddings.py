@@ -298,7 +298,14 @@ def test_truncation_lets_the_server_cut(
 
 @pytest.mark.parametrize(
     ("bad", "complaint"),
-    [("", "text 1 is empty"), ("   ", "text 1 is empty"), (None, "text 1 is a NoneType")],
+    [
+        ("", "text 1 is empty"),
+        ("   ", "text 1 is empty"),
+        (None, "text 1 is a NoneType"),
+        # A lone surrogate (a PDF extractor's half pair) was a UnicodeEncodeError from deep
+        # inside the request, naming no text.
+        ("caf\udce9 au lait", "text 1 is not valid text: it holds a lone surrogate"),
+    ],
 )
 def test_bad_inputs_fail_before_anything_is_sent(
     emulator: Emulator,

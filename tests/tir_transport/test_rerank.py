@@ -162,6 +162,7 @@ def test_merge_maps_indices_back_and_breaks_ties_by_input_order() -> None:
         ("q", ["fine", None, "fine"], "document 1 is a NoneType"),
         ("q", ["fine", "", "fine"], "document 1 is empty"),
         ("q", ["fine", "fine", " \n"], "document 2 is empty"),
+        ("q", ["fine", "\ud83d half a pair"], "document 1 is not valid text"),
         ("q", "one text", "a list of texts"),
         (None, ["fine"], "the query is a NoneType"),
         ("  ", ["fine"], "the query is empty"),
