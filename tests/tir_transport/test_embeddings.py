@@ -98,11 +98,30 @@ def test_parse_puts_each_vector_in_its_place() -> None:
         ([{"index": 0, "embedding": [1.0]}, {"index": 1, "embedding": "%%"}], "cannot be read"),
         ([{"index": 0, "embedding": [1.0]}, {"index": 1, "embedding": [1.0, 2]}], "lengths"),
         ([{"index": 0, "embedding": [1.0]}, "junk"], "cannot be read"),
+        # Float vectors are checked as base64 ones are: numbers, not empty, a real index.
+        ([{"index": 0, "embedding": [1.0]}, {"index": 1, "embedding": [None]}], "cannot be"),
+        ([{"index": 0, "embedding": [1.0]}, {"index": 1, "embedding": ["0.5"]}], "cannot be"),
+        ([{"index": 0, "embedding": [1.0]}, {"index": 1, "embedding": [[2.0]]}], "cannot be"),
+        ([{"index": 0, "embedding": []}, {"index": 1, "embedding": []}], "vectors are empty"),
+        ([{"index": 0, "embedding": [1.0]}, {"index": True, "embedding": [2.0]}], "no valid"),
     ],
 )
 def test_parse_refuses_a_reply_that_does_not_fit(items: list[Any], complaint: str) -> None:
     with pytest.raises(InvalidResponseError, match=complaint):
         parse_embeddings({"data": items}, 2)
+
+
+def test_batches_of_other_widths_are_refused(
+    emulator: Emulator, make: Callable[..., EmbeddingsClient], embed: Embed
+) -> None:
+    # Two batches answered by two models (a gateway's pool): no vector may be compared with
+    # another, so none is returned.
+    def floats(width: int) -> dict[str, Any]:
+        return {"data": [{"index": 0, "embedding": [0.5] * width}], "model": "e"}
+
+    emulator.queue_embeddings(Reply(body=floats(3)), Reply(body=floats(4)))
+    with pytest.raises(InvalidResponseError, match=r"different widths \[3, 4\]"):
+        embed(make(batch_size=1, encoding_format="float"), ["one", "two"])
 
 
 def test_parse_refuses_what_is_not_an_embeddings_reply() -> None:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Unpack
 
 from .._config import EMBEDDING_MODEL_ENV_VARS, EMBEDDING_MODEL_HINT, TIRConfig
-from .._errors import ContextLengthExceededError, TIRError
+from .._errors import ContextLengthExceededError, InvalidResponseError, TIRError
 from .._transport import (
     APIClient,
     HTTPOptions,
@@ -228,7 +228,7 @@ class EmbeddingsClient(APIClient):
         vectors = in_flight(
             lambda job: self._send_batch(*job, total), batches, self.max_concurrency, "tir-embed"
         )
-        return [v for batch in vectors for v in batch]
+        return _one_width([v for batch in vectors for v in batch])
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         """Embed documents (with `document_prefix`, when set)."""
@@ -250,7 +250,7 @@ class EmbeddingsClient(APIClient):
         vectors = await ain_flight(
             lambda job: self._asend_batch(*job, total), batches, self.max_concurrency
         )
-        return [v for batch in vectors for v in batch]
+        return _one_width([v for batch in vectors for v in batch])
 
     async def aembed_each(
         self, texts: Sequence[str], *, prefix: str | None = None
@@ -284,3 +284,18 @@ class EmbeddingsClient(APIClient):
     async def aembed_query(self, text: str) -> list[float]:
         """Async twin of `embed_query`."""
         return (await self.aembed([text], prefix=self.query_prefix))[0]
+
+
+def _one_width(vectors: list[list[float]]) -> list[list[float]]:
+    """The vectors of one call, refused if two of its batches came back of other widths.
+
+    (Each reply's vectors are checked alike; two replies differing means two models answered,
+    a gateway's pool, say: their vectors are not comparable.)
+    """
+    if len({len(v) for v in vectors}) > 1:
+        widths = sorted({len(v) for v in vectors})
+        raise InvalidResponseError(
+            f"the batches of one call came back with vectors of different widths {widths}: "
+            "the server answered them with different models; their vectors cannot be compared"
+        )
+    return vectors

@@ -116,7 +116,8 @@ def parse_embeddings(data: Any, count: int) -> EmbeddingsReply:
     try:
         for item in items:
             index = item.get("index")
-            if not isinstance(index, int) or not 0 <= index < count:
+            # (A bool is an int to Python: `true` would read as index 1.)
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
                 raise _bad(f"a vector has no valid index ({index!r}) for {count} texts", item)
             if vectors[index] is not None:
                 raise _bad(f"two vectors have index {index}", item)
@@ -124,6 +125,8 @@ def parse_embeddings(data: Any, count: int) -> EmbeddingsReply:
             if isinstance(embedding, str):
                 vectors[index] = decode_base64(embedding)
             elif isinstance(embedding, list):
+                # Numbers only (a null, a string or a nested list is no vector): checked in C.
+                array("d", embedding)
                 vectors[index] = embedding
             else:
                 raise _bad("a vector is neither a list of floats nor base64", item)
@@ -135,6 +138,8 @@ def parse_embeddings(data: Any, count: int) -> EmbeddingsReply:
     width = len(done[0]) if done else 0
     if any(len(v) != width for v in done):
         raise _bad("the vectors have different lengths", data)
+    if done and not width:
+        raise _bad("the vectors are empty", data)
     usage = data.get("usage")
     return EmbeddingsReply(
         done,
