@@ -335,7 +335,7 @@ FLAGS: list[tuple[type[Any], str, Any, Any]] = [
     (ChatTIRLlama, "include_response_headers", False, True),
     (TIREmbeddings, "check_embedding_ctx_length", False, True),
     (TIREmbeddings, "tiktoken_enabled", False, True),
-    (TIREmbeddings, "show_progress_bar", False, True),
+    (TIREmbeddings, "show_progress_bar", True, 1),
     (TIREmbeddings, "skip_empty", False, True),
     (TIREmbeddings, "model_kwargs", {}, {"user": "me"}),
     (TIREmbedding, "reuse_client", True, False),

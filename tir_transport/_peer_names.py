@@ -116,8 +116,10 @@ PEER_NAMES: dict[str, PeerName] = {
     "headers": PeerName(
         "OpenAIEmbeddings'", "headers sent with every request are default_headers", (None,)
     ),
+    # Cosmetic: a program that asked for a bar runs the same without one (refused, it failed
+    # at construction for no harm done).
     "show_progress_bar": PeerName(
-        "OpenAIEmbeddings'", "there is no progress bar: leave it out", (False,)
+        "OpenAIEmbeddings'", "there is no progress bar: leave it out", (False, True)
     ),
     "skip_empty": PeerName(
         "OpenAIEmbeddings'",
