@@ -456,6 +456,24 @@ def test_too_long_pair_names_its_batch(
     assert len(rank(make(batch_size=8, truncate_prompt_tokens=30), QUERY, documents)) == 20
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_too_long_pair_among_blank_documents_names_the_callers_indices(
+    emulator: Emulator, make: Callable[..., RerankClient], mode: str
+) -> None:
+    # The adapters' blank="last" sends the documents that are not blank: the batch was named
+    # in the positions of those sent ("among 1..1 of the 2 given"), not of those given.
+    emulator.rerank_max_tokens = 30
+    documents = ["", " ", "short", "word " * 40]
+    client = make(batch_size=1)
+    with pytest.raises(ContextLengthExceededError) as caught:
+        if mode == "sync":
+            client.rerank(QUERY, documents, blank="last")
+        else:
+            asyncio.run(client.arerank(QUERY, documents, blank="last"))
+    assert str(caught.value).startswith("a document among 3..3 (of the 4 given")
+    assert isinstance(caught.value.__cause__, ContextLengthExceededError)
+
+
 def test_usage_counts_as_input_tokens(make: Callable[..., RerankClient], rank: Rank) -> None:
     with track_usage() as usage:
         rank(make(batch_size=8, max_concurrency=4), QUERY, DOCS_70)

@@ -127,7 +127,23 @@ class RerankClient(APIClient):
             body=error.body,
         )
         located.retry_after = error.retry_after
+        located.__dict__["_span"] = (start, start + size - 1)  # for `_relocated`
         return located
+
+    def _relocated(
+        self, error: ContextLengthExceededError, sent: Sequence[int], total: int
+    ) -> ContextLengthExceededError:
+        """A too-long pair found among the documents sent, said in the caller's indices.
+
+        (With blank documents left out, the batches count the documents sent, not those
+        given: "among 1..1 of the 2 given" was the third of four.)
+        """
+        span = error.__dict__.get("_span")
+        cause = error.__cause__
+        if span is None or not isinstance(cause, ContextLengthExceededError):
+            return error
+        first, last = sent[span[0]], sent[span[1]]
+        return self._located(cause, first, last - first + 1, total)
 
     def _send(
         self, query: str, start: int, documents: list[str], top_n: int | None, total: int
@@ -184,7 +200,10 @@ class RerankClient(APIClient):
             if blanks:
                 check_documents(query, [])
                 kept = [documents[i] for i in sent]
-                scored = self.rerank(query, kept, top_n=top_n) if kept else []
+                try:
+                    scored = self.rerank(query, kept, top_n=top_n) if kept else []
+                except ContextLengthExceededError as e:
+                    raise self._relocated(e, sent, len(documents)) from e.__cause__
                 return place_blank_last(scored, sent, blanks, top_n)
         batches = self._batches(query, documents, top_n)
         total = len(documents)
@@ -210,7 +229,10 @@ class RerankClient(APIClient):
             if blanks:
                 check_documents(query, [])
                 kept = [documents[i] for i in sent]
-                scored = await self.arerank(query, kept, top_n=top_n) if kept else []
+                try:
+                    scored = await self.arerank(query, kept, top_n=top_n) if kept else []
+                except ContextLengthExceededError as e:
+                    raise self._relocated(e, sent, len(documents)) from e.__cause__
                 return place_blank_last(scored, sent, blanks, top_n)
         batches = self._batches(query, documents, top_n)
         total = len(documents)
