@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import llama_index.core.instrumentation as instrument
@@ -95,9 +97,9 @@ class TIREmbedding(TIREmbeddingsConnection, BaseEmbedding):
 
     # -- batches in flight at once, one event per batch ------------------------------------
 
-    def _own_batching(self, show_progress: bool) -> bool:
-        # A cache, a rate limiter or a progress bar are BaseEmbedding's to run, batch by batch.
-        return not (self.embeddings_cache or self.rate_limiter or show_progress)
+    def _own_batching(self) -> bool:
+        # A cache or a rate limiter are BaseEmbedding's to run, batch by batch.
+        return not (self.embeddings_cache or self.rate_limiter)
 
     def _start_events(self, texts: list[str]) -> list[tuple[str, list[str]]]:
         model_dict = self.to_payload()
@@ -130,18 +132,40 @@ class TIREmbedding(TIREmbeddingsConnection, BaseEmbedding):
     def get_text_embedding_batch(
         self, texts: list[str], show_progress: bool = False, **kwargs: Any
     ) -> list[Embedding]:
-        """Embed texts: batches of `embed_batch_size`, up to `max_concurrency` at once."""
-        if not self._own_batching(show_progress):
+        """Embed texts: batches of `embed_batch_size`, up to `max_concurrency` at once.
+
+        `show_progress`: a progress bar over the texts, moved as each batch comes back (the
+        batches still go out at once; LlamaIndex's own bar sent them one by one).
+        """
+        if not self._own_batching():
             return super().get_text_embedding_batch(texts, show_progress, **kwargs)
         started = self._start_events(texts)
-        return self._end_events(started, self._client.embed_documents(texts))
+        client = self._client
+        with _bar(len(texts), show_progress) as bar:
+            vectors = client.embed(texts, prefix=client.document_prefix, progress=bar)
+        return self._end_events(started, vectors)
 
     @dispatcher.span
     async def aget_text_embedding_batch(
         self, texts: list[str], show_progress: bool = False, **kwargs: Any
     ) -> list[Embedding]:
         """Async twin of `get_text_embedding_batch`."""
-        if not self._own_batching(show_progress):
+        if not self._own_batching():
             return await super().aget_text_embedding_batch(texts, show_progress, **kwargs)
         started = self._start_events(texts)
-        return self._end_events(started, await self._client.aembed_documents(texts))
+        client = self._client
+        with _bar(len(texts), show_progress) as bar:
+            vectors = await client.aembed(texts, prefix=client.document_prefix, progress=bar)
+        return self._end_events(started, vectors)
+
+
+@contextmanager
+def _bar(total: int, show: bool) -> Iterator[Callable[[int], object] | None]:
+    """A progress bar's `update` (LlamaIndex's words and tqdm), or None when not shown."""
+    if not show:
+        yield None
+        return
+    from tqdm.auto import tqdm  # type: ignore[import-untyped]  # as LlamaIndex's own bar
+
+    with tqdm(total=total, desc="Generating embeddings") as bar:
+        yield bar.update

@@ -180,16 +180,31 @@ def test_rate_limiter_is_asked_before_every_request(emulator: Emulator, mode: st
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
-def test_show_progress_runs_llama_index_loop(
+def test_show_progress_keeps_batches_in_flight_together(
     model: TIREmbedding, emulator: Emulator, mode: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # `VectorStoreIndex.from_documents(..., show_progress=True)` is common: LlamaIndex's own
+    # loop sent the batches one by one, and named a too-long text by its place in its batch.
+    emulator.queue_embeddings(*[Reply(hold_until_in_flight=3)] * 3)  # a certain peak of 3
     if mode == "sync":
-        vectors = model.get_text_embedding_batch(TEXTS[:10], show_progress=True)
+        vectors = model.get_text_embedding_batch(TEXTS, show_progress=True)
     else:
-        vectors = asyncio.run(model.aget_text_embedding_batch(TEXTS[:10], show_progress=True))
-    assert vectors == [embed_vector(t) for t in TEXTS[:10]]
-    assert sorted(len(r.json["input"]) for r in emulator.requests) == [2, 4, 4]
-    assert "it/s" in capsys.readouterr().err  # the progress bar was drawn
+        vectors = asyncio.run(model.aget_text_embedding_batch(TEXTS, show_progress=True))
+    assert vectors == [embed_vector(t) for t in TEXTS]
+    assert sorted(len(r.json["input"]) for r in emulator.requests) == [2, 4, 4, 4, 4]
+    assert emulator.max_in_flight == 3
+    drawn = capsys.readouterr().err
+    assert "Generating embeddings" in drawn and "18/18" in drawn  # the bar, to its end
+    emulator.reset()
+    emulator.embed_max_tokens = 10
+    texts = [*TEXTS[:9], "word " * 40, *TEXTS[9:12]]
+    with pytest.raises(ContextLengthExceededError) as caught:
+        if mode == "sync":
+            model.get_text_embedding_batch(texts, show_progress=True)
+        else:
+            asyncio.run(model.aget_text_embedding_batch(texts, show_progress=True))
+    assert caught.value.input_index == 9
+    assert "text 9 (of the 13 given" in str(caught.value)
 
 
 @pytest.mark.usefixtures("emulator")

@@ -35,6 +35,9 @@ __all__ = [
 
 # vLLM batches inputs itself; 64 texts keep a request well under any body limit and give a
 # 10,000-text job enough requests to overlap.
+# Told each batch's size once it is embedded (a progress bar's `update`).
+Progress = Callable[[int], object]
+
 DEFAULT_EMBED_BATCH_SIZE = 64
 DEFAULT_EMBED_CONCURRENCY = 8
 
@@ -206,10 +209,21 @@ class EmbeddingsClient(APIClient):
 
     # -- sync ------------------------------------------------------------------------------
 
-    def _send_batch(self, start: int, texts: list[str], total: int) -> list[list[float]]:
-        return self._vectors(drive(self._plan(texts, each=False), self._send), start, total)
+    def _send_batch(
+        self, start: int, texts: list[str], total: int, progress: Progress | None
+    ) -> list[list[float]]:
+        vectors = self._vectors(drive(self._plan(texts, each=False), self._send), start, total)
+        if progress is not None:
+            progress(len(vectors))
+        return vectors
 
-    def embed(self, texts: Sequence[str], *, prefix: str | None = None) -> list[list[float]]:
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        prefix: str | None = None,
+        progress: Progress | None = None,
+    ) -> list[list[float]]:
         """Embed `texts`, one vector per text in the same order.
 
         Batches of `batch_size` go out up to `max_concurrency` at a time (on threads).
@@ -217,6 +231,8 @@ class EmbeddingsClient(APIClient):
         Args:
             texts: the texts; none may be empty.
             prefix: put before every text (see `embed_documents` / `embed_query`).
+            progress: called with each batch's size once it is embedded (a progress bar's
+                `update`; from the batch's thread in the sync API).
 
         Raises:
             InputError: a text is empty or not a str (nothing is sent).
@@ -226,7 +242,10 @@ class EmbeddingsClient(APIClient):
         batches = self._batches(texts, prefix)
         total = len(texts)
         vectors = in_flight(
-            lambda job: self._send_batch(*job, total), batches, self.max_concurrency, "tir-embed"
+            lambda job: self._send_batch(*job, total, progress),
+            batches,
+            self.max_concurrency,
+            "tir-embed",
         )
         return _one_width([v for batch in vectors for v in batch])
 
@@ -240,15 +259,27 @@ class EmbeddingsClient(APIClient):
 
     # -- async -----------------------------------------------------------------------------
 
-    async def _asend_batch(self, start: int, texts: list[str], total: int) -> list[list[float]]:
-        return self._vectors(await adrive(self._plan(texts, each=False), self._asend), start, total)
+    async def _asend_batch(
+        self, start: int, texts: list[str], total: int, progress: Progress | None
+    ) -> list[list[float]]:
+        results = await adrive(self._plan(texts, each=False), self._asend)
+        vectors = self._vectors(results, start, total)
+        if progress is not None:
+            progress(len(vectors))
+        return vectors
 
-    async def aembed(self, texts: Sequence[str], *, prefix: str | None = None) -> list[list[float]]:
+    async def aembed(
+        self,
+        texts: Sequence[str],
+        *,
+        prefix: str | None = None,
+        progress: Progress | None = None,
+    ) -> list[list[float]]:
         """Async twin of `embed`: batches go out up to `max_concurrency` at a time."""
         batches = self._batches(texts, prefix)
         total = len(texts)
         vectors = await ain_flight(
-            lambda job: self._asend_batch(*job, total), batches, self.max_concurrency
+            lambda job: self._asend_batch(*job, total, progress), batches, self.max_concurrency
         )
         return _one_width([v for batch in vectors for v in batch])
 
