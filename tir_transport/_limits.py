@@ -7,6 +7,7 @@ answers how long to wait. `Limits` holds them for one client; the clients do the
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 import weakref
@@ -49,6 +50,18 @@ class RatePacer:
             self._stamp = now
             self._tokens -= 1.0
             return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+    def refund(self) -> None:
+        """Give back the token `reserve` took for a request that was not sent.
+
+        (Cancelled while it waited for its send time: later requests do not wait for it.)
+        """
+        with self._lock:
+            self._tokens = min(self.capacity, self._tokens + 1.0)
+
+    def _after_fork(self) -> None:
+        # Another thread of the parent may have held the lock when it forked.
+        self._lock = threading.Lock()
 
 
 class Backoff:
@@ -109,10 +122,26 @@ class Limits:
         self.pacer = pacer or (RatePacer(requests_per_minute) if requests_per_minute else None)
         self.remote_pacer = remote_pacer
         self.backoff = Backoff()
+        self._pid = os.getpid()
         self._sync_slots = threading.BoundedSemaphore(max_in_flight) if max_in_flight else None
         self._async_slots: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, asyncio.Semaphore
         ] = weakref.WeakKeyDictionary()
+
+    def _check_fork(self) -> None:
+        """In a forked child, fresh slots and locks.
+
+        The parent's may be held by its other threads, which the child does not have: it
+        waited for them for ever.
+        """
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        if self.max_in_flight:
+            self._sync_slots = threading.BoundedSemaphore(self.max_in_flight)
+        self._async_slots = weakref.WeakKeyDictionary()
+        if self.pacer is not None:
+            self.pacer._after_fork()
 
     def __getstate__(self) -> dict[str, object]:
         # Locks and the state of the pace stay behind: a copy starts its own.
@@ -138,17 +167,27 @@ class Limits:
             wait = max(wait, self.pacer.reserve())
         return wait
 
+    def _not_sent(self) -> None:
+        # Waiting for its send time, the request was cancelled (or Ctrl-C): its token back.
+        if self.pacer is not None:
+            self.pacer.refund()
+
     @contextmanager
     def slot(self) -> Iterator[None]:
         """Hold a request slot, after waiting for the pace and any shared back-off."""
+        self._check_fork()
         if self._sync_slots is not None:
             self._sync_slots.acquire()
         try:
             wait = self._wait()
-            while wait > 0:
-                time.sleep(wait)
-                # A 429 that arrived while we waited extends the pause.
-                wait = self.backoff.wait()
+            try:
+                while wait > 0:
+                    time.sleep(wait)
+                    # A 429 that arrived while we waited extends the pause.
+                    wait = self.backoff.wait()
+            except BaseException:
+                self._not_sent()
+                raise
             yield
         finally:
             if self._sync_slots is not None:
@@ -159,6 +198,7 @@ class Limits:
         return _AsyncSlot(self)
 
     async def _aacquire(self) -> asyncio.Semaphore | None:
+        self._check_fork()
         slots = None
         if self.max_in_flight:
             loop = asyncio.get_running_loop()
@@ -169,11 +209,15 @@ class Limits:
             await slots.acquire()
         try:
             wait = self._wait()
-            if self.remote_pacer is not None:
-                wait = max(wait, await self.remote_pacer.reserve())
-            while wait > 0:
-                await asyncio.sleep(wait)
-                wait = self.backoff.wait()
+            try:
+                if self.remote_pacer is not None:
+                    wait = max(wait, await self.remote_pacer.reserve())
+                while wait > 0:
+                    await asyncio.sleep(wait)
+                    wait = self.backoff.wait()
+            except BaseException:
+                self._not_sent()
+                raise
         except BaseException:
             if slots is not None:
                 slots.release()

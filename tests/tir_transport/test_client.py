@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import pickle
+import signal
 import socket
 import threading
 import warnings
@@ -671,3 +672,32 @@ def test_a_forced_call_cut_by_max_tokens_is_a_cut_call_not_text(
     assert not text
     assert [(c.name, c.arguments) for c in calls] == [("get_weather", '{"city": "Pa')]
     assert finish == "length"
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_request_stopped_while_out_counts_as_sent(
+    make_client: MakeClient, emulator: Emulator, mode: str
+) -> None:
+    # Sent, then Ctrl-C (sync) or a cancel (async) before the reply: the server may have taken
+    # it, so it counts as a request without usage. The sync path did not count it.
+    emulator.queue(Reply(stall_after=0, stall_seconds=5.0))
+    client = make_client()
+    with track_usage() as usage:
+        if mode == "sync":
+            signal.setitimer(signal.ITIMER_REAL, 0.5)
+            previous = signal.signal(signal.SIGALRM, signal.default_int_handler)
+            try:
+                with pytest.raises(KeyboardInterrupt):
+                    client.create(payload())
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
+        else:
+
+            async def main() -> None:
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(client.acreate(payload()), 0.5)
+
+            asyncio.run(main())
+    assert (usage.requests, usage.requests_without_usage) == (1, 1)
+    assert len(emulator.requests) == 1

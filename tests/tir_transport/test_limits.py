@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import pickle
+import signal
 import threading
 import time
 from typing import Any
@@ -16,7 +18,7 @@ from llama_index_tir import TIREmbedding, TIRLlamaLLM
 from tests.conftest import TEST_KEY
 from tests.support.emulator import WAIT_SECONDS, Emulator, Reply
 from tests.support.timing import CLOCK_EPSILON, assert_token_bucket
-from tir_transport import ChatClient, TIRConfig, build_payload
+from tir_transport import ChatClient, RateLimitError, TIRConfig, build_payload
 from tir_transport._limits import Backoff, Limits, RatePacer
 
 # -- pure -------------------------------------------------------------------------------------
@@ -63,6 +65,14 @@ def test_limits_pickle_to_fresh_state() -> None:
     copy = pickle.loads(pickle.dumps(limits))
     assert (copy.max_in_flight, copy.pacer and copy.pacer.rate) == (3, 2.0)
     assert copy.backoff.wait() == 0.0
+
+
+def test_a_token_given_back_is_a_send_time_freed() -> None:
+    pacer = RatePacer(60)  # 1 a second, bursts of 1
+    assert pacer.reserve(now=0.0) == 0.0
+    assert pacer.reserve(now=0.0) == pytest.approx(1.0)
+    pacer.refund()  # that one was cancelled while it waited
+    assert pacer.reserve(now=0.0) == pytest.approx(1.0)  # not 2.0
 
 
 # -- at the emulator --------------------------------------------------------------------------
@@ -162,6 +172,64 @@ def test_a_429_pauses_every_request_of_the_client(emulator: Emulator) -> None:
     # wall: no earlier than Retry-After past the moment the 429 left the emulator.
     later = emulator.starts(7)[1:]
     assert min(later) >= the_429_went_out_at(emulator) + 0.6 - CLOCK_EPSILON
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_retry_after_beyond_the_policy_holds_nobody(emulator: Emulator, mode: str) -> None:
+    # The policy gives up on a Retry-After over 60 s at once; the pause was still taken in,
+    # and every later call of the object slept out the quota's five minutes without a word.
+    emulator.queue(Reply(status=429, headers={"retry-after": "300"}, message="quota"))
+    tir = client(emulator)
+    with pytest.raises(RateLimitError, match="quota"):
+        tir.create(BODY) if mode == "sync" else asyncio.run(tir.acreate(BODY))
+    assert not paused(tir)
+    started = time.monotonic()
+    tir.create(BODY) if mode == "sync" else asyncio.run(tir.acreate(BODY))
+    assert time.monotonic() - started < WAIT_SECONDS
+    assert emulator.statuses() == [429, 200]
+
+
+def test_cancelled_waiters_give_their_send_times_back(emulator: Emulator) -> None:
+    # Callers behind wait_for (a web handler's deadline) that give up before their send time:
+    # the next request waited for all of them (28 s here at 1 a second).
+    tir = client(emulator, requests_per_minute=60)
+
+    async def run() -> float:
+        waiting = [asyncio.ensure_future(tir.acreate(BODY)) for _ in range(20)]
+        await asyncio.sleep(0.3)
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        started = time.monotonic()
+        await tir.acreate(BODY)
+        return time.monotonic() - started
+
+    waited = asyncio.run(run())
+    assert len(emulator.requests) == 2  # the first, sent at once, and the last
+    assert waited < 3.0, waited
+
+
+def test_a_forked_child_gets_its_own_slots(emulator: Emulator) -> None:
+    # Forked while another thread held the only slot: that thread does not exist in the
+    # child, and the child's first request waited for its slot for ever.
+    emulator.queue(Reply(stall_after=0, stall_seconds=3.0))
+    tir = client(emulator, max_in_flight=1, requests_per_minute=6000)
+    holder = threading.Thread(target=lambda: tir.create(BODY), daemon=True)
+    holder.start()
+    emulator.wait_until(lambda: len(emulator.requests) == 1, "the held request")
+    pid = os.fork()
+    if pid == 0:  # the child: one request; killed by the alarm if it hangs
+        signal.alarm(10)
+        code = 1
+        try:
+            tir.create(BODY)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0  # answered: no error, no alarm
+    holder.join()
+    assert len(emulator.requests) == 3
 
 
 @timing

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from .._errors import TIRError
+from .._usage import record_usage
 from .replies import HttpxSyncOpened, Reply, SyncOpened
 
 if TYPE_CHECKING:
@@ -61,7 +62,14 @@ def send(transport: Transport, url: str, body: bytes | None, model: str | None =
     while True:
         try:
             with transport._slot():
-                reply = once()
+                try:
+                    reply = once()
+                except KeyboardInterrupt:
+                    # Ctrl-C while out, as a cancel in `asend`: the server may have taken
+                    # it; which, the client cannot tell.
+                    if model is not None:
+                        record_usage(model, None)
+                    raise
         except caught as e:
             error = failed(e)
         else:

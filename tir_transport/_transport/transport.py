@@ -269,8 +269,14 @@ class Transport(Closing):
             # The answer may be the proxy's own (it could not reach TIR, or wants a login).
             error.message += f" (the request went through the proxy {proxy})"
         error.retry_after = parse_retry_after(reply.headers)
-        if error.retry_after and isinstance(error, RateLimitError):
-            # The server said to wait: the other requests of this transport wait too.
+        if (
+            error.retry_after
+            and isinstance(error, RateLimitError)
+            and error.retry_after <= self.retry.max_retry_after
+        ):
+            # The server said to wait: the other requests of this transport wait too. Not
+            # for longer than the policy waits: that request gives up at once, and the next
+            # call would otherwise sleep out a quota's hours without a word.
             self.limits.backoff.hold(error.retry_after)
         return error
 
