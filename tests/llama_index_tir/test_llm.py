@@ -552,7 +552,8 @@ def test_blocks_without_text_for_the_model(llm: TIRLlamaLLM, emulator: Emulator)
     # A block of a kind the conversion does not know (a later LlamaIndex's) is refused,
     # never dropped.
     message = ChatMessage(role=MessageRole.USER, blocks=[])
-    message.blocks.append(TextBlock.model_construct(block_type="hologram", text="x"))
+    kind: Any = "hologram"
+    message.blocks.append(TextBlock.model_construct(block_type=kind, text="x"))
     with pytest.raises(UnsupportedContentError, match="'hologram' block"):
         llm.chat([message])
     assert len(emulator.requests) == 1

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -49,11 +50,11 @@ def test_the_callers_stream_options_go_on_streams_only(where: str) -> None:
     # request that does not stream, and its continuous_usage_stats must not be lost on one
     # that does.
     theirs = {"stream_options": {"include_usage": False, "continuous_usage_stats": True}}
-    given = {"extra_body": theirs} if where == "extra_body" else theirs
-    assert "stream_options" not in build_payload(MESSAGES, "m", **given)
-    streamed = build_payload(MESSAGES, "m", stream=True, **given)
+    fields: dict[str, Any] = {"extra_body": theirs} if where == "extra_body" else theirs
+    assert "stream_options" not in build_payload(MESSAGES, "m", **fields)
+    streamed = build_payload(MESSAGES, "m", stream=True, **fields)
     assert streamed["stream_options"] == {"include_usage": True, "continuous_usage_stats": True}
-    unasked = build_payload(MESSAGES, "m", stream=True, include_usage=False, **given)
+    unasked = build_payload(MESSAGES, "m", stream=True, include_usage=False, **fields)
     assert unasked["stream_options"] == theirs["stream_options"]
 
 
@@ -61,8 +62,9 @@ def test_the_callers_stream_options_go_on_streams_only(where: str) -> None:
 def test_the_openai_clients_options_are_refused_not_sent(option: str) -> None:
     # ChatOpenAI and OpenAILike programs pass them among the request's fields, and the openai
     # client takes them out of the body; sent as fields, vLLM would ignore them.
+    fields: dict[str, Any] = {option: {"X-Trace": "1"}}
     with pytest.raises(ValueError, match=f"'{option}' is an option of the openai client"):
-        build_payload(MESSAGES, "m", **{option: {"X-Trace": "1"}})
+        build_payload(MESSAGES, "m", **fields)
 
 
 def test_extra_body_passes_vllm_fields_through_last() -> None:
