@@ -103,7 +103,10 @@ def test_a_folder_of_someone_elses_files_is_never_touched(
         assert code == 2, text
         assert text.count("\n") == 1 and "Traceback" not in text
     code, text = batch(emulator, str(tickets), str(theirs))
-    assert "--resume" in text and "--overwrite" in text  # the decision, named
+    # Said as what it is: resuming or overwriting them would be refused too (it offered both).
+    assert "not the output of a tir-llama job (notes.txt" not in text  # not a row file
+    assert "not the output of a tir-llama job (payroll.parquet)" in text
+    assert "--resume" not in text and "--overwrite" not in text
     ds = ray.data.from_items(rows(3))
     for mode in ("new", "overwrite"):
         with pytest.raises(ray_tir.OutputFolderError):
