@@ -454,6 +454,22 @@ def wait_for_exit(mark: str) -> None:
     raise AssertionError(f"processes keep appearing: {marked(mark)}")
 
 
+def batch_command(
+    emulator: Emulator, argv: list[str], env: dict[str, str], stderr: int
+) -> subprocess.Popen[str]:
+    """`tir-llama batch` in a process of its own (its own Ray), the key set, stdout dropped."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("TIR_", "RAY_ADDRESS"))}
+    command = [sys.executable, "-m", "tir_llama", "--base-url", emulator.base_url, "batch"]
+    return subprocess.Popen(
+        [*command, *argv],
+        env={**base, "TIR_API_KEY": TEST_KEY, **env},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        text=True,
+    )
+
+
 @pytest.mark.timing
 @pytest.mark.timeout(600)  # a Ray job killed and resumed: minutes with two busy processes beside
 def test_a_killed_job_loses_at_most_a_bound_sends_nothing_after_and_leaves_nothing(
@@ -463,16 +479,9 @@ def test_a_killed_job_loses_at_most_a_bound_sends_nothing_after_and_leaves_nothi
     output = tmp_path / "out"
     emulator.chat_delay = 0.01
     mark = uuid.uuid4().hex
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIR_", "RAY_ADDRESS"))}
-    env.update(TIR_API_KEY=TEST_KEY, TIR_TEST_JOB=mark)
     argv = ["--concurrency", "2", "--max-in-flight", "4", "--max-tokens", "2"]
-    command = [sys.executable, "-m", "tir_llama", "--base-url", emulator.base_url, "batch"]
-    job = subprocess.Popen(
-        [*command, str(source), str(output), *argv],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    job = batch_command(
+        emulator, [str(source), str(output), *argv], {"TIR_TEST_JOB": mark}, subprocess.DEVNULL
     )
     try:
         # A guard against a hang, not a measurement: with two busy processes beside it (make
@@ -505,18 +514,8 @@ def test_ctrl_c_stops_a_job_and_says_what_is_kept(emulator: Emulator, tmp_path: 
     source = csv_rows(tmp_path / "in.csv", 400)
     output = tmp_path / "out"
     emulator.chat_delay = 0.05
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIR_", "RAY_ADDRESS"))}
-    env.update(TIR_API_KEY=TEST_KEY)
-    command = [sys.executable, "-m", "tir_llama", "--base-url", emulator.base_url, "batch"]
     argv = ["--concurrency", "1", "--max-in-flight", "4", "--max-tokens", "2"]
-    job = subprocess.Popen(
-        [*command, str(source), str(output), *argv],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    job = batch_command(emulator, [str(source), str(output), *argv], {}, subprocess.PIPE)
     try:
         # Batches of 16 rows are written as they are answered: some are in by then.
         emulator.wait_until(lambda: len(emulator.requests) >= 64, "64 requests", timeout=240)
