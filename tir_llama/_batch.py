@@ -40,13 +40,15 @@ from tir_transport import (
 from tir_transport.adapter import TOKENS_EXTRA_HINT
 
 from ._batch_checks import (
+    RESUME_NEEDS_PARQUET,
     _align_ids,
     _check_id_column,
     _check_parquet_fits,
     _check_unique_ids,
+    _jsonl_output,
     _validate,
 )
-from ._batch_input import _check_input, _load, _Refused
+from ._batch_input import _check_input, _columns, _load, _Refused
 from ._batch_ray import _cause, _start_ray
 from ._batch_report import _clock, _line, _Progress
 from ._words import shell_words
@@ -80,26 +82,13 @@ def _rows(table: pa.Table | None, path: Path) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
-def _resumable(table: pa.Table | None, args: argparse.Namespace) -> bool:
-    """Whether a later --resume could send this run's failed rows again (ids, Parquet out)."""
-    if args.output.rstrip("/").endswith(".jsonl"):
-        return False
-    if table is not None:
-        return args.id_column in table.column_names
-    path = Path(args.input)
-    files = [path] if path.is_file() else sorted(path.glob("*.parquet"))
-    return bool(files) and args.id_column in pq.read_schema(files[0]).names
-
-
 def _again(table: pa.Table | None, args: argparse.Namespace, rows: str = "them again") -> str:
     """How to send failed (or unsent) rows again, for this run's input and output."""
-    if _resumable(table, args):
+    if _jsonl_output(args):
+        return f"{RESUME_NEEDS_PARQUET}: run again to send every row"
+    names = table.column_names if table is not None else _columns(Path(args.input), "parquet")
+    if args.id_column in names:
         return f"--resume sends {rows}"
-    if args.output.rstrip("/").endswith(".jsonl"):
-        return (
-            "--resume needs Parquet output (a folder not ending in .jsonl): run again to send "
-            "every row"
-        )
     return (
         f"the input has no id column ({args.id_column!r}), so --resume cannot tell which "
         "rows they are: run again to send every row, or give the rows ids (--id-column)"
@@ -121,7 +110,7 @@ def run(args: argparse.Namespace, config: dict[str, Any], out: TextIO, err: Text
                 "was written or replaced"
             )
         _check_unique_ids(table, args.id_column)
-        if not args.output.rstrip("/").endswith(".jsonl"):
+        if not _jsonl_output(args):
             _check_parquet_fits(table, args.input)
         if args.resume:
             table = _align_ids(table, args)

@@ -47,8 +47,8 @@ def _validate(
     fmt, block, names = _check_input(args)
     _check_output_place(output, source, args.output)
     if args.resume:
-        if args.output.rstrip("/").endswith(".jsonl"):
-            raise _Refused("--resume needs Parquet output (a folder not ending in .jsonl)")
+        if _jsonl_output(args):
+            raise _Refused(RESUME_NEEDS_PARQUET)
         _check_id_column(args, names)
     check_output(output, mode)
     settings = {k: v for k, v in config.items() if k != "model"}
@@ -60,6 +60,14 @@ def _validate(
     tir.require()  # every missing setting, at once
     tir.url("chat/completions", model)  # plain http to a remote host is refused here, too
     return _load(source, fmt, block, names, args), mode
+
+
+RESUME_NEEDS_PARQUET = "--resume needs Parquet output (a folder not ending in .jsonl)"
+
+
+def _jsonl_output(args: argparse.Namespace) -> bool:
+    """Whether the output is JSON Lines (OUTPUT ends in .jsonl), which --resume cannot read."""
+    return bool(args.output.rstrip("/").endswith(".jsonl"))
 
 
 def _check_id_column(args: argparse.Namespace, names: list[str]) -> None:
