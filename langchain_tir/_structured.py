@@ -81,7 +81,8 @@ def openai_response_format(value: Any, strict: bool) -> Any:
 
     A pydantic class stays one (its replies are parsed; `wire_response_format` sends it), as
     do the wire's own forms; a TypedDict or a JSON schema becomes ChatOpenAI's function-style
-    `json_schema` (`strict`, unless the schema says otherwise).
+    `json_schema`, `strict` as given (ChatOpenAI's `bind_tools` passes True unless
+    `strict=False`).
     """
     if is_pydantic_class(value) or _wire_form(value):
         return value
